@@ -1,1 +1,24 @@
-//! Sluice broker.
+//! Sluice: a Kafka-compatible event broker.
+//!
+//! Module map:
+//! - [`config`]: configuration from defaults, TOML file, flags and `SLUICE_*` variables.
+//! - [`server`]: the listener, the connection limit, graceful shutdown.
+//! - [`connection`]: one client connection, requests served in order.
+//! - [`handlers`]: one file per Kafka API, and the table of served versions.
+//! - [`broker`]: shared state: metadata image, open topics and partitions.
+//! - [`partition`]: a partition's log, producer state and high watermark.
+//! - [`producer_state`]: idempotent-producer sequence checks (pure logic).
+//! - [`metadata`]: the persisted cluster metadata image.
+//! - [`topic_config`]: topic configs with Kafka's names, defaults and validation.
+//! - [`error`]: broker errors and their mapping to Kafka error codes.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod producer_state;
+pub mod server;
+pub mod topic_config;

@@ -1,0 +1,331 @@
+//! The broker's shared state: configuration, the metadata image, the open
+//! partitions, and the producer-id allocator. Handlers get an `Arc<Broker>`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use kafka_protocol::error::ResponseError;
+use sluice_protocol::versions::VersionTable;
+use sluice_storage::{Clock, SystemClock};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::error::BrokerError;
+use crate::metadata::{MetadataStore, TopicMeta};
+use crate::partition::Partition;
+use crate::topic_config::{self, TopicConfig};
+
+/// An open topic.
+#[derive(Debug)]
+pub struct Topic {
+    pub name: String,
+    pub id: Uuid,
+    pub partitions: Vec<Arc<Partition>>,
+    pub config: TopicConfig,
+    pub overrides: BTreeMap<String, String>,
+}
+
+/// A topic-level failure with Kafka's code and a message for the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicError {
+    pub code: i16,
+    pub message: String,
+}
+
+impl TopicError {
+    pub fn new(e: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            code: e.code(),
+            message: message.into(),
+        }
+    }
+}
+
+pub struct Broker {
+    pub config: Config,
+    pub versions: VersionTable,
+    pub data_available: Arc<Notify>,
+    clock: Arc<dyn Clock>,
+    metadata: Mutex<MetadataStore>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serialises topic creation/deletion so that two requests for one name
+    /// cannot both create it.
+    admin: tokio::sync::Mutex<()>,
+    cluster_id: String,
+}
+
+impl Broker {
+    pub fn open(config: Config, versions: VersionTable) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with_clock(config, versions, Arc::new(SystemClock))
+    }
+
+    pub fn open_with_clock(
+        config: Config,
+        versions: VersionTable,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let store = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())
+            .map_err(|e| BrokerError::Storage(e.into()))?;
+        let data_available = Arc::new(Notify::new());
+        let mut topics = HashMap::new();
+        for (name, meta) in &store.image.topics {
+            let topic = open_topic(&config, name, meta, &clock, &data_available)?;
+            tracing::info!(topic = %name, partitions = meta.partitions, "loaded topic");
+            topics.insert(name.clone(), Arc::new(topic));
+        }
+        let cluster_id = store.image.cluster_id.clone();
+        Ok(Arc::new(Self {
+            config,
+            versions,
+            data_available,
+            clock,
+            metadata: Mutex::new(store),
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            cluster_id,
+        }))
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i).cloned())
+    }
+
+    /// Creates a topic, or checks that it could be created (`validate_only`).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        validate_topic_name(name)?;
+        let partitions = if partitions == -1 {
+            self.config.num_partitions
+        } else {
+            partitions
+        };
+        if partitions <= 0 {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("number of partitions must be larger than 0, not {partitions}"),
+            ));
+        }
+        let replication_factor = if replication_factor == -1 {
+            self.config.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if replication_factor <= 0 {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                "replication factor must be larger than 0",
+            ));
+        }
+        if replication_factor > 1 {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "replication factor {replication_factor} is larger than the 1 available broker"
+                ),
+            ));
+        }
+        topic_config::validate(&overrides)
+            .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+        let _guard = self.admin.lock().await;
+        if self.topic(name).is_some() {
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        let meta = TopicMeta {
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor,
+            configs: overrides,
+        };
+        if validate_only {
+            let config = TopicConfig::resolve(&self.config, &meta.configs);
+            return Ok(Arc::new(Topic {
+                name: name.to_owned(),
+                id: meta.id,
+                partitions: Vec::new(),
+                config,
+                overrides: meta.configs,
+            }));
+        }
+        let topic = open_topic(&self.config, name, &meta, &self.clock, &self.data_available)
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(|img| img.topics.insert(name.to_owned(), meta.clone()))
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let topic = Arc::new(topic);
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), topic.clone());
+        tracing::info!(topic = %name, partitions, id = %meta.id, "created topic");
+        Ok(topic)
+    }
+
+    /// Auto-creates `name` with the broker defaults if allowed.
+    pub async fn auto_create(&self, name: &str) -> Option<Arc<Topic>> {
+        if !self.config.auto_create_topics_enable {
+            return None;
+        }
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
+            Ok(t) => Some(t),
+            Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => self.topic(name),
+            Err(e) => {
+                tracing::warn!(topic = %name, error = %e.message, "auto-creation failed");
+                None
+            }
+        }
+    }
+
+    /// Reserves a fresh producer id.
+    pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
+        let id = store.image.next_producer_id;
+        store
+            .update(|img| img.next_producer_id = id + 1)
+            .map_err(|e| BrokerError::Storage(e.into()))?;
+        Ok(id)
+    }
+
+    /// Flushes every partition and leaves clean-shutdown markers.
+    pub fn shutdown(&self) {
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.close() {
+                    tracing::error!(partition = ?p, error = %e, "close failed");
+                }
+            }
+        }
+    }
+}
+
+fn open_topic(
+    config: &Config,
+    name: &str,
+    meta: &TopicMeta,
+    clock: &Arc<dyn Clock>,
+    data_available: &Arc<Notify>,
+) -> Result<Topic, BrokerError> {
+    let tc = TopicConfig::resolve(config, &meta.configs);
+    let partitions = (0..meta.partitions)
+        .map(|i| {
+            Partition::open(
+                &config.data_dir,
+                name,
+                i,
+                tc.clone(),
+                clock.clone(),
+                data_available.clone(),
+            )
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Topic {
+        name: name.to_owned(),
+        id: meta.id,
+        partitions,
+        config: tc,
+        overrides: meta.configs.clone(),
+    })
+}
+
+/// Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
+    let bad = |m: String| Err(TopicError::new(ResponseError::InvalidTopicException, m));
+    if name.is_empty() {
+        return bad("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return bad(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > 249 {
+        return bad(format!(
+            "topic name is {} characters long; the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return bad(format!(
+            "topic name '{name}' contains the illegal character {c:?}"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_x-y").is_ok());
+        for bad in ["", ".", "..", "a b", "ü", &"x".repeat(250)] {
+            assert_eq!(
+                validate_topic_name(bad).unwrap_err().code,
+                ResponseError::InvalidTopicException.code(),
+                "{bad:?}"
+            );
+        }
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+    }
+}

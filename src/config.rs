@@ -1,0 +1,234 @@
+//! Broker configuration: defaults, then the TOML file, then `SLUICE_*` variables and
+//! flags (clap handles those two, flags winning).
+//!
+//! Keys in the file use Kafka's broker names (`auto.create.topics.enable`,
+//! `log.segment.bytes`, …). TOML reads an unquoted dotted key as nested tables, so
+//! the file is flattened back to dotted names before it is deserialized: both
+//! `"num.partitions" = 3` and `num.partitions = 3` mean the same thing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command line of the `sluice` binary.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a Kafka-compatible event broker"
+)]
+pub struct Cli {
+    /// Address the Kafka listener binds to.
+    #[arg(long, env = "SLUICE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Address clients are told to connect to (host:port); defaults to --listen.
+    #[arg(long, env = "SLUICE_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Folder holding the partition logs and cluster metadata.
+    #[arg(long, env = "SLUICE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// This broker's node id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// TOML configuration file (see config/sluice.toml for every key and default).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Everything the broker reads from configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    #[serde(rename = "advertised.listener")]
+    pub advertised_listener: Option<String>,
+    #[serde(rename = "data.dir")]
+    pub data_dir: PathBuf,
+    #[serde(rename = "node.id")]
+    pub node_id: i32,
+    #[serde(rename = "cluster.id")]
+    pub cluster_id: Option<String>,
+    #[serde(rename = "max.connections")]
+    pub max_connections: usize,
+    #[serde(rename = "socket.request.max.bytes")]
+    pub socket_request_max_bytes: usize,
+    #[serde(rename = "auto.create.topics.enable")]
+    pub auto_create_topics_enable: bool,
+    #[serde(rename = "num.partitions")]
+    pub num_partitions: i32,
+    #[serde(rename = "default.replication.factor")]
+    pub default_replication_factor: i16,
+    #[serde(rename = "message.max.bytes")]
+    pub message_max_bytes: i32,
+    #[serde(rename = "log.segment.bytes")]
+    pub log_segment_bytes: u64,
+    #[serde(rename = "log.roll.ms")]
+    pub log_roll_ms: i64,
+    #[serde(rename = "log.index.interval.bytes")]
+    pub log_index_interval_bytes: usize,
+    #[serde(rename = "log.index.size.max.bytes")]
+    pub log_index_size_max_bytes: usize,
+    #[serde(rename = "log.message.timestamp.type")]
+    pub log_message_timestamp_type: String,
+    #[serde(rename = "compression.type")]
+    pub compression_type: String,
+    #[serde(rename = "log.cleanup.policy")]
+    pub log_cleanup_policy: String,
+    #[serde(rename = "log.retention.ms")]
+    pub log_retention_ms: i64,
+    #[serde(rename = "log.retention.bytes")]
+    pub log_retention_bytes: i64,
+    #[serde(rename = "min.insync.replicas")]
+    pub min_insync_replicas: i32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9092".parse().expect("valid literal"),
+            advertised_listener: None,
+            data_dir: PathBuf::from("data"),
+            node_id: 1,
+            cluster_id: None,
+            max_connections: 10_000,
+            socket_request_max_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
+            auto_create_topics_enable: true,
+            num_partitions: 1,
+            default_replication_factor: 1,
+            message_max_bytes: 1_048_588,
+            log_segment_bytes: 1 << 30,
+            log_roll_ms: 7 * 24 * 3600 * 1000,
+            log_index_interval_bytes: 4096,
+            log_index_size_max_bytes: 10 * 1024 * 1024,
+            log_message_timestamp_type: "CreateTime".into(),
+            compression_type: "producer".into(),
+            log_cleanup_policy: "delete".into(),
+            log_retention_ms: 7 * 24 * 3600 * 1000,
+            log_retention_bytes: -1,
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration in {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+impl Config {
+    /// Defaults, overlaid by the file named on the command line, overlaid by flags.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        if let Some(listen) = cli.listen {
+            config.listen = listen;
+        }
+        if let Some(adv) = &cli.advertised_listener {
+            config.advertised_listener = Some(adv.clone());
+        }
+        if let Some(dir) = &cli.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(id) = cli.node_id {
+            config.node_id = id;
+        }
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|reason| ConfigError::Invalid {
+            path: path.to_owned(),
+            reason,
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let value: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
+        let mut flat = toml::Table::new();
+        flatten("", value, &mut flat);
+        toml::Value::Table(flat)
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    /// The host and port clients are told to use.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(adv) = &self.advertised_listener
+            && let Some((host, port)) = adv.rsplit_once(':')
+            && let Ok(port) = port.parse()
+        {
+            return (host.trim_matches(['[', ']']).to_string(), port);
+        }
+        (self.listen.ip().to_string(), self.listen.port() as i32)
+    }
+}
+
+fn flatten(prefix: &str, table: toml::Table, out: &mut toml::Table) {
+    for (k, v) in table {
+        let key = if prefix.is_empty() {
+            k
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => flatten(&key, t, out),
+            other => {
+                out.insert(key, other);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dotted_keys_quoted_or_not_mean_the_same() {
+        let a = Config::from_toml("\"num.partitions\" = 3\nlisten = \"127.0.0.1:1\"").unwrap();
+        let b = Config::from_toml("num.partitions = 3\nlisten = \"127.0.0.1:1\"").unwrap();
+        assert_eq!(a.num_partitions, 3);
+        assert_eq!(b.num_partitions, 3);
+        assert_eq!(a.listen.port(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(Config::from_toml("num.partition = 3").is_err());
+    }
+
+    #[test]
+    fn the_shipped_example_file_parses_to_the_defaults() {
+        let shipped = include_str!("../config/sluice.toml");
+        let c = Config::from_toml(shipped).unwrap();
+        let d = Config::default();
+        assert_eq!(c.listen, d.listen);
+        assert_eq!(c.num_partitions, d.num_partitions);
+        assert_eq!(c.log_segment_bytes, d.log_segment_bytes);
+        assert_eq!(c.message_max_bytes, d.message_max_bytes);
+        assert_eq!(c.auto_create_topics_enable, d.auto_create_topics_enable);
+    }
+
+    #[test]
+    fn advertised_defaults_to_listen() {
+        let mut c = Config::default();
+        assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9092));
+        c.advertised_listener = Some("broker.example:19092".into());
+        assert_eq!(c.advertised(), ("broker.example".to_string(), 19092));
+    }
+}

@@ -1,0 +1,122 @@
+//! One client connection: frames in, responses out, in request order.
+//!
+//! Requests on a connection are served one after another, as Kafka does: that is
+//! what keeps an idempotent producer's pipelined batches in sequence order.
+//! Frames already buffered are all answered before the socket is flushed, so a
+//! pipelining client gets its responses in few writes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use sluice_protocol::codec::encode_response;
+use sluice_protocol::frame::FrameDecoder;
+use sluice_protocol::header::{self, api_name};
+use sluice_protocol::{ProtocolError, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::broker::Broker;
+use crate::handlers::{self, RequestContext};
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    tracing::debug!(%peer, "connection opened");
+    let (mut reader, writer) = stream.into_split();
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    loop {
+        loop {
+            let frame = match decoder.decode(&mut buf) {
+                Ok(Some(frame)) => frame.freeze(),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                    return;
+                }
+            };
+            match process(&broker, frame, peer).await {
+                Ok(Some(response)) => {
+                    if let Err(e) = writer.write_all(&response).await {
+                        tracing::debug!(%peer, error = %e, "write failed");
+                        return;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                    let _ = writer.flush().await;
+                    return;
+                }
+            }
+        }
+        if let Err(e) = writer.flush().await {
+            tracing::debug!(%peer, error = %e, "write failed");
+            return;
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        tokio::select! {
+            read = reader.read_buf(&mut buf) => match read {
+                Ok(0) => {
+                    if !buf.is_empty() {
+                        tracing::warn!(%peer, bytes = buf.len(), "connection closed inside a frame");
+                    }
+                    tracing::debug!(%peer, "connection closed by client");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                    return;
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Serves one request frame; `None` means "no response" (acks=0 produce).
+async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>> {
+    let prefix = header::peek(&frame)?;
+    let key = ApiKey::try_from(prefix.api_key)
+        .map_err(|_| ProtocolError::UnknownApiKey(prefix.api_key))?;
+    let version = prefix.api_version;
+    if !broker.versions.supports(key, version) {
+        if key == ApiKey::ApiVersions {
+            // Answer in a v0 body listing what we support; the client retries.
+            let (body, v) = broker.versions.api_versions_response(version);
+            tracing::debug!(%peer, version, "ApiVersions version not supported; sent our ranges");
+            return encode_response(prefix.correlation_id, key, v, &body).map(Some);
+        }
+        return Err(ProtocolError::UnsupportedVersion {
+            api: api_name(key),
+            version,
+        });
+    }
+    let mut body = frame;
+    let header = header::decode(&mut body, key, version)?;
+    let span = tracing::info_span!(
+        "request",
+        api = api_name(key),
+        v = version,
+        corr = prefix.correlation_id,
+        client = header.client_id.as_deref().unwrap_or(""),
+    );
+    let ctx = RequestContext {
+        broker: broker.clone(),
+        header,
+        version,
+        peer,
+    };
+    handlers::handle(ctx, key, body).instrument(span).await
+}

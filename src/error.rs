@@ -1,0 +1,79 @@
+//! Broker errors and their one mapping to Kafka error codes.
+
+use kafka_protocol::error::ResponseError;
+use sluice_storage::StorageError;
+
+/// What a partition-level operation can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("corrupt record batch: {0}")]
+    CorruptMessage(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("sequence {got} out of order, expected {expected}")]
+    OutOfOrderSequence { expected: i32, got: i32 },
+    #[error("producer epoch {got} is older than {current}")]
+    InvalidProducerEpoch { current: i16, got: i16 },
+    #[error("offset {offset} out of range [{start}, {end}]")]
+    OffsetOutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("timed out waiting for replication")]
+    RequestTimedOut,
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("storage failure: {0}")]
+    Storage(StorageError),
+}
+
+impl From<StorageError> for BrokerError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => BrokerError::OffsetOutOfRange {
+                offset,
+                start: log_start,
+                end: log_end,
+            },
+            other => BrokerError::Storage(other),
+        }
+    }
+}
+
+impl BrokerError {
+    /// The Kafka error code a client receives for this error.
+    pub fn code(&self) -> i16 {
+        let e = match self {
+            BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
+            BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
+            BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            BrokerError::RequestTimedOut => ResponseError::RequestTimedOut,
+            BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::Storage(StorageError::CorruptBatch { .. }) => {
+                ResponseError::CorruptMessage
+            }
+            BrokerError::Storage(StorageError::InvalidBatch(_)) => ResponseError::CorruptMessage,
+            BrokerError::Storage(_) => ResponseError::KafkaStorageError,
+        };
+        e.code()
+    }
+}
+
+pub const NONE: i16 = 0;
+
+/// Shorthand for a code from kafka-protocol's table.
+pub fn code(e: ResponseError) -> i16 {
+    e.code()
+}

@@ -1,0 +1,140 @@
+//! CreateTopics: name, partition and replication checks, config validation,
+//! manual assignments, validate_only.
+
+use std::collections::{BTreeMap, HashSet};
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+
+use super::{RequestContext, str_bytes};
+use crate::broker::Topic;
+use crate::topic_config::TOPIC_CONFIGS;
+
+/// DescribeConfigs/CreateTopics config sources.
+const TOPIC_CONFIG: i8 = 1;
+const DEFAULT_CONFIG: i8 = 5;
+
+pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
+    let broker = &ctx.broker;
+    let mut seen = HashSet::new();
+    let duplicated: HashSet<String> = req
+        .topics
+        .iter()
+        .filter(|t| !seen.insert(t.name.0.as_str().to_owned()))
+        .map(|t| t.name.0.as_str().to_owned())
+        .collect();
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = t.name.0.as_str().to_owned();
+        let mut r = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
+        let outcome = if duplicated.contains(&name) {
+            Err((
+                ResponseError::InvalidRequest.code(),
+                format!("topic '{name}' appears more than once in the request"),
+            ))
+        } else {
+            create_one(ctx, &t, req.validate_only).await
+        };
+        match outcome {
+            Ok(topic) => {
+                r.topic_id = topic.id;
+                r.num_partitions = if topic.partitions.is_empty() {
+                    resolved_partitions(ctx, &t)
+                } else {
+                    topic.partitions.len() as i32
+                };
+                r.replication_factor = 1;
+                if ctx.version >= 5 {
+                    r.configs = Some(configs_of(ctx, &topic));
+                }
+            }
+            Err((code, message)) => {
+                tracing::info!(topic = %name, code, %message, "topic not created");
+                r.error_code = code;
+                r.error_message = Some(str_bytes(message));
+            }
+        }
+        results.push(r);
+    }
+    let _ = broker;
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+fn resolved_partitions(
+    ctx: &RequestContext,
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> i32 {
+    if !t.assignments.is_empty() {
+        t.assignments.len() as i32
+    } else if t.num_partitions == -1 {
+        ctx.broker.config.num_partitions
+    } else {
+        t.num_partitions
+    }
+}
+
+async fn create_one(
+    ctx: &RequestContext,
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+) -> Result<std::sync::Arc<Topic>, (i16, String)> {
+    let mut overrides = BTreeMap::new();
+    for c in &t.configs {
+        if let Some(v) = &c.value {
+            overrides.insert(c.name.as_str().to_owned(), v.as_str().to_owned());
+        }
+    }
+    let (partitions, rf) = if t.assignments.is_empty() {
+        (t.num_partitions, t.replication_factor)
+    } else {
+        if t.num_partitions != -1 || t.replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest.code(),
+                "both assignments and num_partitions/replication_factor were given".into(),
+            ));
+        }
+        let node = ctx.broker.node_id();
+        for (i, a) in t.assignments.iter().enumerate() {
+            if a.partition_index != i as i32 {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    "assignments must list partitions 0..n in order".into(),
+                ));
+            }
+            if a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| b.0 != node) {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    format!("replicas must be broker {node}, the only broker"),
+                ));
+            }
+        }
+        let rf = t.assignments[0].broker_ids.len() as i16;
+        (t.assignments.len() as i32, rf)
+    };
+    ctx.broker
+        .create_topic(t.name.0.as_str(), partitions, rf, overrides, validate_only)
+        .await
+        .map_err(|e| (e.code, e.message))
+}
+
+fn configs_of(ctx: &RequestContext, topic: &Topic) -> Vec<CreatableTopicConfigs> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| {
+            let (value, source) = match topic.overrides.get(def.name) {
+                Some(v) => (v.clone(), TOPIC_CONFIG),
+                None => ((def.default)(&ctx.broker.config), DEFAULT_CONFIG),
+            };
+            CreatableTopicConfigs::default()
+                .with_name(str_bytes(def.name))
+                .with_value(Some(str_bytes(value)))
+                .with_config_source(source)
+        })
+        .collect()
+}

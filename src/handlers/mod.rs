@@ -1,0 +1,97 @@
+//! One handler per API, and the table that says which versions are served.
+//!
+//! [`SERVED`] is the single source of truth: the ApiVersions answer is built from
+//! it and dispatch only happens for what it lists. A version appears here only
+//! when its handler honours every field of that version and a client test
+//! exercises it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
+use sluice_protocol::codec::{decode_body, encode_response};
+use sluice_protocol::versions::{ApiRange, VersionTable};
+use sluice_protocol::{ProtocolError, Result};
+
+use crate::broker::Broker;
+
+mod api_versions;
+mod create_topics;
+mod fetch;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+/// Everything a handler knows about the request it serves.
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub header: RequestHeader,
+    pub version: i16,
+    pub peer: SocketAddr,
+}
+
+/// (API, lowest served version, highest served version).
+pub const SERVED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 10),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+pub fn version_table() -> VersionTable {
+    VersionTable::new(
+        SERVED
+            .iter()
+            .map(|&(key, min, max)| ApiRange { key, min, max })
+            .collect(),
+    )
+}
+
+macro_rules! dispatch {
+    ($ctx:ident, $key:ident, $body:ident; $($api:ident => $req:ty => $handler:path),* $(,)?) => {
+        match $key {
+            $(ApiKey::$api => {
+                let req: $req = decode_body(&mut $body, $key, $ctx.version)?;
+                let resp = $handler(&$ctx, req).await;
+                encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some)
+            })*
+            ApiKey::Produce => {
+                let req: m::ProduceRequest = decode_body(&mut $body, $key, $ctx.version)?;
+                match produce::handle(&$ctx, req).await {
+                    Some(resp) => encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some),
+                    None => Ok(None),
+                }
+            }
+            other => Err(ProtocolError::UnknownApiKey(other as i16)),
+        }
+    };
+}
+
+/// Decodes the body of a request the version table admitted, serves it, and
+/// encodes the framed response.
+pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result<Option<Bytes>> {
+    dispatch!(ctx, key, body;
+        ApiVersions => m::ApiVersionsRequest => api_versions::handle,
+        Metadata => m::MetadataRequest => metadata::handle,
+        Fetch => m::FetchRequest => fetch::handle,
+        ListOffsets => m::ListOffsetsRequest => list_offsets::handle,
+        CreateTopics => m::CreateTopicsRequest => create_topics::handle,
+        InitProducerId => m::InitProducerIdRequest => init_producer_id::handle,
+    )
+}
+
+/// A topic name as the generated types want it.
+pub fn topic_name(s: &str) -> m::TopicName {
+    m::TopicName(kafka_protocol::protocol::StrBytes::from_string(
+        s.to_owned(),
+    ))
+}
+
+pub fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
+}

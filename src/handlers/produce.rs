@@ -1,0 +1,91 @@
+//! Produce: validate each partition's batches, append them, and answer once the
+//! requested acknowledgement holds (acks=0: no answer; acks=1: appended;
+//! acks=all: durable, which on one node is the commit point).
+
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{RequestContext, str_bytes};
+use crate::error::BrokerError;
+
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    if !valid_acks {
+        tracing::warn!(acks, "produce with invalid acks");
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // (topic index, partition index in response, partition, last offset) awaiting durability.
+    let mut pending = Vec::new();
+    for topic in req.topic_data {
+        let name = topic.name.0.as_str().to_owned();
+        let t = ctx.broker.topic(&name);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let mut r = PartitionProduceResponse::default().with_index(pd.index);
+            let partition = t
+                .as_ref()
+                .and_then(|t| {
+                    usize::try_from(pd.index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                })
+                .cloned();
+            let outcome = if !valid_acks {
+                Err(ResponseError::InvalidRequiredAcks.code())
+            } else if let Some(p) = partition {
+                match pd.records {
+                    None => Err(BrokerError::InvalidRecord("null records".into()).code()),
+                    Some(records) => match p.append(&records) {
+                        Ok(res) => {
+                            if acks == -1 {
+                                pending.push((
+                                    responses.len(),
+                                    partitions.len(),
+                                    p.clone(),
+                                    res.last_offset,
+                                ));
+                            }
+                            r.base_offset = res.base_offset;
+                            r.log_append_time_ms = res.log_append_time;
+                            r.log_start_offset = res.log_start_offset;
+                            Ok(())
+                        }
+                        Err(e) => {
+                            tracing::warn!(topic = %name, partition = pd.index, error = %e, "produce rejected");
+                            r.error_message = Some(str_bytes(e.to_string()));
+                            Err(e.code())
+                        }
+                    },
+                }
+            } else {
+                Err(ResponseError::UnknownTopicOrPartition.code())
+            };
+            if let Err(code) = outcome {
+                r.error_code = code;
+                r.base_offset = -1;
+            }
+            partitions.push(r);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    for (ti, pi, partition, last_offset) in pending {
+        if let Err(e) = partition.wait_durable(last_offset, timeout).await {
+            let r = &mut responses[ti].partition_responses[pi];
+            r.error_code = e.code();
+            r.error_message = Some(str_bytes(e.to_string()));
+        }
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}

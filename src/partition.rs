@@ -1,0 +1,363 @@
+//! One partition on this broker: its log, its idempotent-producer state and its
+//! high watermark.
+//!
+//! Appends and reads run under a std mutex: both are short (a positional write
+//! into the page cache, or slicing a memory map) and never wait on the disk. The
+//! one slow operation, fsync, runs on a blocking thread in the partition's flusher
+//! task without the lock, so appends go on while a sync is in flight and every
+//! append made meanwhile rides on the next sync (group commit).
+//!
+//! The high watermark is the durable offset: consumers see, and acks=all waits
+//! for, only what has reached the disk. On a single node that is the Raft commit
+//! point of a quorum of one.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_storage::{AppendOptions, BATCH_HEADER_LEN, BatchHeader, Clock, Log};
+use tokio::sync::{Notify, watch};
+
+use crate::error::BrokerError;
+use crate::producer_state::{ProducerBatch, ProducerStateManager, SequenceCheck};
+use crate::topic_config::TopicConfig;
+
+/// Result of appending the batches of one produce request to one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// -1 unless the topic uses LogAppendTime.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// What a fetch of one partition returns.
+#[derive(Debug, Clone)]
+pub struct FetchResult {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct State {
+    log: Log,
+    producers: ProducerStateManager,
+}
+
+pub struct Partition {
+    pub topic: Arc<str>,
+    pub index: i32,
+    pub dir: PathBuf,
+    config: TopicConfig,
+    state: Mutex<State>,
+    high_watermark: watch::Sender<i64>,
+    flush_requested: Notify,
+    closed: AtomicBool,
+    clock: Arc<dyn Clock>,
+    /// Woken whenever any partition's high watermark advances (fetch long polls).
+    data_available: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.index)
+    }
+}
+
+/// Walks the v2 batches of a produce request's records field.
+pub fn split_batches(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BrokerError> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < records.len() {
+        let rest = &records[pos..];
+        if rest.len() < 17 {
+            return Err(BrokerError::CorruptMessage(format!(
+                "{} trailing bytes are too short for a batch",
+                rest.len()
+            )));
+        }
+        let magic = rest[16];
+        if magic != 2 {
+            return Err(BrokerError::InvalidRecord(format!(
+                "record batch magic {magic}; only magic 2 is accepted"
+            )));
+        }
+        let len = i32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]]);
+        if len < (BATCH_HEADER_LEN as i32 - 12) || rest.len() < 12 + len as usize {
+            return Err(BrokerError::CorruptMessage(format!(
+                "batch length {len} does not fit the {} bytes sent",
+                rest.len()
+            )));
+        }
+        let size = 12 + len as usize;
+        let batch = records.slice(pos..pos + size);
+        let header =
+            BatchHeader::parse(&batch).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+        header
+            .validate_crc(&batch)
+            .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+        out.push((header, batch));
+        pos += size;
+    }
+    if out.is_empty() {
+        return Err(BrokerError::InvalidRecord("no record batch".into()));
+    }
+    Ok(out)
+}
+
+fn producer_batch(h: &BatchHeader) -> ProducerBatch {
+    ProducerBatch {
+        producer_id: h.producer_id,
+        producer_epoch: h.producer_epoch,
+        base_sequence: h.base_sequence,
+        record_count: h.record_count,
+    }
+}
+
+impl Partition {
+    /// Opens (or creates) the partition's log and rebuilds its producer state.
+    pub fn open(
+        data_dir: &Path,
+        topic: &str,
+        index: i32,
+        config: TopicConfig,
+        clock: Arc<dyn Clock>,
+        data_available: Arc<Notify>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let dir = data_dir.join(format!("{topic}-{index}"));
+        let log = Log::open(&dir, config.log_config(), clock.clone())?;
+        let mut producers = ProducerStateManager::default();
+        rebuild_producer_state(&log, &mut producers)?;
+        let hw = log.log_end_offset();
+        let (high_watermark, _) = watch::channel(hw);
+        let partition = Arc::new(Self {
+            topic: topic.into(),
+            index,
+            dir,
+            config,
+            state: Mutex::new(State { log, producers }),
+            high_watermark,
+            flush_requested: Notify::new(),
+            closed: AtomicBool::new(false),
+            clock,
+            data_available,
+        });
+        tokio::spawn(flusher(partition.clone()));
+        Ok(partition)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would leave the log half-written; the
+        // storage layer does not panic on input, so poisoning means a bug: keep
+        // serving rather than cascade, the log's own recovery checks still hold.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().log.log_end_offset()
+    }
+
+    /// Validates and appends the batches of one produce request, atomically with
+    /// respect to other producers of this partition.
+    pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
+        let batches = split_batches(records)?;
+        for (h, b) in &batches {
+            if b.len() > self.config.max_message_bytes {
+                return Err(BrokerError::MessageTooLarge {
+                    size: b.len(),
+                    max: self.config.max_message_bytes,
+                });
+            }
+            if h.base_offset != 0 {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "a produced batch must have base offset 0, not {}",
+                    h.base_offset
+                )));
+            }
+            if h.record_count <= 0 || h.last_offset_delta != h.record_count - 1 {
+                return Err(BrokerError::InvalidRecord(format!(
+                    "record count {} does not match last offset delta {}",
+                    h.record_count, h.last_offset_delta
+                )));
+            }
+        }
+        let log_append_time = self.config.log_append_time.then(|| self.clock.now_ms());
+        let opts = AppendOptions {
+            leader_epoch: 0,
+            log_append_time,
+        };
+        let mut state = self.lock();
+        let mut first: Option<i64> = None;
+        let mut last = -1;
+        for (h, batch) in &batches {
+            let pb = producer_batch(h);
+            match state.producers.check(&pb)? {
+                SequenceCheck::Duplicate(meta) => {
+                    tracing::debug!(partition = ?self, producer_id = pb.producer_id, seq = pb.base_sequence, "duplicate batch acknowledged with its original offset");
+                    first.get_or_insert(meta.first_offset);
+                    last = meta.last_offset;
+                }
+                SequenceCheck::Append => {
+                    let info = state.log.append(batch, &opts)?;
+                    state
+                        .producers
+                        .observe(&pb, info.first_offset, info.last_offset);
+                    first.get_or_insert(info.first_offset);
+                    last = info.last_offset;
+                }
+            }
+        }
+        let log_start_offset = state.log.log_start_offset();
+        drop(state);
+        self.flush_requested.notify_one();
+        Ok(AppendResult {
+            base_offset: first.unwrap_or(-1),
+            last_offset: last,
+            log_append_time: log_append_time.unwrap_or(-1),
+            log_start_offset,
+        })
+    }
+
+    /// Waits until `offset` is below the high watermark (durable), or `timeout`.
+    pub async fn wait_durable(&self, offset: i64, timeout: Duration) -> Result<(), BrokerError> {
+        let mut rx = self.high_watermark.subscribe();
+        let wait = rx.wait_for(|hw| *hw > offset);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(BrokerError::UnknownTopicOrPartition),
+            Err(_) => Err(BrokerError::RequestTimedOut),
+        }
+    }
+
+    /// Reads whole batches from `offset`, never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchResult, BrokerError> {
+        let hw = self.high_watermark();
+        let state = self.lock();
+        let log_start_offset = state.log.log_start_offset();
+        let leo = state.log.log_end_offset();
+        if offset < log_start_offset || offset > leo {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset,
+                start: log_start_offset,
+                end: leo,
+            });
+        }
+        if offset >= hw {
+            return Ok(FetchResult {
+                records: Bytes::new(),
+                high_watermark: hw,
+                log_start_offset,
+            });
+        }
+        let read = state.log.read(offset, max_bytes)?;
+        drop(state);
+        Ok(FetchResult {
+            records: cut_at_offset(read.records, hw),
+            high_watermark: hw,
+            log_start_offset,
+        })
+    }
+
+    /// Runs `f` on the log under the partition lock (ListOffsets and the like).
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
+        f(&self.lock().log)
+    }
+
+    /// Flushes and closes the log, leaving the clean-shutdown marker.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.flush_requested.notify_one();
+        let mut state = self.lock();
+        state.log.close()?;
+        Ok(())
+    }
+}
+
+/// Drops the batches at or above `limit` from a run of whole batches.
+fn cut_at_offset(records: Bytes, limit: i64) -> Bytes {
+    let mut pos = 0usize;
+    while pos + 12 <= records.len() {
+        let base = i64::from_be_bytes(records[pos..pos + 8].try_into().expect("8 bytes"));
+        let len = i32::from_be_bytes(records[pos + 8..pos + 12].try_into().expect("4 bytes"));
+        if base >= limit || len < 0 {
+            break;
+        }
+        pos += 12 + len as usize;
+    }
+    records.slice(..pos.min(records.len()))
+}
+
+fn rebuild_producer_state(
+    log: &Log,
+    producers: &mut ProducerStateManager,
+) -> Result<(), BrokerError> {
+    let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    while offset < end {
+        let chunk = log.read(offset, 8 << 20)?.records;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut pos = 0;
+        while pos + BATCH_HEADER_LEN <= chunk.len() {
+            let h = BatchHeader::parse(&chunk[pos..])?;
+            let last = h.base_offset + h.last_offset_delta as i64;
+            if !h.is_control() {
+                producers.observe(&producer_batch(&h), h.base_offset, last);
+            }
+            offset = last + 1;
+            pos += h.total_size();
+        }
+    }
+    Ok(())
+}
+
+async fn flusher(p: Arc<Partition>) {
+    loop {
+        p.flush_requested.notified().await;
+        if p.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let sync = p.lock().log.sync_point();
+        match tokio::task::spawn_blocking(move || sync.sync()).await {
+            Ok(Ok(durable)) => {
+                p.lock().log.mark_durable(durable);
+                let advanced = p.high_watermark.send_if_modified(|hw| {
+                    if durable > *hw {
+                        *hw = durable;
+                        true
+                    } else {
+                        false
+                    }
+                });
+                if advanced {
+                    p.data_available.notify_waiters();
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(partition = ?p, error = %e, "fsync failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                p.flush_requested.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(partition = ?p, error = %e, "flush task failed");
+                return;
+            }
+        }
+    }
+}

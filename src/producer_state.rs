@@ -1,0 +1,246 @@
+//! Idempotent-producer state of one partition (Kafka's ProducerStateManager).
+//!
+//! For each producer id the partition remembers the epoch and the last five
+//! batches it wrote (their sequence and offset ranges), which is what a producer
+//! with up to five requests in flight can retry. A retried batch is recognised by
+//! its sequence range and answered with the offsets it got the first time; a batch
+//! that skips sequences is refused with OUT_OF_ORDER_SEQUENCE_NUMBER.
+//!
+//! The state is a pure function of the log: [`ProducerStateManager::observe`] is
+//! fed every batch header on append and, at startup, while the log is re-read, so
+//! it survives restarts without a file of its own.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::error::BrokerError;
+
+/// Batches remembered per producer, as Kafka does (max.in.flight ≤ 5).
+pub const CACHED_BATCHES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub first_offset: i64,
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProducerEntry {
+    epoch: i16,
+    batches: VecDeque<BatchMeta>,
+}
+
+/// What to do with an incoming idempotent batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SequenceCheck {
+    /// New data: append it.
+    Append,
+    /// Already written: answer with the original offsets, write nothing.
+    Duplicate(BatchMeta),
+}
+
+#[derive(Debug, Default)]
+pub struct ProducerStateManager {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The header fields the manager needs.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl ProducerBatch {
+    pub fn last_sequence(&self) -> i32 {
+        // Sequences wrap at i32::MAX back to 0, as in Kafka.
+        ((self.base_sequence as i64 + self.record_count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+    }
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id >= 0 && self.base_sequence >= 0
+    }
+}
+
+fn next_seq(seq: i32) -> i32 {
+    if seq == i32::MAX { 0 } else { seq + 1 }
+}
+
+impl ProducerStateManager {
+    /// Decides whether `batch` may be appended.
+    pub fn check(&self, batch: &ProducerBatch) -> Result<SequenceCheck, BrokerError> {
+        if !batch.is_idempotent() {
+            return Ok(SequenceCheck::Append);
+        }
+        let Some(entry) = self.producers.get(&batch.producer_id) else {
+            return if batch.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(BrokerError::OutOfOrderSequence {
+                    expected: 0,
+                    got: batch.base_sequence,
+                })
+            };
+        };
+        if batch.producer_epoch < entry.epoch {
+            return Err(BrokerError::InvalidProducerEpoch {
+                current: entry.epoch,
+                got: batch.producer_epoch,
+            });
+        }
+        if batch.producer_epoch > entry.epoch {
+            // A new epoch starts its sequences again at 0.
+            return if batch.base_sequence == 0 {
+                Ok(SequenceCheck::Append)
+            } else {
+                Err(BrokerError::OutOfOrderSequence {
+                    expected: 0,
+                    got: batch.base_sequence,
+                })
+            };
+        }
+        let last_seq = batch.last_sequence();
+        if let Some(dup) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_seq == batch.base_sequence && b.last_seq == last_seq)
+        {
+            return Ok(SequenceCheck::Duplicate(*dup));
+        }
+        let expected = entry.batches.back().map_or(0, |b| next_seq(b.last_seq));
+        if batch.base_sequence != expected {
+            return Err(BrokerError::OutOfOrderSequence {
+                expected,
+                got: batch.base_sequence,
+            });
+        }
+        Ok(SequenceCheck::Append)
+    }
+
+    /// Records a batch that is now in the log.
+    pub fn observe(&mut self, batch: &ProducerBatch, first_offset: i64, last_offset: i64) {
+        if !batch.is_idempotent() {
+            return;
+        }
+        let entry = self.producers.entry(batch.producer_id).or_default();
+        if batch.producer_epoch != entry.epoch {
+            entry.epoch = batch.producer_epoch;
+            entry.batches.clear();
+        }
+        if entry.batches.len() == CACHED_BATCHES {
+            entry.batches.pop_front();
+        }
+        entry.batches.push_back(BatchMeta {
+            first_seq: batch.base_sequence,
+            last_seq: batch.last_sequence(),
+            first_offset,
+            last_offset,
+        });
+    }
+
+    pub fn clear(&mut self) {
+        self.producers.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(pid: i64, epoch: i16, seq: i32, n: i32) -> ProducerBatch {
+        ProducerBatch {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            record_count: n,
+        }
+    }
+
+    #[test]
+    fn in_order_batches_append_and_a_retry_is_a_duplicate() {
+        let mut m = ProducerStateManager::default();
+        assert_eq!(m.check(&b(7, 0, 0, 10)).unwrap(), SequenceCheck::Append);
+        m.observe(&b(7, 0, 0, 10), 100, 109);
+        assert_eq!(m.check(&b(7, 0, 10, 5)).unwrap(), SequenceCheck::Append);
+        m.observe(&b(7, 0, 10, 5), 110, 114);
+        match m.check(&b(7, 0, 0, 10)).unwrap() {
+            SequenceCheck::Duplicate(meta) => assert_eq!(meta.first_offset, 100),
+            other => panic!("expected duplicate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_gap_is_out_of_order() {
+        let mut m = ProducerStateManager::default();
+        m.observe(&b(7, 0, 0, 10), 0, 9);
+        let err = m.check(&b(7, 0, 11, 1)).unwrap_err();
+        assert!(matches!(
+            err,
+            BrokerError::OutOfOrderSequence {
+                expected: 10,
+                got: 11
+            }
+        ));
+        assert!(
+            m.check(&b(8, 0, 3, 1)).is_err(),
+            "unknown producer must start at 0"
+        );
+    }
+
+    #[test]
+    fn older_epochs_are_fenced_and_new_epochs_restart_at_zero() {
+        let mut m = ProducerStateManager::default();
+        m.observe(&b(7, 2, 0, 1), 0, 0);
+        assert!(matches!(
+            m.check(&b(7, 1, 1, 1)),
+            Err(BrokerError::InvalidProducerEpoch { .. })
+        ));
+        assert_eq!(m.check(&b(7, 3, 0, 1)).unwrap(), SequenceCheck::Append);
+        assert!(m.check(&b(7, 3, 5, 1)).is_err());
+    }
+
+    #[test]
+    fn only_the_last_five_batches_are_remembered() {
+        let mut m = ProducerStateManager::default();
+        for i in 0..6 {
+            m.observe(&b(1, 0, i, 1), i as i64, i as i64);
+        }
+        assert!(
+            m.check(&b(1, 0, 0, 1)).is_err(),
+            "evicted batch is no longer a duplicate"
+        );
+        assert!(matches!(
+            m.check(&b(1, 0, 1, 1)).unwrap(),
+            SequenceCheck::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut m = ProducerStateManager::default();
+        m.observe(&b(1, 0, 0, 1), 0, 0);
+        // Pretend a long history: a batch ending exactly at i32::MAX.
+        let mut s = ProducerStateManager::default();
+        s.observe(&b(1, 0, i32::MAX - 1, 2), 0, 1);
+        assert_eq!(s.check(&b(1, 0, 0, 1)).unwrap(), SequenceCheck::Append);
+        assert_eq!(b(1, 0, i32::MAX, 2).last_sequence(), 0);
+    }
+
+    #[test]
+    fn non_idempotent_batches_are_not_tracked() {
+        let mut m = ProducerStateManager::default();
+        m.observe(&b(-1, -1, -1, 3), 0, 2);
+        assert!(m.is_empty());
+        assert_eq!(m.check(&b(-1, -1, -1, 3)).unwrap(), SequenceCheck::Append);
+    }
+}

@@ -1,0 +1,73 @@
+//! Accepting connections and shutting down cleanly.
+//!
+//! `run` owns the listener; the binary only parses flags and binds, so tests can
+//! bind `127.0.0.1:0` and call the same function. A semaphore caps open
+//! connections (`max.connections`): past it, new connections wait in the kernel's
+//! backlog until one closes. On shutdown every connection is told to stop after
+//! the request it is serving, then every partition is flushed and marked clean.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::connection;
+
+pub async fn run(
+    listener: TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
+            connection::serve(broker, stream, peer, stop).await;
+            drop(permit);
+        });
+        // Reap finished connection tasks so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    tracing::info!("shutting down: closing connections");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(Duration::from_secs(5), async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("connections still busy after 5 s; closing them");
+        connections.abort_all();
+    }
+    let b = broker.clone();
+    tokio::task::spawn_blocking(move || b.shutdown())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!("shutdown complete: logs flushed and marked clean");
+    Ok(())
+}

@@ -1,0 +1,30 @@
+//! sluice-storage: the partition log engine. No networking, no Kafka wire types
+//! beyond the record batch header.
+//!
+//! Module map:
+//! - [`batch`]: the v2 record batch header: parse, validate (CRC-32C), patch; a
+//!   small batch builder for tests and benchmarks.
+//! - [`index`]: memory-mapped sparse offset index and time index (greatest lower bound).
+//! - [`segment`]: one `{base_offset:020}.log` file with its two indexes and its dense
+//!   batch-position map (Raft entry → file position).
+//! - [`log`]: ordered segments: append, read, roll, truncate, retention deletes,
+//!   durability (group commit), recovery at open.
+//! - [`checkpoint`]: the small files beside the segments (recovery point, log start,
+//!   clean-shutdown marker).
+//! - [`fs`]: the file-system seam (real files, or faults injected by tests).
+//! - [`clock`]: the time seam.
+//! - [`error`]: the crate's error type, `StorageError`.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod clock;
+pub mod error;
+pub mod fs;
+pub mod index;
+pub mod log;
+pub mod segment;
+
+pub use batch::{BATCH_HEADER_LEN, BatchHeader};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Result, StorageError};
+pub use log::{AppendInfo, AppendOptions, Log, LogConfig, ReadResult, SegmentInfo, SyncPoint};
