@@ -29,10 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.as_str().to_owned();
-        let mut r = CreatableTopicResult::default()
-            .with_name(t.name.clone())
-            .with_num_partitions(-1)
-            .with_replication_factor(-1);
+        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let outcome = if duplicated.contains(&name) {
             Err((
                 ResponseError::InvalidRequest.code(),
@@ -43,21 +40,25 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         };
         match outcome {
             Ok(topic) => {
-                r.topic_id = topic.id;
-                r.num_partitions = if topic.partitions.is_empty() {
-                    resolved_partitions(ctx, &t)
-                } else {
-                    topic.partitions.len() as i32
-                };
-                r.replication_factor = 1;
+                if ctx.version >= 7 {
+                    r.topic_id = topic.id;
+                }
                 if ctx.version >= 5 {
+                    r.num_partitions = if topic.partitions.is_empty() {
+                        resolved_partitions(ctx, &t)
+                    } else {
+                        topic.partitions.len() as i32
+                    };
+                    r.replication_factor = 1;
                     r.configs = Some(configs_of(ctx, &topic));
                 }
             }
             Err((code, message)) => {
                 tracing::info!(topic = %name, code, %message, "topic not created");
                 r.error_code = code;
-                r.error_message = Some(str_bytes(message));
+                if ctx.version >= 1 {
+                    r.error_message = Some(str_bytes(message));
+                }
             }
         }
         results.push(r);

@@ -88,7 +88,9 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
                 Ok(r) => {
                     pd.high_watermark = r.high_watermark;
                     pd.last_stable_offset = r.high_watermark;
-                    pd.log_start_offset = r.log_start_offset;
+                    if ctx.version >= 5 {
+                        pd.log_start_offset = r.log_start_offset;
+                    }
                     // The first batch of the response may exceed the limits (so a
                     // consumer can always make progress); later ones may not.
                     let records = if total > 0 && r.records.len() > limit {
@@ -105,7 +107,9 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
                     }
                     pd.error_code = e.code();
                     pd.high_watermark = p.high_watermark();
-                    pd.log_start_offset = p.log_start_offset();
+                    if ctx.version >= 5 {
+                        pd.log_start_offset = p.log_start_offset();
+                    }
                     errors = true;
                 }
             }

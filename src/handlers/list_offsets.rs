@@ -27,8 +27,10 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 let mut r = ListOffsetsPartitionResponse::default()
                     .with_partition_index(lp.partition_index)
                     .with_timestamp(-1)
-                    .with_offset(-1)
-                    .with_leader_epoch(0);
+                    .with_offset(-1);
+                if ctx.version >= 4 {
+                    r.leader_epoch = 0;
+                }
                 let partition = topic.as_ref().and_then(|t| {
                     usize::try_from(lp.partition_index)
                         .ok()

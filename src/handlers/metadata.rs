@@ -25,7 +25,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     let mut topics = Vec::new();
     if all {
         for t in broker.topics() {
-            topics.push(describe(&t, node));
+            topics.push(describe(&t, node, ctx.version));
         }
     } else {
         for wanted in req.topics.unwrap_or_default() {
@@ -60,40 +60,60 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                 )),
             };
             topics.push(match found {
-                Ok(t) => describe(&t, node),
-                Err((code, name, id)) => MetadataResponseTopic::default()
-                    .with_error_code(code)
-                    .with_name((!name.is_empty()).then(|| topic_name(&name)))
-                    .with_topic_id(id),
+                Ok(t) => describe(&t, node, ctx.version),
+                Err((code, name, id)) => {
+                    let mut t = MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name((!name.is_empty()).then(|| topic_name(&name)));
+                    if ctx.version >= 10 {
+                        t.topic_id = id;
+                    }
+                    t
+                }
             });
         }
     }
-    MetadataResponse::default()
+    let mut resp = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
                 .with_node_id(node)
                 .with_host(str_bytes(host))
                 .with_port(port),
         ])
-        .with_cluster_id(Some(str_bytes(broker.cluster_id())))
-        .with_controller_id(node)
-        .with_topics(topics)
+        .with_topics(topics);
+    if ctx.version >= 1 {
+        resp.controller_id = node;
+    }
+    if ctx.version >= 2 {
+        resp.cluster_id = Some(str_bytes(broker.cluster_id()));
+    }
+    resp
 }
 
-fn describe(t: &Topic, node: BrokerId) -> MetadataResponseTopic {
+/// A topic's entry; fields a version lacks stay at their defaults (the encoder
+/// refuses non-default values there).
+fn describe(t: &Topic, node: BrokerId, version: i16) -> MetadataResponseTopic {
     let partitions = (0..t.partitions.len() as i32)
         .map(|i| {
-            MetadataResponsePartition::default()
+            let mut p = MetadataResponsePartition::default()
                 .with_partition_index(i)
                 .with_leader_id(node)
-                .with_leader_epoch(0)
                 .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if version >= 7 {
+                p.leader_epoch = 0;
+            }
+            p
         })
         .collect();
-    MetadataResponseTopic::default()
+    let mut topic = MetadataResponseTopic::default()
         .with_name(Some(topic_name(&t.name)))
-        .with_topic_id(t.id)
-        .with_is_internal(t.name.starts_with("__"))
-        .with_partitions(partitions)
+        .with_partitions(partitions);
+    if version >= 1 {
+        topic.is_internal = t.name.starts_with("__");
+    }
+    if version >= 10 {
+        topic.topic_id = t.id;
+    }
+    topic
 }

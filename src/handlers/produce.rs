@@ -52,12 +52,16 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             }
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
-                            r.log_start_offset = res.log_start_offset;
+                            if ctx.version >= 5 {
+                                r.log_start_offset = res.log_start_offset;
+                            }
                             Ok(())
                         }
                         Err(e) => {
                             tracing::warn!(topic = %name, partition = pd.index, error = %e, "produce rejected");
-                            r.error_message = Some(str_bytes(e.to_string()));
+                            if ctx.version >= 8 {
+                                r.error_message = Some(str_bytes(e.to_string()));
+                            }
                             Err(e.code())
                         }
                     },
@@ -81,7 +85,9 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         if let Err(e) = partition.wait_durable(last_offset, timeout).await {
             let r = &mut responses[ti].partition_responses[pi];
             r.error_code = e.code();
-            r.error_message = Some(str_bytes(e.to_string()));
+            if ctx.version >= 8 {
+                r.error_message = Some(str_bytes(e.to_string()));
+            }
         }
     }
     if acks == 0 {

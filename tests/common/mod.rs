@@ -112,7 +112,8 @@ impl Client {
         header
             .encode(&mut body, Req::header_version(version))
             .unwrap();
-        req.encode(&mut body, version).unwrap();
+        req.encode(&mut body, version)
+            .unwrap_or_else(|e| panic!("encoding {key:?} v{version}: {e}"));
         let mut framed = BytesMut::with_capacity(body.len() + 4);
         framed.put_i32(body.len() as i32);
         framed.extend_from_slice(&body);

@@ -1,0 +1,191 @@
+//! Every version in the served table is answered, and its response decodes.
+//!
+//! The generated encoders refuse a field that a version lacks, and a refusal
+//! closes the client's connection; this walks each served range so such a bug
+//! shows up here rather than with a client.
+
+mod common;
+
+use common::{TestBroker, batch};
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice::handlers::SERVED;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_owned()))
+}
+
+fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let (_, min, max) = SERVED.iter().find(|(k, _, _)| *k == key).unwrap();
+    *min..=*max
+}
+
+#[tokio::test]
+async fn every_served_version_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+
+    for v in range(ApiKey::ApiVersions) {
+        let r: ApiVersionsResponse = c
+            .call(ApiKey::ApiVersions, v, &ApiVersionsRequest::default())
+            .await;
+        assert_eq!(r.error_code, 0, "ApiVersions v{v}");
+        assert_eq!(r.api_keys.len(), SERVED.len());
+    }
+
+    for v in range(ApiKey::CreateTopics) {
+        let topic = format!("t{v}");
+        let req = CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name(&topic))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1),
+            ])
+            .with_timeout_ms(5000);
+        let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, v, &req).await;
+        assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}");
+        // Creating it again names the error.
+        let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, v, &req).await;
+        assert_eq!(r.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS at v{v}");
+    }
+
+    for v in range(ApiKey::Metadata) {
+        let topics = if v == 0 {
+            Some(vec![])
+        } else {
+            Some(vec![
+                MetadataRequestTopic::default().with_name(Some(name("t2"))),
+                MetadataRequestTopic::default().with_name(Some(name(&format!("missing-{v}")))),
+            ])
+        };
+        // Before v4 auto-creation is implicit, so the missing topic gets created.
+        let req = MetadataRequest::default()
+            .with_topics(topics)
+            .with_allow_auto_topic_creation(v < 4);
+        let r: MetadataResponse = c.call(ApiKey::Metadata, v, &req).await;
+        assert_eq!(r.brokers.len(), 1, "Metadata v{v}");
+        let t2 = r
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "t2"))
+            .expect("t2 listed");
+        assert_eq!(t2.partitions.len(), 2);
+        if v >= 4 {
+            let missing = r
+                .topics
+                .iter()
+                .find(|t| t.error_code != 0)
+                .expect("missing topic");
+            assert_eq!(missing.error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION at v{v}");
+        }
+    }
+
+    for v in range(ApiKey::InitProducerId) {
+        let r: InitProducerIdResponse = c
+            .call(
+                ApiKey::InitProducerId,
+                v,
+                &InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_producer_id(ProducerId(-1))
+                    .with_producer_epoch(-1),
+            )
+            .await;
+        assert_eq!(r.error_code, 0, "InitProducerId v{v}");
+    }
+
+    let mut expected_offset = 0;
+    for v in range(ApiKey::Produce) {
+        let req = ProduceRequest::default()
+            .with_transactional_id(None)
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(name("t2"))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(3, 1000 * v as i64, None))),
+                        PartitionProduceData::default()
+                            .with_index(7)
+                            .with_records(Some(batch(1, 0, None))),
+                    ]),
+            ]);
+        let r: ProduceResponse = c.call(ApiKey::Produce, v, &req).await;
+        let parts = &r.responses[0].partition_responses;
+        assert_eq!(
+            (parts[0].error_code, parts[0].base_offset),
+            (0, expected_offset),
+            "Produce v{v}"
+        );
+        assert_eq!(parts[1].error_code, 3, "unknown partition at v{v}");
+        expected_offset += 3;
+    }
+
+    let id = {
+        let r: MetadataResponse = c
+            .call(
+                ApiKey::Metadata,
+                12,
+                &MetadataRequest::default().with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("t2"))),
+                ])),
+            )
+            .await;
+        r.topics[0].topic_id
+    };
+    for v in range(ApiKey::Fetch) {
+        let mut ft = FetchTopic::default().with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20),
+        ]);
+        if v >= 13 {
+            ft.topic_id = id;
+        } else {
+            ft.topic = name("t2");
+        }
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![ft]);
+        let r: FetchResponse = c.call(ApiKey::Fetch, v, &req).await;
+        let pd = &r.responses[0].partitions[0];
+        assert_eq!(pd.error_code, 0, "Fetch v{v}");
+        assert_eq!(pd.high_watermark, expected_offset, "Fetch v{v}");
+        assert!(!pd.records.as_ref().unwrap().is_empty(), "Fetch v{v}");
+    }
+
+    for v in range(ApiKey::ListOffsets) {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("t2"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-1),
+                    ]),
+            ]);
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &req).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.offset),
+            (0, expected_offset),
+            "ListOffsets v{v}"
+        );
+    }
+    broker.stop().await;
+}
