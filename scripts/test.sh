@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first:
+#   - Debian's kcat (when root and missing),
+#   - a Python venv in .venv with the pinned client libraries,
+#   - node modules (kafkajs) in tests/js.
+# Then: the release build of the broker, the Rust tests, and the client tests
+# against the real binary. Usage: bash scripts/test.sh [extra pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! command -v kcat >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        step "installing kcat (Debian)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+    else
+        echo "kcat is missing and this is not root: install it (apt-get install kcat)" >&2
+        exit 1
+    fi
+fi
+
+REQ=tests/clients/requirements.txt
+STAMP=.venv/.requirements.sha
+want=$(sha256sum "$REQ" | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    step "creating the Python venv (.venv) from $REQ"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --upgrade pip
+    .venv/bin/pip install -q -r "$REQ"
+    echo "$want" > "$STAMP"
+fi
+
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+    step "installing node modules (tests/js)"
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+    touch tests/js/node_modules
+fi
+
+step "building the broker (release)"
+cargo build --release -j2 --bin sluice
+
+step "Rust tests"
+cargo test --release -j2 --workspace
+
+step "client tests (pytest)"
+export SLUICE_BIN="$ROOT/target/release/sluice"
+set +e
+.venv/bin/python -m pytest -p no:cacheprovider tests/clients "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+    echo "pytest collected no tests: that is a failure" >&2
+    exit 1
+fi
+exit "$rc"
