@@ -200,7 +200,7 @@ impl Log {
                 tracing::warn!(dir = %dir.display(), segment = base, bytes = outcome.truncated_bytes,
                     "log recovery cut a torn or corrupt tail");
             }
-            if seg.entries() == 0 && i > 0 && i + 1 < kept.len() {
+            if !cut && seg.entries() == 0 && i > 0 && i + 1 < kept.len() {
                 // An empty segment in the middle holds nothing; drop it.
                 seg.delete(dir)?;
                 continue;

@@ -1,0 +1,162 @@
+//! Durability (group commit, interval flush, injected I/O faults) and time-based
+//! rolling with an injected clock.
+
+use std::sync::Arc;
+
+use sluice_storage::batch::build_simple;
+use sluice_storage::fs::{FaultyFs, RealFs};
+use sluice_storage::{AppendOptions, Log, LogConfig, ManualClock, SystemClock};
+
+fn append(log: &mut Log, n: usize) {
+    for _ in 0..n {
+        log.append(&build_simple(2, 50, 1), &AppendOptions::default())
+            .unwrap();
+    }
+}
+
+#[test]
+fn one_sync_point_covers_every_append_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), LogConfig::default(), Arc::new(SystemClock)).unwrap();
+    append(&mut log, 100);
+    assert_eq!(log.durable_offset(), 0);
+    let point = log.sync_point();
+    // Appends made while the sync runs are not covered by it...
+    append(&mut log, 5);
+    let durable = point.sync().unwrap();
+    assert_eq!(durable, 200, "one fsync made 100 appends durable");
+    log.mark_durable(durable);
+    assert_eq!(log.durable_offset(), 200);
+    // ...but by the next one.
+    let next = log.sync_point().sync().unwrap();
+    log.mark_durable(next);
+    assert_eq!(log.durable_offset(), 210);
+}
+
+#[test]
+fn interval_flush_by_count_and_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let config = LogConfig {
+        flush_interval_messages: Some(10),
+        flush_interval_ms: Some(500),
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, clock.clone()).unwrap();
+    append(&mut log, 9);
+    assert!(!log.maybe_flush().unwrap());
+    append(&mut log, 1);
+    assert!(
+        log.maybe_flush().unwrap(),
+        "10 batches reach flush.messages"
+    );
+    assert_eq!(log.durable_offset(), 20);
+    append(&mut log, 1);
+    clock.advance(499);
+    assert!(!log.maybe_flush().unwrap());
+    clock.advance(1);
+    assert!(log.maybe_flush().unwrap(), "flush.ms elapsed");
+    assert_eq!(log.durable_offset(), 22);
+}
+
+#[test]
+fn segment_ms_rolls_by_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(0));
+    let config = LogConfig {
+        segment_ms: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, clock.clone()).unwrap();
+    append(&mut log, 3);
+    clock.advance(999);
+    append(&mut log, 1);
+    assert_eq!(log.segments().len(), 1);
+    clock.advance(1);
+    append(&mut log, 1);
+    let segs = log.segments();
+    assert_eq!(segs.len(), 2);
+    assert_eq!(segs[1].base_offset, 8);
+}
+
+#[test]
+fn segment_bytes_rolls_and_retention_deletes_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1_000,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config, Arc::new(SystemClock)).unwrap();
+    append(&mut log, 40);
+    let segs = log.segments();
+    assert!(segs.len() > 3);
+    assert!(segs.iter().all(|s| s.size_bytes <= 1_000));
+    // Deleting below an offset inside the third segment removes the first two.
+    let target = segs[2].base_offset + 1;
+    assert_eq!(log.delete_segments_below(target).unwrap(), 2);
+    assert_eq!(log.log_start_offset(), segs[2].base_offset);
+    assert!(
+        log.read(0, 100).is_err(),
+        "offsets below the log start are out of range"
+    );
+    // The active segment is never deleted.
+    let end = log.log_end_offset();
+    log.delete_segments_below(end).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    // DeleteRecords may point inside a segment, and it survives a restart.
+    append(&mut log, 2);
+    log.set_log_start_offset(end + 1).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), LogConfig::default(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(log.log_start_offset(), end + 1);
+}
+
+#[test]
+fn a_failed_write_is_reported_and_recovery_keeps_a_valid_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultyFs::default());
+    let mut log = Log::open_with_fs(
+        dir.path(),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        fs.clone(),
+    )
+    .unwrap();
+    append(&mut log, 5);
+    log.flush().unwrap();
+    fs.fail_writes_after(30);
+    let err = log.append(&build_simple(2, 50, 1), &AppendOptions::default());
+    assert!(err.is_err(), "a torn write must be an error");
+    drop(log);
+    // The torn batch is gone after recovery; everything before it is there.
+    let mut log = Log::open_with_fs(
+        dir.path(),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        Arc::new(RealFs),
+    )
+    .unwrap();
+    assert_eq!(log.log_end_offset(), 10);
+    append(&mut log, 1);
+    assert_eq!(log.log_end_offset(), 12);
+}
+
+#[test]
+fn a_failed_fsync_does_not_advance_the_durable_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultyFs::default());
+    let mut log = Log::open_with_fs(
+        dir.path(),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        fs.clone(),
+    )
+    .unwrap();
+    append(&mut log, 3);
+    fs.fail_syncs(true);
+    assert!(log.flush().is_err());
+    assert_eq!(log.durable_offset(), 0);
+    fs.fail_syncs(false);
+    log.flush().unwrap();
+    assert_eq!(log.durable_offset(), 6);
+}
