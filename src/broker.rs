@@ -68,6 +68,7 @@ impl Broker {
     ) -> Result<Arc<Self>, BrokerError> {
         let store = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())
             .map_err(|e| BrokerError::Storage(e.into()))?;
+        remove_deleted_folders(&config.data_dir);
         let data_available = Arc::new(Notify::new());
         let mut topics = HashMap::new();
         for (name, meta) in &store.image.topics {
@@ -217,6 +218,110 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Deletes a topic: out of the metadata image first (durably), then its
+    /// partitions are closed and their folders removed. Each folder is renamed
+    /// to `{name}-{n}.{uuid}-delete` before removal, so a crash mid-way never
+    /// leaves a folder that would be loaded as a partition; leftovers are removed
+    /// at the next start.
+    pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        let _guard = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(|img| img.topics.remove(name))
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        for p in &topic.partitions {
+            if let Err(e) = p.close() {
+                tracing::warn!(partition = ?p, error = %e, "close before delete failed");
+            }
+            let doomed = self.config.data_dir.join(format!(
+                "{name}-{}.{}-delete",
+                p.index,
+                topic.id.simple()
+            ));
+            if let Err(e) =
+                std::fs::rename(&p.dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
+            {
+                tracing::warn!(partition = ?p, error = %e, "could not remove the partition folder; it is removed at the next start");
+            }
+        }
+        tracing::info!(topic = %name, id = %topic.id, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Grows a topic to `total` partitions.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        let current = topic.partitions.len() as i32;
+        if total <= current {
+            let msg = if total == current {
+                format!("topic '{name}' already has {current} partitions")
+            } else {
+                format!("topic '{name}' has {current} partitions, more than the requested {total}")
+            };
+            return Err(TopicError::new(ResponseError::InvalidPartitions, msg));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let mut partitions = topic.partitions.clone();
+        for i in current..total {
+            let p = Partition::open(
+                &self.config.data_dir,
+                name,
+                i,
+                topic.config.clone(),
+                self.clock.clone(),
+                self.data_available.clone(),
+            )
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+            partitions.push(p);
+        }
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(|img| {
+                if let Some(t) = img.topics.get_mut(name) {
+                    t.partitions = total;
+                }
+            })
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+            config: topic.config.clone(),
+            overrides: topic.overrides.clone(),
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), grown);
+        tracing::info!(topic = %name, from = current, to = total, "added partitions");
+        Ok(())
+    }
+
     /// Auto-creates `name` with the broker defaults if allowed.
     pub async fn auto_create(&self, name: &str) -> Option<Arc<Topic>> {
         if !self.config.auto_create_topics_enable {
@@ -284,6 +389,22 @@ fn open_topic(
         config: tc,
         overrides: meta.configs.clone(),
     })
+}
+
+/// Finishes topic deletions that a crash interrupted.
+fn remove_deleted_folders(data_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with("-delete") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(path = %e.path().display(), error = %err, "could not remove a deleted partition folder");
+            } else {
+                tracing::info!(path = %e.path().display(), "removed the folder of a deleted partition");
+            }
+        }
+    }
 }
 
 /// Kafka's rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

@@ -178,6 +178,64 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Every key with its current value, under the names the file uses
+    /// (DescribeConfigs for the broker resource).
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("listen", self.listen.to_string()),
+            (
+                "advertised.listener",
+                self.advertised_listener.clone().unwrap_or_default(),
+            ),
+            ("data.dir", self.data_dir.display().to_string()),
+            ("node.id", self.node_id.to_string()),
+            ("max.connections", self.max_connections.to_string()),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics_enable.to_string(),
+            ),
+            ("num.partitions", self.num_partitions.to_string()),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            ("message.max.bytes", self.message_max_bytes.to_string()),
+            ("log.segment.bytes", self.log_segment_bytes.to_string()),
+            ("log.roll.ms", self.log_roll_ms.to_string()),
+            (
+                "log.index.interval.bytes",
+                self.log_index_interval_bytes.to_string(),
+            ),
+            (
+                "log.index.size.max.bytes",
+                self.log_index_size_max_bytes.to_string(),
+            ),
+            (
+                "log.message.timestamp.type",
+                self.log_message_timestamp_type.clone(),
+            ),
+            ("compression.type", self.compression_type.clone()),
+            ("log.cleanup.policy", self.log_cleanup_policy.clone()),
+            ("log.retention.ms", self.log_retention_ms.to_string()),
+            ("log.retention.bytes", self.log_retention_bytes.to_string()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+        ]
+    }
+
+    /// The current value of a broker key, if Sluice has it.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.entries()
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
 fn flatten(prefix: &str, table: toml::Table, out: &mut toml::Table) {
     for (k, v) in table {
         let key = if prefix.is_empty() {

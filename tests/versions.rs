@@ -187,5 +187,85 @@ async fn every_served_version_is_answered() {
             "ListOffsets v{v}"
         );
     }
+    for v in range(ApiKey::DescribeCluster) {
+        let r: DescribeClusterResponse = c
+            .call(
+                ApiKey::DescribeCluster,
+                v,
+                &DescribeClusterRequest::default().with_endpoint_type(1),
+            )
+            .await;
+        assert_eq!(r.error_code, 0, "DescribeCluster v{v}");
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(r.brokers[0].port, broker.addr.port() as i32);
+    }
+
+    for v in range(ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_resources(vec![
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t2"))
+                    .with_configuration_keys(None),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(StrBytes::from_static_str("1"))
+                    .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                        "num.partitions",
+                    )])),
+                describe_configs_request::DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("no-such-topic"))
+                    .with_configuration_keys(None),
+            ]);
+        let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, v, &req).await;
+        assert_eq!(r.results[0].error_code, 0, "DescribeConfigs v{v}");
+        let retention = r.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == "retention.ms")
+            .expect("retention.ms listed");
+        assert_eq!(retention.value.as_deref(), Some("604800000"));
+        assert_eq!(retention.config_source, 5, "DEFAULT_CONFIG");
+        assert_eq!(retention.synonyms[0].name.as_str(), "log.retention.ms");
+        assert_eq!(r.results[1].configs.len(), 1);
+        assert_eq!(
+            r.results[2].error_code, 3,
+            "UNKNOWN_TOPIC_OR_PARTITION at v{v}"
+        );
+    }
+
+    for v in range(ApiKey::CreatePartitions) {
+        let topic = format!("t{}", 2 + v);
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(5000)
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name(&topic))
+                    .with_count(4)
+                    .with_assignments(None),
+            ]);
+        let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, v, &req).await;
+        assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
+        let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, v, &req).await;
+        assert_eq!(r.results[0].error_code, 37, "INVALID_PARTITIONS at v{v}");
+    }
+
+    for v in range(ApiKey::DeleteTopics) {
+        let topic = format!("t{}", 1 + v);
+        let mut req = DeleteTopicsRequest::default().with_timeout_ms(5000);
+        if v >= 6 {
+            req.topics = vec![
+                delete_topics_request::DeleteTopicState::default().with_name(Some(name(&topic))),
+            ];
+        } else {
+            req.topic_names = vec![name(&topic)];
+        }
+        let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &req).await;
+        assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
+        let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &req).await;
+        assert_eq!(r.responses[0].error_code, 3, "deleting twice at v{v}");
+    }
     broker.stop().await;
 }

@@ -7,11 +7,11 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use crate::error::{ProtocolError, Result};
 use crate::header::api_name;
 
-/// Decodes a request body, checking that the whole frame was consumed.
+/// Decodes a request body.
 ///
-/// Trailing bytes are tolerated only in the tagged-field sense the generated code
-/// already handles; anything else left over means the client and the broker do not
-/// agree on the layout, which is reported rather than silently ignored.
+/// Bytes left after the body are ignored, as Kafka's own parser does: some
+/// clients send them (librdkafka's Metadata v12 ends with three), and refusing
+/// would close their connection.
 pub fn decode_body<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) -> Result<T> {
     let decoded = T::decode(body, version).map_err(|e| ProtocolError::Malformed {
         api: api_name(key),
@@ -19,11 +19,12 @@ pub fn decode_body<T: Decodable>(body: &mut Bytes, key: ApiKey, version: i16) ->
         reason: format!("{e:#}"),
     })?;
     if !body.is_empty() {
-        return Err(ProtocolError::Malformed {
-            api: api_name(key),
+        tracing::debug!(
+            api = api_name(key),
             version,
-            reason: format!("{} unexpected trailing bytes", body.len()),
-        });
+            trailing = body.len(),
+            "ignoring bytes after the request body"
+        );
     }
     Ok(decoded)
 }
@@ -81,12 +82,22 @@ mod tests {
     }
 
     #[test]
-    fn trailing_garbage_is_reported() {
-        let req = MetadataRequest::default();
+    fn trailing_bytes_after_a_body_are_tolerated() {
+        let req = MetadataRequest::default().with_topics(None);
         let mut buf = BytesMut::new();
         req.encode(&mut buf, 4).unwrap();
-        buf.extend_from_slice(b"junk");
+        buf.extend_from_slice(&[0, 0, 0]);
         let mut body = buf.freeze();
+        let r: MetadataRequest = decode_body(&mut body, ApiKey::Metadata, 4).unwrap();
+        assert!(r.topics.is_none());
+    }
+
+    #[test]
+    fn a_truncated_body_is_malformed() {
+        let req = MetadataRequest::default().with_topics(None);
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf, 4).unwrap();
+        let mut body = buf.freeze().slice(..2);
         let r: Result<MetadataRequest> = decode_body(&mut body, ApiKey::Metadata, 4);
         assert!(matches!(r, Err(ProtocolError::Malformed { .. })));
     }

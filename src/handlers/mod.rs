@@ -17,7 +17,11 @@ use sluice_protocol::{ProtocolError, Result};
 use crate::broker::Broker;
 
 mod api_versions;
+mod create_partitions;
 mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
 mod fetch;
 mod init_producer_id;
 mod list_offsets;
@@ -41,6 +45,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -82,6 +90,10 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         ListOffsets => m::ListOffsetsRequest => list_offsets::handle,
         CreateTopics => m::CreateTopicsRequest => create_topics::handle,
         InitProducerId => m::InitProducerIdRequest => init_producer_id::handle,
+        DeleteTopics => m::DeleteTopicsRequest => delete_topics::handle,
+        CreatePartitions => m::CreatePartitionsRequest => create_partitions::handle,
+        DescribeConfigs => m::DescribeConfigsRequest => describe_configs::handle,
+        DescribeCluster => m::DescribeClusterRequest => describe_cluster::handle,
     )
 }
 
