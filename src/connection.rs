@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
+use sluice_protocol::Result;
 use sluice_protocol::codec::encode_response;
 use sluice_protocol::frame::FrameDecoder;
-use sluice_protocol::header::{self, api_name};
-use sluice_protocol::{ProtocolError, Result};
+use sluice_protocol::header::api_name;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::handlers::{self, RequestContext};
+use crate::handlers::{self, Parsed, RequestContext};
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -87,29 +87,28 @@ pub async fn serve(
 
 /// Serves one request frame; `None` means "no response" (acks=0 produce).
 async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>> {
-    let prefix = header::peek(&frame)?;
-    let key = ApiKey::try_from(prefix.api_key)
-        .map_err(|_| ProtocolError::UnknownApiKey(prefix.api_key))?;
-    let version = prefix.api_version;
-    if !broker.versions.supports(key, version) {
-        if key == ApiKey::ApiVersions {
+    let (key, version, header, body) = match handlers::parse_request(frame, &broker.versions)? {
+        Parsed::Request {
+            key,
+            version,
+            header,
+            body,
+        } => (key, version, header, body),
+        Parsed::UnsupportedApiVersions {
+            correlation_id,
+            version,
+        } => {
             // Answer in a v0 body listing what we support; the client retries.
             let (body, v) = broker.versions.api_versions_response(version);
             tracing::debug!(%peer, version, "ApiVersions version not supported; sent our ranges");
-            return encode_response(prefix.correlation_id, key, v, &body).map(Some);
+            return encode_response(correlation_id, ApiKey::ApiVersions, v, &body).map(Some);
         }
-        return Err(ProtocolError::UnsupportedVersion {
-            api: api_name(key),
-            version,
-        });
-    }
-    let mut body = frame;
-    let header = header::decode(&mut body, key, version)?;
+    };
     let span = tracing::info_span!(
         "request",
         api = api_name(key),
         v = version,
-        corr = prefix.correlation_id,
+        corr = header.correlation_id,
         client = header.client_id.as_deref().unwrap_or(""),
     );
     let ctx = RequestContext {

@@ -1,6 +1,7 @@
 //! Sluice: a Kafka-compatible event broker.
 //!
 //! Module map:
+//! - [`alloc`]: the global allocator that keeps lying element counts from aborting.
 //! - [`config`]: configuration from defaults, TOML file, flags and `SLUICE_*` variables.
 //! - [`server`]: the listener, the connection limit, graceful shutdown.
 //! - [`connection`]: one client connection, requests served in order.
@@ -12,6 +13,7 @@
 //! - [`topic_config`]: topic configs with Kafka's names, defaults and validation.
 //! - [`error`]: broker errors and their mapping to Kafka error codes.
 
+pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod connection;

@@ -7,6 +7,9 @@ use sluice::config::{Cli, Config};
 use sluice::handlers;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOC: sluice::alloc::BrokerAlloc = sluice::alloc::BrokerAlloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -11,6 +11,10 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
+// The broker binary's allocator (see src/alloc.rs).
+#[global_allocator]
+static ALLOC: sluice::alloc::BrokerAlloc = sluice::alloc::BrokerAlloc;
+
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_owned()))
 }
@@ -83,6 +87,24 @@ async fn framing_errors_close_the_connection_only() {
         assert_closed(&mut c, what).await;
         still_serving(&broker).await;
     }
+
+    // An element count far beyond the frame: a Metadata v4 request claiming
+    // 2^31-1 topics. The decoder sizes its Vec from that count before reading.
+    let mut c = broker.client().await;
+    let mut f = BytesMut::new();
+    f.put_i16(ApiKey::Metadata as i16);
+    f.put_i16(4);
+    f.put_i32(9);
+    f.put_i16(-1);
+    f.put_i32(i32::MAX);
+    f.put_i16(1);
+    f.put_u8(b'x');
+    let mut framed = BytesMut::new();
+    framed.put_i32(f.len() as i32);
+    framed.extend_from_slice(&f);
+    c.send_raw(&framed).await;
+    assert_closed(&mut c, "a lying array count").await;
+    still_serving(&broker).await;
 
     // A frame cut short, then the client goes away.
     let mut c = broker.client().await;
