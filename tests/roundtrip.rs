@@ -298,3 +298,81 @@ async fn topics_and_metadata_persist_across_restart() {
     assert_eq!(md.brokers[0].port, broker.addr.port() as i32);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn log_append_time_topics_stamp_batches_on_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name("stamped"))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(vec![
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("message.timestamp.type"))
+                        .with_value(Some(StrBytes::from_static_str("LogAppendTime"))),
+                ]),
+        ])
+        .with_timeout_ms(5000);
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &req).await;
+    assert_eq!(resp.topics[0].error_code, 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let p = produce(&mut c, "stamped", 0, batch(3, 42, None), -1).await;
+    assert_eq!(p.error_code, 0);
+    assert!(p.log_append_time_ms >= before, "the broker reports the append time");
+    let pd = fetch(&mut c, 12, "stamped", Uuid::nil(), 0, 0).await;
+    let raw = pd.records.unwrap();
+    // Clients read a LogAppendTime batch's max timestamp as every record's time.
+    let header = sluice_storage::BatchHeader::parse(&raw).unwrap();
+    assert!(header.is_log_append_time());
+    assert_eq!(header.max_timestamp, p.log_append_time_ms);
+    header.validate_crc(&raw).unwrap();
+    let records = decode_all(raw);
+    assert_eq!(records.len(), 3);
+    for r in &records {
+        assert_eq!(r.timestamp_type, kafka_protocol::records::TimestampType::LogAppend);
+    }
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| c.max_connections = 2).await;
+    let mut first = broker.client().await;
+    let mut second = broker.client().await;
+    for c in [&mut first, &mut second] {
+        let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+        assert_eq!(r.error_code, 0);
+    }
+    // The third connection is not served while two are open...
+    let mut third = broker.client().await;
+    let (id, frame) = third.encode_request(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    third.send_raw(&frame).await;
+    let mut len = [0u8; 4];
+    use tokio::io::AsyncReadExt;
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(300),
+        third.stream.read_exact(&mut len),
+    )
+    .await;
+    assert!(early.is_err(), "a third connection was served past max.connections = 2");
+    // ...and is served as soon as one closes.
+    drop(first);
+    let mut rest = vec![0u8; 0];
+    tokio::time::timeout(common::TIMEOUT, third.stream.read_exact(&mut len))
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    rest.resize(i32::from_be_bytes(len) as usize, 0);
+    third.stream.read_exact(&mut rest).await.unwrap();
+    assert_eq!(i32::from_be_bytes(rest[..4].try_into().unwrap()), id);
+    drop(second);
+    broker.stop().await;
+}

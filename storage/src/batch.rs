@@ -173,8 +173,9 @@ pub fn patched_prefix(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8;
     p
 }
 
-/// Sets LogAppendTime on a copy of the batch: timestamp-type bit, max timestamp
-/// (and, as Kafka does, the base timestamp), then recomputes the CRC.
+/// Sets LogAppendTime on a copy of the batch: the timestamp-type bit and the max
+/// timestamp (clients read the max timestamp as every record's time in such a
+/// batch, as Kafka defines it), then recomputes the CRC.
 pub fn with_log_append_time(batch: &[u8], time: i64) -> Vec<u8> {
     let mut b = batch.to_vec();
     let attrs = i16_at(&b, 21) | ATTR_TIMESTAMP_TYPE;
