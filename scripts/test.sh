@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project, installing what the tests need first:
 #   - Debian's kcat (when root and missing),
+#   - Debian's Go and Sarama for tests/go (when root and missing),
 #   - a Python venv in .venv with the pinned client libraries,
 #   - node modules (kafkajs) in tests/js.
 # Then: the release build of the broker, the Rust tests, and the client tests
@@ -19,6 +20,17 @@ if ! command -v kcat >/dev/null 2>&1; then
     else
         echo "kcat is missing and this is not root: install it (apt-get install kcat)" >&2
         exit 1
+    fi
+fi
+
+if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/Shopify/sarama ]; then
+    if [ "$(id -u)" = 0 ]; then
+        step "installing Go and Sarama (Debian)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-go golang-github-shopify-sarama-dev >/dev/null
+    else
+        echo "Go/Sarama are missing and this is not root: the Sarama tests will be skipped" >&2
+        echo "(apt-get install golang-go golang-github-shopify-sarama-dev)" >&2
     fi
 fi
 
