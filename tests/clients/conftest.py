@@ -24,18 +24,25 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, config: str = ""):
         self.bin = os.environ.get("SLUICE_BIN", str(ROOT / "target/release/sluice"))
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir / "data"
         self.log_path = data_dir / "broker.log"
+        self.config_path = None
+        if config:
+            self.config_path = data_dir / "sluice.toml"
+            self.config_path.write_text(config)
         self.proc = None
 
     def start(self, timeout: float = 20.0):
         log = open(self.log_path, "ab")
+        args = [self.bin, "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+        if self.config_path:
+            args += ["--config", str(self.config_path)]
         self.proc = subprocess.Popen(
-            [self.bin, "--listen", self.bootstrap, "--data-dir", str(self.data_dir)],
+            args,
             stdout=log,
             stderr=log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
@@ -79,11 +86,32 @@ def broker(tmp_path):
         b.proc.wait(10)
 
 
+# Consumer-group tests start several consumers at once; a shorter initial
+# rebalance delay than Kafka's 3 s keeps them quick while still gathering
+# members that start together into one rebalance.
+GROUP_CONFIG = (
+    '"group.initial.rebalance.delay.ms" = 1500\n'
+    '"group.consumer.heartbeat.interval.ms" = 500\n'
+    '"group.consumer.session.timeout.ms" = 6000\n'
+)
+
+
+@pytest.fixture
+def group_broker(tmp_path):
+    b = Broker(tmp_path, GROUP_CONFIG)
+    b.start()
+    yield b
+    if b.proc and b.proc.poll() is None:
+        b.proc.kill()
+        b.proc.wait(10)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
-    b = item.funcargs.get("broker") if hasattr(item, "funcargs") else None
+    funcargs = item.funcargs if hasattr(item, "funcargs") else {}
+    b = funcargs.get("broker") or funcargs.get("group_broker")
     if rep.failed and isinstance(b, Broker):
         rep.sections.append(("broker log (tail)", b.log_tail()))
 
@@ -108,7 +136,10 @@ def message(i: int, codec: str):
 
 def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 3, timeout: float = 60.0):
     """Reads every partition from offset 0 with librdkafka (partitions assigned,
-    no consumer group), until `expected` messages or the deadline."""
+    no consumer group) up to the high watermark each had when reading began,
+    and at least `expected` messages, or until the deadline. (A count alone is
+    not enough: stored but unacknowledged messages on one partition would
+    make up for acknowledged ones not yet read on another.)"""
     from confluent_kafka import Consumer, TopicPartition
 
     c = Consumer(
@@ -119,14 +150,21 @@ def read_all(bootstrap: str, topic: str, expected: int, partitions: int = 3, tim
             "enable.partition.eof": False,
         }
     )
+    highs = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    next_offset = {p: 0 for p in range(partitions)}
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     out = []
     deadline = time.time() + timeout
+
+    def done():
+        return len(out) >= expected and all(next_offset[p] >= highs[p] for p in highs)
+
     try:
-        while len(out) < expected and time.time() < deadline:
+        while not done() and time.time() < deadline:
             for m in c.consume(num_messages=1000, timeout=0.5):
                 if m.error():
                     raise AssertionError(f"consume error: {m.error()}")
+                next_offset[m.partition()] = m.offset() + 1
                 out.append(
                     {
                         "partition": m.partition(),

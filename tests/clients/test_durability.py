@@ -4,6 +4,7 @@ import threading
 import time
 
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, ConfigResource
 from kafka import KafkaProducer
 from kafka.admin import KafkaAdminClient
 
@@ -117,10 +118,82 @@ def test_topics_survive_clean_and_unclean_restarts(broker):
     assert p.flush(30) == 0
     for restart in (broker.stop, broker.kill9):
         restart()
+        # A clean stop leaves the marker that lets the next start skip recovery.
+        marker = broker.data_dir / "kept-0" / "clean-shutdown"
+        assert marker.exists() == (restart == broker.stop)
         broker.start()
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
         after = admin.describe_topics(["kept"])[0]
         admin.close()
         assert after["topic_id"] == before["topic_id"]
         assert len(after["partitions"]) == 5
+        res = ConfigResource(ConfigResource.Type.TOPIC, "kept")
+        # Keep the client alive until the answer is in: a dropped handle cancels it.
+        config_admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        conf = config_admin.describe_configs([res])[res].result(timeout=20)
+        assert conf["retention.ms"].value == "3600000", "topic configs persist"
         assert len(read_all(broker.bootstrap, "kept", 100, partitions=5)) == 100
+
+
+def test_aiokafka_acks_all_survives_kill9(broker):
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    topic = "durable-aiokafka"
+    create_topic(broker.bootstrap, topic)
+    acked = set()
+
+    async def produce_then_kill():
+        p = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=2, request_timeout_ms=3000)
+        await p.start()
+        pending = set()
+        loop = asyncio.get_running_loop()
+        killed_at = loop.time() + 1.5
+        i = 0
+        try:
+            while loop.time() < killed_at and i < 200_000:
+                value = f"m-{i}".encode()
+                fut = await p.send(topic, key=str(i % 31).encode(), value=value)
+                fut.add_done_callback(lambda f, v=value: acked.add(v) if not f.exception() else None)
+                pending.add(fut)
+                i += 1
+            broker.kill9()
+            await asyncio.wait(pending, timeout=10)
+        finally:
+            try:
+                await asyncio.wait_for(p.stop(), 10)
+            except Exception:
+                pass
+
+    asyncio.run(produce_then_kill())
+    broker.start()
+    assert len(acked) > 100
+    consumed = read_all(broker.bootstrap, topic, len(acked), timeout=30)
+    values = [m["value"] for m in consumed]
+    assert len(values) == len(set(values)), "a message was stored twice"
+    assert not (acked - set(values)), "acknowledged messages lost"
+
+
+def test_kcat_and_kafkajs_acknowledged_writes_survive_kill9(broker):
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    create_topic(broker.bootstrap, "durable-kcat")
+    lines = "".join(f"k{i % 13}:kcat-{i}\n" for i in range(2000))
+    out = subprocess.run(
+        ["kcat", "-P", "-b", broker.bootstrap, "-t", "durable-kcat", "-K:", "-X", "acks=all"],
+        input=lines, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr  # kcat exits 0 only when every message was acknowledged
+    js = Path(__file__).resolve().parents[1] / "js" / "produce.js"
+    out = subprocess.run([shutil.which("node"), str(js), broker.bootstrap, "durable-kafkajs", "2000", "none"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1])["acked"]
+    broker.kill9()
+    broker.start()
+    assert len(read_all(broker.bootstrap, "durable-kcat", 2000)) == 2000
+    assert len(read_all(broker.bootstrap, "durable-kafkajs", 2000)) == 2000
