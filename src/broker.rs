@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::error::BrokerError;
+use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{MetadataStore, TopicMeta};
 use crate::partition::Partition;
 use crate::topic_config::{self, TopicConfig};
@@ -47,6 +48,8 @@ pub struct Broker {
     pub config: Config,
     pub versions: VersionTable,
     pub data_available: Arc<Notify>,
+    /// Consumer groups and committed offsets.
+    pub groups: GroupCoordinator,
     clock: Arc<dyn Clock>,
     metadata: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -77,10 +80,20 @@ impl Broker {
             topics.insert(name.clone(), Arc::new(topic));
         }
         let cluster_id = store.image.cluster_id.clone();
+        let groups = GroupCoordinator::new(
+            config.group_config(),
+            config.consumer_group_config(),
+            config.offsets_topic_num_partitions,
+            config.offsets_topic_segment_bytes,
+        );
+        if let Some(t) = topics.get(OFFSETS_TOPIC) {
+            groups.load(t, clock.now_ms())?;
+        }
         Ok(Arc::new(Self {
             config,
             versions,
             data_available,
+            groups,
             clock,
             metadata: Mutex::new(store),
             topics: RwLock::new(topics),
@@ -95,6 +108,11 @@ impl Broker {
 
     pub fn node_id(&self) -> i32 {
         self.config.node_id
+    }
+
+    /// Wall-clock milliseconds from the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn data_dir(&self) -> &PathBuf {

@@ -82,6 +82,20 @@ pub struct Config {
     pub log_retention_bytes: i64,
     #[serde(rename = "min.insync.replicas")]
     pub min_insync_replicas: i32,
+    #[serde(rename = "group.initial.rebalance.delay.ms")]
+    pub group_initial_rebalance_delay_ms: i64,
+    #[serde(rename = "group.min.session.timeout.ms")]
+    pub group_min_session_timeout_ms: i32,
+    #[serde(rename = "group.max.session.timeout.ms")]
+    pub group_max_session_timeout_ms: i32,
+    #[serde(rename = "group.consumer.heartbeat.interval.ms")]
+    pub group_consumer_heartbeat_interval_ms: i32,
+    #[serde(rename = "group.consumer.session.timeout.ms")]
+    pub group_consumer_session_timeout_ms: i32,
+    #[serde(rename = "offsets.topic.num.partitions")]
+    pub offsets_topic_num_partitions: i32,
+    #[serde(rename = "offsets.topic.segment.bytes")]
+    pub offsets_topic_segment_bytes: u64,
 }
 
 impl Default for Config {
@@ -108,6 +122,13 @@ impl Default for Config {
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
             min_insync_replicas: 1,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_consumer_heartbeat_interval_ms: 5_000,
+            group_consumer_session_timeout_ms: 45_000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
         }
     }
 }
@@ -179,6 +200,23 @@ impl Config {
 }
 
 impl Config {
+    /// The group coordinator's settings.
+    pub fn group_config(&self) -> crate::group::classic::GroupConfig {
+        crate::group::classic::GroupConfig {
+            min_session_timeout_ms: self.group_min_session_timeout_ms,
+            max_session_timeout_ms: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+        }
+    }
+
+    /// Settings of KIP-848 consumer groups.
+    pub fn consumer_group_config(&self) -> crate::group::consumer::ConsumerGroupConfig {
+        crate::group::consumer::ConsumerGroupConfig {
+            session_timeout_ms: self.group_consumer_session_timeout_ms,
+            heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+        }
+    }
+
     /// Every key with its current value, under the names the file uses
     /// (DescribeConfigs for the broker resource).
     pub fn entries(&self) -> Vec<(&'static str, String)> {
@@ -224,6 +262,34 @@ impl Config {
             ("log.retention.ms", self.log_retention_ms.to_string()),
             ("log.retention.bytes", self.log_retention_bytes.to_string()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.consumer.heartbeat.interval.ms",
+                self.group_consumer_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "group.consumer.session.timeout.ms",
+                self.group_consumer_session_timeout_ms.to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+            ),
+            (
+                "offsets.topic.segment.bytes",
+                self.offsets_topic_segment_bytes.to_string(),
+            ),
         ]
     }
 

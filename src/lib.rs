@@ -7,6 +7,7 @@
 //! - [`connection`]: one client connection, requests served in order.
 //! - [`handlers`]: one file per Kafka API, and the table of served versions.
 //! - [`broker`]: shared state: metadata image, open topics and partitions.
+//! - [`group`]: the group coordinator: consumer groups and committed offsets.
 //! - [`partition`]: a partition's log, producer state and high watermark.
 //! - [`producer_state`]: idempotent-producer sequence checks (pure logic).
 //! - [`metadata`]: the persisted cluster metadata image.
@@ -18,6 +19,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;

@@ -25,6 +25,10 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    tokio::spawn(crate::group::run_timers(
+        Arc::downgrade(&broker),
+        stop_rx.clone(),
+    ));
     tokio::pin!(shutdown);
     tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
     loop {

@@ -3,24 +3,29 @@
 //! parsing and body decoding as a clean Ok or Err — never a panic.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
-use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
-use sluice::handlers::{Parsed, SERVED, decode_request_body, parse_request, version_table};
+use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use sluice::handlers::{
+    Parsed, SERVED, decode_request_body, default_request_body, parse_request, version_table,
+};
 
 // The broker binary's allocator: without it a lying element count aborts.
 #[global_allocator]
 static ALLOC: sluice::alloc::BrokerAlloc = sluice::alloc::BrokerAlloc;
 
-fn frame<T: Encodable + HeaderVersion + Default>(key: ApiKey, version: i16) -> Vec<u8> {
+/// A framed default request of `key` at `version` (length prefix excluded).
+fn frame(key: ApiKey, version: i16) -> Vec<u8> {
     let mut b = BytesMut::new();
     RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
         .with_correlation_id(1)
         .with_client_id(Some(StrBytes::from_static_str("m")))
-        .encode(&mut b, T::header_version(version))
+        .encode(&mut b, key.request_header_version(version))
         .unwrap();
-    T::default().encode(&mut b, version).unwrap();
+    let body = default_request_body(key, version)
+        .unwrap_or_else(|| panic!("{key:?} served but has no request type"));
+    b.extend_from_slice(&body);
     b.to_vec()
 }
 
@@ -28,20 +33,7 @@ fn seeds() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for &(key, min, max) in SERVED {
         for v in min..=max {
-            out.push(match key {
-                ApiKey::Produce => frame::<m::ProduceRequest>(key, v),
-                ApiKey::Fetch => frame::<m::FetchRequest>(key, v),
-                ApiKey::ListOffsets => frame::<m::ListOffsetsRequest>(key, v),
-                ApiKey::Metadata => frame::<m::MetadataRequest>(key, v),
-                ApiKey::ApiVersions => frame::<m::ApiVersionsRequest>(key, v),
-                ApiKey::CreateTopics => frame::<m::CreateTopicsRequest>(key, v),
-                ApiKey::InitProducerId => frame::<m::InitProducerIdRequest>(key, v),
-                ApiKey::DeleteTopics => frame::<m::DeleteTopicsRequest>(key, v),
-                ApiKey::CreatePartitions => frame::<m::CreatePartitionsRequest>(key, v),
-                ApiKey::DescribeConfigs => frame::<m::DescribeConfigsRequest>(key, v),
-                ApiKey::DescribeCluster => frame::<m::DescribeClusterRequest>(key, v),
-                other => panic!("{other:?} served but not seeded"),
-            });
+            out.push(frame(key, v));
         }
     }
     out

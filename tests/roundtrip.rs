@@ -325,7 +325,10 @@ async fn log_append_time_topics_stamp_batches_on_append() {
         .as_millis() as i64;
     let p = produce(&mut c, "stamped", 0, batch(3, 42, None), -1).await;
     assert_eq!(p.error_code, 0);
-    assert!(p.log_append_time_ms >= before, "the broker reports the append time");
+    assert!(
+        p.log_append_time_ms >= before,
+        "the broker reports the append time"
+    );
     let pd = fetch(&mut c, 12, "stamped", Uuid::nil(), 0, 0).await;
     let raw = pd.records.unwrap();
     // Clients read a LogAppendTime batch's max timestamp as every record's time.
@@ -336,7 +339,10 @@ async fn log_append_time_topics_stamp_batches_on_append() {
     let records = decode_all(raw);
     assert_eq!(records.len(), 3);
     for r in &records {
-        assert_eq!(r.timestamp_type, kafka_protocol::records::TimestampType::LogAppend);
+        assert_eq!(
+            r.timestamp_type,
+            kafka_protocol::records::TimestampType::LogAppend
+        );
     }
     broker.stop().await;
 }
@@ -348,7 +354,9 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     let mut first = broker.client().await;
     let mut second = broker.client().await;
     for c in [&mut first, &mut second] {
-        let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+        let r: ApiVersionsResponse = c
+            .call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default())
+            .await;
         assert_eq!(r.error_code, 0);
     }
     // The third connection is not served while two are open...
@@ -362,7 +370,10 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
         third.stream.read_exact(&mut len),
     )
     .await;
-    assert!(early.is_err(), "a third connection was served past max.connections = 2");
+    assert!(
+        early.is_err(),
+        "a third connection was served past max.connections = 2"
+    );
     // ...and is served as soon as one closes.
     drop(first);
     let mut rest = vec![0u8; 0];

@@ -110,7 +110,7 @@ fn describe(t: &Topic, node: BrokerId, version: i16) -> MetadataResponseTopic {
         .with_name(Some(topic_name(&t.name)))
         .with_partitions(partitions);
     if version >= 1 {
-        topic.is_internal = t.name.starts_with("__");
+        topic.is_internal = t.name == crate::group::OFFSETS_TOPIC;
     }
     if version >= 10 {
         topic.topic_id = t.id;

@@ -17,15 +17,19 @@ use sluice_protocol::{ProtocolError, Result};
 use crate::broker::Broker;
 
 mod api_versions;
+mod consumer_group;
 mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+mod group_admin;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offsets;
 mod produce;
 
 /// Everything a handler knows about the request it serves.
@@ -49,6 +53,19 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -94,6 +111,19 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         CreatePartitions => m::CreatePartitionsRequest => create_partitions::handle,
         DescribeConfigs => m::DescribeConfigsRequest => describe_configs::handle,
         DescribeCluster => m::DescribeClusterRequest => describe_cluster::handle,
+        FindCoordinator => m::FindCoordinatorRequest => group_admin::find_coordinator,
+        JoinGroup => m::JoinGroupRequest => groups::join,
+        SyncGroup => m::SyncGroupRequest => groups::sync,
+        Heartbeat => m::HeartbeatRequest => groups::heartbeat,
+        LeaveGroup => m::LeaveGroupRequest => groups::leave,
+        OffsetCommit => m::OffsetCommitRequest => offsets::commit,
+        OffsetFetch => m::OffsetFetchRequest => offsets::fetch,
+        OffsetDelete => m::OffsetDeleteRequest => offsets::delete,
+        DescribeGroups => m::DescribeGroupsRequest => group_admin::describe,
+        ListGroups => m::ListGroupsRequest => group_admin::list,
+        DeleteGroups => m::DeleteGroupsRequest => group_admin::delete,
+        ConsumerGroupHeartbeat => m::ConsumerGroupHeartbeatRequest => consumer_group::heartbeat,
+        ConsumerGroupDescribe => m::ConsumerGroupDescribeRequest => consumer_group::describe,
     )
 }
 
@@ -140,6 +170,39 @@ pub fn parse_request(frame: Bytes, versions: &VersionTable) -> Result<Parsed> {
     })
 }
 
+/// Calls `$m!` with every served API and its request type: the one list the
+/// decode-only and default-encode helpers below are generated from.
+macro_rules! request_types {
+    ($m:ident) => {
+        $m!(
+            Produce => m::ProduceRequest,
+            Fetch => m::FetchRequest,
+            ListOffsets => m::ListOffsetsRequest,
+            Metadata => m::MetadataRequest,
+            ApiVersions => m::ApiVersionsRequest,
+            CreateTopics => m::CreateTopicsRequest,
+            InitProducerId => m::InitProducerIdRequest,
+            DeleteTopics => m::DeleteTopicsRequest,
+            CreatePartitions => m::CreatePartitionsRequest,
+            DescribeConfigs => m::DescribeConfigsRequest,
+            DescribeCluster => m::DescribeClusterRequest,
+            FindCoordinator => m::FindCoordinatorRequest,
+            JoinGroup => m::JoinGroupRequest,
+            SyncGroup => m::SyncGroupRequest,
+            Heartbeat => m::HeartbeatRequest,
+            LeaveGroup => m::LeaveGroupRequest,
+            OffsetCommit => m::OffsetCommitRequest,
+            OffsetFetch => m::OffsetFetchRequest,
+            OffsetDelete => m::OffsetDeleteRequest,
+            DescribeGroups => m::DescribeGroupsRequest,
+            ListGroups => m::ListGroupsRequest,
+            DeleteGroups => m::DeleteGroupsRequest,
+            ConsumerGroupHeartbeat => m::ConsumerGroupHeartbeatRequest,
+            ConsumerGroupDescribe => m::ConsumerGroupDescribeRequest,
+        )
+    };
+}
+
 /// Decodes the body of a served request without serving it (for the fuzz
 /// target; `every_served_api_decodes` keeps it in step with [`SERVED`]).
 pub fn decode_request_body(key: ApiKey, version: i16, mut body: Bytes) -> Result<()> {
@@ -151,19 +214,28 @@ pub fn decode_request_body(key: ApiKey, version: i16, mut body: Bytes) -> Result
             }
         };
     }
-    decode!(
-        Produce => m::ProduceRequest,
-        Fetch => m::FetchRequest,
-        ListOffsets => m::ListOffsetsRequest,
-        Metadata => m::MetadataRequest,
-        ApiVersions => m::ApiVersionsRequest,
-        CreateTopics => m::CreateTopicsRequest,
-        InitProducerId => m::InitProducerIdRequest,
-        DeleteTopics => m::DeleteTopicsRequest,
-        CreatePartitions => m::CreatePartitionsRequest,
-        DescribeConfigs => m::DescribeConfigsRequest,
-        DescribeCluster => m::DescribeClusterRequest,
-    )
+    request_types!(decode)
+}
+
+/// The body of a default (all fields empty) request of a served API at
+/// `version`: seeds for the decode tests and the fuzz target. `None` for an
+/// API that is not served.
+pub fn default_request_body(key: ApiKey, version: i16) -> Option<Bytes> {
+    use kafka_protocol::protocol::Encodable;
+    fn enc<T: Encodable + Default>(version: i16) -> Option<Bytes> {
+        let mut b = bytes::BytesMut::new();
+        T::default().encode(&mut b, version).ok()?;
+        Some(b.freeze())
+    }
+    macro_rules! encode {
+        ($($api:ident => $req:ty),* $(,)?) => {
+            match key {
+                $(ApiKey::$api => enc::<$req>(version),)*
+                _ => None,
+            }
+        };
+    }
+    request_types!(encode)
 }
 
 /// A topic name as the generated types want it.
@@ -180,32 +252,13 @@ pub fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::Encodable;
-
-    fn encoded<T: Encodable + Default>(version: i16) -> Bytes {
-        let mut b = bytes::BytesMut::new();
-        T::default().encode(&mut b, version).unwrap();
-        b.freeze()
-    }
 
     #[test]
     fn every_served_api_decodes() {
         for &(key, min, max) in SERVED {
             for v in min..=max {
-                let body = match key {
-                    ApiKey::Produce => encoded::<m::ProduceRequest>(v),
-                    ApiKey::Fetch => encoded::<m::FetchRequest>(v),
-                    ApiKey::ListOffsets => encoded::<m::ListOffsetsRequest>(v),
-                    ApiKey::Metadata => encoded::<m::MetadataRequest>(v),
-                    ApiKey::ApiVersions => encoded::<m::ApiVersionsRequest>(v),
-                    ApiKey::CreateTopics => encoded::<m::CreateTopicsRequest>(v),
-                    ApiKey::InitProducerId => encoded::<m::InitProducerIdRequest>(v),
-                    ApiKey::DeleteTopics => encoded::<m::DeleteTopicsRequest>(v),
-                    ApiKey::CreatePartitions => encoded::<m::CreatePartitionsRequest>(v),
-                    ApiKey::DescribeConfigs => encoded::<m::DescribeConfigsRequest>(v),
-                    ApiKey::DescribeCluster => encoded::<m::DescribeClusterRequest>(v),
-                    other => panic!("{other:?} is served but not covered by this test"),
-                };
+                let body = default_request_body(key, v)
+                    .unwrap_or_else(|| panic!("{key:?} v{v} is served but has no request type"));
                 decode_request_body(key, v, body).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
             }
         }

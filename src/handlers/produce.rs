@@ -37,6 +37,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .cloned();
             let outcome = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
+            } else if name == crate::group::OFFSETS_TOPIC {
+                // Only the group coordinator writes there, as in Kafka.
+                tracing::warn!(topic = %name, "produce to an internal topic refused");
+                Err(ResponseError::InvalidTopicException.code())
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),

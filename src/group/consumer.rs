@@ -1,0 +1,438 @@
+//! KIP-848 consumer groups (`group.protocol=consumer`) as a pure state machine:
+//! the broker computes the assignment and hands it out through heartbeats.
+//!
+//! - Any change of membership, subscription or partition count bumps the
+//!   *group epoch*; the *target assignment* is recomputed by the group's
+//!   server-side assignor for that epoch.
+//! - Each member converges on its target on its own heartbeats: partitions it
+//!   must give up are removed from its assignment first (it keeps its epoch
+//!   until it reports them released), then it gets the target epoch, and
+//!   partitions still held by another member are added once that member has
+//!   released them. No partition is ever owned by two members at once.
+//! - A member that stops heartbeating for `group.consumer.session.timeout.ms`,
+//!   or does not release partitions within its rebalance timeout, is removed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use kafka_protocol::error::ResponseError;
+
+use super::assignor::{self, Assignment, MemberSpec};
+
+/// Member epoch meaning "join"; -1 leaves, -2 leaves as a static member.
+pub const JOIN: i32 = 0;
+pub const LEAVE: i32 = -1;
+pub const LEAVE_STATIC: i32 = -2;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerGroupConfig {
+    pub session_timeout_ms: i32,
+    pub heartbeat_interval_ms: i32,
+}
+
+impl Default for ConsumerGroupConfig {
+    fn default() -> Self {
+        Self {
+            session_timeout_ms: 45_000,
+            heartbeat_interval_ms: 5_000,
+        }
+    }
+}
+
+/// One member of a consumer group.
+#[derive(Debug, Clone)]
+pub struct ConsumerMember {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub subscribed: BTreeSet<String>,
+    pub assignor: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    /// What the member was last told it owns.
+    pub assigned: Assignment,
+    /// Given up in the assignment sent, not yet reported released.
+    pub revoking: Assignment,
+    deadline: i64,
+    revoke_deadline: i64,
+    /// The assignment changed since it was last sent.
+    send_assignment: bool,
+}
+
+/// A ConsumerGroupHeartbeat, with topic ids already turned into names.
+#[derive(Debug, Clone, Default)]
+pub struct HeartbeatRequest {
+    pub member_id: String,
+    pub epoch: i32,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    /// None: unchanged since the last heartbeat.
+    pub subscribed: Option<BTreeSet<String>>,
+    pub assignor: Option<String>,
+    /// What the member owns now; None: unchanged.
+    pub owned: Option<Assignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HeartbeatOutcome {
+    pub error: i16,
+    pub message: Option<String>,
+    pub member_id: String,
+    pub epoch: i32,
+    /// Sent only when it changed (and always after a join).
+    pub assignment: Option<Assignment>,
+}
+
+impl HeartbeatOutcome {
+    fn error(e: ResponseError, message: &str) -> Self {
+        Self {
+            error: e.code(),
+            message: Some(message.to_owned()),
+            epoch: -1,
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ConsumerGroup {
+    pub id: String,
+    config: ConsumerGroupConfig,
+    epoch: i32,
+    assignment_epoch: i32,
+    members: BTreeMap<String, ConsumerMember>,
+    target: BTreeMap<String, Assignment>,
+    assignor: String,
+    /// Partition counts the target was computed with.
+    partitions_seen: BTreeMap<String, i32>,
+}
+
+fn minus(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        let rest: BTreeSet<i32> = match b.get(t) {
+            Some(bs) => ps.difference(bs).copied().collect(),
+            None => ps.clone(),
+        };
+        if !rest.is_empty() {
+            out.insert(t.clone(), rest);
+        }
+    }
+    out
+}
+
+fn union_into(a: &mut Assignment, b: &Assignment) {
+    for (t, ps) in b {
+        a.entry(t.clone()).or_default().extend(ps);
+    }
+}
+
+fn is_empty(a: &Assignment) -> bool {
+    a.values().all(BTreeSet::is_empty)
+}
+
+impl ConsumerGroup {
+    pub fn new(id: impl Into<String>, config: ConsumerGroupConfig) -> Self {
+        Self {
+            id: id.into(),
+            config,
+            epoch: 0,
+            assignment_epoch: 0,
+            members: BTreeMap::new(),
+            target: BTreeMap::new(),
+            assignor: assignor::UNIFORM.to_owned(),
+            partitions_seen: BTreeMap::new(),
+        }
+    }
+
+    pub fn epoch(&self) -> i32 {
+        self.epoch
+    }
+
+    pub fn assignment_epoch(&self) -> i32 {
+        self.assignment_epoch
+    }
+
+    pub fn assignor(&self) -> &str {
+        &self.assignor
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = &ConsumerMember> {
+        self.members.values()
+    }
+
+    pub fn target(&self, member: &str) -> Assignment {
+        self.target.get(member).cloned().unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn heartbeat_interval_ms(&self) -> i32 {
+        self.config.heartbeat_interval_ms
+    }
+
+    /// Kafka's names: Empty, Assigning, Reconciling, Stable.
+    pub fn state(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.assignment_epoch < self.epoch {
+            "Assigning"
+        } else if self.members.values().any(|m| {
+            m.epoch != self.assignment_epoch
+                || !is_empty(&m.revoking)
+                || m.assigned != self.target(&m.id)
+        }) {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// Topics any member subscribes to (their partition counts are needed).
+    pub fn subscribed_topics(&self) -> BTreeSet<String> {
+        self.members
+            .values()
+            .flat_map(|m| m.subscribed.iter().cloned())
+            .collect()
+    }
+
+    /// Serves one heartbeat. `partitions` holds the partition count of every
+    /// existing topic that a member (including this request) subscribes to.
+    pub fn heartbeat(
+        &mut self,
+        req: HeartbeatRequest,
+        partitions: &BTreeMap<String, i32>,
+        now: i64,
+    ) -> HeartbeatOutcome {
+        if let Some(a) = &req.assignor
+            && !assignor::is_known(a)
+        {
+            return HeartbeatOutcome::error(
+                ResponseError::UnsupportedAssignor,
+                &format!("server assignor '{a}' is not one of uniform, range"),
+            );
+        }
+        match req.epoch {
+            JOIN => {
+                let Some(subscribed) = req.subscribed.clone() else {
+                    return HeartbeatOutcome::error(
+                        ResponseError::InvalidRequest,
+                        "a joining member must name its subscribed topics",
+                    );
+                };
+                let id = req.member_id.clone();
+                let new = !self.members.contains_key(&id);
+                let m = self
+                    .members
+                    .entry(id.clone())
+                    .or_insert_with(|| ConsumerMember {
+                        id: id.clone(),
+                        instance_id: None,
+                        rack_id: None,
+                        client_id: String::new(),
+                        client_host: String::new(),
+                        epoch: 0,
+                        subscribed: BTreeSet::new(),
+                        assignor: None,
+                        rebalance_timeout_ms: 0,
+                        assigned: Assignment::new(),
+                        revoking: Assignment::new(),
+                        deadline: 0,
+                        revoke_deadline: 0,
+                        send_assignment: true,
+                    });
+                // A rejoin after a lost answer gets its whole assignment again.
+                m.send_assignment = true;
+                if new {
+                    m.subscribed = subscribed;
+                    self.epoch += 1;
+                    tracing::info!(group = %self.id, member = %id, epoch = self.epoch, "member joined");
+                }
+            }
+            LEAVE | LEAVE_STATIC => {
+                if self.members.remove(&req.member_id).is_none() {
+                    return HeartbeatOutcome::error(
+                        ResponseError::UnknownMemberId,
+                        "unknown member id",
+                    );
+                }
+                self.target.remove(&req.member_id);
+                self.epoch += 1;
+                tracing::info!(group = %self.id, member = %req.member_id, epoch = self.epoch, "member left");
+                return HeartbeatOutcome {
+                    member_id: req.member_id,
+                    epoch: req.epoch,
+                    ..HeartbeatOutcome::default()
+                };
+            }
+            e => {
+                let Some(m) = self.members.get(&req.member_id) else {
+                    return HeartbeatOutcome::error(
+                        ResponseError::UnknownMemberId,
+                        "unknown member id",
+                    );
+                };
+                if e != m.epoch {
+                    return HeartbeatOutcome::error(
+                        ResponseError::FencedMemberEpoch,
+                        &format!("member epoch {e} is not the current {}", m.epoch),
+                    );
+                }
+            }
+        }
+        let m = self.members.get_mut(&req.member_id).expect("present");
+        m.deadline = now + self.config.session_timeout_ms as i64;
+        m.client_id = req.client_id;
+        m.client_host = req.client_host;
+        m.instance_id = req.instance_id;
+        m.rack_id = req.rack_id;
+        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        if req.assignor.is_some() {
+            m.assignor = req.assignor;
+        }
+        if let Some(s) = req.subscribed
+            && s != m.subscribed
+        {
+            m.subscribed = s;
+            self.epoch += 1;
+        }
+        let m = self.members.get_mut(&req.member_id).expect("present");
+        if let Some(owned) = &req.owned {
+            // Whatever it no longer reports is released.
+            m.revoking = self::intersect(&m.revoking, owned);
+        }
+        self.maybe_assign(partitions);
+        self.reconcile(&req.member_id, now);
+        let m = self.members.get_mut(&req.member_id).expect("present");
+        let assignment = std::mem::take(&mut m.send_assignment).then(|| m.assigned.clone());
+        HeartbeatOutcome {
+            error: 0,
+            message: None,
+            member_id: m.id.clone(),
+            epoch: m.epoch,
+            assignment,
+        }
+    }
+
+    /// Recomputes the target assignment when the group epoch moved on or a
+    /// subscribed topic's partition count changed.
+    fn maybe_assign(&mut self, partitions: &BTreeMap<String, i32>) {
+        let subscribed = self.subscribed_topics();
+        let relevant: BTreeMap<String, i32> = partitions
+            .iter()
+            .filter(|(t, _)| subscribed.contains(*t))
+            .map(|(t, n)| (t.clone(), *n))
+            .collect();
+        if relevant != self.partitions_seen {
+            self.partitions_seen = relevant;
+            if self.assignment_epoch == self.epoch {
+                self.epoch += 1;
+            }
+        }
+        if self.assignment_epoch == self.epoch {
+            return;
+        }
+        self.assignor = self
+            .members
+            .values()
+            .find_map(|m| m.assignor.clone())
+            .unwrap_or_else(|| assignor::UNIFORM.to_owned());
+        let specs: Vec<MemberSpec<'_>> = self
+            .members
+            .values()
+            .map(|m| MemberSpec {
+                id: &m.id,
+                subscribed: &m.subscribed,
+                current: &m.assigned,
+            })
+            .collect();
+        self.target = assignor::assign(&self.assignor, &specs, &self.partitions_seen);
+        self.assignment_epoch = self.epoch;
+        tracing::info!(group = %self.id, epoch = self.epoch, members = self.members.len(), assignor = %self.assignor, "target assignment computed");
+    }
+
+    /// Moves one member toward its target, never giving it a partition that
+    /// another member still owns.
+    fn reconcile(&mut self, id: &str, now: i64) {
+        let target = self.target(id);
+        let held_by_others: Assignment = {
+            let mut h = Assignment::new();
+            for o in self.members.values().filter(|o| o.id != id) {
+                union_into(&mut h, &o.assigned);
+                union_into(&mut h, &o.revoking);
+            }
+            h
+        };
+        let assignment_epoch = self.assignment_epoch;
+        let m = self.members.get_mut(id).expect("present");
+        let revoke = minus(&m.assigned, &target);
+        if !is_empty(&revoke) {
+            m.assigned = intersect(&m.assigned, &target);
+            union_into(&mut m.revoking, &revoke);
+            m.revoke_deadline = now + m.rebalance_timeout_ms.max(0) as i64;
+            m.send_assignment = true;
+        }
+        if !is_empty(&m.revoking) {
+            return;
+        }
+        let add = minus(&minus(&target, &m.assigned), &held_by_others);
+        if !is_empty(&add) {
+            union_into(&mut m.assigned, &add);
+            m.send_assignment = true;
+        }
+        m.epoch = assignment_epoch;
+    }
+
+    /// Removes members whose session expired or who kept partitions past
+    /// their rebalance timeout.
+    pub fn tick(&mut self, now: i64) {
+        let gone: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.deadline <= now || (!is_empty(&m.revoking) && m.revoke_deadline <= now))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in gone {
+            tracing::info!(group = %self.id, member = %id, "member session expired (or it held revoked partitions too long); removed");
+            self.members.remove(&id);
+            self.target.remove(&id);
+            self.epoch += 1;
+        }
+    }
+
+    /// OffsetCommit from a member at `epoch` (Kafka's rules for consumer groups).
+    pub fn validate_commit(&self, member_id: &str, epoch: i32) -> Result<(), i16> {
+        if member_id.is_empty() && epoch < 0 && self.members.is_empty() {
+            return Ok(());
+        }
+        let Some(m) = self.members.get(member_id) else {
+            return Err(ResponseError::UnknownMemberId.code());
+        };
+        if epoch != m.epoch {
+            return Err(ResponseError::StaleMemberEpoch.code());
+        }
+        Ok(())
+    }
+}
+
+fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
+    let mut out = Assignment::new();
+    for (t, ps) in a {
+        if let Some(bs) = b.get(t) {
+            let both: BTreeSet<i32> = ps.intersection(bs).copied().collect();
+            if !both.is_empty() {
+                out.insert(t.clone(), both);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+//! The KIP-848 state machine driven by hand: joins, incremental moves, expiry.
+
+use super::*;
+
+const HB: ConsumerGroupConfig = ConsumerGroupConfig {
+    session_timeout_ms: 10_000,
+    heartbeat_interval_ms: 1_000,
+};
+
+fn topics(n: i32) -> BTreeMap<String, i32> {
+    BTreeMap::from([("t".to_string(), n)])
+}
+
+fn join(id: &str) -> HeartbeatRequest {
+    HeartbeatRequest {
+        member_id: id.into(),
+        epoch: JOIN,
+        client_id: "c".into(),
+        rebalance_timeout_ms: 5_000,
+        subscribed: Some(BTreeSet::from(["t".to_string()])),
+        owned: Some(Assignment::new()),
+        ..HeartbeatRequest::default()
+    }
+}
+
+fn beat(id: &str, epoch: i32, owned: Option<&Assignment>) -> HeartbeatRequest {
+    HeartbeatRequest {
+        member_id: id.into(),
+        epoch,
+        client_id: "c".into(),
+        rebalance_timeout_ms: 5_000,
+        owned: owned.cloned(),
+        ..HeartbeatRequest::default()
+    }
+}
+
+fn parts(a: &Assignment) -> BTreeSet<i32> {
+    a.get("t").cloned().unwrap_or_default()
+}
+
+#[test]
+fn a_lone_member_gets_every_partition() {
+    let mut g = ConsumerGroup::new("g", HB);
+    let out = g.heartbeat(join("a"), &topics(4), 0);
+    assert_eq!(out.error, 0);
+    assert_eq!(out.epoch, 1);
+    assert_eq!(parts(&out.assignment.unwrap()), (0..4).collect());
+    // Nothing changed: no assignment in the answer.
+    let out = g.heartbeat(beat("a", 1, None), &topics(4), 100);
+    assert_eq!((out.error, out.epoch, out.assignment), (0, 1, None));
+    assert_eq!(g.state(), "Stable");
+}
+
+#[test]
+fn partitions_move_only_after_their_owner_released_them() {
+    let mut g = ConsumerGroup::new("g", HB);
+    let a = g.heartbeat(join("a"), &topics(4), 0).assignment.unwrap();
+    // b joins: the target gives it two of a's partitions, which a still owns.
+    let out = g.heartbeat(join("b"), &topics(4), 10);
+    assert_eq!(out.epoch, 2);
+    assert!(
+        parts(&out.assignment.unwrap()).is_empty(),
+        "nothing until a releases"
+    );
+    assert_eq!(g.state(), "Reconciling");
+    // a is told to give two up and keeps its epoch until it reports them gone.
+    let out = g.heartbeat(beat("a", 1, None), &topics(4), 20);
+    let a_now = out.assignment.unwrap();
+    assert_eq!(out.epoch, 1);
+    assert_eq!(parts(&a_now).len(), 2);
+    assert!(
+        parts(&a_now).is_subset(&parts(&a)),
+        "a keeps some of its own"
+    );
+    // b still gets nothing while a owns them.
+    let out = g.heartbeat(beat("b", 2, None), &topics(4), 30);
+    assert_eq!(out.assignment, None);
+    // a reports the smaller set: it is at epoch 2, and b gets the released two.
+    let out = g.heartbeat(beat("a", 1, Some(&a_now)), &topics(4), 40);
+    assert_eq!((out.error, out.epoch), (0, 2));
+    let out = g.heartbeat(beat("b", 2, None), &topics(4), 50);
+    let b_now = out.assignment.unwrap();
+    assert_eq!(parts(&b_now).len(), 2);
+    assert!(parts(&b_now).is_disjoint(&parts(&a_now)));
+    g.heartbeat(beat("b", 2, Some(&b_now)), &topics(4), 60);
+    assert_eq!(g.state(), "Stable");
+}
+
+#[test]
+fn stale_epochs_and_strangers_are_refused() {
+    let mut g = ConsumerGroup::new("g", HB);
+    g.heartbeat(join("a"), &topics(2), 0);
+    let out = g.heartbeat(beat("a", 7, None), &topics(2), 1);
+    assert_eq!(out.error, ResponseError::FencedMemberEpoch.code());
+    let out = g.heartbeat(beat("zz", 1, None), &topics(2), 1);
+    assert_eq!(out.error, ResponseError::UnknownMemberId.code());
+    assert_eq!(g.validate_commit("a", 1), Ok(()));
+    assert_eq!(
+        g.validate_commit("a", 0),
+        Err(ResponseError::StaleMemberEpoch.code())
+    );
+    assert_eq!(
+        g.validate_commit("zz", 1),
+        Err(ResponseError::UnknownMemberId.code())
+    );
+    let mut bad = join("b");
+    bad.assignor = Some("sticky-ish".into());
+    assert_eq!(
+        g.heartbeat(bad, &topics(2), 1).error,
+        ResponseError::UnsupportedAssignor.code()
+    );
+}
+
+#[test]
+fn leaving_and_expiry_free_partitions_for_the_others() {
+    let mut g = ConsumerGroup::new("g", HB);
+    g.heartbeat(join("a"), &topics(4), 0);
+    let out = g.heartbeat(join("b"), &topics(4), 0);
+    assert!(parts(&out.assignment.unwrap()).is_empty());
+    // a leaves: b takes everything at its next heartbeat.
+    let out = g.heartbeat(beat("a", LEAVE, None), &topics(4), 10);
+    assert_eq!(out.epoch, LEAVE);
+    let out = g.heartbeat(beat("b", 2, None), &topics(4), 20);
+    assert_eq!(parts(&out.assignment.unwrap()), (0..4).collect());
+    assert_eq!(out.epoch, 3);
+    // c joins; b goes silent and expires; c ends up with all four.
+    g.heartbeat(join("c"), &topics(4), 30);
+    g.tick(20 + HB.session_timeout_ms as i64);
+    assert_eq!(g.members().count(), 1);
+    let c_epoch = g.members().next().unwrap().epoch;
+    let out = g.heartbeat(
+        beat("c", c_epoch, None),
+        &topics(4),
+        20 + HB.session_timeout_ms as i64,
+    );
+    assert_eq!(parts(&out.assignment.unwrap()), (0..4).collect());
+}
+
+#[test]
+fn a_member_that_keeps_revoked_partitions_is_removed() {
+    let mut g = ConsumerGroup::new("g", HB);
+    g.heartbeat(join("a"), &topics(2), 0);
+    g.heartbeat(join("b"), &topics(2), 0);
+    g.heartbeat(beat("a", 1, None), &topics(2), 100); // told to give one up
+    // a keeps heartbeating but never reports the partition released.
+    for t in (1_000..=5_000).step_by(1_000) {
+        g.heartbeat(beat("a", 1, None), &topics(2), t);
+        g.heartbeat(beat("b", 2, None), &topics(2), t);
+    }
+    g.tick(5_100);
+    assert!(
+        g.members().all(|m| m.id != "a"),
+        "fenced after the rebalance timeout"
+    );
+}
+
+#[test]
+fn new_partitions_reach_the_members() {
+    let mut g = ConsumerGroup::new("g", HB);
+    g.heartbeat(join("a"), &topics(2), 0);
+    let out = g.heartbeat(beat("a", 1, None), &topics(3), 10);
+    assert_eq!(out.epoch, 2);
+    assert_eq!(parts(&out.assignment.unwrap()), (0..3).collect());
+}

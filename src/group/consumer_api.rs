@@ -1,0 +1,130 @@
+//! The coordinator's side of KIP-848 consumer groups: ConsumerGroupHeartbeat
+//! and ConsumerGroupDescribe, on top of [`super::consumer`].
+//!
+//! Committed offsets are shared with classic groups (same records, same
+//! checks in `commit`). The membership of consumer groups is kept in memory
+//! only: after a broker restart members get UNKNOWN_MEMBER_ID and rejoin, then
+//! resume at their committed offsets.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::error::ResponseError;
+
+use super::assignor::Assignment;
+use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest};
+use super::{GroupCoordinator, GroupState};
+use crate::broker::Broker;
+
+/// A member as ConsumerGroupDescribe shows it.
+#[derive(Debug, Clone)]
+pub struct ConsumerMemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub epoch: i32,
+    pub client_id: String,
+    pub client_host: String,
+    pub subscribed: Vec<String>,
+    pub assignment: Assignment,
+    pub target: Assignment,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupDescription {
+    pub state: &'static str,
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub members: Vec<ConsumerMemberDescription>,
+}
+
+impl GroupCoordinator {
+    /// Heartbeat interval handed to consumer-protocol members.
+    pub fn consumer_heartbeat_interval_ms(&self) -> i32 {
+        self.consumer_config.heartbeat_interval_ms
+    }
+
+    pub async fn consumer_heartbeat(
+        &self,
+        broker: &Broker,
+        group: &str,
+        mut req: HeartbeatRequest,
+    ) -> HeartbeatOutcome {
+        let refuse = |e: ResponseError, msg: &str| HeartbeatOutcome {
+            error: e.code(),
+            message: Some(msg.to_owned()),
+            epoch: -1,
+            ..HeartbeatOutcome::default()
+        };
+        if let Err(c) = self.offsets_partition(broker, group).await {
+            return HeartbeatOutcome {
+                error: c,
+                epoch: -1,
+                ..HeartbeatOutcome::default()
+            };
+        }
+        if req.member_id.is_empty() {
+            req.member_id = uuid::Uuid::new_v4().simple().to_string();
+        }
+        let now = broker.now_ms();
+        let mut inner = self.lock();
+        if inner
+            .groups
+            .get(group)
+            .is_some_and(|g| !matches!(g.state(), GroupState::Empty | GroupState::Dead))
+        {
+            return refuse(
+                ResponseError::GroupIdNotFound,
+                &format!("group '{group}' is a classic group with members"),
+            );
+        }
+        // An empty classic group (offsets only) becomes a consumer-protocol one.
+        inner.groups.remove(group);
+        let g = inner
+            .consumers
+            .entry(group.to_owned())
+            .or_insert_with(|| ConsumerGroup::new(group, self.consumer_config));
+        let mut topics = g.subscribed_topics();
+        if let Some(s) = &req.subscribed {
+            topics.extend(s.iter().cloned());
+        }
+        let partitions: BTreeMap<String, i32> = topics
+            .into_iter()
+            .filter_map(|t| {
+                broker
+                    .topic(&t)
+                    .map(|topic| (t, topic.partitions.len() as i32))
+            })
+            .collect();
+        g.heartbeat(req, &partitions, now)
+    }
+
+    /// ConsumerGroupDescribe: GROUP_ID_NOT_FOUND for unknown and classic groups.
+    pub fn consumer_describe(&self, group: &str) -> Result<ConsumerGroupDescription, i16> {
+        let inner = self.lock();
+        let g = inner
+            .consumers
+            .get(group)
+            .ok_or(ResponseError::GroupIdNotFound.code())?;
+        Ok(ConsumerGroupDescription {
+            state: g.state(),
+            epoch: g.epoch(),
+            assignment_epoch: g.assignment_epoch(),
+            assignor: g.assignor().to_owned(),
+            members: g
+                .members()
+                .map(|m| ConsumerMemberDescription {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    subscribed: m.subscribed.iter().cloned().collect(),
+                    assignment: m.assigned.clone(),
+                    target: g.target(&m.id),
+                })
+                .collect(),
+        })
+    }
+}

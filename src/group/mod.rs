@@ -1,0 +1,917 @@
+//! The group coordinator: consumer groups and their committed offsets.
+//!
+//! - [`classic`]: the classic rebalance protocol as a pure state machine.
+//! - [`records`]: the record layouts of `__consumer_offsets` (Kafka's own).
+//!
+//! Offsets and group metadata live in the internal compacted topic
+//! `__consumer_offsets` (`offsets.topic.num.partitions` partitions, 50 by
+//! default); a group belongs to partition `abs(java_hash(group)) % N`, as in
+//! Kafka. The coordinator of a group is the leader of that partition — on one
+//! node, this broker. Every change is appended to that partition and answered
+//! only once it is durable (the high watermark passed it), so an acknowledged
+//! commit survives a crash; at startup the coordinator replays the topic.
+//!
+//! The state machines sit behind one std mutex: every call on them is short and
+//! never waits. Requests that must wait (a JoinGroup until the rebalance
+//! completes, a SyncGroup until the leader's) park a oneshot sender keyed by
+//! (group, member) and await it without the lock. A timer task ticks every
+//! group every [`TICK`] to expire sessions and end rebalance phases.
+
+pub mod assignor;
+pub mod classic;
+pub mod consumer;
+mod consumer_api;
+pub mod records;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::records::RecordBatchDecoder;
+use sluice_storage::batch::{BuildOptions, RecordSpec};
+use tokio::sync::{oneshot, watch};
+
+use crate::broker::{Broker, Topic};
+use crate::partition::Partition;
+use classic::{
+    Effect, Group, GroupConfig, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
+    SyncRequest,
+};
+use consumer::{ConsumerGroup, ConsumerGroupConfig};
+use records::{Entry, OffsetValue};
+
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// How often sessions and rebalance deadlines are checked.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Kafka's `offset.metadata.max.bytes`.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// Extra time a parked request waits past its own deadline before it is
+/// answered with an error (the state machine answers well before).
+const PARK_GRACE: Duration = Duration::from_secs(5);
+
+/// A committed offset, and where its record sits in `__consumer_offsets`
+/// (a later record always wins, whatever order the writes became durable in).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+    record_offset: i64,
+}
+
+/// A topic's partitions with their committed offsets (None: nothing stored).
+pub type TopicOffsets = (String, Vec<(i32, Option<Committed>)>);
+
+/// One partition of an OffsetCommit.
+#[derive(Debug, Clone)]
+pub struct CommitItem {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+    /// "classic" or "consumer" (ListGroups v5 group type).
+    pub kind: &'static str,
+}
+
+/// A member as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: GroupState,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Default)]
+struct Inner {
+    groups: HashMap<String, Group>,
+    /// KIP-848 groups; a group id is either classic or consumer, never both.
+    consumers: HashMap<String, ConsumerGroup>,
+    offsets: HashMap<String, BTreeMap<(String, i32), Committed>>,
+    join_waiters: HashMap<(String, String), oneshot::Sender<JoinOutcome>>,
+    sync_waiters: HashMap<(String, String), oneshot::Sender<SyncOutcome>>,
+}
+
+/// Answers to parked requests, to send once `durable` (if any) is reached.
+#[derive(Default)]
+struct Deliveries {
+    joins: Vec<(oneshot::Sender<JoinOutcome>, JoinOutcome)>,
+    syncs: Vec<(oneshot::Sender<SyncOutcome>, SyncOutcome)>,
+    durable: Option<(Arc<Partition>, i64)>,
+}
+
+impl Deliveries {
+    async fn deliver(self) {
+        if let Some((p, offset)) = self.durable
+            && let Err(e) = p.wait_durable(offset, Duration::from_secs(30)).await
+        {
+            tracing::error!(partition = ?p, error = %e, "group metadata did not become durable");
+        }
+        for (tx, outcome) in self.joins {
+            let _ = tx.send(outcome);
+        }
+        for (tx, outcome) in self.syncs {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    consumer_config: ConsumerGroupConfig,
+    num_partitions: i32,
+    segment_bytes: u64,
+    inner: Mutex<Inner>,
+}
+
+/// Java's `String.hashCode` over UTF-16 units, so groups land on the same
+/// partition as in Kafka.
+fn java_hash(s: &str) -> i32 {
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(c as i32))
+}
+
+/// The `__consumer_offsets` partition of a group.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let h = java_hash(group);
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+impl GroupCoordinator {
+    pub fn new(
+        config: GroupConfig,
+        consumer_config: ConsumerGroupConfig,
+        num_partitions: i32,
+        segment_bytes: u64,
+    ) -> Self {
+        Self {
+            config,
+            consumer_config,
+            num_partitions: num_partitions.max(1),
+            segment_bytes,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The group's partition of `__consumer_offsets`, creating the topic on
+    /// first use (as Kafka does on the first FindCoordinator).
+    pub async fn offsets_partition(
+        &self,
+        broker: &Broker,
+        group: &str,
+    ) -> Result<Arc<Partition>, i16> {
+        let topic = match broker.topic(OFFSETS_TOPIC) {
+            Some(t) => t,
+            None => self.create_offsets_topic(broker).await?,
+        };
+        let i = partition_for(group, topic.partitions.len() as i32);
+        topic
+            .partitions
+            .get(i as usize)
+            .cloned()
+            .ok_or(code(ResponseError::CoordinatorNotAvailable))
+    }
+
+    async fn create_offsets_topic(&self, broker: &Broker) -> Result<Arc<Topic>, i16> {
+        let configs = BTreeMap::from([
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            ("segment.bytes".to_owned(), self.segment_bytes.to_string()),
+        ]);
+        match broker
+            .create_topic(OFFSETS_TOPIC, self.num_partitions, 1, configs, false)
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) if e.code == code(ResponseError::TopicAlreadyExists) => broker
+                .topic(OFFSETS_TOPIC)
+                .ok_or(code(ResponseError::CoordinatorNotAvailable)),
+            Err(e) => {
+                tracing::error!(error = %e.message, "could not create {OFFSETS_TOPIC}");
+                Err(code(ResponseError::CoordinatorNotAvailable))
+            }
+        }
+    }
+
+    /// Replays `__consumer_offsets`: committed offsets, and groups with their
+    /// members and assignments (members then have one session to show up).
+    pub fn load(&self, topic: &Topic, now: i64) -> Result<(), crate::error::BrokerError> {
+        let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
+        let mut snapshots = HashMap::new();
+        let mut records = 0usize;
+        for p in &topic.partitions {
+            let mut offset = p.log_start_offset();
+            let end = p.high_watermark();
+            while offset < end {
+                let mut chunk = p.read(offset, 8 << 20)?.records;
+                if chunk.is_empty() {
+                    break;
+                }
+                let sets = RecordBatchDecoder::decode_all(&mut chunk).map_err(|e| {
+                    crate::error::BrokerError::CorruptMessage(format!("{p:?}: {e}"))
+                })?;
+                for r in sets.into_iter().flat_map(|s| s.records) {
+                    offset = offset.max(r.offset + 1);
+                    if r.control {
+                        continue;
+                    }
+                    let Some(key) = r.key.as_deref() else {
+                        continue;
+                    };
+                    records += 1;
+                    match records::decode(key, r.value.as_deref()) {
+                        Ok(Entry::Offset {
+                            group,
+                            topic,
+                            partition,
+                            value,
+                        }) => {
+                            let map = offsets.entry(group).or_default();
+                            match value {
+                                Some(v) => {
+                                    map.insert((topic, partition), committed(v, r.offset));
+                                }
+                                None => {
+                                    map.remove(&(topic, partition));
+                                }
+                            }
+                        }
+                        Ok(Entry::Group { group, value }) => {
+                            snapshots.insert(group, value);
+                        }
+                        Err(e) => {
+                            tracing::warn!(partition = ?p, offset = r.offset, error = %e, "skipped a record")
+                        }
+                    }
+                }
+            }
+        }
+        let mut inner = self.lock();
+        offsets.retain(|_, m| !m.is_empty());
+        let (n_offsets, n_groups) = (offsets.len(), snapshots.len());
+        inner.offsets = offsets;
+        for (id, snap) in snapshots {
+            if let Some(snap) = snap {
+                inner
+                    .groups
+                    .insert(id.clone(), Group::restore(&id, self.config, snap, now));
+            }
+        }
+        tracing::info!(
+            records,
+            groups = n_groups,
+            groups_with_offsets = n_offsets,
+            "loaded {OFFSETS_TOPIC}"
+        );
+        Ok(())
+    }
+
+    /// Routes effects to parked requests; writes group metadata when asked.
+    /// Runs under the lock; the returned deliveries are sent without it.
+    fn route(&self, broker: &Broker, inner: &mut Inner, group: &str) -> Deliveries {
+        let Some(g) = inner.groups.get_mut(group) else {
+            return Deliveries::default();
+        };
+        let effects = g.take_effects();
+        let mut d = Deliveries::default();
+        for e in effects {
+            match e {
+                Effect::Join { member_id, outcome } => {
+                    if let Some(tx) = inner.join_waiters.remove(&(group.to_owned(), member_id)) {
+                        d.joins.push((tx, outcome));
+                    }
+                }
+                Effect::Sync { member_id, outcome } => {
+                    if let Some(tx) = inner.sync_waiters.remove(&(group.to_owned(), member_id)) {
+                        d.syncs.push((tx, outcome));
+                    }
+                }
+                Effect::Persist => {
+                    let Some(g) = inner.groups.get(group) else {
+                        continue;
+                    };
+                    let value = records::group_value(&g.snapshot());
+                    match self.append(broker, group, &[(records::group_key(group), Some(value))]) {
+                        Ok(written) => d.durable = Some(written),
+                        Err(e) => {
+                            tracing::error!(group, code = e, "could not store group metadata")
+                        }
+                    }
+                }
+            }
+        }
+        d
+    }
+
+    /// Appends records to the group's partition (which exists: every caller
+    /// went through [`Self::offsets_partition`] first). Returns the partition
+    /// and the last offset written.
+    fn append(
+        &self,
+        broker: &Broker,
+        group: &str,
+        recs: &[(Bytes, Option<Bytes>)],
+    ) -> Result<(Arc<Partition>, i64), i16> {
+        let topic = broker
+            .topic(OFFSETS_TOPIC)
+            .ok_or(code(ResponseError::CoordinatorNotAvailable))?;
+        let p = topic
+            .partitions
+            .get(partition_for(group, topic.partitions.len() as i32) as usize)
+            .cloned()
+            .ok_or(code(ResponseError::CoordinatorNotAvailable))?;
+        let now = broker.now_ms();
+        let specs: Vec<RecordSpec<'_>> = recs
+            .iter()
+            .map(|(k, v)| RecordSpec {
+                key: Some(k),
+                value: v.as_deref(),
+                timestamp: now,
+            })
+            .collect();
+        let batch = Bytes::from(sluice_storage::batch::build(
+            &specs,
+            BuildOptions::default(),
+        ));
+        match p.append(&batch) {
+            Ok(r) => Ok((p, r.last_offset)),
+            Err(e) => {
+                tracing::error!(group, error = %e, "append to {OFFSETS_TOPIC} failed");
+                Err(code(ResponseError::CoordinatorNotAvailable))
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- membership
+
+    pub async fn join(&self, broker: &Broker, group: &str, req: JoinRequest) -> JoinOutcome {
+        if let Err(c) = self.offsets_partition(broker, group).await {
+            return error_join(c, &req.member_id);
+        }
+        let wait = Duration::from_millis(
+            req.rebalance_timeout_ms.max(req.session_timeout_ms).max(0) as u64,
+        ) + Duration::from_millis(self.config.initial_rebalance_delay_ms.max(0) as u64)
+            + PARK_GRACE;
+        let now = broker.now_ms();
+        let member_id = req.member_id.clone();
+        let (reply, deliveries) = {
+            let mut inner = self.lock();
+            if inner.consumers.get(group).is_some_and(|c| !c.is_empty()) {
+                tracing::warn!(
+                    group,
+                    "JoinGroup for a group that uses the consumer protocol"
+                );
+                return error_join(code(ResponseError::InconsistentGroupProtocol), &member_id);
+            }
+            // An empty consumer-protocol group becomes a classic one.
+            inner.consumers.remove(group);
+            let g = inner
+                .groups
+                .entry(group.to_owned())
+                .or_insert_with(|| Group::new(group, self.config, now));
+            let reply = match g.join(req, now) {
+                Reply::Now(o) => Ok(o),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.join_waiters.insert((group.to_owned(), member_id), tx);
+                    Err(rx)
+                }
+            };
+            (reply, self.route(broker, &mut inner, group))
+        };
+        deliveries.deliver().await;
+        match reply {
+            Ok(o) => o,
+            Err(rx) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(o)) => o,
+                _ => error_join(code(ResponseError::RebalanceInProgress), &member_id),
+            },
+        }
+    }
+
+    pub async fn sync(&self, broker: &Broker, group: &str, req: SyncRequest) -> SyncOutcome {
+        let err = |c| SyncOutcome {
+            error: c,
+            ..SyncOutcome::default()
+        };
+        if let Err(c) = self.offsets_partition(broker, group).await {
+            return err(c);
+        }
+        let now = broker.now_ms();
+        let (reply, deliveries, wait) = {
+            let mut inner = self.lock();
+            let Some(g) = inner.groups.get_mut(group) else {
+                return err(code(ResponseError::UnknownMemberId));
+            };
+            let wait = g
+                .members()
+                .iter()
+                .map(|m| m.rebalance_timeout_ms.max(0) as u64)
+                .max()
+                .map(Duration::from_millis)
+                .unwrap_or_default()
+                + PARK_GRACE;
+            let reply = match g.sync(req, now) {
+                Reply::Now(o) => Ok(o),
+                Reply::Parked { member_id } => {
+                    let (tx, rx) = oneshot::channel();
+                    inner.sync_waiters.insert((group.to_owned(), member_id), tx);
+                    Err(rx)
+                }
+            };
+            (reply, self.route(broker, &mut inner, group), wait)
+        };
+        deliveries.deliver().await;
+        match reply {
+            Ok(o) => o,
+            Err(rx) => match tokio::time::timeout(wait, rx).await {
+                Ok(Ok(o)) => o,
+                _ => err(code(ResponseError::RebalanceInProgress)),
+            },
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        broker: &Broker,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> i16 {
+        let now = broker.now_ms();
+        let mut inner = self.lock();
+        match inner.groups.get_mut(group) {
+            Some(g) => g.heartbeat(member_id, instance_id, generation, now),
+            None => code(ResponseError::UnknownMemberId),
+        }
+    }
+
+    pub async fn leave(
+        &self,
+        broker: &Broker,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let now = broker.now_ms();
+        let (codes, deliveries) = {
+            let mut inner = self.lock();
+            let Some(g) = inner.groups.get_mut(group) else {
+                return Err(code(ResponseError::UnknownMemberId));
+            };
+            let codes = g.leave(members, now);
+            (codes, self.route(broker, &mut inner, group))
+        };
+        deliveries.deliver().await;
+        Ok(codes)
+    }
+
+    /// Expires sessions and rebalance phases of every group; forgets groups
+    /// that are empty and hold no offsets.
+    pub async fn tick(&self, broker: &Broker) {
+        let now = broker.now_ms();
+        let mut all = Vec::new();
+        {
+            let mut inner = self.lock();
+            let ids: Vec<String> = inner.groups.keys().cloned().collect();
+            for id in ids {
+                if let Some(g) = inner.groups.get_mut(&id) {
+                    g.tick(now);
+                }
+                all.push(self.route(broker, &mut inner, &id));
+                let idle = inner.groups.get(&id).is_some_and(|g| g.is_idle());
+                if idle && !inner.offsets.contains_key(&id) {
+                    inner.groups.remove(&id);
+                }
+            }
+            let Inner {
+                consumers, offsets, ..
+            } = &mut *inner;
+            consumers.retain(|id, g| {
+                g.tick(now);
+                !g.is_empty() || offsets.contains_key(id)
+            });
+        }
+        for d in all {
+            d.deliver().await;
+        }
+    }
+
+    // ------------------------------------------------------------------ offsets
+
+    /// Stores committed offsets; one code per item, in order.
+    pub async fn commit(
+        &self,
+        broker: &Broker,
+        group: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        items: &[CommitItem],
+    ) -> Vec<i16> {
+        if let Err(c) = self.offsets_partition(broker, group).await {
+            return vec![c; items.len()];
+        }
+        let now = broker.now_ms();
+        let mut codes = vec![0i16; items.len()];
+        let mut recs = Vec::new();
+        let mut written = Vec::new();
+        let (p, last) = {
+            let mut inner = self.lock();
+            let check = if let Some(c) = inner.consumers.get(group) {
+                c.validate_commit(member_id, generation)
+            } else {
+                match inner.groups.get_mut(group) {
+                    Some(g) => g.validate_commit(member_id, instance_id, generation, now),
+                    None if generation < 0 => {
+                        inner
+                            .groups
+                            .insert(group.to_owned(), Group::new(group, self.config, now));
+                        Ok(())
+                    }
+                    None => Err(code(ResponseError::IllegalGeneration)),
+                }
+            };
+            if let Err(c) = check {
+                return vec![c; items.len()];
+            }
+            for (i, item) in items.iter().enumerate() {
+                if item.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                    codes[i] = code(ResponseError::OffsetMetadataTooLarge);
+                    continue;
+                }
+                let value = OffsetValue {
+                    offset: item.offset,
+                    leader_epoch: item.leader_epoch,
+                    metadata: item.metadata.clone(),
+                    commit_timestamp: now,
+                };
+                recs.push((
+                    records::offset_key(group, &item.topic, item.partition),
+                    Some(records::offset_value(&value)),
+                ));
+                written.push((i, value));
+            }
+            if recs.is_empty() {
+                return codes;
+            }
+            match self.append(broker, group, &recs) {
+                Ok(w) => w,
+                Err(c) => return vec![c; items.len()],
+            }
+        };
+        if let Err(e) = p.wait_durable(last, Duration::from_secs(30)).await {
+            tracing::error!(group, error = %e, "offset commit did not become durable");
+            for (i, _) in &written {
+                codes[*i] = code(ResponseError::RequestTimedOut);
+            }
+            return codes;
+        }
+        let first = last + 1 - written.len() as i64;
+        let mut inner = self.lock();
+        let map = inner.offsets.entry(group.to_owned()).or_default();
+        for (n, (i, value)) in written.into_iter().enumerate() {
+            let item = &items[i];
+            let c = committed(value, first + n as i64);
+            let key = (item.topic.clone(), item.partition);
+            if map
+                .get(&key)
+                .is_none_or(|old| old.record_offset < c.record_offset)
+            {
+                map.insert(key, c);
+            }
+        }
+        codes
+    }
+
+    /// Committed offsets of a group: of the given partitions, or all of them.
+    pub fn fetch(&self, group: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Vec<TopicOffsets> {
+        let inner = self.lock();
+        let map = inner.offsets.get(group);
+        match wanted {
+            Some(topics) => topics
+                .iter()
+                .map(|(t, parts)| {
+                    let parts = parts
+                        .iter()
+                        .map(|&p| (p, map.and_then(|m| m.get(&(t.clone(), p))).cloned()))
+                        .collect();
+                    (t.clone(), parts)
+                })
+                .collect(),
+            None => {
+                let mut out: Vec<TopicOffsets> = Vec::new();
+                for ((t, p), c) in map.into_iter().flatten() {
+                    match out.last_mut() {
+                        Some((last, parts)) if last == t => parts.push((*p, Some(c.clone()))),
+                        _ => out.push((t.clone(), vec![(*p, Some(c.clone()))])),
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// OffsetDelete: forgets offsets of topics the group no longer consumes.
+    pub async fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group: &str,
+        topics: &[(String, Vec<i32>)],
+    ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+        let (out, written) = {
+            let mut inner = self.lock();
+            let state = inner.groups.get(group).map(|g| g.state());
+            if state == Some(GroupState::Dead)
+                || (state.is_none() && !inner.offsets.contains_key(group))
+            {
+                return Err(code(ResponseError::GroupIdNotFound));
+            }
+            let subscribed = match inner.groups.get(group) {
+                Some(g) if g.state() != GroupState::Empty => {
+                    if g.protocol_type() != Some("consumer") {
+                        return Err(code(ResponseError::NonEmptyGroup));
+                    }
+                    subscribed_topics(g)
+                }
+                _ => HashSet::new(),
+            };
+            let mut recs = Vec::new();
+            let mut out = Vec::new();
+            for (t, parts) in topics {
+                let mut codes = Vec::new();
+                for &p in parts {
+                    if subscribed.contains(t) {
+                        codes.push((p, code(ResponseError::GroupSubscribedToTopic)));
+                        continue;
+                    }
+                    if let Some(m) = inner.offsets.get_mut(group)
+                        && m.remove(&(t.clone(), p)).is_some()
+                    {
+                        recs.push((records::offset_key(group, t, p), None));
+                    }
+                    codes.push((p, 0));
+                }
+                out.push((t.clone(), codes));
+            }
+            let written = if recs.is_empty() {
+                None
+            } else {
+                Some(self.append(broker, group, &recs)?)
+            };
+            (out, written)
+        };
+        if let Some((p, last)) = written {
+            p.wait_durable(last, Duration::from_secs(30))
+                .await
+                .map_err(|_| code(ResponseError::RequestTimedOut))?;
+        }
+        Ok(out)
+    }
+
+    // -------------------------------------------------------------------- admin
+
+    pub fn describe(&self, group: &str) -> Option<GroupDescription> {
+        let inner = self.lock();
+        match inner.groups.get(group) {
+            Some(g) => {
+                let stable = g.state() == GroupState::Stable;
+                let protocol = g.protocol().unwrap_or_default().to_owned();
+                Some(GroupDescription {
+                    state: g.state(),
+                    protocol_type: g.protocol_type().unwrap_or_default().to_owned(),
+                    protocol: if stable {
+                        protocol.clone()
+                    } else {
+                        String::new()
+                    },
+                    members: g
+                        .members()
+                        .iter()
+                        .map(|m| MemberDescription {
+                            member_id: m.id.clone(),
+                            instance_id: m.instance_id.clone(),
+                            client_id: m.client_id.clone(),
+                            client_host: m.client_host.clone(),
+                            metadata: if stable {
+                                m.metadata(&protocol)
+                            } else {
+                                Bytes::new()
+                            },
+                            assignment: if stable {
+                                m.assignment.clone()
+                            } else {
+                                Bytes::new()
+                            },
+                        })
+                        .collect(),
+                })
+            }
+            None if inner.offsets.contains_key(group) => Some(GroupDescription {
+                state: GroupState::Empty,
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            }),
+            None => None,
+        }
+    }
+
+    /// Every group: classic ones, consumer-protocol ones, and groups that
+    /// only hold committed offsets.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let inner = self.lock();
+        let mut out: Vec<ListedGroup> = inner
+            .groups
+            .iter()
+            .filter(|(_, g)| g.state() != GroupState::Dead)
+            .map(|(id, g)| ListedGroup {
+                id: id.clone(),
+                protocol_type: g.protocol_type().unwrap_or_default().to_owned(),
+                state: g.state().name(),
+                kind: "classic",
+            })
+            .collect();
+        for (id, g) in &inner.consumers {
+            out.push(ListedGroup {
+                id: id.clone(),
+                protocol_type: "consumer".into(),
+                state: g.state(),
+                kind: "consumer",
+            });
+        }
+        for id in inner.offsets.keys() {
+            if !inner.groups.contains_key(id) && !inner.consumers.contains_key(id) {
+                out.push(ListedGroup {
+                    id: id.clone(),
+                    protocol_type: String::new(),
+                    state: GroupState::Empty.name(),
+                    kind: "classic",
+                });
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
+    }
+
+    /// DeleteGroups for one group: only an empty group can be deleted.
+    pub async fn delete_group(&self, broker: &Broker, group: &str) -> i16 {
+        if let Err(c) = self.offsets_partition(broker, group).await {
+            return c;
+        }
+        let now = broker.now_ms();
+        let written = {
+            let mut inner = self.lock();
+            let has_offsets = inner.offsets.contains_key(group);
+            match inner.consumers.get(group) {
+                Some(c) if !c.is_empty() => return code(ResponseError::NonEmptyGroup),
+                Some(_) => {
+                    inner.consumers.remove(group);
+                }
+                None => {}
+            }
+            match inner.groups.get_mut(group) {
+                Some(g) if g.state() == GroupState::Dead => {
+                    return code(ResponseError::GroupIdNotFound);
+                }
+                Some(g) if g.state() != GroupState::Empty => {
+                    return code(ResponseError::NonEmptyGroup);
+                }
+                Some(g) => g.mark_dead(now),
+                None if !has_offsets => return code(ResponseError::GroupIdNotFound),
+                None => {}
+            }
+            let mut recs: Vec<(Bytes, Option<Bytes>)> = inner
+                .offsets
+                .remove(group)
+                .unwrap_or_default()
+                .into_keys()
+                .map(|(t, p)| (records::offset_key(group, &t, p), None))
+                .collect();
+            recs.push((records::group_key(group), None));
+            inner.groups.remove(group);
+            match self.append(broker, group, &recs) {
+                Ok(w) => w,
+                Err(c) => return c,
+            }
+        };
+        let (p, last) = written;
+        match p.wait_durable(last, Duration::from_secs(30)).await {
+            Ok(()) => {
+                tracing::info!(group, "deleted group");
+                0
+            }
+            Err(_) => code(ResponseError::RequestTimedOut),
+        }
+    }
+}
+
+fn committed(v: OffsetValue, record_offset: i64) -> Committed {
+    Committed {
+        offset: v.offset,
+        leader_epoch: v.leader_epoch,
+        metadata: v.metadata,
+        commit_timestamp: v.commit_timestamp,
+        record_offset,
+    }
+}
+
+fn error_join(c: i16, member_id: &str) -> JoinOutcome {
+    JoinOutcome {
+        error: c,
+        generation: -1,
+        member_id: member_id.to_owned(),
+        ..JoinOutcome::default()
+    }
+}
+
+/// Topics the members of a consumer group subscribe to (from their
+/// ConsumerProtocolSubscription metadata).
+fn subscribed_topics(g: &Group) -> HashSet<String> {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let protocol = g.protocol().unwrap_or_default();
+    let mut out = HashSet::new();
+    for m in g.members() {
+        let mut meta = m.metadata(protocol);
+        if meta.len() < 2 {
+            continue;
+        }
+        let version = i16::from_be_bytes([meta[0], meta[1]]);
+        let _ = bytes::Buf::get_i16(&mut meta);
+        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut meta, version.clamp(0, 3)) {
+            out.extend(sub.topics.into_iter().map(|t| t.to_string()));
+        }
+    }
+    out
+}
+
+/// Ticks the coordinator until the broker is gone or shutdown starts.
+pub async fn run_timers(broker: Weak<Broker>, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(TICK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        b.groups.tick(&b).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_land_on_kafkas_partition() {
+        // Java's "...".hashCode() and Math.abs(h) % 50.
+        assert_eq!(java_hash("my-group"), -1_906_497_762);
+        assert_eq!(partition_for("my-group", 50), 12);
+        assert_eq!(java_hash("\u{fc}-group"), 1_699_569_262);
+        assert_eq!(partition_for("orders-service", 50), 17);
+        assert_eq!(java_hash(""), 0);
+        assert_eq!(java_hash("a"), 97);
+        assert_eq!(java_hash("ab"), 97 * 31 + 98);
+        for g in ["", "a", "orders-service", "ü-group"] {
+            let p = partition_for(g, 50);
+            assert!((0..50).contains(&p));
+        }
+        assert_eq!(partition_for("a", 50), 97 % 50);
+    }
+}

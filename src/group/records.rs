@@ -1,0 +1,330 @@
+//! The records of `__consumer_offsets`, in Kafka's own layouts, so that tools
+//! that read the topic understand it:
+//!
+//! | key (version) | key fields | value (version) |
+//! |---|---|---|
+//! | offset commit (1) | group, topic, partition | offset, leader epoch, metadata, commit time (3) |
+//! | group metadata (2) | group | protocol type, generation, protocol, leader, state time, members (3) |
+//!
+//! A record with a null value is a tombstone: the offset or group is deleted.
+//! Strings are i16-length-prefixed, byte arrays i32-length-prefixed, as in
+//! Kafka's non-flexible schemas.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::classic::{GroupSnapshot, MemberSnapshot};
+
+/// A committed offset as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OffsetValue {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub commit_timestamp: i64,
+}
+
+/// What one record of the topic says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+        value: Option<OffsetValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupSnapshot>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("undecodable __consumer_offsets record: {0}")]
+pub struct DecodeError(&'static str);
+
+type Result<T> = std::result::Result<T, DecodeError>;
+
+pub fn offset_key(group: &str, topic: &str, partition: i32) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(1);
+    put_str(&mut b, group);
+    put_str(&mut b, topic);
+    b.put_i32(partition);
+    b.freeze()
+}
+
+pub fn offset_value(v: &OffsetValue) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(3);
+    b.put_i64(v.offset);
+    b.put_i32(v.leader_epoch);
+    put_str(&mut b, &v.metadata);
+    b.put_i64(v.commit_timestamp);
+    b.freeze()
+}
+
+pub fn group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(2);
+    put_str(&mut b, group);
+    b.freeze()
+}
+
+pub fn group_value(g: &GroupSnapshot) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(3);
+    put_str(&mut b, &g.protocol_type);
+    b.put_i32(g.generation);
+    put_nullable_str(&mut b, g.protocol.as_deref());
+    put_nullable_str(&mut b, g.leader.as_deref());
+    b.put_i64(g.state_timestamp);
+    b.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut b, &m.member_id);
+        put_nullable_str(&mut b, m.instance_id.as_deref());
+        put_str(&mut b, &m.client_id);
+        put_str(&mut b, &m.client_host);
+        b.put_i32(m.rebalance_timeout_ms);
+        b.put_i32(m.session_timeout_ms);
+        put_bytes(&mut b, &m.subscription);
+        put_bytes(&mut b, &m.assignment);
+    }
+    b.freeze()
+}
+
+/// Decodes one record. Unknown key versions are an error the loader logs and skips.
+pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Entry> {
+    let mut k = key;
+    let version = get_i16(&mut k)?;
+    match version {
+        0 | 1 => {
+            let group = get_str(&mut k)?;
+            let topic = get_str(&mut k)?;
+            let partition = get_i32(&mut k)?;
+            let value = value.map(decode_offset_value).transpose()?;
+            Ok(Entry::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            })
+        }
+        2 => {
+            let group = get_str(&mut k)?;
+            let value = value.map(decode_group_value).transpose()?;
+            Ok(Entry::Group { group, value })
+        }
+        _ => Err(DecodeError("unknown key version")),
+    }
+}
+
+fn decode_offset_value(mut v: &[u8]) -> Result<OffsetValue> {
+    let version = get_i16(&mut v)?;
+    let offset = get_i64(&mut v)?;
+    let leader_epoch = if version >= 3 { get_i32(&mut v)? } else { -1 };
+    let metadata = get_str(&mut v)?;
+    let commit_timestamp = get_i64(&mut v)?;
+    Ok(OffsetValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+    })
+}
+
+fn decode_group_value(mut v: &[u8]) -> Result<GroupSnapshot> {
+    let version = get_i16(&mut v)?;
+    if !(0..=3).contains(&version) {
+        return Err(DecodeError("unknown group metadata version"));
+    }
+    let protocol_type = get_str(&mut v)?;
+    let generation = get_i32(&mut v)?;
+    let protocol = get_nullable_str(&mut v)?;
+    let leader = get_nullable_str(&mut v)?;
+    let state_timestamp = if version >= 2 { get_i64(&mut v)? } else { -1 };
+    let n = get_i32(&mut v)?;
+    let mut members = Vec::new();
+    for _ in 0..n.max(0) {
+        let member_id = get_str(&mut v)?;
+        let instance_id = if version >= 3 {
+            get_nullable_str(&mut v)?
+        } else {
+            None
+        };
+        let client_id = get_str(&mut v)?;
+        let client_host = get_str(&mut v)?;
+        let rebalance_timeout_ms = if version >= 1 { get_i32(&mut v)? } else { -1 };
+        let session_timeout_ms = get_i32(&mut v)?;
+        let rebalance_timeout_ms = if version >= 1 {
+            rebalance_timeout_ms
+        } else {
+            session_timeout_ms
+        };
+        let subscription = get_bytes(&mut v)?;
+        let assignment = get_bytes(&mut v)?;
+        members.push(MemberSnapshot {
+            member_id,
+            instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms,
+            session_timeout_ms,
+            subscription,
+            assignment,
+        });
+    }
+    Ok(GroupSnapshot {
+        protocol_type,
+        generation,
+        protocol,
+        leader,
+        state_timestamp,
+        members,
+    })
+}
+
+fn put_str(b: &mut BytesMut, s: &str) {
+    b.put_i16(s.len() as i16);
+    b.put_slice(s.as_bytes());
+}
+
+fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(b, s),
+        None => b.put_i16(-1),
+    }
+}
+
+fn put_bytes(b: &mut BytesMut, v: &[u8]) {
+    b.put_i32(v.len() as i32);
+    b.put_slice(v);
+}
+
+fn need(buf: &[u8], n: usize) -> Result<()> {
+    if buf.remaining() < n {
+        Err(DecodeError("truncated"))
+    } else {
+        Ok(())
+    }
+}
+
+fn get_i16(buf: &mut &[u8]) -> Result<i16> {
+    need(buf, 2)?;
+    Ok(buf.get_i16())
+}
+
+fn get_i32(buf: &mut &[u8]) -> Result<i32> {
+    need(buf, 4)?;
+    Ok(buf.get_i32())
+}
+
+fn get_i64(buf: &mut &[u8]) -> Result<i64> {
+    need(buf, 8)?;
+    Ok(buf.get_i64())
+}
+
+fn get_nullable_str(buf: &mut &[u8]) -> Result<Option<String>> {
+    let len = get_i16(buf)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    need(buf, len as usize)?;
+    let s =
+        String::from_utf8(buf[..len as usize].to_vec()).map_err(|_| DecodeError("not UTF-8"))?;
+    buf.advance(len as usize);
+    Ok(Some(s))
+}
+
+fn get_str(buf: &mut &[u8]) -> Result<String> {
+    get_nullable_str(buf)?.ok_or(DecodeError("null string"))
+}
+
+fn get_bytes(buf: &mut &[u8]) -> Result<Bytes> {
+    let len = get_i32(buf)?;
+    if len < 0 {
+        return Ok(Bytes::new());
+    }
+    need(buf, len as usize)?;
+    let out = Bytes::copy_from_slice(&buf[..len as usize]);
+    buf.advance(len as usize);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_round_trip_and_tombstones_decode() {
+        let v = OffsetValue {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "m".into(),
+            commit_timestamp: 1_700_000_000_000,
+        };
+        let key = offset_key("g", "orders", 7);
+        let e = decode(&key, Some(&offset_value(&v))).unwrap();
+        assert_eq!(
+            e,
+            Entry::Offset {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition: 7,
+                value: Some(v)
+            }
+        );
+        assert!(matches!(
+            decode(&key, None).unwrap(),
+            Entry::Offset { value: None, .. }
+        ));
+    }
+
+    #[test]
+    fn group_metadata_round_trips() {
+        let g = GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation: 5,
+            protocol: Some("range".into()),
+            leader: Some("a".into()),
+            state_timestamp: 9,
+            members: vec![MemberSnapshot {
+                member_id: "a".into(),
+                instance_id: Some("pod-a".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 45_000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        };
+        let e = decode(&group_key("g"), Some(&group_value(&g))).unwrap();
+        assert_eq!(
+            e,
+            Entry::Group {
+                group: "g".into(),
+                value: Some(g)
+            }
+        );
+    }
+
+    #[test]
+    fn truncated_records_are_errors_not_panics() {
+        let v = group_value(&GroupSnapshot {
+            protocol_type: "consumer".into(),
+            generation: 1,
+            protocol: None,
+            leader: None,
+            state_timestamp: 0,
+            members: vec![],
+        });
+        for cut in 0..v.len() {
+            assert!(
+                decode(&group_key("g"), Some(&v[..cut])).is_err(),
+                "cut at {cut}"
+            );
+        }
+        assert!(decode(&[0, 9], None).is_err());
+        assert!(decode(&[], None).is_err());
+    }
+}

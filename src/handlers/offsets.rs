@@ -1,0 +1,212 @@
+//! Committed offsets: OffsetCommit, OffsetFetch (one group before v8, several
+//! from v8), OffsetDelete. Storage and the generation checks live in `group`.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    GroupId, OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse,
+    OffsetFetchRequest, OffsetFetchResponse,
+};
+
+use super::{RequestContext, str_bytes, topic_name};
+use crate::group::{CommitItem, Committed};
+
+pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
+    let v = ctx.version;
+    let group = req.group_id.0.as_str();
+    let items: Vec<CommitItem> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| CommitItem {
+                topic: t.name.0.to_string(),
+                partition: p.partition_index,
+                offset: p.committed_offset,
+                leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                metadata: p
+                    .committed_metadata
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    let codes = if group.is_empty() {
+        tracing::warn!("OffsetCommit with an empty group id");
+        vec![ResponseError::InvalidGroupId.code(); items.len()]
+    } else {
+        let instance = if v >= 7 {
+            req.group_instance_id.as_ref().map(|s| s.as_str())
+        } else {
+            None
+        };
+        ctx.broker
+            .groups
+            .commit(
+                &ctx.broker,
+                group,
+                req.member_id.as_str(),
+                instance,
+                req.generation_id_or_member_epoch,
+                &items,
+            )
+            .await
+    };
+    let mut codes = codes.into_iter();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(codes.next().unwrap_or(0))
+                })
+                .collect();
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// (offset, leader epoch, metadata) to report; -1 and "" when none is stored.
+fn reported(c: Option<Committed>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
+    let v = ctx.version;
+    let groups = &ctx.broker.groups;
+    if v >= 8 {
+        let out = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let wanted: Option<Vec<(String, Vec<i32>)>> = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let topics = groups
+                    .fetch(g.group_id.0.as_str(), wanted.as_deref())
+                    .into_iter()
+                    .map(|(t, parts)| {
+                        OffsetFetchResponseTopics::default()
+                            .with_name(topic_name(&t))
+                            .with_partitions(
+                                parts
+                                    .into_iter()
+                                    .map(|(p, c)| {
+                                        let (offset, epoch, meta) = reported(c);
+                                        OffsetFetchResponsePartitions::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(offset)
+                                            .with_committed_leader_epoch(epoch)
+                                            .with_metadata(Some(str_bytes(meta)))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(out);
+    }
+    let group = req.group_id.0.as_str();
+    let wanted: Option<Vec<(String, Vec<i32>)>> = req.topics.map(|ts| {
+        ts.into_iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes))
+            .collect()
+    });
+    let topics = groups
+        .fetch(group, wanted.as_deref())
+        .into_iter()
+        .map(|(t, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(topic_name(&t))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, c)| {
+                            let (offset, epoch, meta) = reported(c);
+                            let mut r = OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_metadata(Some(str_bytes(meta)));
+                            if v >= 5 {
+                                r.committed_leader_epoch = epoch;
+                            }
+                            r
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}
+
+pub async fn delete(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let group = req.group_id.0.as_str();
+    let wanted: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    match ctx
+        .broker
+        .groups
+        .delete_offsets(&ctx.broker, group, &wanted)
+        .await
+    {
+        Err(code) => OffsetDeleteResponse::default().with_error_code(code),
+        Ok(topics) => OffsetDeleteResponse::default().with_topics(
+            topics
+                .into_iter()
+                .map(|(t, parts)| {
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|(p, code)| {
+                                    OffsetDeleteResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The generated type wants a `GroupId`; kept here so callers need not.
+pub fn group_id(s: &str) -> GroupId {
+    GroupId(str_bytes(s))
+}
