@@ -750,11 +750,53 @@ async fn offsets_and_groups_survive_a_restart() {
         p.responses[0].partition_responses[0].error_code,
         INVALID_TOPIC_EXCEPTION
     );
+    // A KIP-848 member, to come back to after the restart.
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s("orders")))
+                .with_num_partitions(2)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(5000);
+    let _: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &create).await;
+    let kip = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid("kip-kept"))
+        .with_member_id(s("m-1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("orders"))]))
+        .with_topic_partitions(Some(vec![]));
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &kip).await;
+    assert_eq!((r.error_code, r.member_epoch), (0, 1));
     drop(c);
     broker.stop().await;
 
     let broker = start(dir.path()).await;
     let mut c = broker.client().await;
+    // The consumer-protocol member goes on at its epoch with its partitions.
+    let again = kip
+        .clone()
+        .with_member_epoch(1)
+        .with_subscribed_topic_names(None)
+        .with_topic_partitions(None);
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &again).await;
+    assert_eq!(
+        (r.error_code, r.member_epoch),
+        (0, 1),
+        "the member survived the restart"
+    );
+    let d: ConsumerGroupDescribeResponse = c
+        .call(
+            ApiKey::ConsumerGroupDescribe,
+            1,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("kip-kept")]),
+        )
+        .await;
+    assert_eq!(
+        d.groups[0].members[0].assignment.topic_partitions[0].partitions,
+        vec![0, 1]
+    );
     assert_eq!(
         fetch_offsets(&mut c, 9, "kept", "orders", 2).await,
         vec![102, 201 + 1]

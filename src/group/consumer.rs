@@ -109,6 +109,34 @@ pub struct ConsumerGroup {
     assignor: String,
     /// Partition counts the target was computed with.
     partitions_seen: BTreeMap<String, i32>,
+    /// Changed since the last [`ConsumerGroup::take_dirty`]: to be stored.
+    dirty: bool,
+}
+
+/// What `__consumer_offsets` keeps of a consumer group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ConsumerGroupSnapshot {
+    pub epoch: i32,
+    pub assignment_epoch: i32,
+    pub assignor: String,
+    pub partitions_seen: BTreeMap<String, i32>,
+    pub members: Vec<MemberSnapshot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MemberSnapshot {
+    pub id: String,
+    pub instance_id: Option<String>,
+    pub rack_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub epoch: i32,
+    pub subscribed: BTreeSet<String>,
+    pub assignor: Option<String>,
+    pub rebalance_timeout_ms: i32,
+    pub assigned: Assignment,
+    pub revoking: Assignment,
+    pub target: Assignment,
 }
 
 fn minus(a: &Assignment, b: &Assignment) -> Assignment {
@@ -146,7 +174,78 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             assignor: assignor::UNIFORM.to_owned(),
             partitions_seen: BTreeMap::new(),
+            dirty: false,
         }
+    }
+
+    /// Whether the group changed since the last call (and so must be stored).
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    pub fn snapshot(&self) -> ConsumerGroupSnapshot {
+        ConsumerGroupSnapshot {
+            epoch: self.epoch,
+            assignment_epoch: self.assignment_epoch,
+            assignor: self.assignor.clone(),
+            partitions_seen: self.partitions_seen.clone(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberSnapshot {
+                    id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    rack_id: m.rack_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    epoch: m.epoch,
+                    subscribed: m.subscribed.clone(),
+                    assignor: m.assignor.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    assigned: m.assigned.clone(),
+                    revoking: m.revoking.clone(),
+                    target: self.target(&m.id),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds a stored group. Members keep epoch and assignment and have
+    /// one session timeout from `now` to heartbeat again.
+    pub fn restore(
+        id: &str,
+        config: ConsumerGroupConfig,
+        snap: ConsumerGroupSnapshot,
+        now: i64,
+    ) -> Self {
+        let mut g = Self::new(id, config);
+        g.epoch = snap.epoch;
+        g.assignment_epoch = snap.assignment_epoch;
+        g.assignor = snap.assignor;
+        g.partitions_seen = snap.partitions_seen;
+        for m in snap.members {
+            g.target.insert(m.id.clone(), m.target);
+            g.members.insert(
+                m.id.clone(),
+                ConsumerMember {
+                    id: m.id,
+                    instance_id: m.instance_id,
+                    rack_id: m.rack_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    epoch: m.epoch,
+                    subscribed: m.subscribed,
+                    assignor: m.assignor,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    assigned: m.assigned,
+                    revoking: m.revoking,
+                    deadline: now + config.session_timeout_ms as i64,
+                    revoke_deadline: now + m.rebalance_timeout_ms.max(0) as i64,
+                    send_assignment: false,
+                },
+            );
+        }
+        g
     }
 
     pub fn epoch(&self) -> i32 {
@@ -252,6 +351,7 @@ impl ConsumerGroup {
                 if new {
                     m.subscribed = subscribed;
                     self.epoch += 1;
+                    self.dirty = true;
                     tracing::info!(group = %self.id, member = %id, epoch = self.epoch, "member joined");
                 }
             }
@@ -264,6 +364,7 @@ impl ConsumerGroup {
                 }
                 self.target.remove(&req.member_id);
                 self.epoch += 1;
+                self.dirty = true;
                 tracing::info!(group = %self.id, member = %req.member_id, epoch = self.epoch, "member left");
                 return HeartbeatOutcome {
                     member_id: req.member_id,
@@ -301,11 +402,16 @@ impl ConsumerGroup {
         {
             m.subscribed = s;
             self.epoch += 1;
+            self.dirty = true;
         }
         let m = self.members.get_mut(&req.member_id).expect("present");
         if let Some(owned) = &req.owned {
             // Whatever it no longer reports is released.
-            m.revoking = self::intersect(&m.revoking, owned);
+            let still = self::intersect(&m.revoking, owned);
+            if still != m.revoking {
+                m.revoking = still;
+                self.dirty = true;
+            }
         }
         self.maybe_assign(partitions);
         self.reconcile(&req.member_id, now);
@@ -354,6 +460,7 @@ impl ConsumerGroup {
             .collect();
         self.target = assignor::assign(&self.assignor, &specs, &self.partitions_seen);
         self.assignment_epoch = self.epoch;
+        self.dirty = true;
         tracing::info!(group = %self.id, epoch = self.epoch, members = self.members.len(), assignor = %self.assignor, "target assignment computed");
     }
 
@@ -371,6 +478,7 @@ impl ConsumerGroup {
         };
         let assignment_epoch = self.assignment_epoch;
         let m = self.members.get_mut(id).expect("present");
+        let before = (m.epoch, m.assigned.clone(), m.revoking.clone());
         let revoke = minus(&m.assigned, &target);
         if !is_empty(&revoke) {
             m.assigned = intersect(&m.assigned, &target);
@@ -378,15 +486,17 @@ impl ConsumerGroup {
             m.revoke_deadline = now + m.rebalance_timeout_ms.max(0) as i64;
             m.send_assignment = true;
         }
-        if !is_empty(&m.revoking) {
-            return;
+        if is_empty(&m.revoking) {
+            let add = minus(&minus(&target, &m.assigned), &held_by_others);
+            if !is_empty(&add) {
+                union_into(&mut m.assigned, &add);
+                m.send_assignment = true;
+            }
+            m.epoch = assignment_epoch;
         }
-        let add = minus(&minus(&target, &m.assigned), &held_by_others);
-        if !is_empty(&add) {
-            union_into(&mut m.assigned, &add);
-            m.send_assignment = true;
+        if before != (m.epoch, m.assigned.clone(), m.revoking.clone()) {
+            self.dirty = true;
         }
-        m.epoch = assignment_epoch;
     }
 
     /// Removes members whose session expired or who kept partitions past
@@ -403,6 +513,7 @@ impl ConsumerGroup {
             self.members.remove(&id);
             self.target.remove(&id);
             self.epoch += 1;
+            self.dirty = true;
         }
     }
 

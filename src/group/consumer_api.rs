@@ -2,17 +2,20 @@
 //! and ConsumerGroupDescribe, on top of [`super::consumer`].
 //!
 //! Committed offsets are shared with classic groups (same records, same
-//! checks in `commit`). The membership of consumer groups is kept in memory
-//! only: after a broker restart members get UNKNOWN_MEMBER_ID and rejoin, then
-//! resume at their committed offsets.
+//! checks in `commit`). Every change of a group (members, epochs, target and
+//! current assignments) is stored as one snapshot record in
+//! `__consumer_offsets` before the heartbeat that caused it is answered, so
+//! after a restart members go on at their epoch with their partitions.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::assignor::Assignment;
 use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest};
-use super::{GroupCoordinator, GroupState};
+use super::{GroupCoordinator, GroupState, records};
 use crate::broker::Broker;
 
 /// A member as ConsumerGroupDescribe shows it.
@@ -67,36 +70,72 @@ impl GroupCoordinator {
             req.member_id = uuid::Uuid::new_v4().simple().to_string();
         }
         let now = broker.now_ms();
-        let mut inner = self.lock();
-        if inner
-            .groups
-            .get(group)
-            .is_some_and(|g| !matches!(g.state(), GroupState::Empty | GroupState::Dead))
-        {
-            return refuse(
-                ResponseError::GroupIdNotFound,
-                &format!("group '{group}' is a classic group with members"),
-            );
+        let (out, written) = {
+            let mut inner = self.lock();
+            if inner
+                .groups
+                .get(group)
+                .is_some_and(|g| !matches!(g.state(), GroupState::Empty | GroupState::Dead))
+            {
+                return refuse(
+                    ResponseError::GroupIdNotFound,
+                    &format!("group '{group}' is a classic group with members"),
+                );
+            }
+            // An empty classic group (offsets only) becomes a consumer-protocol one.
+            inner.groups.remove(group);
+            let g = inner
+                .consumers
+                .entry(group.to_owned())
+                .or_insert_with(|| ConsumerGroup::new(group, self.consumer_config));
+            let mut topics = g.subscribed_topics();
+            if let Some(s) = &req.subscribed {
+                topics.extend(s.iter().cloned());
+            }
+            let partitions: BTreeMap<String, i32> = topics
+                .into_iter()
+                .filter_map(|t| {
+                    broker
+                        .topic(&t)
+                        .map(|topic| (t, topic.partitions.len() as i32))
+                })
+                .collect();
+            let out = g.heartbeat(req, &partitions, now);
+            if !g.take_dirty() {
+                return out;
+            }
+            // The group changed: stored before the member hears of it.
+            let record = self.consumer_group_record(group, g);
+            (out, self.append(broker, group, &[record]))
+        };
+        match written {
+            Ok((p, last)) => match p.wait_durable(last, Duration::from_secs(30)).await {
+                Ok(()) => out,
+                Err(e) => refuse(
+                    ResponseError::RequestTimedOut,
+                    &format!("group not stored: {e}"),
+                ),
+            },
+            Err(c) => HeartbeatOutcome {
+                error: c,
+                epoch: -1,
+                ..HeartbeatOutcome::default()
+            },
         }
-        // An empty classic group (offsets only) becomes a consumer-protocol one.
-        inner.groups.remove(group);
-        let g = inner
-            .consumers
-            .entry(group.to_owned())
-            .or_insert_with(|| ConsumerGroup::new(group, self.consumer_config));
-        let mut topics = g.subscribed_topics();
-        if let Some(s) = &req.subscribed {
-            topics.extend(s.iter().cloned());
+    }
+
+    /// The group's snapshot record; a tombstone once it has no members.
+    pub(super) fn consumer_group_record(
+        &self,
+        group: &str,
+        g: &ConsumerGroup,
+    ) -> (Bytes, Option<Bytes>) {
+        let key = records::consumer_group_key(group);
+        if g.is_empty() {
+            (key, None)
+        } else {
+            (key, Some(records::consumer_group_value(&g.snapshot())))
         }
-        let partitions: BTreeMap<String, i32> = topics
-            .into_iter()
-            .filter_map(|t| {
-                broker
-                    .topic(&t)
-                    .map(|topic| (t, topic.partitions.len() as i32))
-            })
-            .collect();
-        g.heartbeat(req, &partitions, now)
     }
 
     /// ConsumerGroupDescribe: GROUP_ID_NOT_FOUND for unknown and classic groups.

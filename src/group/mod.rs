@@ -232,6 +232,7 @@ impl GroupCoordinator {
     pub fn load(&self, topic: &Topic, now: i64) -> Result<(), crate::error::BrokerError> {
         let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
         let mut snapshots = HashMap::new();
+        let mut consumer_snapshots = HashMap::new();
         let mut records = 0usize;
         for p in &topic.partitions {
             let mut offset = p.log_start_offset();
@@ -273,6 +274,9 @@ impl GroupCoordinator {
                         Ok(Entry::Group { group, value }) => {
                             snapshots.insert(group, value);
                         }
+                        Ok(Entry::ConsumerGroup { group, value }) => {
+                            consumer_snapshots.insert(group, value);
+                        }
                         Err(e) => {
                             tracing::warn!(partition = ?p, offset = r.offset, error = %e, "skipped a record")
                         }
@@ -289,6 +293,15 @@ impl GroupCoordinator {
                 inner
                     .groups
                     .insert(id.clone(), Group::restore(&id, self.config, snap, now));
+            }
+        }
+        for (id, snap) in consumer_snapshots {
+            if let Some(snap) = snap {
+                inner.groups.remove(&id);
+                inner.consumers.insert(
+                    id.clone(),
+                    ConsumerGroup::restore(&id, self.consumer_config, snap, now),
+                );
             }
         }
         tracing::info!(
@@ -518,13 +531,22 @@ impl GroupCoordinator {
                     inner.groups.remove(&id);
                 }
             }
-            let Inner {
-                consumers, offsets, ..
-            } = &mut *inner;
-            consumers.retain(|id, g| {
+            let ids: Vec<String> = inner.consumers.keys().cloned().collect();
+            for id in ids {
+                let Some(g) = inner.consumers.get_mut(&id) else {
+                    continue;
+                };
                 g.tick(now);
-                !g.is_empty() || offsets.contains_key(id)
-            });
+                if g.take_dirty() {
+                    let record = self.consumer_group_record(&id, g);
+                    if let Err(c) = self.append(broker, &id, &[record]) {
+                        tracing::error!(group = %id, code = c, "could not store the consumer group");
+                    }
+                }
+                if g.is_empty() && !inner.offsets.contains_key(&id) {
+                    inner.consumers.remove(&id);
+                }
+            }
         }
         for d in all {
             d.deliver().await;
@@ -823,6 +845,7 @@ impl GroupCoordinator {
                 .map(|(t, p)| (records::offset_key(group, &t, p), None))
                 .collect();
             recs.push((records::group_key(group), None));
+            recs.push((records::consumer_group_key(group), None));
             inner.groups.remove(group);
             match self.append(broker, group, &recs) {
                 Ok(w) => w,

@@ -5,6 +5,12 @@
 //! |---|---|---|
 //! | offset commit (1) | group, topic, partition | offset, leader epoch, metadata, commit time (3) |
 //! | group metadata (2) | group | protocol type, generation, protocol, leader, state time, members (3) |
+//! | consumer group (1000) | group | a snapshot of a KIP-848 group (0) |
+//!
+//! The last row is Sluice's own: Kafka keeps a KIP-848 group as several
+//! flexible-version records; one snapshot per change is simpler and is what
+//! the loader needs. Its key version is far from Kafka's so neither is mistaken
+//! for the other.
 //!
 //! A record with a null value is a tombstone: the offset or group is deleted.
 //! Strings are i16-length-prefixed, byte arrays i32-length-prefixed, as in
@@ -12,7 +18,12 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::assignor::Assignment;
 use super::classic::{GroupSnapshot, MemberSnapshot};
+use super::consumer::{self, ConsumerGroupSnapshot};
+
+/// Key version of a KIP-848 group snapshot.
+const CONSUMER_GROUP_KEY: i16 = 1000;
 
 /// A committed offset as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +46,10 @@ pub enum Entry {
     Group {
         group: String,
         value: Option<GroupSnapshot>,
+    },
+    ConsumerGroup {
+        group: String,
+        value: Option<ConsumerGroupSnapshot>,
     },
 }
 
@@ -92,6 +107,123 @@ pub fn group_value(g: &GroupSnapshot) -> Bytes {
     b.freeze()
 }
 
+pub fn consumer_group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(CONSUMER_GROUP_KEY);
+    put_str(&mut b, group);
+    b.freeze()
+}
+
+fn put_assignment(b: &mut BytesMut, a: &Assignment) {
+    b.put_i32(a.len() as i32);
+    for (t, ps) in a {
+        put_str(b, t);
+        b.put_i32(ps.len() as i32);
+        for p in ps {
+            b.put_i32(*p);
+        }
+    }
+}
+
+fn get_assignment(buf: &mut &[u8]) -> Result<Assignment> {
+    let mut a = Assignment::new();
+    for _ in 0..get_i32(buf)?.max(0) {
+        let t = get_str(buf)?;
+        let n = get_i32(buf)?;
+        let mut ps = std::collections::BTreeSet::new();
+        for _ in 0..n.max(0) {
+            ps.insert(get_i32(buf)?);
+        }
+        a.insert(t, ps);
+    }
+    Ok(a)
+}
+
+pub fn consumer_group_value(g: &ConsumerGroupSnapshot) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(0);
+    b.put_i32(g.epoch);
+    b.put_i32(g.assignment_epoch);
+    put_str(&mut b, &g.assignor);
+    b.put_i32(g.partitions_seen.len() as i32);
+    for (t, n) in &g.partitions_seen {
+        put_str(&mut b, t);
+        b.put_i32(*n);
+    }
+    b.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut b, &m.id);
+        put_nullable_str(&mut b, m.instance_id.as_deref());
+        put_nullable_str(&mut b, m.rack_id.as_deref());
+        put_str(&mut b, &m.client_id);
+        put_str(&mut b, &m.client_host);
+        b.put_i32(m.epoch);
+        b.put_i32(m.subscribed.len() as i32);
+        for t in &m.subscribed {
+            put_str(&mut b, t);
+        }
+        put_nullable_str(&mut b, m.assignor.as_deref());
+        b.put_i32(m.rebalance_timeout_ms);
+        put_assignment(&mut b, &m.assigned);
+        put_assignment(&mut b, &m.revoking);
+        put_assignment(&mut b, &m.target);
+    }
+    b.freeze()
+}
+
+fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
+    if get_i16(&mut v)? != 0 {
+        return Err(DecodeError("unknown consumer group snapshot version"));
+    }
+    let epoch = get_i32(&mut v)?;
+    let assignment_epoch = get_i32(&mut v)?;
+    let assignor = get_str(&mut v)?;
+    let mut partitions_seen = std::collections::BTreeMap::new();
+    for _ in 0..get_i32(&mut v)?.max(0) {
+        let t = get_str(&mut v)?;
+        partitions_seen.insert(t, get_i32(&mut v)?);
+    }
+    let mut members = Vec::new();
+    for _ in 0..get_i32(&mut v)?.max(0) {
+        let id = get_str(&mut v)?;
+        let instance_id = get_nullable_str(&mut v)?;
+        let rack_id = get_nullable_str(&mut v)?;
+        let client_id = get_str(&mut v)?;
+        let client_host = get_str(&mut v)?;
+        let epoch = get_i32(&mut v)?;
+        let mut subscribed = std::collections::BTreeSet::new();
+        for _ in 0..get_i32(&mut v)?.max(0) {
+            subscribed.insert(get_str(&mut v)?);
+        }
+        let assignor = get_nullable_str(&mut v)?;
+        let rebalance_timeout_ms = get_i32(&mut v)?;
+        let assigned = get_assignment(&mut v)?;
+        let revoking = get_assignment(&mut v)?;
+        let target = get_assignment(&mut v)?;
+        members.push(consumer::MemberSnapshot {
+            id,
+            instance_id,
+            rack_id,
+            client_id,
+            client_host,
+            epoch,
+            subscribed,
+            assignor,
+            rebalance_timeout_ms,
+            assigned,
+            revoking,
+            target,
+        });
+    }
+    Ok(ConsumerGroupSnapshot {
+        epoch,
+        assignment_epoch,
+        assignor,
+        partitions_seen,
+        members,
+    })
+}
+
 /// Decodes one record. Unknown key versions are an error the loader logs and skips.
 pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Entry> {
     let mut k = key;
@@ -113,6 +245,11 @@ pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Entry> {
             let group = get_str(&mut k)?;
             let value = value.map(decode_group_value).transpose()?;
             Ok(Entry::Group { group, value })
+        }
+        CONSUMER_GROUP_KEY => {
+            let group = get_str(&mut k)?;
+            let value = value.map(decode_consumer_group_value).transpose()?;
+            Ok(Entry::ConsumerGroup { group, value })
         }
         _ => Err(DecodeError("unknown key version")),
     }
@@ -306,6 +443,45 @@ mod tests {
                 value: Some(g)
             }
         );
+    }
+
+    #[test]
+    fn consumer_group_snapshots_round_trip() {
+        let a: Assignment = [("t".to_string(), [0, 2].into_iter().collect())]
+            .into_iter()
+            .collect();
+        let g = ConsumerGroupSnapshot {
+            epoch: 7,
+            assignment_epoch: 7,
+            assignor: "uniform".into(),
+            partitions_seen: [("t".to_string(), 3)].into_iter().collect(),
+            members: vec![consumer::MemberSnapshot {
+                id: "m".into(),
+                instance_id: None,
+                rack_id: Some("r1".into()),
+                client_id: "c".into(),
+                client_host: "/127.0.0.1".into(),
+                epoch: 7,
+                subscribed: ["t".to_string()].into_iter().collect(),
+                assignor: Some("uniform".into()),
+                rebalance_timeout_ms: 300_000,
+                assigned: a.clone(),
+                revoking: Assignment::new(),
+                target: a,
+            }],
+        };
+        let key = consumer_group_key("g");
+        let value = consumer_group_value(&g);
+        assert_eq!(
+            decode(&key, Some(&value)).unwrap(),
+            Entry::ConsumerGroup {
+                group: "g".into(),
+                value: Some(g)
+            }
+        );
+        for cut in 0..value.len() {
+            assert!(decode(&key, Some(&value[..cut])).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

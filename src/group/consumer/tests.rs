@@ -162,3 +162,26 @@ fn new_partitions_reach_the_members() {
     assert_eq!(out.epoch, 2);
     assert_eq!(parts(&out.assignment.unwrap()), (0..3).collect());
 }
+
+#[test]
+fn changes_are_flagged_for_storage_and_survive_a_restore() {
+    let mut g = ConsumerGroup::new("g", HB);
+    g.heartbeat(join("a"), &topics(4), 0);
+    assert!(g.take_dirty(), "a join is stored");
+    g.heartbeat(beat("a", 1, None), &topics(4), 100);
+    assert!(!g.take_dirty(), "a steady heartbeat writes nothing");
+    g.heartbeat(join("b"), &topics(4), 200);
+    g.heartbeat(beat("a", 1, None), &topics(4), 300);
+    assert!(g.take_dirty());
+    let snap = g.snapshot();
+    let mut r = ConsumerGroup::restore("g", HB, snap.clone(), 1_000);
+    assert_eq!(r.snapshot(), snap);
+    assert_eq!(r.epoch(), g.epoch());
+    // The restored member goes on at its epoch; a reports the revocation and
+    // b then gets the partitions a gave up.
+    let a_owned = r.members().find(|m| m.id == "a").unwrap().assigned.clone();
+    let out = r.heartbeat(beat("a", 1, Some(&a_owned)), &topics(4), 1_100);
+    assert_eq!((out.error, out.epoch), (0, 2));
+    let out = r.heartbeat(beat("b", 2, None), &topics(4), 1_200);
+    assert_eq!(parts(&out.assignment.unwrap()).len(), 2);
+}
