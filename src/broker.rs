@@ -340,6 +340,67 @@ impl Broker {
         Ok(())
     }
 
+    /// Replaces a topic's config overrides (AlterConfigs and
+    /// IncrementalAlterConfigs): validated, stored durably in the metadata
+    /// image, then applied to every partition at once.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        topic_config::validate(&overrides)
+            .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+        let _guard = self.admin.lock().await;
+        let Some(topic) = self.topic(name) else {
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        };
+        if validate_only {
+            return Ok(());
+        }
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(|img| {
+                if let Some(t) = img.topics.get_mut(name) {
+                    t.configs = overrides.clone();
+                }
+            })
+            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let config = TopicConfig::resolve(&self.config, &overrides);
+        for p in &topic.partitions {
+            p.set_config(config.clone());
+        }
+        let altered = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions: topic.partitions.clone(),
+            config,
+            overrides,
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), altered);
+        tracing::info!(topic = %name, "topic config changed");
+        Ok(())
+    }
+
+    /// One retention pass over every partition (see [`crate::retention`]).
+    pub fn apply_retention(&self) {
+        let now = self.clock.now_ms();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.apply_retention(now) {
+                    tracing::warn!(partition = ?p, error = %e, "retention pass failed");
+                }
+            }
+        }
+    }
+
     /// Auto-creates `name` with the broker defaults if allowed.
     pub async fn auto_create(&self, name: &str) -> Option<Arc<Topic>> {
         if !self.config.auto_create_topics_enable {

@@ -82,6 +82,8 @@ pub struct Config {
     pub log_retention_bytes: i64,
     #[serde(rename = "min.insync.replicas")]
     pub min_insync_replicas: i32,
+    #[serde(rename = "log.retention.check.interval.ms")]
+    pub log_retention_check_interval_ms: u64,
     #[serde(rename = "group.initial.rebalance.delay.ms")]
     pub group_initial_rebalance_delay_ms: i64,
     #[serde(rename = "group.min.session.timeout.ms")]
@@ -122,6 +124,7 @@ impl Default for Config {
             log_retention_ms: 7 * 24 * 3600 * 1000,
             log_retention_bytes: -1,
             min_insync_replicas: 1,
+            log_retention_check_interval_ms: 300_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -262,6 +265,10 @@ impl Config {
             ("log.retention.ms", self.log_retention_ms.to_string()),
             ("log.retention.bytes", self.log_retention_bytes.to_string()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "log.retention.check.interval.ms",
+                self.log_retention_check_interval_ms.to_string(),
+            ),
             (
                 "group.initial.rebalance.delay.ms",
                 self.group_initial_rebalance_delay_ms.to_string(),

@@ -9,6 +9,7 @@
 //! - [`broker`]: shared state: metadata image, open topics and partitions.
 //! - [`group`]: the group coordinator: consumer groups and committed offsets.
 //! - [`partition`]: a partition's log, producer state and high watermark.
+//! - [`retention`]: which old segments retention.ms / retention.bytes delete (pure).
 //! - [`producer_state`]: idempotent-producer sequence checks (pure logic).
 //! - [`metadata`]: the persisted cluster metadata image.
 //! - [`topic_config`]: topic configs with Kafka's names, defaults and validation.
@@ -24,5 +25,6 @@ pub mod handlers;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
+pub mod retention;
 pub mod server;
 pub mod topic_config;

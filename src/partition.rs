@@ -45,13 +45,13 @@ pub struct FetchResult {
 struct State {
     log: Log,
     producers: ProducerStateManager,
+    config: TopicConfig,
 }
 
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub dir: PathBuf,
-    config: TopicConfig,
     state: Mutex<State>,
     high_watermark: watch::Sender<i64>,
     flush_requested: Notify,
@@ -137,8 +137,11 @@ impl Partition {
             topic: topic.into(),
             index,
             dir,
-            config,
-            state: Mutex::new(State { log, producers }),
+            state: Mutex::new(State {
+                log,
+                producers,
+                config,
+            }),
             high_watermark,
             flush_requested: Notify::new(),
             closed: AtomicBool::new(false),
@@ -156,8 +159,62 @@ impl Partition {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> TopicConfig {
+        self.lock().config.clone()
+    }
+
+    /// Applies a topic config changed live (AlterConfigs).
+    pub fn set_config(&self, config: TopicConfig) {
+        let mut state = self.lock();
+        state.log.set_config(config.log_config());
+        state.config = config;
+    }
+
+    /// Deletes whole segments past retention.ms / retention.bytes (never the
+    /// active one, never at or above the high watermark). Returns the new log
+    /// start offset when it moved.
+    pub fn apply_retention(&self, now: i64) -> Result<Option<i64>, BrokerError> {
+        let hw = self.high_watermark();
+        let mut state = self.lock();
+        let c = &state.config;
+        let policy = crate::retention::RetentionPolicy {
+            retention_ms: c.retention_ms,
+            retention_bytes: c.retention_bytes,
+            delete: c.cleanup_delete,
+        };
+        let plan = crate::retention::plan(&state.log.segments(), policy, now);
+        if plan.roll_active {
+            state.log.roll()?;
+        }
+        let Some(below) = plan.delete_below.map(|o| o.min(hw)) else {
+            return Ok(None);
+        };
+        let before = state.log.log_start_offset();
+        let deleted = state.log.delete_segments_below(below)?;
+        let after = state.log.log_start_offset();
+        drop(state);
+        if deleted > 0 {
+            tracing::info!(partition = ?self, segments = deleted, log_start_offset = after, "retention deleted old segments");
+        }
+        Ok((after > before).then_some(after))
+    }
+
+    /// DeleteRecords: moves the log start offset up to `offset` (at most the
+    /// high watermark; -1 means the high watermark). Returns the new log start.
+    pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
+        let hw = self.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        let mut state = self.lock();
+        let start = state.log.log_start_offset();
+        if target < 0 || target > hw {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset: target,
+                start,
+                end: hw,
+            });
+        }
+        state.log.set_log_start_offset(target)?;
+        Ok(state.log.log_start_offset())
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -176,11 +233,14 @@ impl Partition {
     /// respect to other producers of this partition.
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
         let batches = split_batches(records)?;
+        let mut state = self.lock();
+        let (max_message_bytes, append_time) =
+            (state.config.max_message_bytes, state.config.log_append_time);
         for (h, b) in &batches {
-            if b.len() > self.config.max_message_bytes {
+            if b.len() > max_message_bytes {
                 return Err(BrokerError::MessageTooLarge {
                     size: b.len(),
-                    max: self.config.max_message_bytes,
+                    max: max_message_bytes,
                 });
             }
             if h.base_offset != 0 {
@@ -196,12 +256,11 @@ impl Partition {
                 )));
             }
         }
-        let log_append_time = self.config.log_append_time.then(|| self.clock.now_ms());
+        let log_append_time = append_time.then(|| self.clock.now_ms());
         let opts = AppendOptions {
             leader_epoch: 0,
             log_append_time,
         };
-        let mut state = self.lock();
         let mut first: Option<i64> = None;
         let mut last = -1;
         for (h, batch) in &batches {

@@ -17,6 +17,25 @@ use tokio::task::JoinSet;
 use crate::broker::Broker;
 use crate::connection;
 
+/// Runs a retention pass every `log.retention.check.interval.ms`, on a
+/// blocking thread (segment deletion touches the disk).
+async fn run_retention(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = match broker.upgrade() {
+        Some(b) => Duration::from_millis(b.config.log_retention_check_interval_ms.max(10)),
+        None => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        if let Err(e) = tokio::task::spawn_blocking(move || b.apply_retention()).await {
+            tracing::error!(error = %e, "retention task failed");
+        }
+    }
+}
+
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -29,6 +48,7 @@ pub async fn run(
         Arc::downgrade(&broker),
         stop_rx.clone(),
     ));
+    tokio::spawn(run_retention(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::pin!(shutdown);
     tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
     loop {

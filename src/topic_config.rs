@@ -225,6 +225,8 @@ pub struct TopicConfig {
     pub min_insync_replicas: i32,
     pub retention_ms: i64,
     pub retention_bytes: i64,
+    /// cleanup.policy includes delete (retention applies).
+    pub cleanup_delete: bool,
 }
 
 impl TopicConfig {
@@ -246,6 +248,9 @@ impl TopicConfig {
             min_insync_replicas: num("min.insync.replicas") as i32,
             retention_ms: num("retention.ms"),
             retention_bytes: num("retention.bytes"),
+            cleanup_delete: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "delete"),
         }
     }
 

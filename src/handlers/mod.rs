@@ -16,10 +16,12 @@ use sluice_protocol::{ProtocolError, Result};
 
 use crate::broker::Broker;
 
+mod alter_configs;
 mod api_versions;
 mod consumer_group;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -66,6 +68,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -124,6 +129,9 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DeleteGroups => m::DeleteGroupsRequest => group_admin::delete,
         ConsumerGroupHeartbeat => m::ConsumerGroupHeartbeatRequest => consumer_group::heartbeat,
         ConsumerGroupDescribe => m::ConsumerGroupDescribeRequest => consumer_group::describe,
+        AlterConfigs => m::AlterConfigsRequest => alter_configs::alter,
+        IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest => alter_configs::incremental,
+        DeleteRecords => m::DeleteRecordsRequest => delete_records::handle,
     )
 }
 
@@ -199,6 +207,9 @@ macro_rules! request_types {
             DeleteGroups => m::DeleteGroupsRequest,
             ConsumerGroupHeartbeat => m::ConsumerGroupHeartbeatRequest,
             ConsumerGroupDescribe => m::ConsumerGroupDescribeRequest,
+            AlterConfigs => m::AlterConfigsRequest,
+            IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest,
+            DeleteRecords => m::DeleteRecordsRequest,
         )
     };
 }

@@ -273,6 +273,13 @@ impl Log {
         &self.config
     }
 
+    /// Applies a changed configuration (a topic config altered live). Roll
+    /// and flush settings take effect at the next append; existing segments
+    /// and their indexes keep the sizes they were created with.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
     }

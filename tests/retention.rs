@@ -1,0 +1,376 @@
+//! Topic configs changed live, retention by time and by size, DeleteRecords —
+//! seen the way clients see them: ListOffsets, Fetch and DescribeConfigs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Client, TestBroker, batch};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use sluice::handlers::SERVED;
+
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const INVALID_CONFIG: i16 = 40;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_owned())
+}
+
+fn range(key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let (_, min, max) = SERVED.iter().find(|(k, _, _)| *k == key).unwrap();
+    *min..=*max
+}
+
+async fn start(dir: &std::path::Path) -> TestBroker {
+    TestBroker::start_with(dir, |c| c.log_retention_check_interval_ms = 50).await
+}
+
+async fn create(c: &mut Client, topic: &str, configs: &[(&str, &str)]) {
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(s(k))
+                                .with_value(Some(s(v)))
+                        })
+                        .collect(),
+                ),
+        ])
+        .with_timeout_ms(5000);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+/// Produces `batches` batches of 10 records, their timestamps starting at `ts`.
+async fn produce(c: &mut Client, topic: &str, batches: usize, ts: i64) {
+    for _ in 0..batches {
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(10, ts, None))),
+                    ]),
+            ]);
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+}
+
+/// ListOffsets: (earliest, latest).
+async fn offsets(c: &mut Client, topic: &str) -> (i64, i64) {
+    let mut out = [0i64; 2];
+    for (i, ts) in [-2i64, -1].into_iter().enumerate() {
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req).await;
+        out[i] = r.topics[0].partitions[0].offset;
+    }
+    (out[0], out[1])
+}
+
+async fn wait_for_earliest(
+    c: &mut Client,
+    topic: &str,
+    pred: impl Fn(i64, i64) -> bool,
+) -> (i64, i64) {
+    for _ in 0..200 {
+        let (e, l) = offsets(c, topic).await;
+        if pred(e, l) {
+            return (e, l);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "retention did not act on {topic}: {:?}",
+        offsets(c, topic).await
+    );
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn retention_by_size_deletes_the_oldest_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    // Batches of 10 records are ~250 bytes: a segment holds about four.
+    create(
+        &mut c,
+        "sized",
+        &[("segment.bytes", "1000"), ("retention.bytes", "2000")],
+    )
+    .await;
+    produce(&mut c, "sized", 40, now_ms()).await;
+    let (earliest, latest) = wait_for_earliest(&mut c, "sized", |e, _| e > 0).await;
+    assert_eq!(latest, 400);
+    // What is left is at most retention.bytes plus one segment.
+    let kept_records = latest - earliest;
+    assert!(
+        kept_records <= 120,
+        "kept {kept_records} records of ~25 bytes each"
+    );
+    assert_eq!(
+        earliest % 10,
+        0,
+        "whole batches (whole segments) are deleted"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn retention_by_time_deletes_expired_segments_including_the_active_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "aged", &[("segment.bytes", "1000")]).await;
+    let hour_ago = now_ms() - 3_600_000;
+    produce(&mut c, "aged", 20, hour_ago).await;
+    // Nothing happens under the 7-day default.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(offsets(&mut c, "aged").await, (0, 200));
+    // Lowered live to one minute: every record is an hour old.
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s("aged"))
+            .with_configs(vec![
+                incremental_alter_configs_request::AlterableConfig::default()
+                    .with_name(s("retention.ms"))
+                    .with_config_operation(0)
+                    .with_value(Some(s("60000"))),
+            ]),
+    ]);
+    let r: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req).await;
+    assert_eq!(r.responses[0].error_code, 0);
+    let (earliest, latest) = wait_for_earliest(&mut c, "aged", |e, l| e == l).await;
+    assert_eq!(
+        (earliest, latest),
+        (200, 200),
+        "all of it expired, the active segment too"
+    );
+    // New records are kept.
+    produce(&mut c, "aged", 1, now_ms()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(offsets(&mut c, "aged").await, (200, 210));
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn delete_records_moves_the_log_start_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "trimmed", &[]).await;
+    produce(&mut c, "trimmed", 10, now_ms()).await;
+    let mut expected = 0;
+    for v in range(ApiKey::DeleteRecords) {
+        expected += 20;
+        let req = |offset| {
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(vec![
+                    DeleteRecordsTopic::default()
+                        .with_name(TopicName(s("trimmed")))
+                        .with_partitions(vec![
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(offset),
+                        ]),
+                ])
+        };
+        let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, v, &req(expected)).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.low_watermark),
+            (0, expected),
+            "DeleteRecords v{v}"
+        );
+        assert_eq!(offsets(&mut c, "trimmed").await, (expected, 100));
+        let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, v, &req(101)).await;
+        assert_eq!(
+            r.topics[0].partitions[0].error_code, OFFSET_OUT_OF_RANGE,
+            "past the high watermark"
+        );
+    }
+    // -1 means "up to the high watermark".
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(5000)
+        .with_topics(vec![
+            DeleteRecordsTopic::default()
+                .with_name(TopicName(s("trimmed")))
+                .with_partitions(vec![
+                    DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(-1),
+                ]),
+        ]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req).await;
+    assert_eq!(r.topics[0].partitions[0].low_watermark, 100);
+    drop(c);
+    broker.stop().await;
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        offsets(&mut c, "trimmed").await,
+        (100, 100),
+        "the log start offset persists"
+    );
+    broker.stop().await;
+}
+
+async fn describe(c: &mut Client, topic: &str, key: &str) -> (Option<String>, i8) {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(Some(vec![s(key)])),
+    ]);
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req).await;
+    let e = &r.results[0].configs[0];
+    (e.value.as_ref().map(|v| v.to_string()), e.config_source)
+}
+
+#[tokio::test]
+async fn configs_change_live_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "tuned", &[("retention.ms", "1000000")]).await;
+    for v in range(ApiKey::AlterConfigs) {
+        let value = format!("{}", 2_000_000 + v as i64);
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("tuned"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s(&value))),
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(s("cleanup.policy"))
+                        .with_value(Some(s("delete"))),
+                ]),
+        ]);
+        let r: AlterConfigsResponse = c.call(ApiKey::AlterConfigs, v, &req).await;
+        assert_eq!(r.responses[0].error_code, 0, "AlterConfigs v{v}");
+        assert_eq!(
+            describe(&mut c, "tuned", "retention.ms").await,
+            (Some(value), 1)
+        );
+        let bad = req.clone().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("tuned"))
+                .with_configs(vec![
+                    alter_configs_request::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s("soon"))),
+                ]),
+        ]);
+        let r: AlterConfigsResponse = c.call(ApiKey::AlterConfigs, v, &bad).await;
+        assert_eq!(
+            r.responses[0].error_code, INVALID_CONFIG,
+            "AlterConfigs v{v}"
+        );
+    }
+    for v in range(ApiKey::IncrementalAlterConfigs) {
+        let op = |name: &str, op: i8, value: Option<&str>| {
+            incremental_alter_configs_request::AlterableConfig::default()
+                .with_name(s(name))
+                .with_config_operation(op)
+                .with_value(value.map(s))
+        };
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("tuned"))
+                .with_configs(vec![
+                    op("cleanup.policy", 2, Some("compact")),
+                    op("retention.ms", 1, None),
+                    op("max.message.bytes", 0, Some("2000")),
+                ]),
+        ]);
+        let r: IncrementalAlterConfigsResponse =
+            c.call(ApiKey::IncrementalAlterConfigs, v, &req).await;
+        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+        assert_eq!(
+            describe(&mut c, "tuned", "cleanup.policy").await,
+            (Some("delete,compact".into()), 1)
+        );
+        assert_eq!(
+            describe(&mut c, "tuned", "retention.ms").await,
+            (Some("604800000".into()), 5),
+            "back to the default"
+        );
+        // Put cleanup.policy back for the next round.
+        let undo = req.clone().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("tuned"))
+                .with_configs(vec![op("cleanup.policy", 3, Some("compact"))]),
+        ]);
+        let r: IncrementalAlterConfigsResponse =
+            c.call(ApiKey::IncrementalAlterConfigs, v, &undo).await;
+        assert_eq!(r.responses[0].error_code, 0);
+    }
+    // max.message.bytes = 2000 applies at once: a 3 KB batch is refused.
+    let big = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s("tuned")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(200, now_ms(), None))),
+                ]),
+        ]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &big).await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 10,
+        "MESSAGE_TOO_LARGE"
+    );
+    drop(c);
+    broker.stop().await;
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        describe(&mut c, "tuned", "max.message.bytes").await,
+        (Some("2000".into()), 1)
+    );
+    broker.stop().await;
+}
