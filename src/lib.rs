@@ -9,6 +9,7 @@
 //! - [`broker`]: shared state: metadata image, open topics and partitions.
 //! - [`group`]: the group coordinator: consumer groups and committed offsets.
 //! - [`partition`]: a partition's log, producer state and high watermark.
+//! - [`recompress`]: re-encodes batches with a topic's compression.type.
 //! - [`retention`]: which old segments retention.ms / retention.bytes delete (pure).
 //! - [`producer_state`]: idempotent-producer sequence checks (pure logic).
 //! - [`metadata`]: the persisted cluster metadata image.
@@ -25,6 +26,7 @@ pub mod handlers;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;
+pub mod recompress;
 pub mod retention;
 pub mod server;
 pub mod topic_config;

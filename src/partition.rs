@@ -232,7 +232,14 @@ impl Partition {
     /// Validates and appends the batches of one produce request, atomically with
     /// respect to other producers of this partition.
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
-        let batches = split_batches(records)?;
+        let mut batches = split_batches(records)?;
+        let codec = self.lock().config.compression;
+        if let Some(codec) = codec {
+            // Outside the lock: recompression is the one costly step.
+            for (_, b) in &mut batches {
+                *b = crate::recompress::recompress(b, codec)?;
+            }
+        }
         let mut state = self.lock();
         let (max_message_bytes, append_time) =
             (state.config.max_message_bytes, state.config.log_append_time);

@@ -227,6 +227,8 @@ pub struct TopicConfig {
     pub retention_bytes: i64,
     /// cleanup.policy includes delete (retention applies).
     pub cleanup_delete: bool,
+    /// compression.type as a codec; None keeps what the producer sent.
+    pub compression: Option<kafka_protocol::records::Compression>,
 }
 
 impl TopicConfig {
@@ -251,6 +253,7 @@ impl TopicConfig {
             cleanup_delete: get("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
+            compression: crate::recompress::target(&get("compression.type")),
         }
     }
 

@@ -374,3 +374,48 @@ async fn configs_change_live_and_persist() {
     );
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn compression_type_recompresses_what_producers_send() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "squeezed", &[("compression.type", "zstd")]).await;
+    produce(&mut c, "squeezed", 1, now_ms()).await;
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(10)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(s("squeezed")))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &req).await;
+    let raw = r.responses[0].partitions[0].records.clone().unwrap();
+    let h = sluice_storage::BatchHeader::parse(&raw).unwrap();
+    h.validate_crc(&raw).unwrap();
+    assert_eq!(
+        h.compression(),
+        4,
+        "stored with zstd although sent uncompressed"
+    );
+    let sent = kafka_protocol::records::RecordBatchDecoder::decode(&mut batch(10, 0, None))
+        .unwrap()
+        .records;
+    let stored = kafka_protocol::records::RecordBatchDecoder::decode(&mut raw.clone())
+        .unwrap()
+        .records;
+    assert_eq!(stored.len(), 10);
+    for (a, b) in sent.iter().zip(&stored) {
+        assert_eq!((&a.key, &a.value), (&b.key, &b.value));
+    }
+    broker.stop().await;
+}

@@ -145,3 +145,31 @@ def test_delete_records_with_the_confluent_admin(broker):
     assert done.low_watermark == 40
     assert earliest_latest(admin, "trim") == (40, 100)
     assert read_from_beginning(broker.bootstrap, "trim", 60) == list(range(40, 100))
+
+
+def test_compression_type_recompresses_for_every_reader(broker):
+    """Sent with gzip, stored with lz4 (the topic's compression.type), read
+    back intact by librdkafka and kafka-python."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+
+    create_topic(broker.bootstrap, "recomp", 1, config={"compression.type": "lz4"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "compression.codec": "gzip", "linger.ms": 5})
+    for i in range(1000):
+        p.produce("recomp", key=f"k{i}".encode(), value=f"value-{i}".encode() * 5, headers=[("i", str(i).encode())])
+    assert p.flush(30) == 0
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    c.assign([TopicPartition("recomp", 0, 0)])
+    got = []
+    deadline = time.time() + 20
+    while len(got) < 1000 and time.time() < deadline:
+        got += [m for m in c.consume(500, 0.5) if not m.error()]
+    c.close()
+    assert [m.value() for m in got] == [f"value-{i}".encode() * 5 for i in range(1000)]
+    assert [dict(m.headers())["i"] for m in got] == [str(i).encode() for i in range(1000)]
+    k = KafkaConsumer(bootstrap_servers=broker.bootstrap, consumer_timeout_ms=5000)
+    k.assign([KTopicPartition("recomp", 0)])
+    k.seek(KTopicPartition("recomp", 0), 0)
+    values = [m.value for m in k]
+    k.close()
+    assert values == [f"value-{i}".encode() * 5 for i in range(1000)]
