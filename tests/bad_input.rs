@@ -305,3 +305,48 @@ async fn pipelined_requests_are_answered_in_order() {
     }
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn zstd_needs_produce_v7() {
+    use kafka_protocol::records::{
+        Compression, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let records = RecordBatchDecoder::decode(&mut batch(3, 1, None))
+        .unwrap()
+        .records;
+    let mut zstd = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut zstd,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::Zstd,
+        },
+    )
+    .unwrap();
+    let zstd = zstd.freeze();
+    let _: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("z"))),
+                ]))
+                .with_allow_auto_topic_creation(true),
+        )
+        .await;
+    for (v, want) in [(3, 76), (6, 76), (7, 0), (9, 0)] {
+        let r: ProduceResponse = c
+            .call(ApiKey::Produce, v, &produce_req("z", zstd.clone(), -1))
+            .await;
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, want,
+            "Produce v{v}: UNSUPPORTED_COMPRESSION_TYPE below v7"
+        );
+    }
+    broker.stop().await;
+}

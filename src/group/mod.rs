@@ -21,10 +21,11 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 mod consumer_api;
+mod offsets;
 pub mod records;
 pub mod types;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -41,7 +42,8 @@ use classic::{
     SyncRequest,
 };
 use consumer::{ConsumerGroup, ConsumerGroupConfig};
-use records::{Entry, OffsetValue};
+use offsets::committed;
+use records::Entry;
 
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
@@ -553,178 +555,6 @@ impl GroupCoordinator {
         }
     }
 
-    // ------------------------------------------------------------------ offsets
-
-    /// Stores committed offsets; one code per item, in order.
-    pub async fn commit(
-        &self,
-        broker: &Broker,
-        group: &str,
-        member_id: &str,
-        instance_id: Option<&str>,
-        generation: i32,
-        items: &[CommitItem],
-    ) -> Vec<i16> {
-        if let Err(c) = self.offsets_partition(broker, group).await {
-            return vec![c; items.len()];
-        }
-        let now = broker.now_ms();
-        let mut codes = vec![0i16; items.len()];
-        let mut recs = Vec::new();
-        let mut written = Vec::new();
-        let (p, last) = {
-            let mut inner = self.lock();
-            let check = if let Some(c) = inner.consumers.get(group) {
-                c.validate_commit(member_id, generation)
-            } else {
-                match inner.groups.get_mut(group) {
-                    Some(g) => g.validate_commit(member_id, instance_id, generation, now),
-                    None if generation < 0 => {
-                        inner
-                            .groups
-                            .insert(group.to_owned(), Group::new(group, self.config, now));
-                        Ok(())
-                    }
-                    None => Err(code(ResponseError::IllegalGeneration)),
-                }
-            };
-            if let Err(c) = check {
-                return vec![c; items.len()];
-            }
-            for (i, item) in items.iter().enumerate() {
-                if item.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    codes[i] = code(ResponseError::OffsetMetadataTooLarge);
-                    continue;
-                }
-                let value = OffsetValue {
-                    offset: item.offset,
-                    leader_epoch: item.leader_epoch,
-                    metadata: item.metadata.clone(),
-                    commit_timestamp: now,
-                };
-                recs.push((
-                    records::offset_key(group, &item.topic, item.partition),
-                    Some(records::offset_value(&value)),
-                ));
-                written.push((i, value));
-            }
-            if recs.is_empty() {
-                return codes;
-            }
-            match self.append(broker, group, &recs) {
-                Ok(w) => w,
-                Err(c) => return vec![c; items.len()],
-            }
-        };
-        if let Err(e) = p.wait_durable(last, Duration::from_secs(30)).await {
-            tracing::error!(group, error = %e, "offset commit did not become durable");
-            for (i, _) in &written {
-                codes[*i] = code(ResponseError::RequestTimedOut);
-            }
-            return codes;
-        }
-        let first = last + 1 - written.len() as i64;
-        let mut inner = self.lock();
-        let map = inner.offsets.entry(group.to_owned()).or_default();
-        for (n, (i, value)) in written.into_iter().enumerate() {
-            let item = &items[i];
-            let c = committed(value, first + n as i64);
-            let key = (item.topic.clone(), item.partition);
-            if map
-                .get(&key)
-                .is_none_or(|old| old.record_offset < c.record_offset)
-            {
-                map.insert(key, c);
-            }
-        }
-        codes
-    }
-
-    /// Committed offsets of a group: of the given partitions, or all of them.
-    pub fn fetch(&self, group: &str, wanted: Option<&[(String, Vec<i32>)]>) -> Vec<TopicOffsets> {
-        let inner = self.lock();
-        let map = inner.offsets.get(group);
-        match wanted {
-            Some(topics) => topics
-                .iter()
-                .map(|(t, parts)| {
-                    let parts = parts
-                        .iter()
-                        .map(|&p| (p, map.and_then(|m| m.get(&(t.clone(), p))).cloned()))
-                        .collect();
-                    (t.clone(), parts)
-                })
-                .collect(),
-            None => {
-                let mut out: Vec<TopicOffsets> = Vec::new();
-                for ((t, p), c) in map.into_iter().flatten() {
-                    match out.last_mut() {
-                        Some((last, parts)) if last == t => parts.push((*p, Some(c.clone()))),
-                        _ => out.push((t.clone(), vec![(*p, Some(c.clone()))])),
-                    }
-                }
-                out
-            }
-        }
-    }
-
-    /// OffsetDelete: forgets offsets of topics the group no longer consumes.
-    pub async fn delete_offsets(
-        &self,
-        broker: &Broker,
-        group: &str,
-        topics: &[(String, Vec<i32>)],
-    ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
-        let (out, written) = {
-            let mut inner = self.lock();
-            let state = inner.groups.get(group).map(|g| g.state());
-            if state == Some(GroupState::Dead)
-                || (state.is_none() && !inner.offsets.contains_key(group))
-            {
-                return Err(code(ResponseError::GroupIdNotFound));
-            }
-            let subscribed = match inner.groups.get(group) {
-                Some(g) if g.state() != GroupState::Empty => {
-                    if g.protocol_type() != Some("consumer") {
-                        return Err(code(ResponseError::NonEmptyGroup));
-                    }
-                    subscribed_topics(g)
-                }
-                _ => HashSet::new(),
-            };
-            let mut recs = Vec::new();
-            let mut out = Vec::new();
-            for (t, parts) in topics {
-                let mut codes = Vec::new();
-                for &p in parts {
-                    if subscribed.contains(t) {
-                        codes.push((p, code(ResponseError::GroupSubscribedToTopic)));
-                        continue;
-                    }
-                    if let Some(m) = inner.offsets.get_mut(group)
-                        && m.remove(&(t.clone(), p)).is_some()
-                    {
-                        recs.push((records::offset_key(group, t, p), None));
-                    }
-                    codes.push((p, 0));
-                }
-                out.push((t.clone(), codes));
-            }
-            let written = if recs.is_empty() {
-                None
-            } else {
-                Some(self.append(broker, group, &recs)?)
-            };
-            (out, written)
-        };
-        if let Some((p, last)) = written {
-            p.wait_durable(last, Duration::from_secs(30))
-                .await
-                .map_err(|_| code(ResponseError::RequestTimedOut))?;
-        }
-        Ok(out)
-    }
-
     // -------------------------------------------------------------------- admin
 
     pub fn describe(&self, group: &str) -> Option<GroupDescription> {
@@ -863,16 +693,6 @@ impl GroupCoordinator {
     }
 }
 
-fn committed(v: OffsetValue, record_offset: i64) -> Committed {
-    Committed {
-        offset: v.offset,
-        leader_epoch: v.leader_epoch,
-        metadata: v.metadata,
-        commit_timestamp: v.commit_timestamp,
-        record_offset,
-    }
-}
-
 fn error_join(c: i16, member_id: &str) -> JoinOutcome {
     JoinOutcome {
         error: c,
@@ -880,27 +700,6 @@ fn error_join(c: i16, member_id: &str) -> JoinOutcome {
         member_id: member_id.to_owned(),
         ..JoinOutcome::default()
     }
-}
-
-/// Topics the members of a consumer group subscribe to (from their
-/// ConsumerProtocolSubscription metadata).
-fn subscribed_topics(g: &Group) -> HashSet<String> {
-    use kafka_protocol::messages::ConsumerProtocolSubscription;
-    use kafka_protocol::protocol::Decodable;
-    let protocol = g.protocol().unwrap_or_default();
-    let mut out = HashSet::new();
-    for m in g.members() {
-        let mut meta = m.metadata(protocol);
-        if meta.len() < 2 {
-            continue;
-        }
-        let version = i16::from_be_bytes([meta[0], meta[1]]);
-        let _ = bytes::Buf::get_i16(&mut meta);
-        if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut meta, version.clamp(0, 3)) {
-            out.extend(sub.topics.into_iter().map(|t| t.to_string()));
-        }
-    }
-    out
 }
 
 /// Ticks the coordinator until the broker is gone or shutdown starts.

@@ -41,6 +41,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 // Only the group coordinator writes there, as in Kafka.
                 tracing::warn!(topic = %name, "produce to an internal topic refused");
                 Err(ResponseError::InvalidTopicException.code())
+            } else if ctx.version < 7 && pd.records.as_ref().is_some_and(uses_zstd) {
+                // zstd arrived with Produce v7 (KIP-110); older clients may not read it.
+                tracing::warn!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
+                Err(ResponseError::UnsupportedCompressionType.code())
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
@@ -98,4 +102,27 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Whether any v2 batch of a records field is zstd-compressed (attribute
+/// codec 4). Reads only lengths and attributes; validation comes later.
+fn uses_zstd(records: &bytes::Bytes) -> bool {
+    let mut pos = 0usize;
+    while pos + 23 <= records.len() {
+        let len = i32::from_be_bytes([
+            records[pos + 8],
+            records[pos + 9],
+            records[pos + 10],
+            records[pos + 11],
+        ]);
+        let attrs = i16::from_be_bytes([records[pos + 21], records[pos + 22]]);
+        if attrs & 0x7 == 4 {
+            return true;
+        }
+        if len <= 0 {
+            return false;
+        }
+        pos += 12 + len as usize;
+    }
+    false
 }
