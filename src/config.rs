@@ -35,6 +35,16 @@ pub struct Cli {
     /// TOML configuration file (see config/sluice.toml for every key and default).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Without a command, `sluice` runs the broker.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Load a Kafka-compatible broker with producers and consumers and report
+    /// throughput and latency percentiles.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Everything the broker reads from configuration.

@@ -1,6 +1,7 @@
 //! Sluice: a Kafka-compatible event broker.
 //!
 //! Module map:
+//! - [`bench`]: `sluice bench`, the throughput and latency load generator.
 //! - [`alloc`]: the global allocator that keeps lying element counts from aborting.
 //! - [`config`]: configuration from defaults, TOML file, flags and `SLUICE_*` variables.
 //! - [`server`]: the listener, the connection limit, graceful shutdown.
@@ -17,6 +18,7 @@
 //! - [`error`]: broker errors and their mapping to Kafka error codes.
 
 pub mod alloc;
+pub mod bench;
 pub mod broker;
 pub mod config;
 pub mod connection;

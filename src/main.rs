@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use sluice::broker::Broker;
-use sluice::config::{Cli, Config};
+use sluice::config::{Cli, Command, Config};
 use sluice::handlers;
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Bench(args)) = &cli.command {
+        return bench(args);
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -36,6 +39,30 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &sluice::bench::BenchArgs) -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(sluice::bench::run(args)) {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", sluice::bench::table(args, &report));
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("bench failed: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,0 +1,566 @@
+//! `sluice bench`: producer and consumer load against any Kafka-compatible
+//! bootstrap address, with throughput and latency percentiles.
+//!
+//! Producers send batches of `--message-size` messages to the topic's
+//! partitions in turn, with up to `--in-flight` requests outstanding per
+//! connection; a message's produce latency is its request's round trip.
+//! Each message carries its send time (microseconds since the epoch) in its
+//! first 8 bytes, so consumers, reading from where the run started, measure
+//! end-to-end latency. Latencies go into HDR histograms.
+
+pub mod client;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::{Mutex, Semaphore, mpsc};
+
+use client::Result;
+
+/// Flags of `sluice bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Bootstrap address (host:port) of any Kafka-compatible broker.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub bootstrap: String,
+    /// Topic to use; created with --partitions if it does not exist.
+    #[arg(long, default_value = "sluice-bench")]
+    pub topic: String,
+    #[arg(long, default_value_t = 1)]
+    pub partitions: i32,
+    /// Bytes per message value.
+    #[arg(long, default_value_t = 1024)]
+    pub message_size: usize,
+    /// Messages to produce, over all producers (unless --duration is given).
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Produce for this many seconds instead of --count messages.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Acknowledgement: 0, 1 or -1 (all).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    pub acks: i16,
+    /// Bytes of messages per produce request.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub batch_size: usize,
+    /// With --rate: how long a partial batch waits for more messages.
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    /// none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    pub compression: String,
+    /// Producer connections.
+    #[arg(long, default_value_t = 1)]
+    pub producers: usize,
+    /// Consumer connections reading what this run produces (0: none).
+    #[arg(long, default_value_t = 1)]
+    pub consumers: usize,
+    /// Target messages per second over all producers (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Produce requests in flight per producer connection.
+    #[arg(long, default_value_t = 5)]
+    pub in_flight: usize,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub messages: u64,
+    pub message_size: usize,
+    pub seconds: f64,
+    pub messages_per_sec: f64,
+    pub mb_per_sec: f64,
+    pub produce_latency_ms: Percentiles,
+    pub consumed: u64,
+    pub consume_mb_per_sec: f64,
+    pub end_to_end_latency_ms: Percentiles,
+}
+
+#[derive(Debug, Clone, Copy, serde::Serialize, Default)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
+struct Stats {
+    produced: AtomicU64,
+    consumed: AtomicU64,
+    consumed_bytes: AtomicU64,
+    /// Produced total once producers are done (u64::MAX before).
+    target: AtomicU64,
+    produce_latency: Mutex<Histogram<u64>>,
+    e2e_latency: Mutex<Histogram<u64>>,
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 1 h, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds")
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn codec(name: &str) -> Result<Compression> {
+    Ok(match name {
+        "none" => Compression::None,
+        "gzip" => Compression::Gzip,
+        "snappy" => Compression::Snappy,
+        "lz4" => Compression::Lz4,
+        "zstd" => Compression::Zstd,
+        other => return Err(format!("unknown compression '{other}'").into()),
+    })
+}
+
+/// Runs the benchmark, printing a progress line to stderr every second.
+pub async fn run(args: &BenchArgs) -> Result<Report> {
+    if !matches!(args.acks, -1..=1) {
+        return Err("--acks must be 0, 1 or -1".into());
+    }
+    let compression = codec(&args.compression)?;
+    let partitions = prepare_topic(args).await?;
+    let starts = latest_offsets(args, partitions).await?;
+    let stats = Arc::new(Stats {
+        produced: AtomicU64::new(0),
+        consumed: AtomicU64::new(0),
+        consumed_bytes: AtomicU64::new(0),
+        target: AtomicU64::new(u64::MAX),
+        produce_latency: Mutex::new(histogram()),
+        e2e_latency: Mutex::new(histogram()),
+    });
+    let mut consumers = Vec::new();
+    for c in 0..args.consumers {
+        let mine: Vec<(i32, i64)> = starts
+            .iter()
+            .copied()
+            .filter(|(p, _)| *p as usize % args.consumers == c)
+            .collect();
+        if !mine.is_empty() {
+            consumers.push(tokio::spawn(consume(args.clone(), mine, stats.clone())));
+        }
+    }
+    let started = Instant::now();
+    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
+    let producers_n = args.producers.max(1);
+    let mut producers = Vec::new();
+    for i in 0..producers_n {
+        let quota = args.count / producers_n as u64
+            + u64::from((i as u64) < args.count % producers_n as u64);
+        let mine: Vec<i32> = if producers_n >= partitions as usize {
+            vec![(i % partitions as usize) as i32]
+        } else {
+            (0..partitions)
+                .filter(|p| *p as usize % producers_n == i)
+                .collect()
+        };
+        let rate = args.rate / producers_n as u64;
+        producers.push(tokio::spawn(produce(
+            args.clone(),
+            mine,
+            quota,
+            deadline,
+            rate,
+            compression,
+            stats.clone(),
+        )));
+    }
+    let progress = tokio::spawn(progress(
+        stats.clone(),
+        started,
+        args.message_size,
+        args.json,
+    ));
+    for p in producers {
+        p.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let produced = stats.produced.load(Ordering::Relaxed);
+    stats.target.store(produced, Ordering::Relaxed);
+    for c in consumers {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(60), c).await {
+            return Err(format!("consumers did not read everything within 60 s: {e}").into());
+        }
+    }
+    let consume_seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    let mb = |bytes: f64, s: f64| bytes / 1e6 / s.max(1e-9);
+    Ok(Report {
+        messages: produced,
+        message_size: args.message_size,
+        seconds,
+        messages_per_sec: produced as f64 / seconds.max(1e-9),
+        mb_per_sec: mb((produced * args.message_size as u64) as f64, seconds),
+        produce_latency_ms: Percentiles::of(&*stats.produce_latency.lock().await),
+        consumed: stats.consumed.load(Ordering::Relaxed),
+        consume_mb_per_sec: mb(
+            stats.consumed_bytes.load(Ordering::Relaxed) as f64,
+            consume_seconds,
+        ),
+        end_to_end_latency_ms: Percentiles::of(&*stats.e2e_latency.lock().await),
+    })
+}
+
+async fn progress(stats: Arc<Stats>, started: Instant, size: usize, quiet: bool) {
+    let mut last = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let n = stats.produced.load(Ordering::Relaxed);
+        let p99 = Percentiles::of(&*stats.produce_latency.lock().await).p99;
+        if !quiet {
+            eprintln!(
+                "{:>6.1} s  {:>12} msgs  {:>10.0} msgs/s  {:>8.1} MB/s  produce p99 {:.2} ms  consumed {}",
+                started.elapsed().as_secs_f64(),
+                n,
+                (n - last) as f64,
+                ((n - last) * size as u64) as f64 / 1e6,
+                p99,
+                stats.consumed.load(Ordering::Relaxed),
+            );
+        }
+        last = n;
+    }
+}
+
+/// Creates the topic if needed; returns its partition count.
+async fn prepare_topic(args: &BenchArgs) -> Result<i32> {
+    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let v = tx.version(ApiKey::CreateTopics, 2..=4)?;
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
+                .with_num_partitions(args.partitions)
+                .with_replication_factor(-1),
+        ])
+        .with_timeout_ms(30_000);
+    let corr = tx.send(ApiKey::CreateTopics, v, &req).await?;
+    let r: CreateTopicsResponse = rx.recv(corr, v).await?;
+    let code = r.topics.first().map(|t| t.error_code).unwrap_or(0);
+    if code != 0 && code != 36 {
+        return Err(format!("cannot create topic {}: error {code}", args.topic).into());
+    }
+    let v = tx.version(ApiKey::Metadata, 1..=9)?;
+    let req = MetadataRequest::default().with_topics(Some(vec![
+        metadata_request::MetadataRequestTopic::default()
+            .with_name(Some(TopicName(StrBytes::from_string(args.topic.clone())))),
+    ]));
+    let corr = tx.send(ApiKey::Metadata, v, &req).await?;
+    let m: MetadataResponse = rx.recv(corr, v).await?;
+    let n = m.topics.first().map(|t| t.partitions.len()).unwrap_or(0);
+    if n == 0 {
+        return Err(format!("topic {} has no partitions", args.topic).into());
+    }
+    Ok(n as i32)
+}
+
+async fn latest_offsets(args: &BenchArgs, partitions: i32) -> Result<Vec<(i32, i64)>> {
+    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let v = tx.version(ApiKey::ListOffsets, 1..=5)?;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
+                .with_partitions(
+                    (0..partitions)
+                        .map(|p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(-1)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let corr = tx.send(ApiKey::ListOffsets, v, &req).await?;
+    let r: ListOffsetsResponse = rx.recv(corr, v).await?;
+    Ok(r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.offset)))
+        .collect())
+}
+
+/// One batch of `n` messages whose values start with the send time.
+fn batch(n: usize, size: usize, compression: Compression) -> Result<Bytes> {
+    let sent = now_us().to_be_bytes();
+    let now_ms = (now_us() / 1000) as i64;
+    let records: Vec<Record> = (0..n)
+        .map(|i| {
+            let mut value = vec![0u8; size.max(8)];
+            value[..8].copy_from_slice(&sent);
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: i as i32 - 1,
+                timestamp: now_ms,
+                key: None,
+                value: Some(Bytes::from(value)),
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )?;
+    Ok(out.freeze())
+}
+
+async fn produce(
+    args: BenchArgs,
+    partitions: Vec<i32>,
+    quota: u64,
+    deadline: Option<Instant>,
+    rate: u64,
+    compression: Compression,
+    stats: Arc<Stats>,
+) -> Result<()> {
+    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let v = tx.version(ApiKey::Produce, 3..=9)?;
+    let per_batch = (args.batch_size / args.message_size.max(1)).max(1) as u64;
+    let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
+    let (ack_tx, mut ack_rx) =
+        mpsc::channel::<(i32, Instant, u64, tokio::sync::OwnedSemaphorePermit)>(
+            args.in_flight.max(1),
+        );
+    let acks = args.acks;
+    let reader_stats = stats.clone();
+    let reader = tokio::spawn(async move {
+        while let Some((corr, sent, n, permit)) = ack_rx.recv().await {
+            let resp: ProduceResponse = rx.recv(corr, v).await?;
+            for t in &resp.responses {
+                for p in &t.partition_responses {
+                    if p.error_code != 0 {
+                        return Err::<(), client::Error>(
+                            format!(
+                                "produce to partition {} failed: error {}",
+                                p.index, p.error_code
+                            )
+                            .into(),
+                        );
+                    }
+                }
+            }
+            let us = sent.elapsed().as_micros() as u64;
+            reader_stats
+                .produce_latency
+                .lock()
+                .await
+                .saturating_record_n(us.max(1), n);
+            reader_stats.produced.fetch_add(n, Ordering::Relaxed);
+            drop(permit);
+        }
+        Ok(())
+    });
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let mut next = 0usize;
+    loop {
+        let done = match deadline {
+            Some(d) => Instant::now() >= d,
+            None => sent >= quota,
+        };
+        if done || partitions.is_empty() {
+            break;
+        }
+        let mut n = match deadline {
+            Some(_) => per_batch,
+            None => per_batch.min(quota - sent),
+        };
+        if rate > 0 {
+            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
+            if due <= sent {
+                tokio::time::sleep(Duration::from_millis(args.linger_ms.max(1))).await;
+                continue;
+            }
+            n = n.min(due - sent);
+        }
+        let records = batch(n as usize, args.message_size, compression)?;
+        let partition = partitions[next % partitions.len()];
+        next += 1;
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let permit = permits.clone().acquire_owned().await?;
+        let start = Instant::now();
+        let corr = tx.send(ApiKey::Produce, v, &req).await?;
+        if acks == 0 {
+            stats.produced.fetch_add(n, Ordering::Relaxed);
+            drop(permit);
+        } else if ack_tx.send((corr, start, n, permit)).await.is_err() {
+            break; // the reader failed; its error is returned below
+        }
+        sent += n;
+    }
+    drop(ack_tx);
+    reader.await??;
+    Ok(())
+}
+
+async fn consume(
+    args: BenchArgs,
+    mut partitions: Vec<(i32, i64)>,
+    stats: Arc<Stats>,
+) -> Result<()> {
+    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let v = tx.version(ApiKey::Fetch, 4..=11)?;
+    while stats.consumed.load(Ordering::Relaxed) < stats.target.load(Ordering::Relaxed) {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(64 << 20)
+            .with_isolation_level(0)
+            .with_session_epoch(-1)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(StrBytes::from_string(args.topic.clone())))
+                    .with_partitions(
+                        partitions
+                            .iter()
+                            .map(|&(p, o)| {
+                                FetchPartition::default()
+                                    .with_partition(p)
+                                    .with_fetch_offset(o)
+                                    .with_partition_max_bytes(16 << 20)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let corr = tx.send(ApiKey::Fetch, v, &req).await?;
+        let resp: FetchResponse = rx.recv(corr, v).await?;
+        let now = now_us();
+        let mut h = stats.e2e_latency.lock().await;
+        for t in resp.responses {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    return Err(format!(
+                        "fetch from partition {} failed: error {}",
+                        p.partition_index, p.error_code
+                    )
+                    .into());
+                }
+                let Some(mut records) = p.records else {
+                    continue;
+                };
+                let bytes = records.len() as u64;
+                let mut count = 0u64;
+                let mut last = None;
+                for set in RecordBatchDecoder::decode_all(&mut records)? {
+                    for r in set.records {
+                        if let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) {
+                            let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                            h.saturating_record(now.saturating_sub(sent).max(1));
+                        }
+                        count += 1;
+                        last = Some(r.offset);
+                    }
+                }
+                if let (Some(last), Some(entry)) = (
+                    last,
+                    partitions.iter_mut().find(|(q, _)| *q == p.partition_index),
+                ) {
+                    entry.1 = last + 1;
+                }
+                stats.consumed.fetch_add(count, Ordering::Relaxed);
+                stats.consumed_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The final table.
+pub fn table(args: &BenchArgs, r: &Report) -> String {
+    let row = |name: &str, p: &Percentiles| {
+        format!(
+            "{name:<22}{:>10.2}{:>10.2}{:>10.2}{:>10.2}\n",
+            p.p50, p.p99, p.p999, p.max
+        )
+    };
+    let mut s = String::new();
+    s += &format!(
+        "topic {} ({} partitions requested), {} B messages, acks={}, compression={}, {} producer(s), {} consumer(s)\n\n",
+        args.topic,
+        args.partitions,
+        args.message_size,
+        args.acks,
+        args.compression,
+        args.producers,
+        args.consumers
+    );
+    s += &format!(
+        "produced   {:>12} msgs in {:.2} s   {:>12.0} msgs/s   {:>9.1} MB/s\n",
+        r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
+    );
+    s += &format!(
+        "consumed   {:>12} msgs                {:>9.1} MB/s\n\n",
+        r.consumed, r.consume_mb_per_sec
+    );
+    s += &format!(
+        "{:<22}{:>10}{:>10}{:>10}{:>10}\n",
+        "latency (ms)", "p50", "p99", "p99.9", "max"
+    );
+    s += &row("produce", &r.produce_latency_ms);
+    if r.consumed > 0 {
+        s += &row("end to end", &r.end_to_end_latency_ms);
+    }
+    s
+}
