@@ -54,6 +54,13 @@ fn bench(args: &sluice::bench::BenchArgs) -> std::process::ExitCode {
     };
     match runtime.block_on(sluice::bench::run(args)) {
         Ok(report) => {
+            if let Some(path) = &args.chart {
+                if let Err(e) = std::fs::write(path, sluice::bench::chart::svg(args, &report)) {
+                    eprintln!("cannot write the chart to {}: {e}", path.display());
+                    return std::process::ExitCode::FAILURE;
+                }
+                eprintln!("chart written to {}", path.display());
+            }
             if args.json {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {

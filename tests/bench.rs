@@ -129,3 +129,48 @@ async fn broker_topic_end(broker: &TestBroker, topic: &str) -> i64 {
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req).await;
     r.topics[0].partitions.iter().map(|p| p.offset).sum()
 }
+
+#[tokio::test]
+async fn consume_only_reads_the_topic_from_the_start_and_charts_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let produced = bench::run(&args(
+        &broker,
+        &[
+            "--topic",
+            "full",
+            "--count",
+            "4000",
+            "--partitions",
+            "2",
+            "--consumers",
+            "0",
+            // Durable before the next run looks for the latest offsets.
+            "--acks",
+            "-1",
+        ],
+    ))
+    .await
+    .unwrap();
+    assert_eq!(produced.consumed, 0);
+    let a = args(
+        &broker,
+        &["--topic", "full", "--consume-only", "--consumers", "2"],
+    );
+    let r = bench::run(&a).await.unwrap();
+    assert_eq!(
+        (r.messages, r.consumed),
+        (0, 4000),
+        "everything from the earliest offsets"
+    );
+    assert!(r.consume_mb_per_sec > 0.0);
+    let svg = bench::chart::svg(&a, &produced);
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    assert_eq!(
+        svg.matches("<polyline").count(),
+        3,
+        "produced, consumed, latency"
+    );
+    assert!(produced.produce_latency_distribution.len() >= 5);
+    broker.stop().await;
+}

@@ -8,6 +8,7 @@
 //! first 8 bytes, so consumers, reading from where the run started, measure
 //! end-to-end latency. Latencies go into HDR histograms.
 
+pub mod chart;
 pub mod client;
 
 use std::sync::Arc;
@@ -76,6 +77,22 @@ pub struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Produce nothing: consumers read the topic from its earliest offsets to
+    /// the latest ones at start (reading throughput, e.g. cold vs hot cache).
+    #[arg(long)]
+    pub consume_only: bool,
+    /// Write an SVG chart of throughput over time and of the produce latency
+    /// distribution to this file.
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
+}
+
+/// Throughput during one second of the run.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Sample {
+    pub second: f64,
+    pub produced_per_sec: f64,
+    pub consumed_per_sec: f64,
 }
 
 /// What a run measured.
@@ -90,6 +107,9 @@ pub struct Report {
     pub consumed: u64,
     pub consume_mb_per_sec: f64,
     pub end_to_end_latency_ms: Percentiles,
+    pub timeline: Vec<Sample>,
+    /// (percentile, produce latency in ms), for the latency chart.
+    pub produce_latency_distribution: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, Default)]
@@ -155,7 +175,12 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     }
     let compression = codec(&args.compression)?;
     let partitions = prepare_topic(args).await?;
-    let starts = latest_offsets(args, partitions).await?;
+    let latest = list_offsets(args, partitions, -1).await?;
+    let starts = if args.consume_only {
+        list_offsets(args, partitions, -2).await?
+    } else {
+        latest.clone()
+    };
     let stats = Arc::new(Stats {
         produced: AtomicU64::new(0),
         consumed: AtomicU64::new(0),
@@ -177,7 +202,11 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     }
     let started = Instant::now();
     let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    let producers_n = args.producers.max(1);
+    let producers_n = if args.consume_only {
+        0
+    } else {
+        args.producers.max(1)
+    };
     let mut producers = Vec::new();
     for i in 0..producers_n {
         let quota = args.count / producers_n as u64
@@ -200,25 +229,53 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
             stats.clone(),
         )));
     }
+    let timeline = Arc::new(Mutex::new(Vec::new()));
     let progress = tokio::spawn(progress(
         stats.clone(),
         started,
         args.message_size,
         args.json,
+        timeline.clone(),
     ));
     for p in producers {
         p.await??;
     }
     let seconds = started.elapsed().as_secs_f64();
     let produced = stats.produced.load(Ordering::Relaxed);
-    stats.target.store(produced, Ordering::Relaxed);
+    if args.consume_only {
+        let available: i64 = latest
+            .iter()
+            .zip(&starts)
+            .map(|((_, l), (_, s))| (l - s).max(0))
+            .sum();
+        stats.target.store(available as u64, Ordering::Relaxed);
+    } else {
+        stats.target.store(produced, Ordering::Relaxed);
+    }
     for c in consumers {
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(60), c).await {
-            return Err(format!("consumers did not read everything within 60 s: {e}").into());
+        match tokio::time::timeout(Duration::from_secs(60), c).await {
+            Err(_) => return Err("consumers did not read everything within 60 s".into()),
+            Ok(joined) => joined??,
         }
     }
     let consume_seconds = started.elapsed().as_secs_f64();
     progress.abort();
+    let produce_latency = stats.produce_latency.lock().await;
+    let produce_latency_distribution = if produce_latency.is_empty() {
+        Vec::new()
+    } else {
+        [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0]
+            .iter()
+            .map(|&q| {
+                (
+                    q,
+                    produce_latency.value_at_quantile(q / 100.0) as f64 / 1000.0,
+                )
+            })
+            .collect()
+    };
+    drop(produce_latency);
+    let timeline = timeline.lock().await.clone();
     let mb = |bytes: f64, s: f64| bytes / 1e6 / s.max(1e-9);
     Ok(Report {
         messages: produced,
@@ -233,29 +290,40 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
             consume_seconds,
         ),
         end_to_end_latency_ms: Percentiles::of(&*stats.e2e_latency.lock().await),
+        timeline,
+        produce_latency_distribution,
     })
 }
 
-async fn progress(stats: Arc<Stats>, started: Instant, size: usize, quiet: bool) {
-    let mut last = 0u64;
+async fn progress(
+    stats: Arc<Stats>,
+    started: Instant,
+    size: usize,
+    quiet: bool,
+    timeline: Arc<Mutex<Vec<Sample>>>,
+) {
+    let (mut last_p, mut last_c) = (0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
         tick.tick().await;
-        let n = stats.produced.load(Ordering::Relaxed);
+        let p = stats.produced.load(Ordering::Relaxed);
+        let c = stats.consumed.load(Ordering::Relaxed);
         let p99 = Percentiles::of(&*stats.produce_latency.lock().await).p99;
+        let second = started.elapsed().as_secs_f64();
+        timeline.lock().await.push(Sample {
+            second,
+            produced_per_sec: (p - last_p) as f64,
+            consumed_per_sec: (c - last_c) as f64,
+        });
         if !quiet {
             eprintln!(
-                "{:>6.1} s  {:>12} msgs  {:>10.0} msgs/s  {:>8.1} MB/s  produce p99 {:.2} ms  consumed {}",
-                started.elapsed().as_secs_f64(),
-                n,
-                (n - last) as f64,
-                ((n - last) * size as u64) as f64 / 1e6,
-                p99,
-                stats.consumed.load(Ordering::Relaxed),
+                "{second:>6.1} s  {p:>12} msgs  {:>10.0} msgs/s  {:>8.1} MB/s  produce p99 {p99:.2} ms  consumed {c}",
+                (p - last_p) as f64,
+                ((p - last_p) * size as u64) as f64 / 1e6,
             );
         }
-        last = n;
+        (last_p, last_c) = (p, c);
     }
 }
 
@@ -291,7 +359,8 @@ async fn prepare_topic(args: &BenchArgs) -> Result<i32> {
     Ok(n as i32)
 }
 
-async fn latest_offsets(args: &BenchArgs, partitions: i32) -> Result<Vec<(i32, i64)>> {
+/// Offsets of every partition at `spec` (-1 latest, -2 earliest).
+async fn list_offsets(args: &BenchArgs, partitions: i32, spec: i64) -> Result<Vec<(i32, i64)>> {
     let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
     let v = tx.version(ApiKey::ListOffsets, 1..=5)?;
     let req = ListOffsetsRequest::default()
@@ -304,7 +373,7 @@ async fn latest_offsets(args: &BenchArgs, partitions: i32) -> Result<Vec<(i32, i
                         .map(|p| {
                             ListOffsetsPartition::default()
                                 .with_partition_index(p)
-                                .with_timestamp(-1)
+                                .with_timestamp(spec)
                         })
                         .collect(),
                 ),
@@ -503,14 +572,39 @@ async fn consume(
                 let bytes = records.len() as u64;
                 let mut count = 0u64;
                 let mut last = None;
-                for set in RecordBatchDecoder::decode_all(&mut records)? {
-                    for r in set.records {
-                        if let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) {
-                            let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
-                            h.saturating_record(now.saturating_sub(sent).max(1));
+                if args.consume_only {
+                    // Old data has no meaningful end-to-end latency: count
+                    // records from the batch headers, without decoding them.
+                    let mut pos = 0usize;
+                    while pos + 61 <= records.len() {
+                        let base =
+                            i64::from_be_bytes(records[pos..pos + 8].try_into().expect("8 bytes"));
+                        let len = i32::from_be_bytes(
+                            records[pos + 8..pos + 12].try_into().expect("4 bytes"),
+                        );
+                        let delta = i32::from_be_bytes(
+                            records[pos + 23..pos + 27].try_into().expect("4 bytes"),
+                        );
+                        let n = i32::from_be_bytes(
+                            records[pos + 57..pos + 61].try_into().expect("4 bytes"),
+                        );
+                        if len <= 0 || pos + 12 + len as usize > records.len() {
+                            break;
                         }
-                        count += 1;
-                        last = Some(r.offset);
+                        count += n.max(0) as u64;
+                        last = Some(base + delta as i64);
+                        pos += 12 + len as usize;
+                    }
+                } else {
+                    for set in RecordBatchDecoder::decode_all(&mut records)? {
+                        for r in set.records {
+                            if let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) {
+                                let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+                                h.saturating_record(now.saturating_sub(sent).max(1));
+                            }
+                            count += 1;
+                            last = Some(r.offset);
+                        }
                     }
                 }
                 if let (Some(last), Some(entry)) = (
