@@ -104,6 +104,10 @@ pub struct Config {
     pub group_consumer_heartbeat_interval_ms: i32,
     #[serde(rename = "group.consumer.session.timeout.ms")]
     pub group_consumer_session_timeout_ms: i32,
+    #[serde(rename = "offsets.retention.minutes")]
+    pub offsets_retention_minutes: i64,
+    #[serde(rename = "offsets.retention.check.interval.ms")]
+    pub offsets_retention_check_interval_ms: u64,
     #[serde(rename = "offsets.topic.num.partitions")]
     pub offsets_topic_num_partitions: i32,
     #[serde(rename = "offsets.topic.segment.bytes")]
@@ -140,6 +144,8 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
             offsets_topic_num_partitions: 50,
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
         }
@@ -298,6 +304,14 @@ impl Config {
             (
                 "group.consumer.session.timeout.ms",
                 self.group_consumer_session_timeout_ms.to_string(),
+            ),
+            (
+                "offsets.retention.minutes",
+                self.offsets_retention_minutes.to_string(),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                self.offsets_retention_check_interval_ms.to_string(),
             ),
             (
                 "offsets.topic.num.partitions",

@@ -107,6 +107,9 @@ impl Group {
         } else {
             GroupState::Stable
         };
+        if snap.state_timestamp > 0 {
+            g.state_since = snap.state_timestamp;
+        }
         g
     }
 
@@ -141,6 +144,11 @@ impl Group {
 
     pub fn generation(&self) -> i32 {
         self.generation
+    }
+
+    /// When the group entered its current state (ms).
+    pub fn state_since(&self) -> i64 {
+        self.state_since
     }
 
     pub fn protocol_type(&self) -> Option<&str> {

@@ -706,6 +706,7 @@ fn error_join(c: i16, member_id: &str) -> JoinOutcome {
 pub async fn run_timers(broker: Weak<Broker>, mut stop: watch::Receiver<bool>) {
     let mut every = tokio::time::interval(TICK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_expiry = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = every.tick() => {}
@@ -713,6 +714,12 @@ pub async fn run_timers(broker: Weak<Broker>, mut stop: watch::Receiver<bool>) {
         }
         let Some(b) = broker.upgrade() else { return };
         b.groups.tick(&b).await;
+        let check = Duration::from_millis(b.config.offsets_retention_check_interval_ms.max(100));
+        if last_expiry.elapsed() >= check {
+            last_expiry = std::time::Instant::now();
+            let retention = b.config.offsets_retention_minutes.saturating_mul(60_000);
+            b.groups.expire_offsets(&b, retention).await;
+        }
     }
 }
 

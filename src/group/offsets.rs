@@ -14,6 +14,73 @@ use super::{
 use crate::broker::Broker;
 
 impl GroupCoordinator {
+    /// offsets.retention.minutes, as Kafka has it since KIP-211: the offsets of
+    /// a group expire `retention_ms` after the later of their commit and the
+    /// moment the group became empty; a group with members keeps them all.
+    /// Expired offsets are deleted with tombstones, and a group left with no
+    /// offsets and no members is forgotten. Returns how many expired.
+    pub async fn expire_offsets(&self, broker: &Broker, retention_ms: i64) -> usize {
+        let now = broker.now_ms();
+        let mut written = Vec::new();
+        let mut expired = 0;
+        {
+            let mut inner = self.lock();
+            let ids: Vec<String> = inner.offsets.keys().cloned().collect();
+            for id in ids {
+                let empty_since = match (inner.groups.get(&id), inner.consumers.get(&id)) {
+                    (_, Some(c)) if !c.is_empty() => continue,
+                    (Some(g), _) if g.state() != GroupState::Empty => continue,
+                    (Some(g), _) => g.state_since(),
+                    (None, _) => 0,
+                };
+                let Some(map) = inner.offsets.get_mut(&id) else {
+                    continue;
+                };
+                let gone: Vec<(String, i32)> = map
+                    .iter()
+                    .filter(|(_, c)| {
+                        now >= c
+                            .commit_timestamp
+                            .max(empty_since)
+                            .saturating_add(retention_ms)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if gone.is_empty() {
+                    continue;
+                }
+                let mut recs: Vec<(bytes::Bytes, Option<bytes::Bytes>)> = gone
+                    .iter()
+                    .map(|(t, p)| (records::offset_key(&id, t, *p), None))
+                    .collect();
+                for k in &gone {
+                    map.remove(k);
+                }
+                expired += gone.len();
+                if map.is_empty() {
+                    inner.offsets.remove(&id);
+                    if inner.groups.get(&id).is_some_and(|g| g.is_idle()) {
+                        inner.groups.remove(&id);
+                        recs.push((records::group_key(&id), None));
+                    }
+                }
+                tracing::info!(group = %id, partitions = gone.len(), "committed offsets expired (offsets.retention.minutes)");
+                match self.append(broker, &id, &recs) {
+                    Ok(w) => written.push(w),
+                    Err(c) => {
+                        tracing::error!(group = %id, code = c, "could not write offset tombstones")
+                    }
+                }
+            }
+        }
+        for (p, last) in written {
+            if let Err(e) = p.wait_durable(last, Duration::from_secs(30)).await {
+                tracing::warn!(partition = ?p, error = %e, "offset tombstones not yet durable");
+            }
+        }
+        expired
+    }
+
     /// Stores committed offsets; one code per item, in order.
     pub async fn commit(
         &self,
