@@ -30,6 +30,16 @@ fn req(member_id: &str, new_id: &str) -> JoinRequest {
     }
 }
 
+/// A SyncGroup from `member` at `generation` without instance id or protocol.
+fn sync_req(member: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
+    SyncRequest {
+        member_id: member.into(),
+        generation,
+        assignments,
+        ..SyncRequest::default()
+    }
+}
+
 fn joins(effects: &[Effect]) -> Vec<(String, JoinOutcome)> {
     effects
         .iter()
@@ -59,14 +69,7 @@ fn stable_pair() -> Group {
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].1.generation, 1);
     g.sync(
-        SyncRequest {
-            member_id: "a".into(),
-            instance_id: None,
-            generation: 1,
-            protocol_type: None,
-            protocol: None,
-            assignments: vec![("a".into(), Bytes::from_static(b"A"))],
-        },
+        sync_req("a", 1, vec![("a".into(), Bytes::from_static(b"A"))]),
         1,
     );
     g.take_effects();
@@ -90,17 +93,7 @@ fn stable_pair() -> Group {
     assert_eq!(follower.1.protocol.as_deref(), Some("cooperative-sticky"));
     // The follower's sync waits for the leader's.
     assert!(matches!(
-        g.sync(
-            SyncRequest {
-                member_id: "b".into(),
-                instance_id: None,
-                generation: 2,
-                protocol_type: None,
-                protocol: None,
-                assignments: vec![]
-            },
-            5
-        ),
+        g.sync(sync_req("b", 2, vec![]), 5),
         Reply::Parked { .. }
     ));
     assert!(g.take_effects().is_empty());
@@ -273,17 +266,7 @@ fn leaving_rebalances_and_the_last_leave_empties_the_group() {
     // a's heartbeat tells it to rejoin; alone now, the join completes at once.
     g.join(req("a", "x"), 11);
     assert_eq!(joins(&g.take_effects()).len(), 1);
-    g.sync(
-        SyncRequest {
-            member_id: "a".into(),
-            instance_id: None,
-            generation: 3,
-            protocol_type: None,
-            protocol: None,
-            assignments: vec![],
-        },
-        12,
-    );
+    g.sync(sync_req("a", 3, vec![]), 12);
     g.take_effects();
     g.leave(&[("a".into(), None)], 13);
     assert_eq!(g.state(), GroupState::Empty);
@@ -305,17 +288,7 @@ fn stale_generations_and_unknown_members_are_refused() {
         g.heartbeat("zz", None, 2, 10),
         code(ResponseError::UnknownMemberId)
     );
-    let Reply::Now(s) = g.sync(
-        SyncRequest {
-            member_id: "a".into(),
-            instance_id: None,
-            generation: 1,
-            protocol_type: None,
-            protocol: None,
-            assignments: vec![],
-        },
-        10,
-    ) else {
+    let Reply::Now(s) = g.sync(sync_req("a", 1, vec![]), 10) else {
         panic!()
     };
     assert_eq!(s.error, code(ResponseError::IllegalGeneration));
@@ -377,17 +350,7 @@ fn protocol_is_chosen_by_vote_among_common_ones() {
     ];
     g.join(a, 0);
     g.take_effects();
-    g.sync(
-        SyncRequest {
-            member_id: "a".into(),
-            instance_id: None,
-            generation: 1,
-            protocol_type: None,
-            protocol: None,
-            assignments: vec![],
-        },
-        0,
-    );
+    g.sync(sync_req("a", 1, vec![]), 0);
     let mut b = req("", "b");
     b.protocols = vec![
         ("roundrobin".into(), Bytes::new()),
@@ -476,34 +439,14 @@ fn leader_that_never_syncs_is_dropped_after_the_rebalance_timeout() {
     let mut g = Group::new("g", cfg(0), 0);
     g.join(req("", "a"), 0);
     g.take_effects();
-    g.sync(
-        SyncRequest {
-            member_id: "a".into(),
-            instance_id: None,
-            generation: 1,
-            protocol_type: None,
-            protocol: None,
-            assignments: vec![],
-        },
-        0,
-    );
+    g.sync(sync_req("a", 1, vec![]), 0);
     g.take_effects();
     g.join(req("", "b"), 1);
     g.join(req("a", "x"), 1);
     g.take_effects();
     assert_eq!(g.state(), GroupState::CompletingRebalance);
     assert!(matches!(
-        g.sync(
-            SyncRequest {
-                member_id: "b".into(),
-                instance_id: None,
-                generation: 2,
-                protocol_type: None,
-                protocol: None,
-                assignments: vec![]
-            },
-            2
-        ),
+        g.sync(sync_req("b", 2, vec![]), 2),
         Reply::Parked { .. }
     ));
     // Keep b's session alive; the leader a never syncs.
