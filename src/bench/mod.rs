@@ -39,6 +39,7 @@ pub struct BenchArgs {
     /// Topic to use; created with --partitions if it does not exist.
     #[arg(long, default_value = "sluice-bench")]
     pub topic: String,
+    /// Partitions of the topic when this run creates it.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
     /// Bytes per message value.

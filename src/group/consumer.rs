@@ -47,7 +47,12 @@ pub struct ConsumerMember {
     pub client_id: String,
     pub client_host: String,
     pub epoch: i32,
+    /// Topics subscribed to by name.
     pub subscribed: BTreeSet<String>,
+    /// A regular-expression subscription (KIP-848 v1), matched against whole
+    /// topic names; internal topics never match.
+    pub regex: Option<String>,
+    compiled: Option<regex::Regex>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     /// What the member was last told it owns.
@@ -72,6 +77,8 @@ pub struct HeartbeatRequest {
     pub rebalance_timeout_ms: i32,
     /// None: unchanged since the last heartbeat.
     pub subscribed: Option<BTreeSet<String>>,
+    /// None: unchanged; an empty string drops the regular expression.
+    pub regex: Option<String>,
     pub assignor: Option<String>,
     /// What the member owns now; None: unchanged.
     pub owned: Option<Assignment>,
@@ -132,6 +139,7 @@ pub struct MemberSnapshot {
     pub client_host: String,
     pub epoch: i32,
     pub subscribed: BTreeSet<String>,
+    pub regex: Option<String>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub assigned: Assignment,
@@ -200,6 +208,7 @@ impl ConsumerGroup {
                     client_host: m.client_host.clone(),
                     epoch: m.epoch,
                     subscribed: m.subscribed.clone(),
+                    regex: m.regex.clone(),
                     assignor: m.assignor.clone(),
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     assigned: m.assigned.clone(),
@@ -235,6 +244,8 @@ impl ConsumerGroup {
                     client_host: m.client_host,
                     epoch: m.epoch,
                     subscribed: m.subscribed,
+                    compiled: m.regex.as_deref().and_then(|r| compile(r).ok()),
+                    regex: m.regex,
                     assignor: m.assignor,
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     assigned: m.assigned,
@@ -293,19 +304,22 @@ impl ConsumerGroup {
         }
     }
 
-    /// Topics any member subscribes to (their partition counts are needed).
-    pub fn subscribed_topics(&self) -> BTreeSet<String> {
-        self.members
-            .values()
-            .flat_map(|m| m.subscribed.iter().cloned())
-            .collect()
+    /// What a member subscribes to among `topics`: its names, and the topics
+    /// its regular expression matches.
+    fn effective(m: &ConsumerMember, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
+        let mut out = m.subscribed.clone();
+        if let Some(re) = &m.compiled {
+            out.extend(topics.keys().filter(|t| re.is_match(t)).cloned());
+        }
+        out
     }
 
     /// Serves one heartbeat. `partitions` holds the partition count of every
-    /// existing topic that a member (including this request) subscribes to.
+    /// existing (non-internal) topic; subscriptions, by name or regular
+    /// expression, are resolved against it.
     pub fn heartbeat(
         &mut self,
-        req: HeartbeatRequest,
+        mut req: HeartbeatRequest,
         partitions: &BTreeMap<String, i32>,
         now: i64,
     ) -> HeartbeatOutcome {
@@ -317,14 +331,26 @@ impl ConsumerGroup {
                 &format!("server assignor '{a}' is not one of uniform, range"),
             );
         }
+        // A bad pattern is refused before anything changes.
+        let regex = match req.regex.take() {
+            None => None,
+            Some(r) if r.is_empty() => Some((None, None)),
+            Some(r) => match compile(&r) {
+                Ok(c) => Some((Some(r), Some(c))),
+                Err(e) => {
+                    return HeartbeatOutcome::error(ResponseError::InvalidRegularExpression, &e);
+                }
+            },
+        };
         match req.epoch {
             JOIN => {
-                let Some(subscribed) = req.subscribed.clone() else {
+                if req.subscribed.is_none() && regex.is_none() {
                     return HeartbeatOutcome::error(
                         ResponseError::InvalidRequest,
-                        "a joining member must name its subscribed topics",
+                        "a joining member must name its subscribed topics or a regular expression",
                     );
-                };
+                }
+                let subscribed = req.subscribed.clone().unwrap_or_default();
                 let id = req.member_id.clone();
                 let new = !self.members.contains_key(&id);
                 let m = self
@@ -338,6 +364,8 @@ impl ConsumerGroup {
                         client_host: String::new(),
                         epoch: 0,
                         subscribed: BTreeSet::new(),
+                        regex: None,
+                        compiled: None,
                         assignor: None,
                         rebalance_timeout_ms: 0,
                         assigned: Assignment::new(),
@@ -404,6 +432,14 @@ impl ConsumerGroup {
             self.epoch += 1;
             self.dirty = true;
         }
+        if let Some((source, compiled)) = regex
+            && source != m.regex
+        {
+            m.regex = source;
+            m.compiled = compiled;
+            self.epoch += 1;
+            self.dirty = true;
+        }
         let m = self.members.get_mut(&req.member_id).expect("present");
         if let Some(owned) = &req.owned {
             // Whatever it no longer reports is released.
@@ -429,10 +465,14 @@ impl ConsumerGroup {
     /// Recomputes the target assignment when the group epoch moved on or a
     /// subscribed topic's partition count changed.
     fn maybe_assign(&mut self, partitions: &BTreeMap<String, i32>) {
-        let subscribed = self.subscribed_topics();
+        let effective: BTreeMap<String, BTreeSet<String>> = self
+            .members
+            .values()
+            .map(|m| (m.id.clone(), Self::effective(m, partitions)))
+            .collect();
         let relevant: BTreeMap<String, i32> = partitions
             .iter()
-            .filter(|(t, _)| subscribed.contains(*t))
+            .filter(|(t, _)| effective.values().any(|e| e.contains(*t)))
             .map(|(t, n)| (t.clone(), *n))
             .collect();
         if relevant != self.partitions_seen {
@@ -454,7 +494,7 @@ impl ConsumerGroup {
             .values()
             .map(|m| MemberSpec {
                 id: &m.id,
-                subscribed: &m.subscribed,
+                subscribed: &effective[&m.id],
                 current: &m.assigned,
             })
             .collect();
@@ -530,6 +570,13 @@ impl ConsumerGroup {
         }
         Ok(())
     }
+}
+
+/// A KIP-848 subscription pattern, matched against whole topic names (as
+/// Java's `Pattern.matches` does).
+fn compile(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("invalid regular expression '{pattern}': {e}"))
 }
 
 fn intersect(a: &Assignment, b: &Assignment) -> Assignment {

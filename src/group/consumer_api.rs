@@ -28,6 +28,7 @@ pub struct ConsumerMemberDescription {
     pub client_id: String,
     pub client_host: String,
     pub subscribed: Vec<String>,
+    pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
 }
@@ -88,17 +89,12 @@ impl GroupCoordinator {
                 .consumers
                 .entry(group.to_owned())
                 .or_insert_with(|| ConsumerGroup::new(group, self.consumer_config));
-            let mut topics = g.subscribed_topics();
-            if let Some(s) = &req.subscribed {
-                topics.extend(s.iter().cloned());
-            }
-            let partitions: BTreeMap<String, i32> = topics
-                .into_iter()
-                .filter_map(|t| {
-                    broker
-                        .topic(&t)
-                        .map(|topic| (t, topic.partitions.len() as i32))
-                })
+            // Every topic a subscription could name or match; internal ones never.
+            let partitions: BTreeMap<String, i32> = broker
+                .topics()
+                .iter()
+                .filter(|t| t.name != super::OFFSETS_TOPIC)
+                .map(|t| (t.name.clone(), t.partitions.len() as i32))
                 .collect();
             let out = g.heartbeat(req, &partitions, now);
             if !g.take_dirty() {
@@ -160,6 +156,7 @@ impl GroupCoordinator {
                     client_id: m.client_id.clone(),
                     client_host: m.client_host.clone(),
                     subscribed: m.subscribed.iter().cloned().collect(),
+                    regex: m.regex.clone(),
                     assignment: m.assigned.clone(),
                     target: g.target(&m.id),
                 })

@@ -141,7 +141,8 @@ fn get_assignment(buf: &mut &[u8]) -> Result<Assignment> {
 
 pub fn consumer_group_value(g: &ConsumerGroupSnapshot) -> Bytes {
     let mut b = BytesMut::new();
-    b.put_i16(0);
+    // Version 1 added each member's regular expression (at its end).
+    b.put_i16(1);
     b.put_i32(g.epoch);
     b.put_i32(g.assignment_epoch);
     put_str(&mut b, &g.assignor);
@@ -167,12 +168,14 @@ pub fn consumer_group_value(g: &ConsumerGroupSnapshot) -> Bytes {
         put_assignment(&mut b, &m.assigned);
         put_assignment(&mut b, &m.revoking);
         put_assignment(&mut b, &m.target);
+        put_nullable_str(&mut b, m.regex.as_deref());
     }
     b.freeze()
 }
 
 fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
-    if get_i16(&mut v)? != 0 {
+    let version = get_i16(&mut v)?;
+    if !(0..=1).contains(&version) {
         return Err(DecodeError("unknown consumer group snapshot version"));
     }
     let epoch = get_i32(&mut v)?;
@@ -200,6 +203,11 @@ fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
         let assigned = get_assignment(&mut v)?;
         let revoking = get_assignment(&mut v)?;
         let target = get_assignment(&mut v)?;
+        let regex = if version >= 1 {
+            get_nullable_str(&mut v)?
+        } else {
+            None
+        };
         members.push(consumer::MemberSnapshot {
             id,
             instance_id,
@@ -208,6 +216,7 @@ fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
             client_host,
             epoch,
             subscribed,
+            regex,
             assignor,
             rebalance_timeout_ms,
             assigned,
@@ -463,6 +472,7 @@ mod tests {
                 client_host: "/127.0.0.1".into(),
                 epoch: 7,
                 subscribed: ["t".to_string()].into_iter().collect(),
+                regex: Some("^t-.*".into()),
                 assignor: Some("uniform".into()),
                 rebalance_timeout_ms: 300_000,
                 assigned: a.clone(),

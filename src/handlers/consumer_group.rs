@@ -37,18 +37,6 @@ pub async fn heartbeat(
     if group.is_empty() {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
-    if req
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        tracing::warn!(group = %group, "regular-expression subscriptions are not served yet");
-        return resp
-            .with_error_code(ResponseError::InvalidRequest.code())
-            .with_error_message(Some(str_bytes(
-                "regular-expression subscriptions are not supported yet",
-            )));
-    }
     let owned = req.topic_partitions.map(|tps| {
         let mut a = assignor::Assignment::new();
         for tp in tps {
@@ -69,6 +57,11 @@ pub async fn heartbeat(
         subscribed: req
             .subscribed_topic_names
             .map(|ts| ts.into_iter().map(|t| t.0.to_string()).collect()),
+        regex: if ctx.version >= 1 {
+            req.subscribed_topic_regex.as_ref().map(|s| s.to_string())
+        } else {
+            None
+        },
         assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
     };
@@ -148,6 +141,7 @@ pub async fn describe(
                                     .with_member_epoch(m.epoch)
                                     .with_client_id(str_bytes(m.client_id))
                                     .with_client_host(str_bytes(m.client_host))
+                                    .with_subscribed_topic_regex(m.regex.map(str_bytes))
                                     .with_subscribed_topic_names(
                                         m.subscribed.iter().map(|t| topic_name(t)).collect(),
                                     )

@@ -513,3 +513,23 @@ def test_librdkafka_kip848_consumer_protocol(group_broker):
     again.stop()
     assert len(again.read) == 600, "only what was not committed is read"
     assert len(no_duplicates(*members, again)) == 6600
+
+
+def test_librdkafka_kip848_regex_subscription(group_broker):
+    """A pattern subscription with group.protocol=consumer: the broker matches
+    topic names, including topics created after the member joined."""
+    b = group_broker
+    for t in ("kre-a", "kre-b", "other"):
+        create_topic(b.bootstrap, t, 1)
+        produce(b.bootstrap, t, 100)
+    m = Member(b.bootstrap, "^kre-.*", "kre-group", **KIP848)
+    m.start()
+    try:
+        wait_for(lambda: len(m.read) >= 200, 30, "both matching topics")
+        create_topic(b.bootstrap, "kre-c", 1)
+        produce(b.bootstrap, "kre-c", 100)
+        wait_for(lambda: len(m.read) >= 300, 60, "the topic created later")
+        time.sleep(0.5)
+    finally:
+        m.stop()
+    assert len(m.read) == 300, "nothing from 'other', everything from kre-*"

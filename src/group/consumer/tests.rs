@@ -185,3 +185,45 @@ fn changes_are_flagged_for_storage_and_survive_a_restore() {
     let out = r.heartbeat(beat("b", 2, None), &topics(4), 1_200);
     assert_eq!(parts(&out.assignment.unwrap()).len(), 2);
 }
+
+#[test]
+fn regular_expression_subscriptions_follow_new_topics() {
+    let mut g = ConsumerGroup::new("g", HB);
+    let mut all = BTreeMap::from([
+        ("orders-eu".to_string(), 2),
+        ("orders-us".to_string(), 1),
+        ("payments".to_string(), 1),
+    ]);
+    let join = HeartbeatRequest {
+        member_id: "a".into(),
+        epoch: JOIN,
+        regex: Some("orders-.*".into()),
+        rebalance_timeout_ms: 5_000,
+        ..HeartbeatRequest::default()
+    };
+    let out = g.heartbeat(join, &all, 0);
+    let a = out.assignment.unwrap();
+    assert_eq!(
+        a.keys().cloned().collect::<Vec<_>>(),
+        vec!["orders-eu", "orders-us"]
+    );
+    assert_eq!(a["orders-eu"].len(), 2);
+    // A matching topic created later joins the assignment at the next heartbeat.
+    all.insert("orders-jp".into(), 1);
+    let out = g.heartbeat(beat("a", out.epoch, None), &all, 100);
+    assert!(out.assignment.unwrap().contains_key("orders-jp"));
+    // The pattern must match whole names: "xorders-eu" does not.
+    all.insert("xorders-eu".into(), 1);
+    let e = g.members().next().unwrap().epoch;
+    assert_eq!(g.heartbeat(beat("a", e, None), &all, 200).assignment, None);
+    let bad = HeartbeatRequest {
+        member_id: "b".into(),
+        epoch: JOIN,
+        regex: Some("orders-(".into()),
+        ..HeartbeatRequest::default()
+    };
+    assert_eq!(
+        g.heartbeat(bad, &all, 300).error,
+        ResponseError::InvalidRegularExpression.code()
+    );
+}
