@@ -209,6 +209,25 @@ async fn fetch_offsets(c: &mut Client, v: i16, group: &str, topic: &str, n: i32)
         .collect()
 }
 
+/// OffsetDelete of one partition's committed offset.
+async fn delete_offset(
+    c: &mut Client,
+    group: &str,
+    topic: &str,
+    partition: i32,
+) -> OffsetDeleteResponse {
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(gid(group))
+        .with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(partition),
+                ]),
+        ]);
+    c.call(ApiKey::OffsetDelete, 0, &req).await
+}
+
 #[tokio::test]
 async fn every_served_group_version_is_answered() {
     let dir = tempfile::tempdir().unwrap();
@@ -463,40 +482,12 @@ async fn every_served_group_version_is_answered() {
     }
 
     // OffsetDelete: refused for a topic the stable group subscribes to.
-    let r: OffsetDeleteResponse = c
-        .call(
-            ApiKey::OffsetDelete,
-            0,
-            &OffsetDeleteRequest::default()
-                .with_group_id(gid("commit-v2"))
-                .with_topics(vec![
-                    OffsetDeleteRequestTopic::default()
-                        .with_name(TopicName(s("t")))
-                        .with_partitions(vec![
-                            OffsetDeleteRequestPartition::default().with_partition_index(0),
-                        ]),
-                ]),
-        )
-        .await;
+    let r = delete_offset(&mut c, "commit-v2", "t", 0).await;
     assert_eq!(
         r.topics[0].partitions[0].error_code,
         GROUP_SUBSCRIBED_TO_TOPIC
     );
-    let r: OffsetDeleteResponse = c
-        .call(
-            ApiKey::OffsetDelete,
-            0,
-            &OffsetDeleteRequest::default()
-                .with_group_id(gid("standalone"))
-                .with_topics(vec![
-                    OffsetDeleteRequestTopic::default()
-                        .with_name(TopicName(s("t")))
-                        .with_partitions(vec![
-                            OffsetDeleteRequestPartition::default().with_partition_index(0),
-                        ]),
-                ]),
-        )
-        .await;
+    let r = delete_offset(&mut c, "standalone", "t", 0).await;
     assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
     assert_eq!(
         fetch_offsets(&mut c, 8, "standalone", "t", 3).await,

@@ -162,19 +162,9 @@ async fn retention_by_time_deletes_expired_segments_including_the_active_one() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(offsets(&mut c, "aged").await, (0, 200));
     // Lowered live to one minute: every record is an hour old.
-    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-        incremental_alter_configs_request::AlterConfigsResource::default()
-            .with_resource_type(2)
-            .with_resource_name(s("aged"))
-            .with_configs(vec![
-                incremental_alter_configs_request::AlterableConfig::default()
-                    .with_name(s("retention.ms"))
-                    .with_config_operation(0)
-                    .with_value(Some(s("60000"))),
-            ]),
-    ]);
-    let r: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, 1, &req).await;
-    assert_eq!(r.responses[0].error_code, 0);
+    let code =
+        alter_incrementally(&mut c, 1, "aged", &[("retention.ms", SET, Some("60000"))]).await;
+    assert_eq!(code, 0);
     let (earliest, latest) = wait_for_earliest(&mut c, "aged", |e, l| e == l).await;
     assert_eq!(
         (earliest, latest),
@@ -251,6 +241,37 @@ async fn delete_records_moves_the_log_start_offset() {
     broker.stop().await;
 }
 
+const SET: i8 = 0;
+const DELETE: i8 = 1;
+const APPEND: i8 = 2;
+const SUBTRACT: i8 = 3;
+
+/// IncrementalAlterConfigs on one topic; the topic's error code.
+async fn alter_incrementally(
+    c: &mut Client,
+    v: i16,
+    topic: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> i16 {
+    let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configs(
+                ops.iter()
+                    .map(|&(name, op, value)| {
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(s(name))
+                            .with_config_operation(op)
+                            .with_value(value.map(s))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, v, &req).await;
+    r.responses[0].error_code
+}
+
 async fn describe(c: &mut Client, topic: &str, key: &str) -> (Option<String>, i8) {
     let req = DescribeConfigsRequest::default().with_resources(vec![
         describe_configs_request::DescribeConfigsResource::default()
@@ -307,25 +328,13 @@ async fn configs_change_live_and_persist() {
         );
     }
     for v in range(ApiKey::IncrementalAlterConfigs) {
-        let op = |name: &str, op: i8, value: Option<&str>| {
-            incremental_alter_configs_request::AlterableConfig::default()
-                .with_name(s(name))
-                .with_config_operation(op)
-                .with_value(value.map(s))
-        };
-        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            incremental_alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(s("tuned"))
-                .with_configs(vec![
-                    op("cleanup.policy", 2, Some("compact")),
-                    op("retention.ms", 1, None),
-                    op("max.message.bytes", 0, Some("2000")),
-                ]),
-        ]);
-        let r: IncrementalAlterConfigsResponse =
-            c.call(ApiKey::IncrementalAlterConfigs, v, &req).await;
-        assert_eq!(r.responses[0].error_code, 0, "IncrementalAlterConfigs v{v}");
+        let ops = [
+            ("cleanup.policy", APPEND, Some("compact")),
+            ("retention.ms", DELETE, None),
+            ("max.message.bytes", SET, Some("2000")),
+        ];
+        let code = alter_incrementally(&mut c, v, "tuned", &ops).await;
+        assert_eq!(code, 0, "IncrementalAlterConfigs v{v}");
         assert_eq!(
             describe(&mut c, "tuned", "cleanup.policy").await,
             (Some("delete,compact".into()), 1)
@@ -336,15 +345,8 @@ async fn configs_change_live_and_persist() {
             "back to the default"
         );
         // Put cleanup.policy back for the next round.
-        let undo = req.clone().with_resources(vec![
-            incremental_alter_configs_request::AlterConfigsResource::default()
-                .with_resource_type(2)
-                .with_resource_name(s("tuned"))
-                .with_configs(vec![op("cleanup.policy", 3, Some("compact"))]),
-        ]);
-        let r: IncrementalAlterConfigsResponse =
-            c.call(ApiKey::IncrementalAlterConfigs, v, &undo).await;
-        assert_eq!(r.responses[0].error_code, 0);
+        let undo = [("cleanup.policy", SUBTRACT, Some("compact"))];
+        assert_eq!(alter_incrementally(&mut c, v, "tuned", &undo).await, 0);
     }
     // max.message.bytes = 2000 applies at once: a 3 KB batch is refused.
     let big = ProduceRequest::default()
