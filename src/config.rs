@@ -94,6 +94,20 @@ pub struct Config {
     pub min_insync_replicas: i32,
     #[serde(rename = "log.retention.check.interval.ms")]
     pub log_retention_check_interval_ms: u64,
+    #[serde(rename = "log.cleaner.enable")]
+    pub log_cleaner_enable: bool,
+    #[serde(rename = "log.cleaner.backoff.ms")]
+    pub log_cleaner_backoff_ms: u64,
+    #[serde(rename = "log.cleaner.dedupe.buffer.size")]
+    pub log_cleaner_dedupe_buffer_size: u64,
+    #[serde(rename = "log.cleaner.min.cleanable.ratio")]
+    pub log_cleaner_min_cleanable_ratio: f64,
+    #[serde(rename = "log.cleaner.delete.retention.ms")]
+    pub log_cleaner_delete_retention_ms: i64,
+    #[serde(rename = "log.cleaner.min.compaction.lag.ms")]
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    #[serde(rename = "log.cleaner.max.compaction.lag.ms")]
+    pub log_cleaner_max_compaction_lag_ms: i64,
     #[serde(rename = "group.initial.rebalance.delay.ms")]
     pub group_initial_rebalance_delay_ms: i64,
     #[serde(rename = "group.min.session.timeout.ms")]
@@ -139,6 +153,13 @@ impl Default for Config {
             log_retention_bytes: -1,
             min_insync_replicas: 1,
             log_retention_check_interval_ms: 300_000,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_delete_retention_ms: 24 * 3600 * 1000,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
             group_initial_rebalance_delay_ms: 3_000,
             group_min_session_timeout_ms: 6_000,
             group_max_session_timeout_ms: 1_800_000,
@@ -284,6 +305,31 @@ impl Config {
             (
                 "log.retention.check.interval.ms",
                 self.log_retention_check_interval_ms.to_string(),
+            ),
+            ("log.cleaner.enable", self.log_cleaner_enable.to_string()),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff_ms.to_string(),
+            ),
+            (
+                "log.cleaner.dedupe.buffer.size",
+                self.log_cleaner_dedupe_buffer_size.to_string(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+            (
+                "log.cleaner.delete.retention.ms",
+                self.log_cleaner_delete_retention_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.max.compaction.lag.ms",
+                self.log_cleaner_max_compaction_lag_ms.to_string(),
             ),
             (
                 "group.initial.rebalance.delay.ms",

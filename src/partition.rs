@@ -199,6 +199,62 @@ impl Partition {
         Ok((after > before).then_some(after))
     }
 
+    /// One log-cleaner pass (see [`crate::cleaner`]) if cleanup.policy
+    /// includes compact and the plan says the log is dirty enough. The reading
+    /// and rewriting run without the lock; each swap takes it.
+    pub fn compact(
+        &self,
+        now: i64,
+        map_memory: u64,
+    ) -> Result<Option<crate::cleaner::CleanStats>, BrokerError> {
+        use crate::cleaner::{self, CompactionPolicy};
+        let hw = self.high_watermark();
+        let (sealed, first_dirty, policy) = {
+            let state = self.lock();
+            let c = &state.config;
+            if !c.cleanup_compact {
+                return Ok(None);
+            }
+            let policy = CompactionPolicy {
+                min_cleanable_dirty_ratio: c.min_cleanable_dirty_ratio,
+                min_compaction_lag_ms: c.min_compaction_lag_ms,
+                max_compaction_lag_ms: c.max_compaction_lag_ms,
+                delete_retention_ms: c.delete_retention_ms,
+                segment_bytes: c.segment_bytes,
+            };
+            (
+                state.log.sealed_segments(),
+                state.log.first_dirty_offset(),
+                policy,
+            )
+        };
+        let stats: Vec<_> = sealed.iter().map(cleaner::segment_stat).collect();
+        let Some(end) = cleaner::plan(&stats, first_dirty, hw, &policy, now) else {
+            return Ok(None);
+        };
+        let out = cleaner::clean(&sealed, first_dirty, end, &policy, map_memory, now)
+            .map_err(BrokerError::CorruptMessage)?;
+        drop(sealed);
+        for group in &out.groups {
+            let swapped = self
+                .lock()
+                .log
+                .replace_segments(std::slice::from_ref(group), first_dirty);
+            match swapped {
+                Ok(()) => {}
+                Err(sluice_storage::StorageError::SegmentGone(base)) => {
+                    // Retention or DeleteRecords removed it meanwhile; the
+                    // next pass starts from what is there then.
+                    tracing::info!(partition = ?self, segment = base, "cleaner pass overtaken by a deletion");
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.lock().log.replace_segments(&[], out.first_dirty)?;
+        Ok(Some(out.stats))
+    }
+
     /// DeleteRecords: moves the log start offset up to `offset` (at most the
     /// high watermark; -1 means the high watermark). Returns the new log start.
     pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {

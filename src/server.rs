@@ -36,6 +36,28 @@ async fn run_retention(broker: std::sync::Weak<Broker>, mut stop: watch::Receive
     }
 }
 
+/// Runs a log-cleaner pass every `log.cleaner.backoff.ms` (when
+/// `log.cleaner.enable`), on a blocking thread: one cleaner, like Kafka's
+/// default `log.cleaner.threads` = 1.
+async fn run_cleaner(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = match broker.upgrade() {
+        Some(b) if b.config.log_cleaner_enable => {
+            Duration::from_millis(b.config.log_cleaner_backoff_ms.max(10))
+        }
+        _ => return,
+    };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        let Some(b) = broker.upgrade() else { return };
+        if let Err(e) = tokio::task::spawn_blocking(move || b.apply_compaction()).await {
+            tracing::error!(error = %e, "log cleaner task failed");
+        }
+    }
+}
+
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
@@ -49,6 +71,7 @@ pub async fn run(
         stop_rx.clone(),
     ));
     tokio::spawn(run_retention(Arc::downgrade(&broker), stop_rx.clone()));
+    tokio::spawn(run_cleaner(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::pin!(shutdown);
     tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
     loop {

@@ -90,7 +90,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "delete.retention.ms",
         broker_key: Some("log.cleaner.delete.retention.ms"),
         kind: ConfigType::Long,
-        default: |_| "86400000".into(),
+        default: |c| c.log_cleaner_delete_retention_ms.to_string(),
         validate: |v| long_min(v, 0),
         doc: "how long tombstones stay in a compacted topic",
     },
@@ -114,7 +114,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "max.compaction.lag.ms",
         broker_key: Some("log.cleaner.max.compaction.lag.ms"),
         kind: ConfigType::Long,
-        default: |_| i64::MAX.to_string(),
+        default: |c| c.log_cleaner_max_compaction_lag_ms.to_string(),
         validate: |v| long_min(v, 1),
         doc: "longest time a record stays uncompacted",
     },
@@ -138,7 +138,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "min.cleanable.dirty.ratio",
         broker_key: Some("log.cleaner.min.cleanable.ratio"),
         kind: ConfigType::Double,
-        default: |_| "0.5".into(),
+        default: |c| c.log_cleaner_min_cleanable_ratio.to_string(),
         validate: ratio,
         doc: "dirty share of the log that triggers cleaning",
     },
@@ -146,7 +146,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "min.compaction.lag.ms",
         broker_key: Some("log.cleaner.min.compaction.lag.ms"),
         kind: ConfigType::Long,
-        default: |_| "0".into(),
+        default: |c| c.log_cleaner_min_compaction_lag_ms.to_string(),
         validate: |v| long_min(v, 0),
         doc: "shortest time a record stays uncompacted",
     },
@@ -227,6 +227,12 @@ pub struct TopicConfig {
     pub retention_bytes: i64,
     /// cleanup.policy includes delete (retention applies).
     pub cleanup_delete: bool,
+    /// cleanup.policy includes compact (the log cleaner applies).
+    pub cleanup_compact: bool,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
     /// compression.type as a codec; None keeps what the producer sent.
     pub compression: Option<kafka_protocol::records::Compression>,
 }
@@ -253,14 +259,28 @@ impl TopicConfig {
             cleanup_delete: get("cleanup.policy")
                 .split(',')
                 .any(|p| p.trim() == "delete"),
+            cleanup_compact: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+            delete_retention_ms: num("delete.retention.ms"),
+            min_compaction_lag_ms: num("min.compaction.lag.ms"),
+            max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             compression: crate::recompress::target(&get("compression.type")),
         }
     }
 
     pub fn log_config(&self) -> sluice_storage::LogConfig {
+        // A compacted topic rolls by max.compaction.lag.ms too: only sealed
+        // segments are cleaned, so that bounds how long a record stays dirty.
+        let segment_ms = if self.cleanup_compact {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        };
         sluice_storage::LogConfig {
             segment_bytes: self.segment_bytes,
-            segment_ms: self.segment_ms,
+            segment_ms,
             index_interval_bytes: self.index_interval_bytes,
             max_index_bytes: self.segment_index_bytes,
             ..Default::default()

@@ -186,6 +186,24 @@ pub fn with_log_append_time(batch: &[u8], time: i64) -> Vec<u8> {
     b
 }
 
+/// A batch with the header of `original` (base offset, leader epoch, last
+/// offset delta, timestamps, producer id, epoch and base sequence) around a new
+/// records section: `records` holding `count` records (compressed as
+/// `attributes` says). The compactor uses it to drop records from a batch
+/// without moving any offset.
+pub fn with_records(original: &[u8], records: &[u8], count: i32, attributes: i16) -> Vec<u8> {
+    let mut b = Vec::with_capacity(BATCH_HEADER_LEN + records.len());
+    b.extend_from_slice(&original[..BATCH_HEADER_LEN]);
+    b.extend_from_slice(records);
+    let length = (b.len() - LOG_OVERHEAD) as i32;
+    b[8..12].copy_from_slice(&length.to_be_bytes());
+    b[21..23].copy_from_slice(&attributes.to_be_bytes());
+    b[57..61].copy_from_slice(&count.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_START..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
 /// One record for [`build`].
 #[derive(Debug, Clone, Default)]
 pub struct RecordSpec<'a> {

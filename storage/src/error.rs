@@ -26,6 +26,8 @@ pub enum StorageError {
     EntryOutOfRange { index: u64, first: u64, last: u64 },
     #[error("offset {0} is not a batch boundary")]
     NotABatchBoundary(i64),
+    #[error("segment {0} was removed or changed while it was being cleaned")]
+    SegmentGone(i64),
 }
 
 impl StorageError {

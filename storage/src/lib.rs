@@ -8,7 +8,8 @@
 //! - [`segment`]: one `{base_offset:020}.log` file with its two indexes and its dense
 //!   batch-position map (Raft entry → file position).
 //! - [`log`]: ordered segments: append, read, roll, truncate, retention deletes,
-//!   durability (group commit), recovery at open.
+//!   durability (group commit), recovery at open; `log::clean` swaps in the
+//!   segments a compactor rewrote, crash-safely.
 //! - [`checkpoint`]: the small files beside the segments (recovery point, log start,
 //!   clean-shutdown marker).
 //! - [`fs`]: the file-system seam (real files, or faults injected by tests).
@@ -27,4 +28,7 @@ pub mod segment;
 pub use batch::{BATCH_HEADER_LEN, BatchHeader};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StorageError};
-pub use log::{AppendInfo, AppendOptions, Log, LogConfig, ReadResult, SegmentInfo, SyncPoint};
+pub use log::{
+    AppendInfo, AppendOptions, CleanedSegment, Log, LogConfig, ReadResult, SealedSegment,
+    SegmentInfo, SyncPoint,
+};

@@ -19,6 +19,9 @@ use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, RealFs};
 use crate::segment::{self, Segment, SegmentOptions};
 
+mod clean;
+pub use clean::{CLEANER_CHECKPOINT, CleanedSegment, SWAP_MARKER, SealedSegment};
+
 /// Per-log settings (Kafka topic configs in brackets).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -160,6 +163,7 @@ impl Log {
             _ => (0, 0, 1),
         };
 
+        clean::recover(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;

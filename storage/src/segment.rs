@@ -211,6 +211,11 @@ impl Segment {
         self.size = self.size.max(pos as u64 + h.total_size() as u64);
     }
 
+    /// Every batch of the segment, as one slice of its map.
+    pub fn all_bytes(&self) -> Bytes {
+        self.slice(0, self.size as usize)
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

@@ -1,0 +1,233 @@
+use super::*;
+use sluice_storage::SegmentInfo;
+use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+use std::collections::BTreeMap;
+
+fn policy() -> CompactionPolicy {
+    CompactionPolicy {
+        min_cleanable_dirty_ratio: 0.5,
+        min_compaction_lag_ms: 0,
+        max_compaction_lag_ms: i64::MAX,
+        delete_retention_ms: 1_000,
+        segment_bytes: 1 << 20,
+    }
+}
+
+/// (key, value) records; a None value is a tombstone, a None key is keyless.
+type Rec = (Option<&'static str>, Option<String>);
+
+/// Sealed segments of batches, each batch a list of records, at offsets from 0.
+fn segments(spec: &[Vec<Vec<Rec>>], timestamp: i64) -> Vec<SealedSegment> {
+    let mut next = 0i64;
+    spec.iter()
+        .map(|batches| {
+            let base = next;
+            let mut bytes = Vec::new();
+            for recs in batches {
+                let specs: Vec<RecordSpec<'_>> = recs
+                    .iter()
+                    .map(|(k, v)| RecordSpec {
+                        key: k.map(str::as_bytes),
+                        value: v.as_deref().map(str::as_bytes),
+                        timestamp,
+                    })
+                    .collect();
+                let mut b = batch::build(&specs, BuildOptions::default());
+                b[..8].copy_from_slice(&next.to_be_bytes());
+                next += recs.len() as i64;
+                bytes.extend(b);
+            }
+            SealedSegment {
+                info: SegmentInfo {
+                    base_offset: base,
+                    next_offset: next,
+                    size_bytes: bytes.len() as u64,
+                    max_timestamp: timestamp,
+                    created_ms: 0,
+                },
+                bytes: Bytes::from(bytes),
+            }
+        })
+        .collect()
+}
+
+fn put(k: &'static str, v: &str) -> Rec {
+    (Some(k), Some(v.to_string()))
+}
+
+/// offset → (key, value) of every record left, reading the swapped result.
+fn contents(original: &[SealedSegment], out: &CleanOutput) -> BTreeMap<i64, Rec> {
+    let mut segs: Vec<(i64, Bytes)> = Vec::new();
+    let replaced: Vec<i64> = out.groups.iter().flat_map(|g| g.replaces.clone()).collect();
+    for s in original {
+        if !replaced.contains(&s.info.base_offset) {
+            segs.push((s.info.base_offset, s.bytes.clone()));
+        }
+    }
+    for g in &out.groups {
+        segs.push((g.replaces[0], Bytes::from(g.batches.clone())));
+    }
+    segs.sort_by_key(|s| s.0);
+    let mut all = BTreeMap::new();
+    let mut next = 0;
+    for (_, bytes) in segs {
+        for b in batches(&bytes) {
+            let (h, b) = b.unwrap();
+            assert_eq!(h.base_offset, next, "batches stay where they were");
+            next = h.next_offset();
+            h.validate_crc(&b).unwrap();
+            for r in records::records(&b, &h).unwrap() {
+                let key: Option<&'static str> = r
+                    .key
+                    .map(|k| &*String::from_utf8(k.to_vec()).unwrap().leak());
+                let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                all.insert(r.offset, (key, value));
+            }
+        }
+    }
+    all
+}
+
+#[test]
+fn the_plan_waits_for_the_dirty_ratio_the_lag_and_the_high_watermark() {
+    let seg = |base, next, size, ts| SegmentStat {
+        base_offset: base,
+        next_offset: next,
+        size_bytes: size,
+        first_timestamp: ts,
+        max_timestamp: ts,
+    };
+    let segs = [
+        seg(0, 10, 100, 10),
+        seg(10, 20, 100, 20),
+        seg(20, 30, 100, 30),
+    ];
+    let p = policy();
+    // Never cleaned: all dirty.
+    assert_eq!(plan(&segs, 0, 30, &p, 100), Some(30));
+    // Below the high watermark only.
+    assert_eq!(plan(&segs, 0, 25, &p, 100), Some(20));
+    assert_eq!(plan(&segs, 0, 5, &p, 100), None);
+    // 1 dirty segment of 3 is under the 0.5 ratio; 2 of 3 is over.
+    assert_eq!(plan(&segs, 20, 30, &p, 100), None);
+    assert_eq!(plan(&segs, 10, 30, &p, 100), Some(30));
+    // Nothing dirty: nothing to do.
+    assert_eq!(plan(&segs, 30, 30, &p, 100), None);
+    // min.compaction.lag.ms keeps the newest segments out.
+    let lagged = CompactionPolicy {
+        min_compaction_lag_ms: 75,
+        ..p
+    };
+    assert_eq!(plan(&segs, 0, 30, &lagged, 100), Some(20));
+    // max.compaction.lag.ms forces a pass under the ratio.
+    let overdue = CompactionPolicy {
+        max_compaction_lag_ms: 50,
+        ..p
+    };
+    assert_eq!(plan(&segs, 20, 30, &overdue, 100), Some(30));
+    assert_eq!(plan(&segs, 20, 30, &overdue, 60), None);
+}
+
+#[test]
+fn the_latest_value_per_key_stays_at_its_offset() {
+    let sealed = segments(
+        &[
+            vec![
+                vec![put("a", "a1"), put("b", "b1"), put("c", "c1")],
+                vec![put("a", "a2"), (None, Some("keyless".into()))],
+            ],
+            vec![
+                vec![put("b", "b2"), (Some("c"), None)],
+                vec![put("d", "d1")],
+            ],
+        ],
+        50_000,
+    );
+    let out = clean(&sealed, 0, 9, &policy(), 1 << 20, 50_500).unwrap();
+    assert_eq!(out.first_dirty, 8);
+    let got = contents(&sealed, &out);
+    let want: BTreeMap<i64, Rec> = [
+        (3, put("a", "a2")),
+        (5, put("b", "b2")),
+        (6, (Some("c"), None)), // a young tombstone stays
+        (7, put("d", "d1")),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(got, want);
+    // The two segments are merged into one.
+    assert_eq!(out.groups.len(), 1);
+    assert_eq!(out.groups[0].replaces, vec![0, 5]);
+    assert_eq!((out.stats.records_read, out.stats.records_removed), (8, 4));
+    assert_eq!(
+        (out.stats.segments_before, out.stats.segments_after),
+        (2, 1)
+    );
+    assert!(out.stats.bytes_after < out.stats.bytes_before);
+
+    // Past delete.retention.ms the tombstone goes too; an emptied batch stays.
+    let out = clean(&sealed, 0, 9, &policy(), 1 << 20, 60_000).unwrap();
+    let got = contents(&sealed, &out);
+    assert!(!got.contains_key(&6));
+    assert_eq!(got.len(), 3);
+}
+
+#[test]
+fn a_full_map_cleans_what_it_covers_and_the_rest_waits() {
+    // Three segments, each one batch of 10 new keys, then updates of all 30.
+    let batch_of = |from: usize, tag: &str| -> Vec<Rec> {
+        (from..from + 10)
+            .map(|k| {
+                let key: &'static str = format!("k{k}").leak();
+                (Some(key), Some(format!("{tag}{k}")))
+            })
+            .collect()
+    };
+    let sealed = segments(
+        &[
+            vec![batch_of(0, "old")],
+            vec![batch_of(10, "old")],
+            vec![batch_of(20, "old")],
+            vec![batch_of(0, "new"), batch_of(10, "new"), batch_of(20, "new")],
+        ],
+        1_000,
+    );
+    // Room for 20 keys at most (24 bytes each, 90% load): the map takes the
+    // first two batches only.
+    let memory = 24 * 23;
+    let out = clean(&sealed, 0, 60, &policy(), memory, 2_000).unwrap();
+    assert_eq!(out.first_dirty, 20, "the map covered offsets below 20");
+    let got = contents(&sealed, &out);
+    assert_eq!(
+        got.len(),
+        60,
+        "nothing below 20 is superseded by what the map saw"
+    );
+    // The next pass starts there and removes the old values.
+    let out2 = clean(&sealed, 20, 60, &policy(), 1 << 20, 2_000).unwrap();
+    assert_eq!(out2.first_dirty, 60);
+    let got2 = contents(&sealed, &out2);
+    assert_eq!(got2.len(), 30);
+    assert!(
+        got2.values()
+            .all(|(_, v)| v.as_deref().unwrap().starts_with("new"))
+    );
+    assert!(
+        clean(&sealed, 0, 60, &policy(), 24, 2_000).is_err(),
+        "a map too small for one batch"
+    );
+}
+
+#[test]
+fn control_batches_stay_whole() {
+    let mut sealed = segments(&[vec![vec![put("a", "1")], vec![put("a", "2")]]], 0);
+    // Turn the first batch into a control batch (attributes bit 5).
+    let mut raw = sealed[0].bytes.to_vec();
+    let h = BatchHeader::parse(&raw).unwrap();
+    let control = batch::with_records(&raw[..h.total_size()], &raw[61..h.total_size()], 1, 1 << 5);
+    raw.splice(..h.total_size(), control);
+    sealed[0].bytes = Bytes::from(raw);
+    let out = clean(&sealed, 0, 2, &policy(), 1 << 20, 0).unwrap();
+    assert!(out.groups.is_empty(), "nothing to remove: {:?}", out.stats);
+    assert_eq!(out.stats.records_removed, 0);
+}
