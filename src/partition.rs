@@ -289,7 +289,27 @@ impl Partition {
     /// respect to other producers of this partition.
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
         let mut batches = split_batches(records)?;
-        let codec = self.lock().config.compression;
+        let (codec, compacted) = {
+            let state = self.lock();
+            (state.config.compression, state.config.cleanup_compact)
+        };
+        if compacted {
+            // As in Kafka: the cleaner could never tell which keyless record
+            // is the latest, so a compacted topic refuses them. Outside the
+            // lock, like recompression: both read every record.
+            for (h, b) in &batches {
+                if h.is_control() {
+                    continue;
+                }
+                let recs =
+                    crate::cleaner::records::records(b, h).map_err(BrokerError::CorruptMessage)?;
+                if recs.iter().any(|r| r.key.is_none()) {
+                    return Err(BrokerError::InvalidRecord(
+                        "compacted topic cannot accept a record without a key".into(),
+                    ));
+                }
+            }
+        }
         if let Some(codec) = codec {
             // Outside the lock: recompression is the one costly step.
             for (_, b) in &mut batches {

@@ -226,48 +226,72 @@ pub fn clean(
         stats.bytes_before += s.bytes.len() as u64;
         stats.segments_before += 1;
         let drop_tombstones = s.info.max_timestamp < tombstone_horizon;
-        let mut out = Vec::with_capacity(s.bytes.len());
+        // Runs of unchanged batches stay slices of the segment's map; only
+        // rewritten batches are new memory.
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut run = 0..0;
         let mut changed = false;
+        let mut pos = 0usize;
         for b in batches(&s.bytes) {
             let (h, bytes) = b?;
-            if h.is_control() || h.base_offset >= map_end {
-                out.extend_from_slice(&bytes);
-                continue;
-            }
-            let recs = records::records(&bytes, &h)?;
-            let keep = |r: &&RecordRef| {
-                if r.offset >= map_end {
-                    return true;
-                }
-                let Some(key) = &r.key else { return false };
-                let latest = map.get(key).is_none_or(|l| r.offset >= l);
-                latest && !(r.value.is_none() && drop_tombstones)
-            };
-            let kept: Vec<&RecordRef> = recs.iter().filter(keep).collect();
-            stats.records_read += recs.len() as u64;
-            stats.records_removed += (recs.len() - kept.len()) as u64;
-            if kept.len() == recs.len() {
-                out.extend_from_slice(&bytes);
+            let at = pos..pos + bytes.len();
+            pos = at.end;
+            let rebuilt = if h.is_control() || h.base_offset >= map_end {
+                None
             } else {
-                changed = true;
-                out.extend(records::rebuild(&bytes, &h, &kept)?);
+                let recs = records::records(&bytes, &h)?;
+                let keep = |r: &&RecordRef| {
+                    if r.offset >= map_end {
+                        return true;
+                    }
+                    let Some(key) = &r.key else { return false };
+                    let latest = map.get(key).is_none_or(|l| r.offset >= l);
+                    latest && !(r.value.is_none() && drop_tombstones)
+                };
+                let kept: Vec<&RecordRef> = recs.iter().filter(keep).collect();
+                stats.records_read += recs.len() as u64;
+                stats.records_removed += (recs.len() - kept.len()) as u64;
+                (kept.len() < recs.len())
+                    .then(|| records::rebuild(&bytes, &h, &kept))
+                    .transpose()?
+            };
+            match rebuilt {
+                None if run.end == at.start => run.end = at.end,
+                None => {
+                    if !run.is_empty() {
+                        out.push(s.bytes.slice(run.clone()));
+                    }
+                    run = at;
+                }
+                Some(new) => {
+                    changed = true;
+                    if !run.is_empty() {
+                        out.push(s.bytes.slice(run.clone()));
+                    }
+                    run = at.end..at.end;
+                    out.push(Bytes::from(new));
+                }
             }
         }
-        stats.bytes_after += out.len() as u64;
+        if !run.is_empty() {
+            out.push(s.bytes.slice(run));
+        }
+        let out_len: usize = out.iter().map(Bytes::len).sum();
+        stats.bytes_after += out_len as u64;
         let base = s.info.base_offset;
         match groups.last_mut() {
             Some((g, g_changed))
-                if g.batches.len() + out.len() <= group_limit
+                if g.len() + out_len <= group_limit
                     && s.info.next_offset - g.replaces[0] < i32::MAX as i64 =>
             {
                 g.replaces.push(base);
-                g.batches.extend(out);
+                g.chunks.extend(out);
                 *g_changed = true;
             }
             _ => groups.push((
                 CleanedSegment {
                     replaces: vec![base],
-                    batches: out,
+                    chunks: out,
                 },
                 changed,
             )),

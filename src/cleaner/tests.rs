@@ -65,7 +65,7 @@ fn contents(original: &[SealedSegment], out: &CleanOutput) -> BTreeMap<i64, Rec>
         }
     }
     for g in &out.groups {
-        segs.push((g.replaces[0], Bytes::from(g.batches.clone())));
+        segs.push((g.replaces[0], Bytes::from(g.to_vec())));
     }
     segs.sort_by_key(|s| s.0);
     let mut all = BTreeMap::new();

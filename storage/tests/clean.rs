@@ -89,7 +89,7 @@ fn rewrite(log: &Log) -> Vec<CleanedSegment> {
             }
             CleanedSegment {
                 replaces: pair.iter().map(|s| s.info.base_offset).collect(),
-                batches: out,
+                chunks: vec![out.into()],
             }
         })
         .collect()
@@ -178,16 +178,20 @@ fn stale_or_unfaithful_rewrites_are_refused_without_a_trace() {
 
     // One batch too few.
     let mut short = cleaned.clone();
-    let h = BatchHeader::parse(&short[0].batches).unwrap();
-    short[0].batches.drain(..h.total_size());
+    let mut bytes = short[0].to_vec();
+    let h = BatchHeader::parse(&bytes).unwrap();
+    bytes.drain(..h.total_size());
+    short[0].chunks = vec![bytes.into()];
     assert!(matches!(
         log.replace_segments(&short, 0),
         Err(StorageError::InvalidBatch(_))
     ));
     // A flipped byte.
     let mut flipped = cleaned.clone();
-    let n = flipped[0].batches.len();
-    flipped[0].batches[n - 1] ^= 1;
+    let mut bytes = flipped[0].to_vec();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    flipped[0].chunks = vec![bytes.into()];
     assert!(log.replace_segments(&flipped, 0).is_err());
     // A segment that retention deleted meanwhile.
     let second = log.sealed_segments()[1].info.base_offset;
@@ -213,7 +217,7 @@ fn partial_swap(dir: &Path, cleaned: &[CleanedSegment], dirty: i64, steps: usize
     let name = |base: i64, ext: &str| dir.join(format!("{base:020}.{ext}"));
     let mut ops: Vec<Box<dyn Fn()>> = Vec::new();
     for c in cleaned {
-        let (base, bytes) = (c.replaces[0], c.batches.clone());
+        let (base, bytes) = (c.replaces[0], c.to_vec());
         ops.push(Box::new(move || {
             std::fs::write(name(base, "cleaned"), &bytes).unwrap()
         }));

@@ -182,3 +182,19 @@ def test_kill9_while_the_cleaner_runs_loses_no_latest_value(tmp_path):
         if b.proc and b.proc.poll() is None:
             b.proc.kill()
             b.proc.wait(10)
+
+
+def test_a_compacted_topic_refuses_records_without_a_key(broker):
+    from confluent_kafka import KafkaError
+
+    create_topic(broker.bootstrap, "compacted-keys", 1, {"cleanup.policy": "compact"})
+    errors = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0, "enable.idempotence": False})
+    p.produce("compacted-keys", value=b"no key", on_delivery=lambda err, m: errors.append(err))
+    p.flush(30)  # its own batch: the whole batch is refused
+    p.produce("compacted-keys", key=b"k", value=b"keyed", on_delivery=lambda err, m: errors.append(err))
+    assert p.flush(30) == 0
+    assert errors[0] is not None and errors[0].code() == KafkaError.INVALID_RECORD, errors
+    assert errors[1] is None
+    got = read_confluent(broker.bootstrap, "compacted-keys")
+    assert [(k, v) for _, k, v in got] == [("k", "keyed")]

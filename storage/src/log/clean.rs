@@ -45,12 +45,29 @@ pub struct SealedSegment {
 }
 
 /// The cleaned form of consecutive sealed segments: their batches, rewritten,
-/// concatenated, in order.
+/// in order, as chunks of whole batches (so batches a cleaner kept unchanged
+/// can stay slices of the old segments' maps instead of copies).
 #[derive(Debug, Clone)]
 pub struct CleanedSegment {
     /// Base offsets of the segments replaced (consecutive, ascending).
     pub replaces: Vec<i64>,
-    pub batches: Vec<u8>,
+    pub chunks: Vec<Bytes>,
+}
+
+impl CleanedSegment {
+    /// Bytes of the cleaned segment.
+    pub fn len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The cleaned segment as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.chunks.concat()
+    }
 }
 
 fn cleaned_name(dir: &Path, base: i64) -> std::path::PathBuf {
@@ -123,37 +140,50 @@ pub(super) fn recover(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `batches` is a faithful rewrite of `originals`: the same number
-/// of batches with the same base offsets and offset ranges, each whole and
-/// with a good CRC.
-fn check_rewrite(originals: &[&Segment], batches: &[u8]) -> Result<()> {
-    let mut pos = 0usize;
+/// Checks that `chunks` are a faithful rewrite of `originals`: the same
+/// number of batches with the same base offsets and offset ranges, each whole
+/// and with a good CRC.
+fn check_rewrite(originals: &[&Segment], chunks: &[Bytes]) -> Result<()> {
+    let mut want = Vec::new();
     for seg in originals {
         for i in 0..seg.entries() as usize {
-            let (want, _) = seg.entry(i)?;
-            let rest = &batches[pos.min(batches.len())..];
+            let (h, _) = seg.entry(i)?;
+            want.push((h.base_offset, h.last_offset_delta));
+        }
+    }
+    let mut want = want.into_iter();
+    for chunk in chunks {
+        let mut pos = 0usize;
+        while pos < chunk.len() {
+            let rest = &chunk[pos..];
             let got = BatchHeader::parse(rest)?;
             if got.total_size() > rest.len() {
                 return Err(StorageError::InvalidBatch(
-                    "a cleaned batch runs past the end of its segment".into(),
+                    "a cleaned batch runs past the end of its chunk".into(),
                 ));
             }
             got.validate_crc(&rest[..got.total_size()])?;
-            if (got.base_offset, got.last_offset_delta)
-                != (want.base_offset, want.last_offset_delta)
-            {
-                return Err(StorageError::InvalidBatch(format!(
-                    "cleaned batch at {} does not match the original at {}",
-                    got.base_offset, want.base_offset
-                )));
+            match want.next() {
+                Some(w) if w == (got.base_offset, got.last_offset_delta) => {}
+                Some((base, _)) => {
+                    return Err(StorageError::InvalidBatch(format!(
+                        "cleaned batch at {} does not match the original at {base}",
+                        got.base_offset
+                    )));
+                }
+                None => {
+                    return Err(StorageError::InvalidBatch(format!(
+                        "cleaned batch at {} has no original",
+                        got.base_offset
+                    )));
+                }
             }
             pos += got.total_size();
         }
     }
-    if pos != batches.len() {
+    if let Some((base, _)) = want.next() {
         return Err(StorageError::InvalidBatch(format!(
-            "{} bytes after the last cleaned batch",
-            batches.len() - pos
+            "the batch at {base} is missing from the cleaned segment"
         )));
     }
     Ok(())
@@ -216,7 +246,7 @@ impl Log {
                 return Err(StorageError::SegmentGone(first));
             }
             let originals: Vec<&Segment> = self.segments[start..end].iter().collect();
-            check_rewrite(&originals, &c.batches)?;
+            check_rewrite(&originals, &c.chunks)?;
             spans.push((start, end));
         }
         for w in spans.windows(2) {
@@ -235,9 +265,13 @@ impl Log {
                 .open(&path, true)
                 .map_err(|e| StorageError::io(&path, e))?;
             file.set_len(0).map_err(|e| StorageError::io(&path, e))?;
-            self.fs
-                .write_at(&file, &c.batches, 0)
-                .map_err(|e| StorageError::io(&path, e))?;
+            let mut at = 0u64;
+            for chunk in &c.chunks {
+                self.fs
+                    .write_at(&file, chunk, at)
+                    .map_err(|e| StorageError::io(&path, e))?;
+                at += chunk.len() as u64;
+            }
             self.fs
                 .sync(&file)
                 .map_err(|e| StorageError::io(&path, e))?;
