@@ -448,24 +448,11 @@ fn rebuild_producer_state(
     log: &Log,
     producers: &mut ProducerStateManager,
 ) -> Result<(), BrokerError> {
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    while offset < end {
-        let chunk = log.read(offset, 8 << 20)?.records;
-        if chunk.is_empty() {
-            break;
+    log.for_each_header(log.log_start_offset(), |h| {
+        if !h.is_control() {
+            producers.observe(&producer_batch(h), h.base_offset, h.last_offset());
         }
-        let mut pos = 0;
-        while pos + BATCH_HEADER_LEN <= chunk.len() {
-            let h = BatchHeader::parse(&chunk[pos..])?;
-            let last = h.base_offset + h.last_offset_delta as i64;
-            if !h.is_control() {
-                producers.observe(&producer_batch(&h), h.base_offset, last);
-            }
-            offset = last + 1;
-            pos += h.total_size();
-        }
-    }
+    })?;
     Ok(())
 }
 

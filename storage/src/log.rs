@@ -625,6 +625,25 @@ impl Log {
         Ok(())
     }
 
+    /// Calls `f` with the header of every batch that ends at or after
+    /// `from_offset`, in order, reading headers with positional reads rather
+    /// than through the segment maps (startup state rebuilds use it, so a
+    /// restart leaves the log's pages evictable).
+    pub fn for_each_header(&self, from_offset: i64, mut f: impl FnMut(&BatchHeader)) -> Result<()> {
+        for seg in &self.segments {
+            if seg.next_offset() <= from_offset {
+                continue;
+            }
+            for i in 0..seg.entries() as usize {
+                let h = seg.read_header(i)?;
+                if h.next_offset() > from_offset {
+                    f(&h);
+                }
+            }
+        }
+        Ok(())
+    }
+
     // ---- Raft entries: one batch each, dense indexes ----
 
     pub fn first_entry_index(&self) -> u64 {

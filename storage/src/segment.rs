@@ -167,29 +167,49 @@ impl Segment {
             .open(&path, false)
             .map_err(|e| StorageError::io(&path, e))?;
         let mut seg = Self::from_file(dir, path, file, base_offset, first_entry, opts, now_ms)?;
-        let size = seg.size as usize;
-        let mut pos = 0usize;
+        let size = seg.size;
+        let mut pos = 0u64;
         let mut expected = base_offset;
-        let map = seg.map.clone();
+        // The walk reads headers (and, to validate, whole batches) with
+        // positional reads, not through the map: pages it pulls in then stay
+        // unmapped, so the kernel may drop them like any cached file data
+        // (a memory-mapped page is pinned while the process maps it).
+        let mut buf = Vec::new();
         while pos < size {
-            let rest = &map[pos..size];
-            let header = match BatchHeader::parse(rest) {
-                Ok(h) if h.total_size() <= rest.len() && h.base_offset >= expected => h,
+            let want = BATCH_HEADER_LEN.min((size - pos) as usize);
+            let mut head = [0u8; BATCH_HEADER_LEN];
+            if read_at(&seg.file, &mut head[..want], pos).is_err() {
+                break;
+            }
+            let header = match BatchHeader::parse(&head[..want]) {
+                Ok(h) if h.total_size() as u64 <= size - pos && h.base_offset >= expected => h,
                 _ => break,
             };
-            if validate && header.validate_crc(&rest[..header.total_size()]).is_err() {
-                break;
+            if validate {
+                buf.resize(header.total_size(), 0);
+                if read_at(&seg.file, &mut buf, pos).is_err() || header.validate_crc(&buf).is_err()
+                {
+                    break;
+                }
             }
             seg.index_batch(&header, pos as u32);
             expected = header.next_offset();
-            pos += header.total_size();
+            pos += header.total_size() as u64;
         }
-        let truncated_bytes = (size - pos) as u64;
+        let truncated_bytes = size - pos;
         if truncated_bytes > 0 {
-            drop(map);
-            seg.cut_file(pos as u64)?;
+            seg.cut_file(pos)?;
         }
         Ok((seg, ScanOutcome { truncated_bytes }))
+    }
+
+    /// Header of entry `i`, read with a positional read (see `open`): for
+    /// rebuilding state at startup without mapping the log.
+    pub fn read_header(&self, i: usize) -> Result<BatchHeader> {
+        let mut head = [0u8; BATCH_HEADER_LEN];
+        read_at(&self.file, &mut head, self.positions[i] as u64)
+            .map_err(|e| StorageError::io(&self.path, e))?;
+        BatchHeader::parse(&head)
     }
 
     /// Records a batch at `pos` in the dense map and the sparse indexes.
@@ -436,6 +456,10 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, buf, pos)
 }
 
 /// Owner of a byte range of a segment map, for `Bytes::from_owner`.

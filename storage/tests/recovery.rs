@@ -209,3 +209,50 @@ fn a_clean_close_skips_validation_and_keeps_everything() {
     drop(log);
     assert_valid_prefix(&dir, &originals, 8, "clean reopen");
 }
+
+/// Resident pages of this process's mappings of `path` (from /proc/self/smaps).
+fn mapped_resident_kib(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let name = path.to_string_lossy();
+    let mut total = 0;
+    let mut inside = false;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            inside = line.ends_with(&*name);
+        } else if inside && first == "Rss:" {
+            total += line
+                .split_whitespace()
+                .nth(1)
+                .unwrap()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
+}
+
+#[test]
+fn opening_a_log_leaves_its_pages_unmapped() {
+    // Startup walks every batch header; done through the map, it would pin
+    // the whole log in memory and keep the page cache from dropping it.
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 300);
+    // First after a crash (validating), then after a clean close.
+    for clean in [false, true] {
+        let mut log = Log::open(dir.path(), config(), Arc::new(SystemClock)).unwrap();
+        let mut headers = 0;
+        log.for_each_header(0, |_| headers += 1).unwrap();
+        assert_eq!(headers, 300);
+        let segments = log.segments();
+        assert!(segments.len() > 3);
+        let first = dir
+            .path()
+            .join(format!("{:020}.log", segments[0].base_offset));
+        assert_eq!(mapped_resident_kib(&first), 0, "clean={clean}");
+        // A read does map it: the check can see mapped pages.
+        log.read(0, 100).unwrap();
+        assert!(mapped_resident_kib(&first) > 0);
+        log.close().unwrap();
+    }
+}
