@@ -30,6 +30,7 @@ pub mod metadata;
 pub mod partition;
 pub mod producer_state;
 pub mod recompress;
+pub mod replication;
 pub mod retention;
 pub mod server;
 pub mod topic_config;

@@ -1,0 +1,21 @@
+//! Raft replication of partitions (raft-rs): the partition log is the Raft
+//! log.
+//!
+//! - [`store`]: `raft::Storage` over `sluice_storage::Log`: one entry per
+//!   batch, the term in the partition leader epoch, Raft's own entries as
+//!   control batches, the hard state in `raft-state`.
+//! - [`replica`]: one replica's `RawNode`, driven by tick / step / propose /
+//!   ready calls that return messages and the high watermark.
+//! - [`sim`]: an in-memory network of replicas (cuts, crashes, restarts) on
+//!   which the tests run elections, truncation and catch-up without sockets.
+//!
+//! Built so far: the replica core and its tests. Not yet: the broker-to-broker
+//! transport, the controller quorum, wiring produce and fetch to replicas, and
+//! snapshot installation (docs/ARCHITECTURE.md, "Replication").
+
+pub mod replica;
+pub mod sim;
+pub mod store;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! One replica of a partition's Raft group: a raft-rs `RawNode` over the
+//! partition log, driven by plain calls (tick, step, propose, ready) that
+//! return what to send and how far the high watermark moved. No sockets and
+//! no clock of its own: the caller (the broker's replication task, or the
+//! in-memory network of the tests) decides when time passes and how
+//! messages travel.
+
+use raft::eraftpb::Message;
+use raft::{Config, RawNode, StateRole};
+
+use super::store::{ReplicaStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("installing a snapshot is not supported yet")]
+    SnapshotUnsupported,
+}
+
+/// What one `ready` call produced.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Messages to deliver to their `to` replica.
+    pub messages: Vec<Message>,
+    /// The new high watermark (offset after the last committed entry), when
+    /// it moved.
+    pub high_watermark: Option<i64>,
+}
+
+/// Ticks (of the caller's choosing) before a follower that heard nothing
+/// starts an election, and between a leader's heartbeats.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub election_ticks: usize,
+    pub heartbeat_ticks: usize,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        }
+    }
+}
+
+pub struct Replica {
+    pub id: u64,
+    node: RawNode<ReplicaStore>,
+    store: ReplicaStore,
+    high_watermark: i64,
+}
+
+fn logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+impl Replica {
+    pub fn new(id: u64, store: ReplicaStore, timing: Timing) -> Result<Self, ReplicaError> {
+        let applied = {
+            use raft::Storage;
+            store.initial_state()?.hard_state.commit
+        };
+        let config = Config {
+            id,
+            election_tick: timing.election_ticks,
+            heartbeat_tick: timing.heartbeat_ticks,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            ..Config::default()
+        };
+        let node = RawNode::new(&config, store.clone(), &logger())?;
+        let high_watermark = store.offset_after(applied)?;
+        Ok(Self {
+            id,
+            node,
+            store,
+            high_watermark,
+        })
+    }
+
+    pub fn store(&self) -> &ReplicaStore {
+        &self.store
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.node.raft.state == StateRole::Leader
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<u64> {
+        Some(self.node.raft.leader_id).filter(|&l| l != raft::INVALID_ID)
+    }
+
+    /// The current term: the partition's leader epoch.
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// A message from another replica. Messages for another term or from an
+    /// unknown peer are Raft's to judge; an error means a corrupt message.
+    pub fn step(&mut self, m: Message) -> Result<(), ReplicaError> {
+        self.node.step(m)?;
+        Ok(())
+    }
+
+    /// Proposes one produced record batch; it is appended (and given its
+    /// offsets) at the next `ready`, and committed once a majority has it.
+    pub fn propose(&mut self, batch: Vec<u8>) -> Result<(), ReplicaError> {
+        if !self.is_leader() {
+            return Err(ReplicaError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        self.node.propose(vec![], batch)?;
+        Ok(())
+    }
+
+    /// Persists what Raft decided (entries, hard state; one fsync for all),
+    /// and returns the messages to send and the high watermark.
+    pub fn ready(&mut self) -> Result<Output, ReplicaError> {
+        let mut out = Output::default();
+        if !self.node.has_ready() {
+            return Ok(out);
+        }
+        let mut rd = self.node.ready();
+        out.messages.extend(rd.take_messages());
+        if !rd.snapshot().is_empty() {
+            return Err(ReplicaError::SnapshotUnsupported);
+        }
+        let mut committed = rd.take_committed_entries().last().map(|e| e.index);
+        self.store.append(rd.entries())?;
+        if let Some(hs) = rd.hs() {
+            self.store.set_hard_state(hs)?;
+        }
+        if !rd.entries().is_empty() {
+            self.store.sync()?;
+        }
+        out.messages.extend(rd.take_persisted_messages());
+        let mut light = self.node.advance(rd);
+        if let Some(c) = light.commit_index() {
+            self.store.set_commit(c);
+        }
+        out.messages.extend(light.take_messages());
+        if let Some(e) = light.take_committed_entries().last() {
+            committed = Some(e.index);
+        }
+        self.node.advance_apply();
+        if let Some(index) = committed {
+            let hw = self.store.offset_after(index)?;
+            if hw > self.high_watermark {
+                self.high_watermark = hw;
+                out.high_watermark = Some(hw);
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,341 @@
+//! The partition log as the Raft log: `raft::Storage` over a
+//! `sluice_storage::Log`.
+//!
+//! Each Raft entry is one batch in the log, at the same index (the storage
+//! numbers batches densely from 1). The entry's term is the batch's partition
+//! leader epoch. A normal entry carrying a produced record batch is stored as
+//! that batch; Raft's own entries (the empty entry a new leader appends,
+//! configuration changes) are stored as control batches, which consumers skip:
+//! one control record whose key is (version 0, type [`RAFT_CONTROL_TYPE`]) and
+//! whose value is the entry (type, data, context) in Raft's protobuf encoding.
+//!
+//! Beside the segments, `raft-state` holds the hard state (term, vote,
+//! commit), the voters and the index and term of the last entry before the
+//! log's first one (the snapshot point), replaced atomically.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage};
+use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+use sluice_storage::{AppendOptions, BatchHeader, Clock, Log, LogConfig, checkpoint};
+
+/// Control record type of Raft's own entries (Kafka's LEADER_CHANGE type;
+/// transaction markers use 0 and 1).
+pub const RAFT_CONTROL_TYPE: i16 = 2;
+const STATE_FILE: &str = "raft-state";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    Storage(#[from] sluice_storage::StorageError),
+    #[error("raft entry {index}: {reason}")]
+    BadEntry { index: u64, reason: String },
+}
+
+impl From<StoreError> for raft::Error {
+    fn from(e: StoreError) -> Self {
+        raft::Error::Store(raft::StorageError::Other(Box::new(e)))
+    }
+}
+
+struct Inner {
+    log: Log,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the entry just before the log's first.
+    snapshot_index: u64,
+    snapshot_term: u64,
+}
+
+/// A shared handle: the Raft node reads through it, the replica writes.
+#[derive(Clone)]
+pub struct ReplicaStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn raft_key() -> [u8; 4] {
+    let mut k = [0u8; 4];
+    k[2..].copy_from_slice(&RAFT_CONTROL_TYPE.to_be_bytes());
+    k
+}
+
+/// The batch an entry is stored as: the same bytes on every replica.
+pub fn entry_to_batch(e: &Entry) -> Result<Vec<u8>, StoreError> {
+    let bad = |reason: String| StoreError::BadEntry {
+        index: e.index,
+        reason,
+    };
+    if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+        batch::validate(&e.data).map_err(|err| bad(err.to_string()))?;
+        return Ok(e.data.to_vec());
+    }
+    let mut own = Entry::default();
+    own.set_entry_type(e.get_entry_type());
+    own.data = e.data.clone();
+    own.context = e.context.clone();
+    let value = own.write_to_bytes().map_err(|err| bad(err.to_string()))?;
+    let key = raft_key();
+    Ok(batch::build(
+        &[RecordSpec {
+            key: Some(&key),
+            value: Some(&value),
+            // No time: every replica must build the same bytes.
+            timestamp: -1,
+        }],
+        BuildOptions {
+            control: true,
+            ..BuildOptions::default()
+        },
+    ))
+}
+
+/// The entry a stored batch is.
+pub fn batch_to_entry(index: u64, batch: Bytes) -> Result<Entry, StoreError> {
+    let bad = |reason: String| StoreError::BadEntry { index, reason };
+    let h = BatchHeader::parse(&batch)?;
+    let mut e = Entry::default();
+    if h.is_control() {
+        let recs = crate::cleaner::records::records(&batch, &h).map_err(bad)?;
+        if let [r] = &recs[..]
+            && r.key.as_deref() == Some(&raft_key()[..])
+        {
+            let value = r.value.as_deref().unwrap_or_default();
+            e = Entry::parse_from_bytes(value).map_err(|err| bad(err.to_string()))?;
+        } else {
+            e.data = batch;
+        }
+    } else {
+        e.data = batch;
+    }
+    e.index = index;
+    e.term = h.partition_leader_epoch.max(0) as u64;
+    Ok(e)
+}
+
+impl ReplicaStore {
+    /// Opens the log in `dir`; a new one starts with `voters` as its
+    /// configuration.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        voters: &[u64],
+    ) -> Result<Self, StoreError> {
+        let log = Log::open(dir, config, clock)?;
+        let mut hard_state = HardState::default();
+        let mut conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..ConfState::default()
+        };
+        let (mut snapshot_index, mut snapshot_term) = (log.first_entry_index() - 1, 0);
+        if let Some(text) = checkpoint::read(dir, STATE_FILE) {
+            let lines: Vec<Vec<i64>> = text
+                .lines()
+                .map(|l| checkpoint::numbers(l).unwrap_or_default())
+                .collect();
+            if let [hs, vs, snap] = &lines[..]
+                && let ([term, vote, commit], [index, sterm]) = (&hs[..], &snap[..])
+            {
+                hard_state.term = *term as u64;
+                hard_state.vote = *vote as u64;
+                hard_state.commit = *commit as u64;
+                conf_state.voters = vs.iter().map(|v| *v as u64).collect();
+                snapshot_index = *index as u64;
+                snapshot_term = *sterm as u64;
+            }
+        }
+        // What recovery cut off can no longer count as committed.
+        hard_state.commit = hard_state.commit.min(log.last_entry_index());
+        Ok(Self {
+            inner: Arc::new(Mutex::new(Inner {
+                log,
+                hard_state,
+                conf_state,
+                snapshot_index,
+                snapshot_term,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(inner: &Inner) -> Result<(), StoreError> {
+        let hs = &inner.hard_state;
+        let voters: Vec<String> = inner
+            .conf_state
+            .voters
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
+        checkpoint::write_atomic(
+            inner.log.dir(),
+            STATE_FILE,
+            &format!(
+                "{} {} {}\n{}\n{} {}\n",
+                hs.term,
+                hs.vote,
+                hs.commit,
+                voters.join(" "),
+                inner.snapshot_index,
+                inner.snapshot_term
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// Appends entries from Raft, first cutting any conflicting suffix (a new
+    /// leader overwrote it). Not yet durable: see [`Self::sync`].
+    pub fn append(&self, entries: &[Entry]) -> Result<(), StoreError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut inner = self.lock();
+        if first.index <= inner.log.last_entry_index() {
+            inner.log.truncate_to_entry(first.index)?;
+        }
+        for e in entries {
+            if e.index != inner.log.last_entry_index() + 1 {
+                return Err(StoreError::BadEntry {
+                    index: e.index,
+                    reason: format!("the log ends at {}", inner.log.last_entry_index()),
+                });
+            }
+            let batch = entry_to_batch(e)?;
+            let opts = AppendOptions {
+                leader_epoch: e.term as i32,
+                log_append_time: None,
+            };
+            inner.log.append(&batch, &opts)?;
+        }
+        Ok(())
+    }
+
+    /// Records a new hard state. A term or vote change is made durable at
+    /// once (Raft's safety rests on it); a commit index alone is written
+    /// with the next one, since a lost commit index is only learnt again.
+    pub fn set_hard_state(&self, hs: &HardState) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let must_sync = hs.term != inner.hard_state.term || hs.vote != inner.hard_state.vote;
+        inner.hard_state = hs.clone();
+        if must_sync {
+            Self::write_state(&inner)?;
+        }
+        Ok(())
+    }
+
+    pub fn set_commit(&self, commit: u64) {
+        let mut inner = self.lock();
+        inner.hard_state.commit = inner.hard_state.commit.max(commit);
+    }
+
+    /// fsyncs the appended entries.
+    pub fn sync(&self) -> Result<i64, StoreError> {
+        let point = self.lock().log.sync_point();
+        let durable = point.sync()?;
+        self.lock().log.mark_durable(durable);
+        Ok(durable)
+    }
+
+    /// The offset just past entry `index` (0 for index 0).
+    pub fn offset_after(&self, index: u64) -> Result<i64, StoreError> {
+        if index == 0 {
+            return Ok(0);
+        }
+        let inner = self.lock();
+        if index < inner.log.first_entry_index() {
+            return Ok(inner.log.log_start_offset());
+        }
+        let b = inner.log.entry(index)?;
+        Ok(BatchHeader::parse(&b)?.next_offset())
+    }
+
+    /// Runs `f` on the log (reads for fetches and tests).
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
+        f(&self.lock().log)
+    }
+
+    /// Writes the hard state and a clean-shutdown marker.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        Self::write_state(&inner)?;
+        inner.log.close()?;
+        Ok(())
+    }
+}
+
+impl Storage for ReplicaStore {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let inner = self.lock();
+        Ok(RaftState {
+            hard_state: inner.hard_state.clone(),
+            conf_state: inner.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let inner = self.lock();
+        if low < inner.log.first_entry_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if high > inner.log.last_entry_index() + 1 {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for i in low..high {
+            let b = inner.log.entry(i).map_err(StoreError::from)?;
+            size += b.len() as u64;
+            // Always at least one entry, like raft's own limit_size.
+            if !out.is_empty() && size > max {
+                break;
+            }
+            out.push(batch_to_entry(i, b)?);
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let inner = self.lock();
+        if idx == inner.snapshot_index {
+            return Ok(inner.snapshot_term);
+        }
+        if idx < inner.log.first_entry_index() {
+            return Err(raft::Error::Store(raft::StorageError::Compacted));
+        }
+        if idx > inner.log.last_entry_index() {
+            return Err(raft::Error::Store(raft::StorageError::Unavailable));
+        }
+        let t = inner.log.entry_term(idx).map_err(StoreError::from)?;
+        Ok(t.max(0) as u64)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.lock().log.first_entry_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.lock().log.last_entry_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Installing a snapshot (copying segments to a follower behind the
+        // first index) is not built yet; an unavailable snapshot makes the
+        // leader retry later instead of sending a wrong one.
+        Err(raft::Error::Store(
+            raft::StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}

@@ -1,0 +1,286 @@
+use super::replica::ReplicaError;
+use super::sim::SimCluster;
+use super::store::{batch_to_entry, entry_to_batch};
+use bytes::Bytes;
+use raft::eraftpb::{ConfChange, Entry, EntryType};
+use sluice_storage::BatchHeader;
+use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+
+fn payload(tag: &str, i: usize) -> Vec<u8> {
+    let value = format!("{tag}-{i}");
+    batch::build(
+        &[RecordSpec {
+            key: Some(tag.as_bytes()),
+            value: Some(value.as_bytes()),
+            timestamp: i as i64,
+        }],
+        BuildOptions::default(),
+    )
+}
+
+/// The record values of the committed data batches of replica `id`.
+fn committed_values(sim: &SimCluster, id: u64) -> Vec<String> {
+    sim.committed_data(id)
+        .iter()
+        .flat_map(|(_, b)| {
+            let h = BatchHeader::parse(b).unwrap();
+            crate::cleaner::records::records(b, &h).unwrap()
+        })
+        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+        .collect()
+}
+
+fn propose_all(sim: &mut SimCluster, on: u64, tag: &str, n: usize) -> Result<(), ReplicaError> {
+    for i in 0..n {
+        sim.replicas
+            .get_mut(&on)
+            .unwrap()
+            .propose(payload(tag, i))?;
+    }
+    Ok(())
+}
+
+fn names(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i}")).collect()
+}
+
+fn all_agree(sim: &SimCluster) -> bool {
+    let logs: Vec<_> = sim.replicas.keys().map(|&id| sim.log_of(id)).collect();
+    let hws: Vec<_> = sim.replicas.values().map(|r| r.high_watermark()).collect();
+    logs.windows(2).all(|w| w[0] == w[1]) && hws.windows(2).all(|w| w[0] == w[1])
+}
+
+#[test]
+fn entries_round_trip_through_batches() {
+    let normal = Entry {
+        data: Bytes::from(payload("t", 1)),
+        ..Entry::default()
+    };
+    let mut empty = Entry::default();
+    empty.set_entry_type(EntryType::EntryNormal);
+    let mut conf = Entry::default();
+    conf.set_entry_type(EntryType::EntryConfChange);
+    let cc = ConfChange {
+        node_id: 4,
+        ..ConfChange::default()
+    };
+    conf.data = protobuf::Message::write_to_bytes(&cc).unwrap().into();
+    conf.context = Bytes::from_static(b"ctx");
+    for (i, mut e) in [normal, empty, conf].into_iter().enumerate() {
+        e.index = 10 + i as u64;
+        e.term = 7;
+        let mut b = entry_to_batch(&e).unwrap();
+        // Storage gives the batch its term as partition leader epoch.
+        b[12..16].copy_from_slice(&7i32.to_be_bytes());
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(
+            h.is_control(),
+            i > 0,
+            "Raft's own entries are control batches"
+        );
+        let back = batch_to_entry(e.index, Bytes::from(b.clone())).unwrap();
+        assert_eq!(back.get_entry_type(), e.get_entry_type());
+        assert_eq!((back.index, back.term), (e.index, 7));
+        assert_eq!(back.context, e.context);
+        if i == 0 {
+            assert_eq!(back.data[..], b[..], "a data entry is its batch");
+        } else {
+            assert_eq!(back.data, e.data);
+        }
+    }
+    // A normal entry that is not a valid batch is refused, not stored.
+    let junk = Entry {
+        data: Bytes::from_static(b"not a batch"),
+        ..Entry::default()
+    };
+    assert!(entry_to_batch(&junk).is_err());
+}
+
+#[test]
+fn a_leader_is_elected_and_its_batches_commit_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    let term = sim.replicas[&leader].term();
+    propose_all(&mut sim, leader, "a", 20).unwrap();
+    // The leader's empty entry (a control batch) takes offset 0.
+    let done = sim
+        .run_until(100, |s| {
+            s.replicas.values().all(|r| r.high_watermark() == 21) && all_agree(s)
+        })
+        .unwrap();
+    assert!(done, "every replica commits all 20 batches");
+    for &id in sim.replicas.keys() {
+        assert_eq!(committed_values(&sim, id), names("a", 20));
+        assert!(
+            sim.log_of(id)
+                .iter()
+                .all(|(_, epoch, _)| *epoch as u64 == term),
+            "every batch carries the leader's term as its leader epoch"
+        );
+    }
+    // A follower refuses a proposal and names the leader.
+    let follower = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    match sim
+        .replicas
+        .get_mut(&follower)
+        .unwrap()
+        .propose(payload("x", 0))
+    {
+        Err(ReplicaError::NotLeader { leader: Some(l) }) => assert_eq!(l, leader),
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_commits_without_a_majority() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    propose_all(&mut sim, leader, "ok", 3).unwrap();
+    assert!(
+        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 4)
+            .unwrap()
+    );
+    let others: Vec<u64> = sim
+        .replicas
+        .keys()
+        .copied()
+        .filter(|&id| id != leader)
+        .collect();
+    for &id in &others {
+        sim.crash(id);
+    }
+    propose_all(&mut sim, leader, "alone", 3).unwrap();
+    sim.run_until(50, |_| false).unwrap();
+    assert_eq!(
+        sim.replicas[&leader].high_watermark(),
+        4,
+        "one of three commits nothing"
+    );
+    assert!(
+        !sim.replicas[&leader].is_leader(),
+        "a leader without a quorum steps down"
+    );
+    for &id in &others {
+        sim.restart(id).unwrap();
+    }
+    sim.elect(300).unwrap();
+    assert!(
+        sim.run_until(300, all_agree).unwrap(),
+        "the replicas converge"
+    );
+    let values = committed_values(&sim, others[0]);
+    assert_eq!(values[..3], names("ok", 3)[..], "what was committed stays");
+}
+
+#[test]
+fn a_deposed_leaders_uncommitted_suffix_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let old = sim.elect(200).unwrap();
+    propose_all(&mut sim, old, "first", 5).unwrap();
+    assert!(
+        sim.run_until(100, |s| s
+            .replicas
+            .values()
+            .all(|r| r.high_watermark() == 6))
+            .unwrap()
+    );
+
+    // Cut off, the old leader still takes proposals; nobody else sees them.
+    sim.isolate(old);
+    propose_all(&mut sim, old, "lost", 3).unwrap();
+    let hw_before = sim.replicas[&old].high_watermark();
+    let new = {
+        sim.run_until(300, |s| s.leader().is_some_and(|l| l != old))
+            .unwrap();
+        sim.leader().expect("the majority side elects a leader")
+    };
+    assert!(sim.replicas[&new].term() > sim.replicas[&old].term());
+    propose_all(&mut sim, new, "second", 4).unwrap();
+    assert!(
+        sim.run_until(100, |s| s.replicas[&new].high_watermark() > 6)
+            .unwrap()
+    );
+    assert_eq!(
+        sim.replicas[&old].high_watermark(),
+        hw_before,
+        "the cut-off side commits nothing"
+    );
+    assert_eq!(
+        sim.log_of(old).len(),
+        1 + 5 + 3,
+        "the old leader holds its uncommitted suffix"
+    );
+
+    sim.heal();
+    assert!(
+        sim.run_until(300, all_agree).unwrap(),
+        "the logs converge after healing"
+    );
+    let mut want = names("first", 5);
+    want.extend(names("second", 4));
+    for &id in sim.replicas.keys() {
+        assert_eq!(committed_values(&sim, id), want, "replica {id}");
+    }
+    let old_log = sim.log_of(old);
+    let lost_left = old_log
+        .iter()
+        .any(|(_, _, b)| b.windows(5).any(|w| w == b"lost-"));
+    assert!(
+        !lost_left,
+        "the conflicting entries were cut from the old leader's log"
+    );
+}
+
+#[test]
+fn crashed_replicas_recover_from_their_logs_and_catch_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    propose_all(&mut sim, leader, "one", 10).unwrap();
+    assert!(
+        sim.run_until(100, |s| s
+            .replicas
+            .values()
+            .all(|r| r.high_watermark() == 11))
+            .unwrap()
+    );
+
+    // A follower misses writes while it is down, then catches up.
+    let follower = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    sim.crash(follower);
+    propose_all(&mut sim, leader, "two", 10).unwrap();
+    assert!(
+        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 21)
+            .unwrap()
+    );
+    sim.restart(follower).unwrap();
+    assert!(
+        sim.run_until(200, |s| all_agree(s)
+            && s.replicas[&follower].high_watermark() == 21)
+            .unwrap()
+    );
+
+    // Everyone down at once (kill -9), then up: every acknowledged batch is
+    // still there, once, in order.
+    for id in 1..=3 {
+        sim.crash(id);
+    }
+    for id in 1..=3 {
+        sim.restart(id).unwrap();
+    }
+    let leader = sim.elect(300).unwrap();
+    propose_all(&mut sim, leader, "three", 2).unwrap();
+    assert!(
+        sim.run_until(300, |s| all_agree(s) && committed_values(s, 1).len() == 22)
+            .unwrap()
+    );
+    let mut want = names("one", 10);
+    want.extend(names("two", 10));
+    want.extend(names("three", 2));
+    for id in 1..=3 {
+        assert_eq!(committed_values(&sim, id), want);
+    }
+}
