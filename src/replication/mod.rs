@@ -6,6 +6,9 @@
 //!   control batches, the hard state in `raft-state`.
 //! - [`replica`]: one replica's `RawNode`, driven by tick / step / propose /
 //!   ready calls that return messages and the high watermark.
+//! - [`transport`]: broker-to-broker TCP: one connection per peer, messages
+//!   of all groups batched per destination.
+//! - [`host`]: one thread driving every replica of a node over the transport.
 //! - [`sim`]: an in-memory network of replicas (cuts, crashes, restarts) on
 //!   which the tests run elections, truncation and catch-up without sockets.
 //!
@@ -13,9 +16,11 @@
 //! transport, the controller quorum, wiring produce and fetch to replicas, and
 //! snapshot installation (docs/ARCHITECTURE.md, "Replication").
 
+pub mod host;
 pub mod replica;
 pub mod sim;
 pub mod store;
+pub mod transport;
 
 #[cfg(test)]
 mod tests;

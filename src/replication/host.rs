@@ -1,0 +1,183 @@
+//! A node's Raft groups at work: one thread drives every replica this node
+//! holds — ticks, messages from the transport, proposals — and sends what they
+//! produce through the transport. One thread for all groups (not a task per
+//! group) keeps 1,000 idle partitions at a tick loop's cost, and lets the
+//! replicas' fsyncs block without stalling the async runtime.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::replica::{Replica, ReplicaError};
+use super::transport::{Deliver, Envelope, Sender};
+
+/// What a group looks like from this node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub leader: Option<u64>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub high_watermark: i64,
+}
+
+enum Input {
+    Message(Envelope),
+    Propose {
+        group: String,
+        batch: Vec<u8>,
+        reply: mpsc::Sender<Result<(), ReplicaError>>,
+    },
+    Stop,
+}
+
+/// Handle on a running host.
+pub struct Host {
+    inputs: mpsc::Sender<Input>,
+    status: Arc<Mutex<HashMap<String, GroupStatus>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Host {
+    /// Starts the driving thread for `replicas` (group name → replica),
+    /// sending through `sender`, ticking every `tick`.
+    pub fn start(replicas: HashMap<String, Replica>, sender: Sender, tick: Duration) -> Self {
+        let (inputs, rx) = mpsc::channel();
+        let status = Arc::new(Mutex::new(HashMap::new()));
+        let thread = {
+            let status = status.clone();
+            std::thread::Builder::new()
+                .name("raft-host".into())
+                .spawn(move || drive(replicas, sender, rx, tick, status))
+                .expect("spawn the raft thread")
+        };
+        Self {
+            inputs,
+            status,
+            thread: Some(thread),
+        }
+    }
+
+    /// Where the transport should hand received messages.
+    pub fn deliver(&self) -> Deliver {
+        let inputs = Mutex::new(self.inputs.clone());
+        Arc::new(move |e| {
+            inputs
+                .lock()
+                .map(|i| i.send(Input::Message(e)).is_ok())
+                .unwrap_or(false)
+        })
+    }
+
+    /// Proposes a produced batch to `group`; Ok once it is in the leader's
+    /// log (committed later: see [`Self::status`]).
+    pub fn propose(&self, group: &str, batch: Vec<u8>) -> Result<(), ReplicaError> {
+        let (reply, answer) = mpsc::channel();
+        let sent = self.inputs.send(Input::Propose {
+            group: group.to_owned(),
+            batch,
+            reply,
+        });
+        if sent.is_err() {
+            return Err(ReplicaError::NotLeader { leader: None });
+        }
+        answer
+            .recv()
+            .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
+    }
+
+    pub fn status(&self, group: &str) -> Option<GroupStatus> {
+        self.status.lock().ok()?.get(group).copied()
+    }
+
+    /// Stops the thread; the replicas are dropped without closing their
+    /// logs, as a crash would leave them.
+    pub fn stop(mut self) {
+        let _ = self.inputs.send(Input::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = self.inputs.send(Input::Stop);
+    }
+}
+
+fn drive(
+    mut replicas: HashMap<String, Replica>,
+    sender: Sender,
+    inputs: mpsc::Receiver<Input>,
+    tick: Duration,
+    status: Arc<Mutex<HashMap<String, GroupStatus>>>,
+) {
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        let first = match inputs.recv_timeout(wait) {
+            Ok(i) => Some(i),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        // Take everything already waiting, so one ready (one fsync) serves
+        // many messages and proposals.
+        for input in first.into_iter().chain(inputs.try_iter()) {
+            match input {
+                Input::Stop => return,
+                Input::Message(e) => match replicas.get_mut(&e.group) {
+                    Some(r) => {
+                        if let Err(err) = r.step(e.message) {
+                            tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused");
+                        }
+                    }
+                    None => tracing::debug!(group = %e.group, "raft message for a group not here"),
+                },
+                Input::Propose {
+                    group,
+                    batch,
+                    reply,
+                } => {
+                    let r = match replicas.get_mut(&group) {
+                        Some(r) => r.propose(batch),
+                        None => Err(ReplicaError::NotLeader { leader: None }),
+                    };
+                    let _ = reply.send(r);
+                }
+            }
+        }
+        if Instant::now() >= next_tick {
+            for r in replicas.values_mut() {
+                r.tick();
+            }
+            next_tick += tick;
+            if next_tick < Instant::now() {
+                next_tick = Instant::now() + tick;
+            }
+        }
+        let mut changed = Vec::new();
+        for (group, r) in replicas.iter_mut() {
+            match r.ready() {
+                Ok(out) => {
+                    for m in out.messages {
+                        sender.send(group, m);
+                    }
+                }
+                Err(e) => tracing::error!(%group, error = %e, "raft group failed to persist"),
+            }
+            changed.push((
+                group.clone(),
+                GroupStatus {
+                    leader: r.leader(),
+                    is_leader: r.is_leader(),
+                    term: r.term(),
+                    high_watermark: r.high_watermark(),
+                },
+            ));
+        }
+        if let Ok(mut s) = status.lock() {
+            s.extend(changed);
+        }
+    }
+}

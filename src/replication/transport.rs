@@ -1,0 +1,406 @@
+//! Broker-to-broker transport for Raft messages: one TCP connection per peer
+//! on the internal listener, messages of every Raft group batched per
+//! destination.
+//!
+//! A sender keeps one outgoing connection per peer. Whatever is queued for a
+//! peer when its connection is ready to write goes out as one frame, so the
+//! heartbeats of many groups travel together in a single write. A message
+//! that cannot be sent (peer down, connection lost) is dropped: Raft resends
+//! what matters. The connection is re-established with a capped backoff.
+//!
+//! ```text
+//! hello:  magic "SLRT" (4) · version u16 (= 1) · sender node id u64
+//! frame:  length u32 (of what follows) · count u32 ·
+//!         count × ( group length u16 · group (UTF-8) · message length u32 ·
+//!                   raft Message in protobuf )
+//! ```
+//! Frames are at most [`MAX_FRAME`] bytes; a receiver closes a connection
+//! that sends anything else (with a log line).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+pub const MAGIC: &[u8; 4] = b"SLRT";
+pub const VERSION: u16 = 1;
+pub const MAX_FRAME: usize = 64 << 20;
+/// Messages put in one frame at most.
+const MAX_BATCH: usize = 4096;
+
+/// One received message: the sender, the Raft group, the message.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub from: u64,
+    pub group: String,
+    pub message: Message,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {0} bytes is over the limit")]
+    TooLarge(usize),
+    #[error("truncated frame")]
+    Truncated,
+    #[error("group name is not UTF-8")]
+    BadGroup,
+    #[error("bad raft message: {0}")]
+    BadMessage(String),
+}
+
+/// Encodes messages for one peer as one frame (length prefix included).
+pub fn encode_frame(messages: &[(String, Message)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(messages.len() as u32).to_be_bytes());
+    for (group, m) in messages {
+        let bytes = m.write_to_bytes().unwrap_or_default();
+        body.extend_from_slice(&(group.len() as u16).to_be_bytes());
+        body.extend_from_slice(group.as_bytes());
+        body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        body.extend_from_slice(&bytes);
+    }
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a frame body (after its length prefix).
+pub fn decode_frame(mut body: &[u8]) -> Result<Vec<(String, Message)>, FrameError> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], FrameError> {
+        if b.len() < n {
+            return Err(FrameError::Truncated);
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head)
+    }
+    let count = u32::from_be_bytes(take(&mut body, 4)?.try_into().expect("4 bytes")) as usize;
+    // Each message takes at least 6 bytes: a count past that is a lie.
+    if count > body.len() / 6 + 1 {
+        return Err(FrameError::Truncated);
+    }
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let glen = u16::from_be_bytes(take(&mut body, 2)?.try_into().expect("2 bytes")) as usize;
+        let group = std::str::from_utf8(take(&mut body, glen)?)
+            .map_err(|_| FrameError::BadGroup)?
+            .to_owned();
+        let mlen = u32::from_be_bytes(take(&mut body, 4)?.try_into().expect("4 bytes")) as usize;
+        let m = Message::parse_from_bytes(take(&mut body, mlen)?)
+            .map_err(|e| FrameError::BadMessage(e.to_string()))?;
+        out.push((group, m));
+    }
+    if !body.is_empty() {
+        return Err(FrameError::BadMessage(format!(
+            "{} bytes after the last message",
+            body.len()
+        )));
+    }
+    Ok(out)
+}
+
+/// Frames and messages written, over all peers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub frames: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// Sends messages to peers; cheap to clone.
+#[derive(Clone)]
+pub struct Sender {
+    queues: Arc<HashMap<u64, mpsc::UnboundedSender<(String, Message)>>>,
+    pub counters: Arc<Counters>,
+}
+
+impl Sender {
+    /// Starts one connection task per peer (`peers`: node id → internal
+    /// address); `me` is this node's id, sent in the hello.
+    pub fn start(me: u64, peers: &HashMap<u64, SocketAddr>) -> Self {
+        let mut queues = HashMap::new();
+        let counters = Arc::new(Counters::default());
+        for (&id, &addr) in peers {
+            if id == me {
+                continue;
+            }
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.insert(id, tx);
+            tokio::spawn(peer_loop(me, id, addr, rx, counters.clone()));
+        }
+        Self {
+            queues: Arc::new(queues),
+            counters,
+        }
+    }
+
+    /// Queues `message` (for its `to` node) of `group`. Unknown peers and
+    /// stopped senders drop it.
+    pub fn send(&self, group: &str, message: Message) {
+        if let Some(q) = self.queues.get(&message.to) {
+            let _ = q.send((group.to_owned(), message));
+        }
+    }
+}
+
+async fn peer_loop(
+    me: u64,
+    peer: u64,
+    addr: SocketAddr,
+    mut rx: mpsc::UnboundedReceiver<(String, Message)>,
+    counters: Arc<Counters>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    let mut batch = Vec::new();
+    loop {
+        // Wait for something to send before connecting.
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(m) => batch.push(m),
+                None => return,
+            }
+        }
+        let stream = match TcpStream::connect(addr).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer, %addr, error = %e, "raft peer unreachable");
+                batch.clear();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                // Messages queued meanwhile are stale: Raft resends.
+                while rx.try_recv().is_ok() {}
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(50);
+        let _ = stream.set_nodelay(true);
+        let mut w = BufWriter::new(stream);
+        let mut hello = Vec::with_capacity(14);
+        hello.extend_from_slice(MAGIC);
+        hello.extend_from_slice(&VERSION.to_be_bytes());
+        hello.extend_from_slice(&me.to_be_bytes());
+        if w.write_all(&hello).await.is_err() {
+            continue;
+        }
+        loop {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let frame = encode_frame(&batch);
+            counters.frames.fetch_add(1, Ordering::Relaxed);
+            counters
+                .messages
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            batch.clear();
+            if let Err(e) = async {
+                w.write_all(&frame).await?;
+                w.flush().await
+            }
+            .await
+            {
+                tracing::debug!(peer, error = %e, "raft connection lost");
+                break;
+            }
+            match rx.recv().await {
+                Some(m) => batch.push(m),
+                None => return,
+            }
+        }
+    }
+}
+
+/// Where received messages go; false means "stop reading".
+pub type Deliver = Arc<dyn Fn(Envelope) -> bool + Send + Sync>;
+
+/// Accepts peers on the internal listener and hands every message to
+/// `deliver`. Runs until the listener fails.
+pub async fn serve(listener: TcpListener, deliver: Deliver) {
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "internal listener failed");
+                return;
+            }
+        };
+        let deliver = deliver.clone();
+        tokio::spawn(async move {
+            if let Err(e) = read_peer(stream, &deliver).await {
+                tracing::warn!(peer = %addr, error = %e, "closing raft connection");
+            }
+        });
+    }
+}
+
+async fn read_peer(mut stream: TcpStream, deliver: &Deliver) -> Result<(), String> {
+    let mut hello = [0u8; 14];
+    stream
+        .read_exact(&mut hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    if &hello[..4] != MAGIC || u16::from_be_bytes([hello[4], hello[5]]) != VERSION {
+        return Err("not a Sluice raft peer (bad hello)".into());
+    }
+    let from = u64::from_be_bytes(hello[6..14].try_into().expect("8 bytes"));
+    let mut body = Vec::new();
+    loop {
+        let mut len = [0u8; 4];
+        match stream.read_exact(&mut len).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        }
+        let len = u32::from_be_bytes(len) as usize;
+        if len > MAX_FRAME {
+            return Err(FrameError::TooLarge(len).to_string());
+        }
+        body.resize(len, 0);
+        stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (group, message) in decode_frame(&body).map_err(|e| e.to_string())? {
+            if !deliver(Envelope {
+                from,
+                group,
+                message,
+            }) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::MessageType;
+
+    fn msg(to: u64, commit: u64) -> Message {
+        Message {
+            msg_type: MessageType::MsgHeartbeat,
+            to,
+            from: 1,
+            commit,
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_damage_is_an_error() {
+        let msgs: Vec<(String, Message)> =
+            (0..20).map(|i| (format!("topic-{i}"), msg(2, i))).collect();
+        let frame = encode_frame(&msgs);
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        let back = decode_frame(&frame[4..]).unwrap();
+        assert_eq!(back, msgs);
+        for cut in 4..frame.len() - 1 {
+            assert!(decode_frame(&frame[4..cut]).is_err(), "cut at {cut}");
+        }
+        let mut lying = frame[4..].to_vec();
+        lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(decode_frame(&lying).is_err());
+    }
+
+    fn to_channel(tx: mpsc::UnboundedSender<Envelope>) -> Deliver {
+        Arc::new(move |e| tx.send(e).is_ok())
+    }
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        (l, a)
+    }
+
+    #[tokio::test]
+    async fn messages_of_many_groups_arrive_in_order_in_few_frames() {
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(l, to_channel(tx)));
+        let sender = Sender::start(1, &HashMap::from([(2, addr)]));
+        for i in 0..2000u64 {
+            sender.send(&format!("g{}", i % 50), msg(2, i));
+        }
+        sender.send("nobody", msg(9, 0)); // unknown peer: dropped
+        let mut got = Vec::new();
+        while got.len() < 2000 {
+            let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("messages arrive")
+                .unwrap();
+            assert_eq!(e.from, 1);
+            got.push((e.group, e.message.commit));
+        }
+        let want: Vec<(String, u64)> = (0..2000u64).map(|i| (format!("g{}", i % 50), i)).collect();
+        assert_eq!(got, want);
+        let frames = sender.counters.frames.load(Ordering::Relaxed);
+        assert!(
+            frames < 200,
+            "2000 queued messages went out in {frames} frames"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_peer_is_reached_again_and_garbage_is_refused() {
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server = tokio::spawn(serve(l, to_channel(tx.clone())));
+        let sender = Sender::start(1, &HashMap::from([(2, addr)]));
+        sender.send("g", msg(2, 1));
+        assert_eq!(rx.recv().await.unwrap().message.commit, 1);
+        server.abort();
+        let _ = server.await;
+        // Sends while the peer is down are lost, not queued forever.
+        for i in 0..5 {
+            sender.send("g", msg(2, 100 + i));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let l = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(serve(l, to_channel(tx)));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            sender.send("g", msg(2, 7));
+            if let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await
+                && e.message.commit == 7
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the peer is reached again"
+            );
+        }
+        // A client that is not a peer is closed; the listener goes on.
+        let mut junk = TcpStream::connect(addr).await.unwrap();
+        junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), junk.read(&mut buf))
+            .await
+            .expect("closed promptly")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        sender.send("g", msg(2, 8));
+        let e = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let e = rx.recv().await.unwrap();
+                if e.message.commit == 8 {
+                    return e;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(e.group, "g");
+    }
+}

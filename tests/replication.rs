@@ -1,0 +1,187 @@
+//! Three nodes in one process, each with its own folder and internal
+//! listener on loopback, replicate a partition over the real transport: the
+//! leader's batches commit everywhere; when the leader's node stops, the
+//! other two elect a new leader and go on; the stopped node comes back from
+//! its folder and catches up.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice::replication::host::Host;
+use sluice::replication::replica::{Replica, ReplicaError, Timing};
+use sluice::replication::store::ReplicaStore;
+use sluice::replication::transport::{self, Sender};
+use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+use sluice_storage::{BatchHeader, LogConfig, SystemClock};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+const GROUP: &str = "orders-0";
+const TICK: Duration = Duration::from_millis(20);
+
+struct Node {
+    host: Host,
+    store: ReplicaStore,
+    server: JoinHandle<()>,
+}
+
+async fn start_node(
+    id: u64,
+    root: &Path,
+    peers: &HashMap<u64, SocketAddr>,
+    listener: TcpListener,
+) -> Node {
+    let store = ReplicaStore::open(
+        &root.join(id.to_string()),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        &[1, 2, 3],
+    )
+    .unwrap();
+    let replica = Replica::new(id, store.clone(), Timing::default()).unwrap();
+    let sender = Sender::start(id, peers);
+    let host = Host::start(HashMap::from([(GROUP.to_owned(), replica)]), sender, TICK);
+    let server = tokio::spawn(transport::serve(listener, host.deliver()));
+    Node {
+        host,
+        store,
+        server,
+    }
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    let v = format!("order-{i}");
+    batch::build(
+        &[RecordSpec {
+            key: Some(b"k"),
+            value: Some(v.as_bytes()),
+            timestamp: i as i64,
+        }],
+        BuildOptions::default(),
+    )
+}
+
+/// The order values committed in a node's log, in offset order.
+fn committed(node: &Node) -> Vec<String> {
+    let hw = node.host.status(GROUP).map_or(0, |s| s.high_watermark);
+    node.store.with_log(|log| {
+        let mut out = Vec::new();
+        for i in log.first_entry_index()..=log.last_entry_index() {
+            let b = log.entry(i).unwrap();
+            let h = BatchHeader::parse(&b).unwrap();
+            if h.is_control() || h.base_offset >= hw {
+                continue;
+            }
+            let recs = sluice::cleaner::records::records(&b, &h).unwrap();
+            out.extend(
+                recs.into_iter()
+                    .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+            );
+        }
+        out
+    })
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn leader_of(nodes: &HashMap<u64, Node>) -> Option<u64> {
+    let leaders: Vec<u64> = nodes
+        .iter()
+        .filter(|(_, n)| n.host.status(GROUP).is_some_and(|s| s.is_leader))
+        .map(|(&id, _)| id)
+        .collect();
+    (leaders.len() == 1).then(|| leaders[0])
+}
+
+/// Proposes to whichever node leads, following NotLeader answers.
+async fn propose(nodes: &HashMap<u64, Node>, batch: Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(l) = leader_of(nodes) {
+            match nodes[&l].host.propose(GROUP, batch.clone()) {
+                Ok(()) => return,
+                Err(ReplicaError::NotLeader { .. }) => {}
+                Err(e) => panic!("proposal failed: {e}"),
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader took the proposal");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_replicate_over_loopback_and_survive_losing_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = HashMap::new();
+    let mut peers = HashMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    let mut nodes = HashMap::new();
+    for id in 1..=3u64 {
+        let l = listeners.remove(&id).unwrap();
+        nodes.insert(id, start_node(id, dir.path(), &peers, l).await);
+    }
+
+    wait_for("a leader", Duration::from_secs(20), || {
+        leader_of(&nodes).is_some()
+    })
+    .await;
+    for i in 0..50 {
+        propose(&nodes, payload(i)).await;
+    }
+    let want: Vec<String> = (0..50).map(|i| format!("order-{i}")).collect();
+    wait_for("50 commits on every node", Duration::from_secs(20), || {
+        nodes.values().all(|n| committed(n) == want)
+    })
+    .await;
+
+    // The leader's node stops (its replica dropped without a close).
+    let old = leader_of(&nodes).unwrap();
+    let old_term = nodes[&old].host.status(GROUP).unwrap().term;
+    let stopped = nodes.remove(&old).unwrap();
+    stopped.server.abort();
+    stopped.host.stop();
+    drop(stopped.store);
+    wait_for("a new leader", Duration::from_secs(20), || {
+        leader_of(&nodes).is_some()
+    })
+    .await;
+    let new = leader_of(&nodes).unwrap();
+    assert_ne!(new, old);
+    assert!(nodes[&new].host.status(GROUP).unwrap().term > old_term);
+    for i in 50..80 {
+        propose(&nodes, payload(i)).await;
+    }
+    let want: Vec<String> = (0..80).map(|i| format!("order-{i}")).collect();
+    wait_for(
+        "80 commits on the two left",
+        Duration::from_secs(20),
+        || nodes.values().all(|n| committed(n) == want),
+    )
+    .await;
+
+    // It comes back from its folder, on its old address, and catches up.
+    let l = TcpListener::bind(peers[&old]).await.unwrap();
+    nodes.insert(old, start_node(old, dir.path(), &peers, l).await);
+    wait_for(
+        "the returning node to catch up",
+        Duration::from_secs(20),
+        || committed(&nodes[&old]) == want,
+    )
+    .await;
+    for n in nodes.values() {
+        n.server.abort();
+    }
+}
