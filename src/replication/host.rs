@@ -107,12 +107,23 @@ impl Drop for Host {
 }
 
 fn drive(
-    mut replicas: HashMap<String, Replica>,
+    replicas: HashMap<String, Replica>,
     sender: Sender,
     inputs: mpsc::Receiver<Input>,
     tick: Duration,
     status: Arc<Mutex<HashMap<String, GroupStatus>>>,
 ) {
+    let mut groups: Vec<(String, Replica, GroupStatus)> = replicas
+        .into_iter()
+        .map(|(name, r)| (name, r, GroupStatus::default()))
+        .collect();
+    let index: HashMap<String, usize> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.0.clone(), i))
+        .collect();
+    // Only groups that got input (or a tick) need a `ready` this round.
+    let mut touched = vec![true; groups.len()];
     let mut next_tick = Instant::now() + tick;
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
@@ -126,9 +137,10 @@ fn drive(
         for input in first.into_iter().chain(inputs.try_iter()) {
             match input {
                 Input::Stop => return,
-                Input::Message(e) => match replicas.get_mut(&e.group) {
-                    Some(r) => {
-                        if let Err(err) = r.step(e.message) {
+                Input::Message(e) => match index.get(&e.group) {
+                    Some(&i) => {
+                        touched[i] = true;
+                        if let Err(err) = groups[i].1.step(e.message) {
                             tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused");
                         }
                     }
@@ -139,8 +151,11 @@ fn drive(
                     batch,
                     reply,
                 } => {
-                    let r = match replicas.get_mut(&group) {
-                        Some(r) => r.propose(batch),
+                    let r = match index.get(&group) {
+                        Some(&i) => {
+                            touched[i] = true;
+                            groups[i].1.propose(batch)
+                        }
                         None => Err(ReplicaError::NotLeader { leader: None }),
                     };
                     let _ = reply.send(r);
@@ -148,8 +163,9 @@ fn drive(
             }
         }
         if Instant::now() >= next_tick {
-            for r in replicas.values_mut() {
-                r.tick();
+            for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
+                g.1.tick();
+                *t = true;
             }
             next_tick += tick;
             if next_tick < Instant::now() {
@@ -157,26 +173,34 @@ fn drive(
             }
         }
         let mut changed = Vec::new();
-        for (group, r) in replicas.iter_mut() {
+        for (t, (name, r, last)) in touched.iter_mut().zip(groups.iter_mut()) {
+            if !std::mem::take(t) {
+                continue;
+            }
             match r.ready() {
                 Ok(out) => {
                     for m in out.messages {
-                        sender.send(group, m);
+                        sender.send(name, m);
                     }
                 }
-                Err(e) => tracing::error!(%group, error = %e, "raft group failed to persist"),
+                Err(e) => {
+                    tracing::error!(group = %name, error = %e, "raft group failed to persist")
+                }
             }
-            changed.push((
-                group.clone(),
-                GroupStatus {
-                    leader: r.leader(),
-                    is_leader: r.is_leader(),
-                    term: r.term(),
-                    high_watermark: r.high_watermark(),
-                },
-            ));
+            let now = GroupStatus {
+                leader: r.leader(),
+                is_leader: r.is_leader(),
+                term: r.term(),
+                high_watermark: r.high_watermark(),
+            };
+            if now != *last {
+                *last = now;
+                changed.push((name.clone(), now));
+            }
         }
-        if let Ok(mut s) = status.lock() {
+        if !changed.is_empty()
+            && let Ok(mut s) = status.lock()
+        {
             s.extend(changed);
         }
     }
