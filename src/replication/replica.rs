@@ -18,8 +18,6 @@ pub enum ReplicaError {
     Store(#[from] StoreError),
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
-    #[error("installing a snapshot is not supported yet")]
-    SnapshotUnsupported,
 }
 
 /// What one `ready` call produced.
@@ -142,7 +140,14 @@ impl Replica {
         let mut rd = self.node.ready();
         out.messages.extend(rd.take_messages());
         if !rd.snapshot().is_empty() {
-            return Err(ReplicaError::SnapshotUnsupported);
+            self.store.apply_snapshot(rd.snapshot())?;
+            let hw = self
+                .store
+                .offset_after(rd.snapshot().get_metadata().index)?;
+            if hw > self.high_watermark {
+                self.high_watermark = hw;
+                out.high_watermark = Some(hw);
+            }
         }
         let mut committed = rd.take_committed_entries().last().map(|e| e.index);
         self.store.append(rd.entries())?;

@@ -148,8 +148,28 @@ impl ReplicaStore {
                 snapshot_term = *sterm as u64;
             }
         }
+        let mut log = log;
+        if snapshot_index >= log.first_entry_index() {
+            // `delete_below` wrote the new snapshot point, then crashed
+            // before deleting: finish it.
+            let first = snapshot_index + 1;
+            let offset = if first > log.last_entry_index() {
+                log.log_end_offset()
+            } else {
+                BatchHeader::parse(&log.entry(first)?)?.base_offset
+            };
+            log.delete_segments_below(offset)?;
+        }
+        if snapshot_index + 1 != log.first_entry_index() {
+            tracing::warn!(dir = %dir.display(), snapshot_index, first = log.first_entry_index(),
+                "raft snapshot point does not match the log; using the log's");
+            snapshot_index = log.first_entry_index() - 1;
+        }
         // What recovery cut off can no longer count as committed.
-        hard_state.commit = hard_state.commit.min(log.last_entry_index());
+        hard_state.commit = hard_state
+            .commit
+            .min(log.last_entry_index())
+            .max(snapshot_index);
         Ok(Self {
             inner: Arc::new(Mutex::new(Inner {
                 log,
@@ -249,10 +269,60 @@ impl ReplicaStore {
         }
         let inner = self.lock();
         if index < inner.log.first_entry_index() {
-            return Ok(inner.log.log_start_offset());
+            // Entries up to the snapshot point end where the first kept
+            // segment begins.
+            let first_base = inner.log.segments().first().map_or(0, |s| s.base_offset);
+            return Ok(first_base.max(inner.log.log_start_offset()));
         }
         let b = inner.log.entry(index)?;
         Ok(BatchHeader::parse(&b)?.next_offset())
+    }
+
+    /// Retention on a replicated log: deletes whole segments below `offset`
+    /// (never the active one) and makes the deleted entries the snapshot
+    /// point, whose term is recorded before anything is deleted.
+    pub fn delete_below(&self, offset: i64) -> Result<usize, StoreError> {
+        let mut inner = self.lock();
+        let segs = inner.log.segments();
+        let doomed = segs[..segs.len() - 1]
+            .iter()
+            .take_while(|s| s.next_offset <= offset)
+            .count();
+        if doomed == 0 {
+            return Ok(0);
+        }
+        let new_first_base = segs[doomed].base_offset;
+        let new_first = match inner.log.entry_for_offset(new_first_base)? {
+            Some(e) => e,
+            None => inner.log.last_entry_index() + 1,
+        };
+        inner.snapshot_term = inner.log.entry_term(new_first - 1)?.max(0) as u64;
+        inner.snapshot_index = new_first - 1;
+        Self::write_state(&inner)?;
+        Ok(inner.log.delete_segments_below(offset)?)
+    }
+
+    /// Installs a leader's snapshot: everything here is dropped, and the log
+    /// continues at the offset and entry index where the leader's begins.
+    pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        let meta = snap.get_metadata();
+        let bad = |reason: String| StoreError::BadEntry {
+            index: meta.index,
+            reason,
+        };
+        let text = std::str::from_utf8(&snap.data).map_err(|e| bad(e.to_string()))?;
+        let Some(&base) = checkpoint::numbers(text).as_deref().and_then(|n| n.first()) else {
+            return Err(bad(format!("snapshot data '{text}'")));
+        };
+        let mut inner = self.lock();
+        inner.log.reset(base, meta.index + 1)?;
+        inner.snapshot_index = meta.index;
+        inner.snapshot_term = meta.term;
+        inner.conf_state = meta.get_conf_state().clone();
+        inner.hard_state.commit = inner.hard_state.commit.max(meta.index);
+        Self::write_state(&inner)?;
+        tracing::info!(dir = %inner.log.dir().display(), index = meta.index, offset = base, "installed a raft snapshot");
+        Ok(())
     }
 
     /// Runs `f` on the log (reads for fetches and tests).
@@ -331,11 +401,19 @@ impl Storage for ReplicaStore {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Installing a snapshot (copying segments to a follower behind the
-        // first index) is not built yet; an unavailable snapshot makes the
-        // leader retry later instead of sending a wrong one.
-        Err(raft::Error::Store(
-            raft::StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        // The snapshot is the log's deleted prefix: there is no state to copy
+        // beyond where the log now begins. A follower that installs it drops
+        // its log and continues at the first kept entry.
+        let inner = self.lock();
+        let first_base = inner.log.segments().first().map_or(0, |s| s.base_offset);
+        let mut snap = Snapshot {
+            data: first_base.to_string().into(),
+            ..Snapshot::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = inner.snapshot_index;
+        meta.term = inner.snapshot_term;
+        meta.set_conf_state(inner.conf_state.clone());
+        Ok(snap)
     }
 }

@@ -284,3 +284,75 @@ fn crashed_replicas_recover_from_their_logs_and_catch_up() {
         assert_eq!(committed_values(&sim, id), want);
     }
 }
+
+#[test]
+fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    propose_all(&mut sim, leader, "early", 10).unwrap();
+    assert!(
+        sim.run_until(100, |s| s
+            .replicas
+            .values()
+            .all(|r| r.high_watermark() == 11))
+            .unwrap()
+    );
+    let behind = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    sim.crash(behind);
+    for round in 0..4 {
+        propose_all(&mut sim, leader, &format!("late{round}"), 60).unwrap();
+        let want = 11 + 60 * (round + 1) as i64;
+        assert!(
+            sim.run_until(100, |s| s.replicas[&leader].high_watermark() == want)
+                .unwrap()
+        );
+    }
+    // Retention on the two live replicas deletes what `behind` still needs.
+    let hw = sim.replicas[&leader].high_watermark();
+    for r in sim.replicas.values() {
+        assert!(
+            r.store().delete_below(hw - 100).unwrap() > 0,
+            "segments deleted"
+        );
+    }
+    let first = sim.replicas[&leader]
+        .store()
+        .with_log(|l| l.first_entry_index());
+    assert!(
+        first > 12,
+        "the leader's log now starts past what `behind` has"
+    );
+
+    sim.restart(behind).unwrap();
+    assert!(
+        sim.run_until(300, |s| all_agree(s)
+            && s.replicas[&behind].high_watermark() == hw)
+            .unwrap(),
+        "the follower installs the snapshot and catches up"
+    );
+    let (start, first_behind) = sim.replicas[&behind]
+        .store()
+        .with_log(|l| (l.log_start_offset(), l.first_entry_index()));
+    assert_eq!(first_behind, first);
+    assert!(start > 11, "its log now starts where the leader's does");
+    assert!(
+        !committed_values(&sim, behind)
+            .iter()
+            .any(|v| v.starts_with("early"))
+    );
+    // It keeps up with new writes, and survives a restart on its own.
+    propose_all(&mut sim, leader, "after", 5).unwrap();
+    assert!(
+        sim.run_until(100, |s| all_agree(s)
+            && s.replicas[&behind].high_watermark() == hw + 5)
+            .unwrap()
+    );
+    sim.crash(behind);
+    sim.restart(behind).unwrap();
+    assert!(
+        sim.run_until(300, |s| all_agree(s)
+            && s.replicas[&behind].high_watermark() == hw + 5)
+            .unwrap()
+    );
+}

@@ -224,7 +224,7 @@ impl Log {
             segments.push(Segment::create(
                 dir,
                 fs.as_ref(),
-                cp_start.max(0),
+                cp_start.max(cp_first_base).max(0),
                 cp_first_entry,
                 &opts,
                 now,
@@ -494,6 +494,48 @@ impl Log {
             s.delete(&self.dir)?;
         }
         Ok(doomed)
+    }
+
+    /// Replaces the whole log with an empty one that starts at offset
+    /// `base_offset` with entry index `first_entry`: a replica installing its
+    /// leader's snapshot drops everything it had and continues where the
+    /// leader's log begins.
+    pub fn reset(&mut self, base_offset: i64, first_entry: u64) -> Result<()> {
+        let first_entry = first_entry.max(1);
+        // Segments at or above the new base go first (newest first), then
+        // the checkpoint, then the rest: a crash anywhere leaves either a
+        // prefix of the old log or a checkpoint that makes open delete what
+        // is left of it.
+        while self
+            .segments
+            .last()
+            .is_some_and(|s| s.base_offset >= base_offset)
+        {
+            let s = self.segments.pop().expect("checked");
+            s.delete(&self.dir)?;
+        }
+        checkpoint::write_atomic(
+            &self.dir,
+            LOG_START,
+            &format!("{base_offset} {base_offset} {first_entry}\n"),
+        )?;
+        for s in self.segments.drain(..) {
+            s.delete(&self.dir)?;
+        }
+        let seg = Segment::create(
+            &self.dir,
+            self.fs.as_ref(),
+            base_offset,
+            first_entry,
+            &self.opts(),
+            self.clock.now_ms(),
+        )?;
+        self.segments.push(seg);
+        self.log_start_offset = base_offset;
+        self.durable_offset = base_offset;
+        self.recovery_point = base_offset;
+        self.write_recovery_point()?;
+        checkpoint::sync_dir(&self.dir)
     }
 
     /// Moves the log start offset (DeleteRecords); may point inside a segment.

@@ -256,3 +256,41 @@ fn opening_a_log_leaves_its_pages_unmapped() {
         log.close().unwrap();
     }
 }
+
+#[test]
+fn a_reset_log_starts_over_at_the_given_offset_and_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(dir.path(), 30);
+    let mut log = Log::open(dir.path(), config(), Arc::new(SystemClock)).unwrap();
+    assert!(log.segments().len() > 3);
+    let end = log.log_end_offset();
+    log.reset(end + 100, 77).unwrap();
+    let check = |log: &Log| {
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (end + 100, end + 100)
+        );
+        assert_eq!((log.first_entry_index(), log.last_entry_index()), (77, 76));
+        assert!(log.read(end + 100, 1000).unwrap().records.is_empty());
+        assert!(log.read(0, 1000).is_err(), "nothing below the new start");
+    };
+    check(&log);
+    drop(log);
+    let mut log = Log::open(dir.path(), config(), Arc::new(SystemClock)).unwrap();
+    check(&log);
+    let info = log
+        .append(&batch_for(1), &AppendOptions::default())
+        .unwrap();
+    assert_eq!((info.first_offset, info.entry_index), (end + 100, 77));
+    let files = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert_eq!(files, 1, "every old segment is gone");
+}
