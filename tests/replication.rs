@@ -185,3 +185,164 @@ async fn three_nodes_replicate_over_loopback_and_survive_losing_the_leader() {
         n.server.abort();
     }
 }
+
+mod controller {
+    use super::*;
+    use sluice::replication::host::Applier;
+    use sluice::replication::metadata::{self, ClusterImage, MetadataRecord};
+    use std::sync::Mutex;
+
+    const META: &str = "__cluster_metadata";
+
+    struct MetaNode {
+        host: Host,
+        image: Arc<Mutex<ClusterImage>>,
+        server: JoinHandle<()>,
+    }
+
+    async fn start(
+        id: u64,
+        root: &Path,
+        peers: &HashMap<u64, SocketAddr>,
+        listener: TcpListener,
+    ) -> MetaNode {
+        let store = ReplicaStore::open(
+            &root.join(id.to_string()).join(META),
+            LogConfig::default(),
+            Arc::new(SystemClock),
+            &[1, 2, 3],
+        )
+        .unwrap();
+        // The image is not stored: it is rebuilt from the log at every start.
+        let replica = Replica::with_replay(id, store, Timing::default(), true).unwrap();
+        let image = Arc::new(Mutex::new(ClusterImage::default()));
+        let applier: Applier = {
+            let image = image.clone();
+            Box::new(move |e| {
+                if e.data.is_empty() {
+                    return;
+                }
+                if let Ok(record) = metadata::decode(&e.data) {
+                    let _ = image.lock().unwrap().apply(e.index, &record);
+                }
+            })
+        };
+        let host = Host::start_with(
+            HashMap::from([(META.to_owned(), replica)]),
+            HashMap::from([(META.to_owned(), applier)]),
+            Sender::start(id, peers),
+            TICK,
+        );
+        let server = tokio::spawn(transport::serve(listener, host.deliver()));
+        MetaNode {
+            host,
+            image,
+            server,
+        }
+    }
+
+    fn image(n: &MetaNode) -> ClusterImage {
+        n.image.lock().unwrap().clone()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_node_builds_the_same_image_from_the_quorum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut listeners = HashMap::new();
+        let mut peers = HashMap::new();
+        for id in 1..=3u64 {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            peers.insert(id, l.local_addr().unwrap());
+            listeners.insert(id, l);
+        }
+        let mut nodes = HashMap::new();
+        for id in 1..=3u64 {
+            let l = listeners.remove(&id).unwrap();
+            nodes.insert(id, start(id, dir.path(), &peers, l).await);
+        }
+        // Each broker registers through whichever node leads (followers
+        // forward), retrying until its registration is applied.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while nodes.values().any(|n| image(n).brokers.len() < 3) {
+            for (&id, n) in &nodes {
+                if !image(n).brokers.contains_key(&id) {
+                    n.host.propose_anywhere(
+                        META,
+                        metadata::encode(&MetadataRecord::RegisterBroker {
+                            node_id: id,
+                            host: "127.0.0.1".into(),
+                            port: 9000 + id as u16,
+                        }),
+                    );
+                }
+            }
+            assert!(Instant::now() < deadline, "registrations did not commit");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // A follower proposes a topic; every image gets it.
+        let leader = loop {
+            if let Some((&id, _)) = nodes
+                .iter()
+                .find(|(_, n)| n.host.status(META).is_some_and(|s| s.is_leader))
+            {
+                break id;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        let brokers: Vec<u64> = image(&nodes[&follower]).brokers.keys().copied().collect();
+        let create = MetadataRecord::CreateTopic {
+            name: "orders".into(),
+            topic_id: "id-orders".into(),
+            assignment: metadata::assign("orders", 0, 6, 3, &brokers).unwrap(),
+            configs: Default::default(),
+        };
+        nodes[&follower]
+            .host
+            .propose_anywhere(META, metadata::encode(&create));
+        wait_for("the topic on every node", Duration::from_secs(20), || {
+            nodes
+                .values()
+                .all(|n| image(n).topics.contains_key("orders"))
+        })
+        .await;
+        let reference = image(&nodes[&leader]);
+        assert_eq!(reference.topics["orders"].assignment.len(), 6);
+        for n in nodes.values() {
+            assert_eq!(image(n), reference, "identical images");
+        }
+
+        // A node that was down rebuilds the image from its log and learns
+        // what it missed.
+        let gone = follower;
+        let stopped = nodes.remove(&gone).unwrap();
+        stopped.server.abort();
+        stopped.host.stop();
+        nodes[&leader].host.propose_anywhere(
+            META,
+            metadata::encode(&MetadataRecord::DeleteTopic {
+                name: "orders".into(),
+            }),
+        );
+        wait_for(
+            "the deletion on the live nodes",
+            Duration::from_secs(20),
+            || nodes.values().all(|n| image(n).topics.is_empty()),
+        )
+        .await;
+        let l = TcpListener::bind(peers[&gone]).await.unwrap();
+        nodes.insert(gone, start(gone, dir.path(), &peers, l).await);
+        wait_for(
+            "the returning node's image",
+            Duration::from_secs(20),
+            || image(&nodes[&gone]) == image(&nodes[&leader]),
+        )
+        .await;
+        assert_eq!(image(&nodes[&gone]).brokers.len(), 3);
+        assert!(image(&nodes[&gone]).topics.is_empty());
+        for n in nodes.values() {
+            n.server.abort();
+        }
+    }
+}

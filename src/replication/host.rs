@@ -21,8 +21,16 @@ pub struct GroupStatus {
     pub high_watermark: i64,
 }
 
+/// Called with each committed entry of a group, in order, on the host
+/// thread (keep it short).
+pub type Applier = Box<dyn FnMut(&raft::eraftpb::Entry) + Send>;
+
 enum Input {
     Message(Envelope),
+    ProposeAnywhere {
+        group: String,
+        batch: Vec<u8>,
+    },
     Propose {
         group: String,
         batch: Vec<u8>,
@@ -42,13 +50,23 @@ impl Host {
     /// Starts the driving thread for `replicas` (group name → replica),
     /// sending through `sender`, ticking every `tick`.
     pub fn start(replicas: HashMap<String, Replica>, sender: Sender, tick: Duration) -> Self {
+        Self::start_with(replicas, HashMap::new(), sender, tick)
+    }
+
+    /// Like `start`, with appliers for the committed entries of some groups.
+    pub fn start_with(
+        replicas: HashMap<String, Replica>,
+        appliers: HashMap<String, Applier>,
+        sender: Sender,
+        tick: Duration,
+    ) -> Self {
         let (inputs, rx) = mpsc::channel();
         let status = Arc::new(Mutex::new(HashMap::new()));
         let thread = {
             let status = status.clone();
             std::thread::Builder::new()
                 .name("raft-host".into())
-                .spawn(move || drive(replicas, sender, rx, tick, status))
+                .spawn(move || drive(replicas, appliers, sender, rx, tick, status))
                 .expect("spawn the raft thread")
         };
         Self {
@@ -86,6 +104,16 @@ impl Host {
             .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
     }
 
+    /// Proposes from this node whether or not it leads `group`: a follower
+    /// forwards to the leader. Nothing reports back: watch the state the
+    /// record should change.
+    pub fn propose_anywhere(&self, group: &str, batch: Vec<u8>) {
+        let _ = self.inputs.send(Input::ProposeAnywhere {
+            group: group.to_owned(),
+            batch,
+        });
+    }
+
     pub fn status(&self, group: &str) -> Option<GroupStatus> {
         self.status.lock().ok()?.get(group).copied()
     }
@@ -108,6 +136,7 @@ impl Drop for Host {
 
 fn drive(
     replicas: HashMap<String, Replica>,
+    mut appliers: HashMap<String, Applier>,
     sender: Sender,
     inputs: mpsc::Receiver<Input>,
     tick: Duration,
@@ -146,6 +175,14 @@ fn drive(
                     }
                     None => tracing::debug!(group = %e.group, "raft message for a group not here"),
                 },
+                Input::ProposeAnywhere { group, batch } => {
+                    if let Some(&i) = index.get(&group) {
+                        touched[i] = true;
+                        if let Err(e) = groups[i].1.propose_anywhere(batch) {
+                            tracing::debug!(%group, error = %e, "proposal dropped (no leader yet)");
+                        }
+                    }
+                }
                 Input::Propose {
                     group,
                     batch,
@@ -181,6 +218,9 @@ fn drive(
                 Ok(out) => {
                     for m in out.messages {
                         sender.send(name, m);
+                    }
+                    if let Some(apply) = appliers.get_mut(name.as_str()) {
+                        out.committed.iter().for_each(apply);
                     }
                 }
                 Err(e) => {

@@ -9,6 +9,8 @@
 //! - [`transport`]: broker-to-broker TCP: one connection per peer, messages
 //!   of all groups batched per destination.
 //! - [`host`]: one thread driving every replica of a node over the transport.
+//! - [`metadata`]: the controller quorum's records, the cluster image they
+//!   build, and replica assignment.
 //! - [`sim`]: an in-memory network of replicas (cuts, crashes, restarts) on
 //!   which the tests run elections, truncation and catch-up without sockets.
 //!
@@ -17,6 +19,7 @@
 //! snapshot installation (docs/ARCHITECTURE.md, "Replication").
 
 pub mod host;
+pub mod metadata;
 pub mod replica;
 pub mod sim;
 pub mod store;

@@ -5,7 +5,7 @@
 //! in-memory network of the tests) decides when time passes and how
 //! messages travel.
 
-use raft::eraftpb::Message;
+use raft::eraftpb::{Entry, Message};
 use raft::{Config, RawNode, StateRole};
 
 use super::store::{ReplicaStore, StoreError};
@@ -28,6 +28,9 @@ pub struct Output {
     /// The new high watermark (offset after the last committed entry), when
     /// it moved.
     pub high_watermark: Option<i64>,
+    /// Entries committed by this call, in order (for state machines such
+    /// as the controller's metadata image).
+    pub committed: Vec<Entry>,
 }
 
 /// Ticks (of the caller's choosing) before a follower that heard nothing
@@ -60,9 +63,25 @@ fn logger() -> slog::Logger {
 
 impl Replica {
     pub fn new(id: u64, store: ReplicaStore, timing: Timing) -> Result<Self, ReplicaError> {
+        Self::with_replay(id, store, timing, false)
+    }
+
+    /// With `replay`, every committed entry still in the log is handed out
+    /// again by the first `ready` calls, for a state machine that is rebuilt
+    /// from the log at start (the controller's metadata image).
+    pub fn with_replay(
+        id: u64,
+        store: ReplicaStore,
+        timing: Timing,
+        replay: bool,
+    ) -> Result<Self, ReplicaError> {
         let applied = {
             use raft::Storage;
-            store.initial_state()?.hard_state.commit
+            if replay {
+                store.first_index()? - 1
+            } else {
+                store.initial_state()?.hard_state.commit
+            }
         };
         let config = Config {
             id,
@@ -118,6 +137,15 @@ impl Replica {
         Ok(())
     }
 
+    /// Proposes a batch from any replica: a follower forwards it to the
+    /// leader it knows (the controller's records are proposed so). Nothing
+    /// reports back whether it committed: the proposer watches the state it
+    /// should change.
+    pub fn propose_anywhere(&mut self, batch: Vec<u8>) -> Result<(), ReplicaError> {
+        self.node.propose(vec![], batch)?;
+        Ok(())
+    }
+
     /// Proposes one produced record batch; it is appended (and given its
     /// offsets) at the next `ready`, and committed once a majority has it.
     pub fn propose(&mut self, batch: Vec<u8>) -> Result<(), ReplicaError> {
@@ -149,7 +177,7 @@ impl Replica {
                 out.high_watermark = Some(hw);
             }
         }
-        let mut committed = rd.take_committed_entries().last().map(|e| e.index);
+        out.committed = rd.take_committed_entries();
         self.store.append(rd.entries())?;
         if let Some(hs) = rd.hs() {
             self.store.set_hard_state(hs)?;
@@ -163,11 +191,9 @@ impl Replica {
             self.store.set_commit(c);
         }
         out.messages.extend(light.take_messages());
-        if let Some(e) = light.take_committed_entries().last() {
-            committed = Some(e.index);
-        }
+        out.committed.extend(light.take_committed_entries());
         self.node.advance_apply();
-        if let Some(index) = committed {
+        if let Some(index) = out.committed.last().map(|e| e.index) {
             let hw = self.store.offset_after(index)?;
             if hw > self.high_watermark {
                 self.high_watermark = hw;

@@ -1,0 +1,317 @@
+//! The controller quorum's state machine: cluster metadata records and the
+//! image every broker builds by applying them in log order.
+//!
+//! Records travel in the controller group's Raft log like any entry: one
+//! record batch holding one record whose value is the record in JSON (the
+//! log stays a Kafka log, readable by the same tools). Applying is pure and
+//! deterministic: every broker that applies the same committed records holds
+//! the same image, and a record that does not apply (a topic created twice,
+//! one deleted that is not there) is skipped the same way everywhere, with
+//! the reason returned for the proposer to report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sluice_storage::BatchHeader;
+use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+
+/// One change to the cluster's metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    /// A broker announces itself and where clients reach it.
+    RegisterBroker {
+        node_id: u64,
+        host: String,
+        port: u16,
+    },
+    /// A topic with its replica assignment (partition → replicas, the first
+    /// being the preferred leader) and its config overrides.
+    CreateTopic {
+        name: String,
+        topic_id: String,
+        assignment: Vec<Vec<u64>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Partitions added to a topic, with their replicas.
+    CreatePartitions {
+        name: String,
+        added: Vec<Vec<u64>>,
+    },
+    /// The topic's config overrides, replaced as a whole.
+    AlterTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub host: String,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub topic_id: String,
+    pub assignment: Vec<Vec<u64>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What every broker knows of the cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterImage {
+    pub brokers: BTreeMap<u64, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// Raft index of the last record applied.
+    pub applied: u64,
+}
+
+impl ClusterImage {
+    /// Applies the record at Raft `index`. Indexes at or below `applied` are
+    /// ignored (a replay after a restart). Err says why the record changed
+    /// nothing; the image is unchanged then, on every broker alike.
+    pub fn apply(&mut self, index: u64, record: &MetadataRecord) -> Result<(), String> {
+        if index <= self.applied {
+            return Ok(());
+        }
+        self.applied = index;
+        match record {
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+            } => {
+                self.brokers.insert(
+                    *node_id,
+                    BrokerInfo {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                );
+                Ok(())
+            }
+            MetadataRecord::CreateTopic {
+                name,
+                topic_id,
+                assignment,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(format!("topic '{name}' already exists"));
+                }
+                if assignment.is_empty() || assignment.iter().any(|r| r.is_empty()) {
+                    return Err(format!("topic '{name}' has a partition without replicas"));
+                }
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        topic_id: topic_id.clone(),
+                        assignment: assignment.clone(),
+                        configs: configs.clone(),
+                    },
+                );
+                Ok(())
+            }
+            MetadataRecord::DeleteTopic { name } => self
+                .topics
+                .remove(name)
+                .map(|_| ())
+                .ok_or_else(|| format!("topic '{name}' does not exist")),
+            MetadataRecord::CreatePartitions { name, added } => {
+                let t = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| format!("topic '{name}' does not exist"))?;
+                if added.iter().any(|r| r.is_empty()) {
+                    return Err(format!("topic '{name}': a new partition without replicas"));
+                }
+                t.assignment.extend(added.iter().cloned());
+                Ok(())
+            }
+            MetadataRecord::AlterTopicConfigs { name, configs } => {
+                let t = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| format!("topic '{name}' does not exist"))?;
+                t.configs = configs.clone();
+                Ok(())
+            }
+        }
+    }
+
+    /// The partitions (topic, index) that have `node` among their replicas.
+    pub fn partitions_of(&self, node: u64) -> Vec<(String, i32)> {
+        self.topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.assignment
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, r)| r.contains(&node))
+                    .map(move |(p, _)| (name.clone(), p as i32))
+            })
+            .collect()
+    }
+}
+
+/// Replicas for `partitions` new partitions numbered from `first_partition`,
+/// over `brokers` (sorted ids), `replication_factor` each. Replica lists
+/// rotate through the brokers, starting at a point derived from the topic
+/// name, so preferred leaders (the first replica) spread evenly over brokers
+/// and topics; a partition never holds a broker twice.
+pub fn assign(
+    topic: &str,
+    first_partition: usize,
+    partitions: usize,
+    replication_factor: usize,
+    brokers: &[u64],
+) -> Result<Vec<Vec<u64>>, String> {
+    let n = brokers.len();
+    if replication_factor == 0 || replication_factor > n {
+        return Err(format!(
+            "replication factor {replication_factor} needs that many brokers; {n} are registered"
+        ));
+    }
+    let start = topic
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+    Ok((first_partition..first_partition + partitions)
+        .map(|p| {
+            (0..replication_factor)
+                .map(|j| brokers[(start.wrapping_add(p) + j) % n])
+                .collect()
+        })
+        .collect())
+}
+
+/// A record as the batch stored in the controller's log.
+pub fn encode(record: &MetadataRecord) -> Vec<u8> {
+    let value = serde_json::to_vec(record).expect("metadata records serialize");
+    batch::build(
+        &[RecordSpec {
+            key: None,
+            value: Some(&value),
+            timestamp: -1,
+        }],
+        BuildOptions::default(),
+    )
+}
+
+/// The record in a stored batch.
+pub fn decode(batch: &bytes::Bytes) -> Result<MetadataRecord, String> {
+    let h = BatchHeader::parse(batch).map_err(|e| e.to_string())?;
+    let recs = crate::cleaner::records::records(batch, &h)?;
+    let [r] = &recs[..] else {
+        return Err(format!("{} records in a metadata batch", recs.len()));
+    };
+    let value = r
+        .value
+        .as_deref()
+        .ok_or("a metadata record without a value")?;
+    serde_json::from_slice(value).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, assignment: Vec<Vec<u64>>) -> MetadataRecord {
+        MetadataRecord::CreateTopic {
+            name: name.into(),
+            topic_id: format!("id-{name}"),
+            assignment,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn records_apply_in_order_and_bad_ones_change_nothing() {
+        let mut img = ClusterImage::default();
+        let log = [
+            MetadataRecord::RegisterBroker {
+                node_id: 1,
+                host: "a".into(),
+                port: 9092,
+            },
+            topic("orders", vec![vec![1, 2], vec![2, 1]]),
+            topic("orders", vec![vec![1]]),
+            MetadataRecord::CreatePartitions {
+                name: "orders".into(),
+                added: vec![vec![2, 3]],
+            },
+            MetadataRecord::AlterTopicConfigs {
+                name: "orders".into(),
+                configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            },
+            MetadataRecord::DeleteTopic {
+                name: "missing".into(),
+            },
+            topic("empty", vec![vec![]]),
+        ];
+        let results: Vec<bool> = log
+            .iter()
+            .enumerate()
+            .map(|(i, r)| img.apply(i as u64 + 1, r).is_ok())
+            .collect();
+        assert_eq!(results, [true, true, false, true, true, false, false]);
+        assert_eq!(img.applied, 7);
+        let t = &img.topics["orders"];
+        assert_eq!(t.assignment, vec![vec![1, 2], vec![2, 1], vec![2, 3]]);
+        assert_eq!(t.configs["retention.ms"], "1000");
+        assert_eq!(img.partitions_of(3), vec![("orders".to_string(), 2)]);
+        assert_eq!(img.partitions_of(1).len(), 2);
+        // A replay of what was applied changes nothing.
+        let before = img.clone();
+        img.apply(
+            2,
+            &MetadataRecord::DeleteTopic {
+                name: "orders".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(img, before);
+        img.apply(
+            8,
+            &MetadataRecord::DeleteTopic {
+                name: "orders".into(),
+            },
+        )
+        .unwrap();
+        assert!(img.topics.is_empty());
+    }
+
+    #[test]
+    fn records_round_trip_through_batches() {
+        let r = topic("t", vec![vec![3, 1, 2]]);
+        let b = bytes::Bytes::from(encode(&r));
+        assert_eq!(decode(&b).unwrap(), r);
+        assert!(decode(&bytes::Bytes::from(batch::build_simple(2, 10, 0))).is_err());
+    }
+
+    #[test]
+    fn assignment_spreads_leaders_and_never_repeats_a_broker() {
+        let brokers = [1, 2, 3];
+        let a = assign("orders", 0, 6, 3, &brokers).unwrap();
+        for replicas in &a {
+            let mut r = replicas.clone();
+            r.sort_unstable();
+            r.dedup();
+            assert_eq!(r.len(), 3);
+        }
+        let mut leaders = [0; 3];
+        for r in &a {
+            leaders[(r[0] - 1) as usize] += 1;
+        }
+        assert_eq!(leaders, [2, 2, 2]);
+        // Added partitions continue the rotation.
+        let more = assign("orders", 6, 3, 3, &brokers).unwrap();
+        assert_eq!(more[0], a[0]);
+        assert!(assign("orders", 0, 1, 4, &brokers).is_err());
+        assert!(assign("orders", 0, 1, 0, &brokers).is_err());
+        assert_eq!(assign("x", 0, 2, 1, &[7]).unwrap(), vec![vec![7], vec![7]]);
+    }
+}
