@@ -406,10 +406,24 @@ impl Partition {
                 log_start_offset,
             });
         }
-        let read = state.log.read(offset, max_bytes)?;
+        let mut from = offset;
+        let records = loop {
+            let read = state.log.read(from, max_bytes)?.records;
+            // Batches the cleaner emptied hold no record. A client that
+            // advances by the records it sees (KafkaJS) would fetch the same
+            // offset forever from a response of nothing else, so they are
+            // left out of the front of a response; gaps are normal in a
+            // compacted log.
+            let (skipped, next) = leading_empty_batches(&read);
+            if skipped == read.len() && skipped > 0 && next < hw {
+                from = next;
+                continue;
+            }
+            break read.slice(skipped..);
+        };
         drop(state);
         Ok(FetchResult {
-            records: cut_at_offset(read.records, hw),
+            records: cut_at_offset(records, hw),
             high_watermark: hw,
             log_start_offset,
         })
@@ -428,6 +442,21 @@ impl Partition {
         state.log.close()?;
         Ok(())
     }
+}
+
+/// Bytes taken by the empty (record-less, non-control) batches at the start
+/// of `records`, and the offset after them.
+fn leading_empty_batches(records: &Bytes) -> (usize, i64) {
+    let mut pos = 0;
+    let mut next = -1;
+    while let Ok(h) = BatchHeader::parse(&records[pos..]) {
+        if h.record_count != 0 || h.is_control() || pos + h.total_size() > records.len() {
+            break;
+        }
+        pos += h.total_size();
+        next = h.next_offset();
+    }
+    (pos, next)
 }
 
 /// Drops the batches at or above `limit` from a run of whole batches.
@@ -488,5 +517,73 @@ async fn flusher(p: Arc<Partition>) {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use sluice_storage::SystemClock;
+    use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+    use std::collections::BTreeMap;
+
+    fn keyed(key: &str, value: &str) -> Bytes {
+        Bytes::from(batch::build(
+            &[RecordSpec {
+                key: Some(key.as_bytes()),
+                value: Some(value.as_bytes()),
+                timestamp: 1,
+            }],
+            BuildOptions::default(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_fetch_skips_the_batches_the_cleaner_emptied() {
+        let dir = tempfile::tempdir().unwrap();
+        let overrides: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let config = TopicConfig::resolve(&Config::default(), &overrides);
+        let p = Partition::open(
+            dir.path(),
+            "t",
+            0,
+            config,
+            Arc::new(SystemClock),
+            Arc::new(Notify::new()),
+        )
+        .unwrap();
+        // 20 updates of one key, one batch each, then another key.
+        for i in 0..20 {
+            p.append(&keyed("a", &format!("a{i}"))).unwrap();
+        }
+        p.append(&keyed("b", "b0")).unwrap();
+        p.wait_durable(20, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.lock().log.roll().unwrap();
+        let hw = p.high_watermark();
+        assert_eq!(hw, 21);
+        let stats = p
+            .compact(i64::MAX / 2, 1 << 20)
+            .unwrap()
+            .expect("a pass ran");
+        assert_eq!(stats.records_removed, 19);
+
+        // Offsets 0..19 are empty batches now: a small fetch from 0 still
+        // returns records, starting at the first batch that has one.
+        let r = p.read(0, 100).unwrap();
+        let h = BatchHeader::parse(&r.records).unwrap();
+        assert_eq!((h.base_offset, h.record_count), (19, 1));
+        // Every empty batch is still in the log (the Raft entry numbering).
+        assert_eq!(p.with_log(|l| l.last_entry_index()), 21);
+        // From an offset past the last record there is nothing, not a loop.
+        assert!(p.read(21, 100).unwrap().records.is_empty());
     }
 }

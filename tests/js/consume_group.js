@@ -3,7 +3,11 @@
 // prints one JSON line: {"read": n, "unique": n, "committed": {partition: offset}}.
 // Usage: node consume_group.js BOOTSTRAP TOPIC GROUP EXPECTED TIMEOUT_MS
 'use strict';
-const { Kafka, logLevel } = require('kafkajs');
+const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs');
+// KafkaJS reads gzip itself; Snappy and LZ4 batches need these codecs.
+CompressionCodecs[CompressionTypes.Snappy] = require('kafkajs-snappy');
+const LZ4 = require('kafkajs-lz4');
+CompressionCodecs[CompressionTypes.LZ4] = new LZ4().codec;
 
 const [bootstrap, topic, group, expectedArg, timeoutArg] = process.argv.slice(2);
 const expected = parseInt(expectedArg, 10);
