@@ -68,7 +68,9 @@ fn main() {
                     &[1, 2, 3],
                 )
                 .expect("open replica");
-                let replica = Replica::new(id, store, Timing::default()).expect("replica");
+                let mut replica = Replica::new(id, store, Timing::default()).expect("replica");
+                // Preferred leaders rotate over the nodes, as `assign` makes them.
+                replica.set_preferred_leader(Some(1 + g as u64 % 3));
                 replicas.insert(name, replica);
             }
             let sender = Sender::start(id, &peers);
@@ -108,9 +110,20 @@ fn main() {
                 }
             }
         }
-        eprintln!("\nleaders per node: {per_node:?}; idle for 10 s…");
-        // Let the elections' traffic settle first.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        eprintln!("\nleaders per node right after the elections: {per_node:?}");
+        // Let the hand-overs to preferred leaders and the elections' traffic
+        // settle first.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let mut per_node = [0usize; 3];
+        for g in 0..groups {
+            let name = format!("idle-{g}");
+            for (i, h) in hosts.iter().enumerate() {
+                if h.status(&name).is_some_and(|s| s.is_leader) {
+                    per_node[i] += 1;
+                }
+            }
+        }
+        eprintln!("leaders per node after hand-overs: {per_node:?}; idle for 10 s…");
         let count = |f: fn(&transport::Counters) -> u64| -> u64 {
             senders.iter().map(|s| f(&s.counters)).sum()
         };
@@ -125,10 +138,10 @@ fn main() {
         let cpu = cpu_seconds() - cpu0;
         let msgs = count(|c| c.messages.load(Ordering::Relaxed)) - m0;
         let frames = count(|c| c.frames.load(Ordering::Relaxed)) - f0;
-        println!("| groups | replicas | CPU, 3 nodes | CPU per node | raft msgs/s | frames/s | msgs per frame |");
-        println!("|---|---|---|---|---|---|---|");
+        println!("| groups | replicas | leaders per node | CPU, 3 nodes | CPU per node | raft msgs/s | frames/s | msgs per frame |");
+        println!("|---|---|---|---|---|---|---|---|");
         println!(
-            "| {groups} | {} | {:.1} % of one core | {:.1} % | {:.0} | {:.0} | {:.1} |",
+            "| {groups} | {} | {per_node:?} | {:.1} % of one core | {:.1} % | {:.0} | {:.0} | {:.1} |",
             groups * 3,
             cpu / secs * 100.0,
             cpu / secs * 100.0 / 3.0,

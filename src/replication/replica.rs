@@ -55,6 +55,15 @@ pub struct Replica {
     node: RawNode<ReplicaStore>,
     store: ReplicaStore,
     high_watermark: i64,
+    timing: Timing,
+    /// Ticks since this replica started.
+    ticks: u64,
+    /// Tick at which each peer was last heard from.
+    last_heard: std::collections::HashMap<u64, u64>,
+    /// The replica that should lead when it can (Kafka's preferred leader:
+    /// the first of the partition's assigned replicas).
+    preferred: Option<u64>,
+    last_transfer: u64,
 }
 
 fn logger() -> slog::Logger {
@@ -101,6 +110,11 @@ impl Replica {
             node,
             store,
             high_watermark,
+            timing,
+            ticks: 0,
+            last_heard: Default::default(),
+            preferred: None,
+            last_transfer: 0,
         })
     }
 
@@ -127,14 +141,73 @@ impl Replica {
     }
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.node.tick();
+        self.maybe_hand_over();
     }
 
     /// A message from another replica. Messages for another term or from an
     /// unknown peer are Raft's to judge; an error means a corrupt message.
     pub fn step(&mut self, m: Message) -> Result<(), ReplicaError> {
+        self.last_heard.insert(m.from, self.ticks);
         self.node.step(m)?;
         Ok(())
+    }
+
+    /// Voters this replica has heard from within an election timeout, itself
+    /// included: on a leader, the replicas that can take a write now (what
+    /// min.insync.replicas is checked against).
+    pub fn reachable_replicas(&self) -> usize {
+        let window = self.timing.election_ticks as u64;
+        self.node
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .filter(|id| {
+                *id == self.id
+                    || self
+                        .last_heard
+                        .get(id)
+                        .is_some_and(|&t| self.ticks.saturating_sub(t) <= window)
+            })
+            .count()
+    }
+
+    /// Sets the replica that should lead this group when it is caught up.
+    pub fn set_preferred_leader(&mut self, preferred: Option<u64>) {
+        self.preferred = preferred;
+    }
+
+    /// A leader that is not the preferred replica hands leadership over once
+    /// the preferred one is reachable and has every entry (at most once per
+    /// election timeout), so leaders spread as the assignment intends
+    /// instead of bunching on whichever node started first.
+    fn maybe_hand_over(&mut self) {
+        let Some(p) = self.preferred.filter(|&p| p != self.id) else {
+            return;
+        };
+        if !self.is_leader() || self.ticks - self.last_transfer < self.timing.election_ticks as u64
+        {
+            return;
+        }
+        let last = self.node.raft.raft_log.last_index();
+        let caught_up = self
+            .node
+            .raft
+            .prs()
+            .get(p)
+            .is_some_and(|pr| pr.matched == last);
+        let heard = self
+            .last_heard
+            .get(&p)
+            .is_some_and(|&t| self.ticks - t <= self.timing.election_ticks as u64);
+        if caught_up && heard {
+            self.last_transfer = self.ticks;
+            self.node.transfer_leader(p);
+        }
     }
 
     /// Proposes a batch from any replica: a follower forwards it to the

@@ -356,3 +356,53 @@ fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
             .unwrap()
     );
 }
+
+#[test]
+fn a_leader_counts_the_replicas_it_can_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    sim.run_until(5, |_| false).unwrap();
+    assert_eq!(sim.replicas[&leader].reachable_replicas(), 3);
+    let cut = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    sim.isolate(cut);
+    // After an election timeout without a word from it, it no longer counts
+    // (and min.insync.replicas=3 could not be met).
+    sim.run_until(15, |_| false).unwrap();
+    assert!(
+        sim.replicas[&leader].is_leader(),
+        "two of three keep the leader"
+    );
+    assert_eq!(sim.replicas[&leader].reachable_replicas(), 2);
+    sim.heal();
+    assert!(
+        sim.run_until(30, |s| s.replicas[&leader].reachable_replicas() == 3)
+            .unwrap()
+    );
+}
+
+#[test]
+fn leadership_moves_to_the_preferred_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let first = sim.elect(200).unwrap();
+    propose_all(&mut sim, first, "p", 5).unwrap();
+    let preferred = (1..=3).find(|&id| id != first).unwrap();
+    for r in sim.replicas.values_mut() {
+        r.set_preferred_leader(Some(preferred));
+    }
+    assert!(
+        sim.run_until(200, |s| s.leader() == Some(preferred))
+            .unwrap(),
+        "the leader hands over to the preferred replica"
+    );
+    // It stays there, and nothing committed is lost on the way.
+    sim.run_until(50, |_| false).unwrap();
+    assert_eq!(sim.leader(), Some(preferred));
+    assert!(
+        sim.run_until(100, |s| all_agree(s)
+            && committed_values(s, preferred).len() == 5)
+            .unwrap()
+    );
+    assert_eq!(committed_values(&sim, preferred), names("p", 5));
+}
