@@ -346,3 +346,84 @@ mod controller {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_added_and_removed_while_nodes_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = HashMap::new();
+    let mut peers = HashMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    // Nodes that start with no group at all (a broker before any topic).
+    let mut hosts = HashMap::new();
+    let mut servers = Vec::new();
+    for id in 1..=3u64 {
+        let host = Host::start(HashMap::new(), Sender::start(id, &peers), TICK);
+        servers.push(tokio::spawn(transport::serve(
+            listeners.remove(&id).unwrap(),
+            host.deliver(),
+        )));
+        hosts.insert(id, host);
+    }
+    let late = "late-0";
+    for (&id, host) in &hosts {
+        let store = ReplicaStore::open(
+            &dir.path().join(id.to_string()).join(late),
+            LogConfig::default(),
+            Arc::new(SystemClock),
+            &[1, 2, 3],
+        )
+        .unwrap();
+        host.add_group(late, Replica::new(id, store, Timing::default()).unwrap());
+    }
+    let leader_of = |hosts: &HashMap<u64, Host>| {
+        hosts
+            .iter()
+            .find(|(_, h)| h.status(late).is_some_and(|s| s.is_leader))
+            .map(|(&id, _)| id)
+    };
+    wait_for(
+        "a leader of the added group",
+        Duration::from_secs(20),
+        || leader_of(&hosts).is_some(),
+    )
+    .await;
+    let leader = leader_of(&hosts).unwrap();
+    for i in 0..10 {
+        hosts[&leader].propose(late, payload(i)).unwrap();
+    }
+    wait_for("commits on every node", Duration::from_secs(20), || {
+        hosts
+            .values()
+            .all(|h| h.status(late).is_some_and(|s| s.high_watermark == 11))
+    })
+    .await;
+    // One follower drops the group; the other two go on committing.
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    hosts[&follower].remove_group(late);
+    wait_for(
+        "the group gone from that node",
+        Duration::from_secs(10),
+        || hosts[&follower].status(late).is_none(),
+    )
+    .await;
+    for i in 10..15 {
+        hosts[&leader].propose(late, payload(i)).unwrap();
+    }
+    wait_for(
+        "commits without the removed replica",
+        Duration::from_secs(20),
+        || {
+            hosts[&leader]
+                .status(late)
+                .is_some_and(|s| s.high_watermark == 16)
+        },
+    )
+    .await;
+    for s in servers {
+        s.abort();
+    }
+}

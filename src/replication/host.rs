@@ -36,6 +36,13 @@ enum Input {
         batch: Vec<u8>,
         reply: mpsc::Sender<Result<(), ReplicaError>>,
     },
+    Add {
+        group: String,
+        replica: Box<Replica>,
+    },
+    Remove {
+        group: String,
+    },
     Stop,
 }
 
@@ -104,6 +111,23 @@ impl Host {
             .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
     }
 
+    /// Starts driving `replica` as `group` (a partition assigned to this
+    /// node after start). A group already here is replaced.
+    pub fn add_group(&self, group: &str, replica: Replica) {
+        let _ = self.inputs.send(Input::Add {
+            group: group.to_owned(),
+            replica: Box::new(replica),
+        });
+    }
+
+    /// Stops driving `group` (its partition moved away or was deleted); the
+    /// replica is dropped, its files stay for the caller to remove.
+    pub fn remove_group(&self, group: &str) {
+        let _ = self.inputs.send(Input::Remove {
+            group: group.to_owned(),
+        });
+    }
+
     /// Proposes from this node whether or not it leads `group`: a follower
     /// forwards to the leader. Nothing reports back: watch the state the
     /// record should change.
@@ -146,7 +170,7 @@ fn drive(
         .into_iter()
         .map(|(name, r)| (name, r, GroupStatus::default()))
         .collect();
-    let index: HashMap<String, usize> = groups
+    let mut index: HashMap<String, usize> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| (g.0.clone(), i))
@@ -175,6 +199,29 @@ fn drive(
                     }
                     None => tracing::debug!(group = %e.group, "raft message for a group not here"),
                 },
+                Input::Add { group, replica } => match index.get(&group) {
+                    Some(&i) => {
+                        groups[i].1 = *replica;
+                        touched[i] = true;
+                    }
+                    None => {
+                        index.insert(group.clone(), groups.len());
+                        groups.push((group, *replica, GroupStatus::default()));
+                        touched.push(true);
+                    }
+                },
+                Input::Remove { group } => {
+                    if let Some(i) = index.remove(&group) {
+                        groups.swap_remove(i);
+                        touched.swap_remove(i);
+                        if let Some(moved) = groups.get(i) {
+                            index.insert(moved.0.clone(), i);
+                        }
+                        if let Ok(mut s) = status.lock() {
+                            s.remove(&group);
+                        }
+                    }
+                }
                 Input::ProposeAnywhere { group, batch } => {
                     if let Some(&i) = index.get(&group) {
                         touched[i] = true;
