@@ -178,17 +178,18 @@ impl Segment {
         while pos < size {
             let want = BATCH_HEADER_LEN.min((size - pos) as usize);
             let mut head = [0u8; BATCH_HEADER_LEN];
-            if read_at(&seg.file, &mut head[..want], pos).is_err() {
-                break;
-            }
+            // A failed read is the disk's error, not a torn batch: the open
+            // fails rather than cut good data.
+            read_at(&seg.file, &mut head[..want], pos)
+                .map_err(|e| StorageError::io(&seg.path, e))?;
             let header = match BatchHeader::parse(&head[..want]) {
                 Ok(h) if h.total_size() as u64 <= size - pos && h.base_offset >= expected => h,
                 _ => break,
             };
             if validate {
                 buf.resize(header.total_size(), 0);
-                if read_at(&seg.file, &mut buf, pos).is_err() || header.validate_crc(&buf).is_err()
-                {
+                read_at(&seg.file, &mut buf, pos).map_err(|e| StorageError::io(&seg.path, e))?;
+                if header.validate_crc(&buf).is_err() {
                     break;
                 }
             }
