@@ -11,6 +11,9 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
 
+/// In-sync replicas of every partition on a single broker: itself.
+const IN_SYNC_REPLICAS: i32 = 1;
+
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -45,6 +48,16 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 // zstd arrived with Produce v7 (KIP-110); older clients may not read it.
                 tracing::warn!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
                 Err(ResponseError::UnsupportedCompressionType.code())
+            } else if let Some(p) = partition
+                .as_ref()
+                .filter(|p| acks == -1 && p.config().min_insync_replicas > IN_SYNC_REPLICAS)
+            {
+                // One broker holds the only replica: acks=all cannot reach
+                // more, and Kafka refuses rather than write under-replicated.
+                tracing::warn!(topic = %name, partition = pd.index,
+                    min_insync_replicas = p.config().min_insync_replicas,
+                    "acks=all produce refused: not enough in-sync replicas");
+                Err(ResponseError::NotEnoughReplicas.code())
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),

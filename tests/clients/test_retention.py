@@ -173,3 +173,25 @@ def test_compression_type_recompresses_for_every_reader(broker):
     values = [m.value for m in k]
     k.close()
     assert values == [f"value-{i}".encode() * 5 for i in range(1000)]
+
+
+def test_acks_all_needs_min_insync_replicas(broker):
+    """On one broker a partition has one in-sync replica: with
+    min.insync.replicas=2, acks=all is refused with NOT_ENOUGH_REPLICAS and
+    nothing is written, while acks=1 goes through, as in Kafka."""
+    from confluent_kafka import KafkaError
+
+    create_topic(broker.bootstrap, "isr2", 1, {"min.insync.replicas": "2"})
+    results = []
+    p_all = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 0,
+                      "message.timeout.ms": 5000, "retries": 0})
+    p_all.produce("isr2", value=b"refused", on_delivery=lambda err, m: results.append(err))
+    p_all.flush(30)
+    assert results and results[0] is not None, results
+    assert results[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, results[0]
+    p_one = Producer({"bootstrap.servers": broker.bootstrap, "acks": "1", "linger.ms": 0})
+    p_one.produce("isr2", value=b"written", on_delivery=lambda err, m: results.append(err))
+    assert p_one.flush(30) == 0
+    assert results[1] is None
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    assert earliest_latest(admin, "isr2") == (0, 1), "only the acks=1 record is stored"
