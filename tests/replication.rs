@@ -427,3 +427,174 @@ async fn groups_added_and_removed_while_nodes_run() {
         s.abort();
     }
 }
+
+/// A fault-injecting proxy in front of each node's internal listener. It
+/// reads the hello of every connection to learn the sending node, and while a
+/// node is cut off it refuses that node's connections, in both directions,
+/// and closes the ones that are open.
+mod faults {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct Faults {
+        cut: Arc<Mutex<HashSet<u64>>>,
+        changed: watch::Sender<u64>,
+    }
+
+    impl Faults {
+        pub fn new() -> Self {
+            Self {
+                cut: Arc::default(),
+                changed: watch::channel(0).0,
+            }
+        }
+
+        pub fn isolate(&self, node: u64) {
+            self.cut.lock().unwrap().insert(node);
+            self.changed.send_modify(|g| *g += 1);
+        }
+
+        pub fn heal(&self) {
+            self.cut.lock().unwrap().clear();
+            self.changed.send_modify(|g| *g += 1);
+        }
+
+        fn blocked(&self, a: u64, b: u64) -> bool {
+            let cut = self.cut.lock().unwrap();
+            cut.contains(&a) || cut.contains(&b)
+        }
+
+        /// Proxies `listener` (node `to`'s public internal address) to
+        /// `target` (its real listener).
+        pub async fn proxy(self, to: u64, listener: TcpListener, target: SocketAddr) {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                let faults = self.clone();
+                tokio::spawn(async move {
+                    let mut hello = [0u8; 14];
+                    if inbound.read_exact(&mut hello).await.is_err() {
+                        return;
+                    }
+                    let from = u64::from_be_bytes(hello[6..14].try_into().unwrap());
+                    if faults.blocked(from, to) {
+                        return;
+                    }
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    if outbound.write_all(&hello).await.is_err() {
+                        return;
+                    }
+                    let mut changed = faults.changed.subscribe();
+                    let (mut ri, mut wi) = inbound.split();
+                    let (mut ro, mut wo) = outbound.split();
+                    let pipe = async {
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut ri, &mut wo) => {}
+                            _ = tokio::io::copy(&mut ro, &mut wi) => {}
+                        }
+                    };
+                    let cut = async {
+                        loop {
+                            if changed.changed().await.is_err() || faults.blocked(from, to) {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = pipe => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_by_a_proxy_is_replaced_and_rejoins_after_healing() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = faults::Faults::new();
+    // Each node's peers see it through a proxy; it listens on its own port.
+    let mut peers = HashMap::new();
+    let mut real = HashMap::new();
+    for id in 1..=3u64 {
+        let public = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let private = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, public.local_addr().unwrap());
+        let target = private.local_addr().unwrap();
+        real.insert(id, private);
+        tokio::spawn(faults.clone().proxy(id, public, target));
+    }
+    let mut nodes = HashMap::new();
+    for id in 1..=3u64 {
+        let l = real.remove(&id).unwrap();
+        nodes.insert(id, start_node(id, dir.path(), &peers, l).await);
+    }
+    wait_for("a leader", Duration::from_secs(20), || {
+        leader_of(&nodes).is_some()
+    })
+    .await;
+    for i in 0..20 {
+        propose(&nodes, payload(i)).await;
+    }
+    wait_for("20 commits everywhere", Duration::from_secs(20), || {
+        nodes.values().all(|n| committed(n).len() == 20)
+    })
+    .await;
+
+    let old = leader_of(&nodes).unwrap();
+    let cut_at = Instant::now();
+    faults.isolate(old);
+    // The cut-off leader still takes a proposal it can never commit.
+    let _ = nodes[&old].host.propose(GROUP, payload(999));
+    let others: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
+    let new_leader = || {
+        others
+            .iter()
+            .copied()
+            .find(|id| nodes[id].host.status(GROUP).is_some_and(|s| s.is_leader))
+    };
+    wait_for(
+        "a leader on the connected side",
+        Duration::from_secs(20),
+        || new_leader().is_some(),
+    )
+    .await;
+    let leaderless = cut_at.elapsed();
+    eprintln!("partition had no reachable leader for {leaderless:?} after the cut");
+    let new = new_leader().unwrap();
+    for i in 20..40 {
+        nodes[&new].host.propose(GROUP, payload(i)).unwrap();
+    }
+    let want: Vec<String> = (0..40).map(|i| format!("order-{i}")).collect();
+    wait_for(
+        "40 commits on the connected side",
+        Duration::from_secs(20),
+        || others.iter().all(|id| committed(&nodes[id]) == want),
+    )
+    .await;
+    assert!(
+        committed(&nodes[&old]).len() <= 20,
+        "the cut-off node commits nothing new"
+    );
+
+    faults.heal();
+    wait_for(
+        "every node to agree after healing",
+        Duration::from_secs(30),
+        || nodes.values().all(|n| committed(n) == want),
+    )
+    .await;
+    for n in nodes.values() {
+        n.server.abort();
+    }
+}
