@@ -108,7 +108,7 @@ async fn propose(nodes: &HashMap<u64, Node>, batch: Vec<u8>) {
     loop {
         if let Some(l) = leader_of(nodes) {
             match nodes[&l].host.propose(GROUP, batch.clone()) {
-                Ok(()) => return,
+                Ok(_) => return,
                 Err(ReplicaError::NotLeader { .. }) => {}
                 Err(e) => panic!("proposal failed: {e}"),
             }
@@ -594,6 +594,151 @@ async fn a_leader_cut_off_by_a_proxy_is_replaced_and_rejoins_after_healing() {
         || nodes.values().all(|n| committed(n) == want),
     )
     .await;
+    for n in nodes.values() {
+        n.server.abort();
+    }
+}
+
+/// A producer proposes continuously while the leader's node is stopped
+/// (kill -9 style: its replica dropped unclosed) and later restarted. A
+/// proposal counts as acknowledged when the commit index passed its entry
+/// and the entry there still has the proposal's term; every acknowledged
+/// value must end up in every node's log, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_killing_the_leader_under_load() {
+    use sluice::replication::replica::Proposal;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut listeners = HashMap::new();
+    let mut peers = HashMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    let mut nodes = HashMap::new();
+    for id in 1..=3u64 {
+        let l = listeners.remove(&id).unwrap();
+        nodes.insert(id, start_node(id, dir.path(), &peers, l).await);
+    }
+    wait_for("a leader", Duration::from_secs(20), || {
+        leader_of(&nodes).is_some()
+    })
+    .await;
+
+    let mut pending: Vec<(usize, Proposal)> = Vec::new();
+    let mut acked: Vec<(usize, u64)> = Vec::new();
+    let mut killed: Option<(u64, Instant)> = None;
+    let mut leaderless = Duration::ZERO;
+    let mut restarted = false;
+    let started = Instant::now();
+    let mut next = 0usize;
+    while started.elapsed() < Duration::from_secs(6) {
+        // Produce to whoever leads right now.
+        if let Some(l) = leader_of(&nodes)
+            && let Ok(p) = nodes[&l].host.propose(GROUP, payload(next))
+        {
+            pending.push((next, p));
+            next += 1;
+        }
+        // Acknowledge what has committed with its own term.
+        pending.retain(|(value, p)| {
+            let judge = nodes.values().find(|n| {
+                n.host
+                    .status(GROUP)
+                    .is_some_and(|s| s.commit_index >= p.index)
+            });
+            match judge {
+                None => true,
+                Some(n) => {
+                    if n.store.entry_term(p.index) == Some(p.term) {
+                        acked.push((*value, p.index));
+                    }
+                    false
+                }
+            }
+        });
+        let t = started.elapsed();
+        if killed.is_none() && t > Duration::from_secs(2) {
+            let old = leader_of(&nodes).unwrap();
+            let n = nodes.remove(&old).unwrap();
+            n.server.abort();
+            n.host.stop();
+            killed = Some((old, Instant::now()));
+        }
+        if let Some((_, at)) = killed
+            && leaderless.is_zero()
+            && leader_of(&nodes).is_some()
+        {
+            leaderless = at.elapsed();
+        }
+        if !restarted && t > Duration::from_secs(4) {
+            let (old, _) = killed.unwrap();
+            let l = TcpListener::bind(peers[&old]).await.unwrap();
+            nodes.insert(old, start_node(old, dir.path(), &peers, l).await);
+            restarted = true;
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    eprintln!(
+        "{} proposals, {} acknowledged; no leader for {leaderless:?} after the kill",
+        next,
+        acked.len()
+    );
+    assert!(
+        acked.len() > 200,
+        "the producer made progress: {}",
+        acked.len()
+    );
+    assert!(leaderless > Duration::ZERO && leaderless < Duration::from_secs(10));
+
+    // Let everything settle, then check every node's committed log.
+    wait_for("all nodes to agree", Duration::from_secs(30), || {
+        let logs: Vec<Vec<String>> = nodes.values().map(committed).collect();
+        logs.windows(2).all(|w| w[0] == w[1])
+            && nodes.values().all(|n| {
+                n.host
+                    .status(GROUP)
+                    .is_some_and(|s| s.commit_index == n.store.with_log(|l| l.last_entry_index()))
+            })
+    })
+    .await;
+    for (id, n) in &nodes {
+        let log = committed(n);
+        let mut positions = Vec::with_capacity(acked.len());
+        for (value, _) in &acked {
+            let name = format!("order-{value}");
+            let found: Vec<usize> = log
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| **v == name)
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(
+                found.len(),
+                1,
+                "node {id}: acknowledged {name} found {} times",
+                found.len()
+            );
+            positions.push(found[0]);
+        }
+        let mut by_index = acked.clone();
+        by_index.sort_by_key(|(_, index)| *index);
+        let in_log_order: Vec<usize> = {
+            let mut v: Vec<(usize, usize)> = acked
+                .iter()
+                .map(|(value, _)| *value)
+                .zip(positions.iter().copied())
+                .collect();
+            v.sort_by_key(|(_, pos)| *pos);
+            v.into_iter().map(|(value, _)| value).collect()
+        };
+        let want: Vec<usize> = by_index.iter().map(|(value, _)| *value).collect();
+        assert_eq!(
+            in_log_order, want,
+            "node {id}: acknowledged values in entry order"
+        );
+    }
     for n in nodes.values() {
         n.server.abort();
     }

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::replica::{Replica, ReplicaError};
+use super::replica::{Proposal, Replica, ReplicaError};
 use super::transport::{Deliver, Envelope, Sender};
 
 /// What a group looks like from this node.
@@ -19,6 +19,8 @@ pub struct GroupStatus {
     pub is_leader: bool,
     pub term: u64,
     pub high_watermark: i64,
+    /// Highest committed entry index.
+    pub commit_index: u64,
 }
 
 /// Called with each committed entry of a group, in order, on the host
@@ -34,7 +36,7 @@ enum Input {
     Propose {
         group: String,
         batch: Vec<u8>,
-        reply: mpsc::Sender<Result<(), ReplicaError>>,
+        reply: mpsc::Sender<Result<Proposal, ReplicaError>>,
     },
     Add {
         group: String,
@@ -95,8 +97,9 @@ impl Host {
     }
 
     /// Proposes a produced batch to `group`; Ok once it is in the leader's
-    /// log (committed later: see [`Self::status`]).
-    pub fn propose(&self, group: &str, batch: Vec<u8>) -> Result<(), ReplicaError> {
+    /// log, with where (committed later: see [`Self::status`] and
+    /// [`Proposal`]).
+    pub fn propose(&self, group: &str, batch: Vec<u8>) -> Result<Proposal, ReplicaError> {
         let (reply, answer) = mpsc::channel();
         let sent = self.inputs.send(Input::Propose {
             group: group.to_owned(),
@@ -279,6 +282,7 @@ fn drive(
                 is_leader: r.is_leader(),
                 term: r.term(),
                 high_watermark: r.high_watermark(),
+                commit_index: r.commit_index(),
             };
             if now != *last {
                 *last = now;

@@ -20,6 +20,13 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
 }
 
+/// Where a proposal landed in the leader's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposal {
+    pub index: u64,
+    pub term: u64,
+}
+
 /// What one `ready` call produced.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -221,14 +228,26 @@ impl Replica {
 
     /// Proposes one produced record batch; it is appended (and given its
     /// offsets) at the next `ready`, and committed once a majority has it.
-    pub fn propose(&mut self, batch: Vec<u8>) -> Result<(), ReplicaError> {
+    ///
+    /// The returned index and term identify the entry: once the commit index
+    /// reaches `index`, the proposal was acknowledged if the entry there still
+    /// has `term` (a leader change may have replaced it, and then it was not).
+    pub fn propose(&mut self, batch: Vec<u8>) -> Result<Proposal, ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader {
                 leader: self.leader(),
             });
         }
         self.node.propose(vec![], batch)?;
-        Ok(())
+        Ok(Proposal {
+            index: self.node.raft.raft_log.last_index(),
+            term: self.node.raft.term,
+        })
+    }
+
+    /// The highest entry index known to be committed.
+    pub fn commit_index(&self) -> u64 {
+        self.node.raft.raft_log.committed
     }
 
     /// Persists what Raft decided (entries, hard state; one fsync for all),

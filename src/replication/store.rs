@@ -325,6 +325,15 @@ impl ReplicaStore {
         Ok(())
     }
 
+    /// The term of entry `index`, if the log holds it.
+    pub fn entry_term(&self, index: u64) -> Option<u64> {
+        let inner = self.lock();
+        if index < inner.log.first_entry_index() || index > inner.log.last_entry_index() {
+            return None;
+        }
+        inner.log.entry_term(index).ok().map(|t| t.max(0) as u64)
+    }
+
     /// Runs `f` on the log (reads for fetches and tests).
     pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
         f(&self.lock().log)
