@@ -101,28 +101,24 @@ fn main() {
             assert!(started.elapsed() < Duration::from_secs(120), "elections did not finish");
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let mut per_node = [0usize; 3];
-        for g in 0..groups {
-            let name = format!("idle-{g}");
-            for (i, h) in hosts.iter().enumerate() {
-                if h.status(&name).is_some_and(|s| s.is_leader) {
-                    per_node[i] += 1;
+        let leaders_per_node = |hosts: &[Host]| {
+            let mut per_node = [0usize; 3];
+            for g in 0..groups {
+                let name = format!("idle-{g}");
+                for (i, h) in hosts.iter().enumerate() {
+                    if h.status(&name).is_some_and(|s| s.is_leader) {
+                        per_node[i] += 1;
+                    }
                 }
             }
-        }
+            per_node
+        };
+        let per_node = leaders_per_node(&hosts);
         eprintln!("\nleaders per node right after the elections: {per_node:?}");
         // Let the hand-overs to preferred leaders and the elections' traffic
         // settle first.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let mut per_node = [0usize; 3];
-        for g in 0..groups {
-            let name = format!("idle-{g}");
-            for (i, h) in hosts.iter().enumerate() {
-                if h.status(&name).is_some_and(|s| s.is_leader) {
-                    per_node[i] += 1;
-                }
-            }
-        }
+        let per_node = leaders_per_node(&hosts);
         eprintln!("leaders per node after hand-overs: {per_node:?}; idle for 10 s…");
         let count = |f: fn(&transport::Counters) -> u64| -> u64 {
             senders.iter().map(|s| f(&s.counters)).sum()

@@ -51,15 +51,25 @@ pub fn recompress(batch: &Bytes, codec: Compression) -> Result<Bytes, BrokerErro
     Ok(out.freeze())
 }
 
+/// Record batches for unit tests: idempotent-producer records (producer 7,
+/// epoch 1, sequences from 40) with one header each.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use kafka_protocol::records::{Record, TimestampType};
-    use sluice_storage::BatchHeader;
+pub(crate) mod test_batch {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
-    fn batch(codec: Compression) -> Bytes {
-        let records: Vec<Record> = (0..5)
-            .map(|i| Record {
+    /// One batch of `records` (key, value) at offsets from `first_offset`.
+    pub fn encode(
+        first_offset: i64,
+        records: &[(Option<Bytes>, Option<Bytes>)],
+        codec: Compression,
+    ) -> Bytes {
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
                 transactional: false,
                 control: false,
                 delete_horizon: false,
@@ -67,11 +77,11 @@ mod tests {
                 producer_id: 7,
                 producer_epoch: 1,
                 timestamp_type: TimestampType::Creation,
-                offset: i,
+                offset: first_offset + i as i64,
                 sequence: 40 + i as i32,
-                timestamp: 1_000 + i,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![b'v'; 300])),
+                timestamp: 1_000 + i as i64,
+                key: key.clone(),
+                value: value.clone(),
                 headers: [(
                     kafka_protocol::protocol::StrBytes::from_static_str("h"),
                     Some(Bytes::from_static(b"x")),
@@ -91,6 +101,24 @@ mod tests {
         )
         .unwrap();
         b.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::BatchHeader;
+
+    fn batch(codec: Compression) -> Bytes {
+        let records: Vec<_> = (0..5)
+            .map(|i| {
+                (
+                    Some(Bytes::from(format!("k{i}"))),
+                    Some(Bytes::from(vec![b'v'; 300])),
+                )
+            })
+            .collect();
+        test_batch::encode(0, &records, codec)
     }
 
     #[test]

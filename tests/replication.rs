@@ -52,6 +52,30 @@ async fn start_node(
     }
 }
 
+/// Three internal listeners on free loopback ports, and the peer map naming
+/// them.
+async fn bind_three() -> (HashMap<u64, TcpListener>, HashMap<u64, SocketAddr>) {
+    let mut listeners = HashMap::new();
+    let mut peers = HashMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap());
+        listeners.insert(id, l);
+    }
+    (listeners, peers)
+}
+
+/// Three nodes replicating `GROUP`, with their logs under `root`.
+async fn start_three(root: &Path) -> (HashMap<u64, SocketAddr>, HashMap<u64, Node>) {
+    let (mut listeners, peers) = bind_three().await;
+    let mut nodes = HashMap::new();
+    for id in 1..=3u64 {
+        let l = listeners.remove(&id).unwrap();
+        nodes.insert(id, start_node(id, root, &peers, l).await);
+    }
+    (peers, nodes)
+}
+
 fn payload(i: usize) -> Vec<u8> {
     let v = format!("order-{i}");
     batch::build(
@@ -121,18 +145,7 @@ async fn propose(nodes: &HashMap<u64, Node>, batch: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_over_loopback_and_survive_losing_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = HashMap::new();
-    let mut peers = HashMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(id, l.local_addr().unwrap());
-        listeners.insert(id, l);
-    }
-    let mut nodes = HashMap::new();
-    for id in 1..=3u64 {
-        let l = listeners.remove(&id).unwrap();
-        nodes.insert(id, start_node(id, dir.path(), &peers, l).await);
-    }
+    let (peers, mut nodes) = start_three(dir.path()).await;
 
     wait_for("a leader", Duration::from_secs(20), || {
         leader_of(&nodes).is_some()
@@ -248,13 +261,7 @@ mod controller {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_node_builds_the_same_image_from_the_quorum() {
         let dir = tempfile::tempdir().unwrap();
-        let mut listeners = HashMap::new();
-        let mut peers = HashMap::new();
-        for id in 1..=3u64 {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            peers.insert(id, l.local_addr().unwrap());
-            listeners.insert(id, l);
-        }
+        let (mut listeners, peers) = bind_three().await;
         let mut nodes = HashMap::new();
         for id in 1..=3u64 {
             let l = listeners.remove(&id).unwrap();
@@ -350,13 +357,7 @@ mod controller {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn groups_added_and_removed_while_nodes_run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = HashMap::new();
-    let mut peers = HashMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(id, l.local_addr().unwrap());
-        listeners.insert(id, l);
-    }
+    let (mut listeners, peers) = bind_three().await;
     // Nodes that start with no group at all (a broker before any topic).
     let mut hosts = HashMap::new();
     let mut servers = Vec::new();
@@ -609,18 +610,7 @@ async fn acknowledged_writes_survive_killing_the_leader_under_load() {
     use sluice::replication::replica::Proposal;
 
     let dir = tempfile::tempdir().unwrap();
-    let mut listeners = HashMap::new();
-    let mut peers = HashMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        peers.insert(id, l.local_addr().unwrap());
-        listeners.insert(id, l);
-    }
-    let mut nodes = HashMap::new();
-    for id in 1..=3u64 {
-        let l = listeners.remove(&id).unwrap();
-        nodes.insert(id, start_node(id, dir.path(), &peers, l).await);
-    }
+    let (peers, mut nodes) = start_three(dir.path()).await;
     wait_for("a leader", Duration::from_secs(20), || {
         leader_of(&nodes).is_some()
     })

@@ -128,45 +128,19 @@ pub fn rebuild(original: &[u8], h: &BatchHeader, kept: &[&RecordRef]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use crate::recompress::test_batch;
+    use kafka_protocol::records::{Compression, RecordBatchDecoder};
 
     fn batch(codec: Compression) -> Bytes {
-        let records: Vec<Record> = (0..6)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 3,
-                producer_id: 9,
-                producer_epoch: 2,
-                timestamp_type: TimestampType::Creation,
-                offset: 100 + i,
-                sequence: 7 + i as i32,
-                timestamp: 5_000 + i,
-                key: (i != 4).then(|| Bytes::from(format!("key-{}", i % 3))),
-                value: (i != 5).then(|| Bytes::from(format!("value-{i}"))),
-                headers: [(
-                    kafka_protocol::protocol::StrBytes::from_static_str("h"),
-                    Some(Bytes::from_static(b"x")),
-                )]
-                .into_iter()
-                .collect(),
+        let records: Vec<_> = (0..6)
+            .map(|i| {
+                (
+                    (i != 4).then(|| Bytes::from(format!("key-{}", i % 3))),
+                    (i != 5).then(|| Bytes::from(format!("value-{i}"))),
+                )
             })
             .collect();
-        let mut b = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut b,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: codec,
-            },
-        )
-        .unwrap();
-        b.freeze()
+        test_batch::encode(100, &records, codec)
     }
 
     #[test]
@@ -196,7 +170,7 @@ mod tests {
                 (h2.base_offset, h2.last_offset_delta, h2.max_timestamp),
                 (h.base_offset, h.last_offset_delta, h.max_timestamp)
             );
-            assert_eq!((h2.producer_id, h2.base_sequence), (9, 7));
+            assert_eq!((h2.producer_id, h2.base_sequence), (7, 40));
             assert_eq!((h2.record_count, h2.compression()), (3, codec as i16));
             // Kafka's own decoder agrees on what is left.
             let decoded = RecordBatchDecoder::decode(&mut out.clone())

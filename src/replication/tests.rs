@@ -44,6 +44,19 @@ fn names(tag: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{tag}-{i}")).collect()
 }
 
+/// Runs until every replica's high watermark is `hw` (at most 100 ticks).
+fn all_reach(sim: &mut SimCluster, hw: i64) -> bool {
+    sim.run_until(100, |s| {
+        s.replicas.values().all(|r| r.high_watermark() == hw)
+    })
+    .unwrap()
+}
+
+/// Some replica other than `leader`.
+fn a_follower(sim: &SimCluster, leader: u64) -> u64 {
+    *sim.replicas.keys().find(|&&id| id != leader).unwrap()
+}
+
 fn all_agree(sim: &SimCluster) -> bool {
     let logs: Vec<_> = sim.replicas.keys().map(|&id| sim.log_of(id)).collect();
     let hws: Vec<_> = sim.replicas.values().map(|r| r.high_watermark()).collect();
@@ -120,7 +133,7 @@ fn a_leader_is_elected_and_its_batches_commit_on_every_replica() {
         );
     }
     // A follower refuses a proposal and names the leader.
-    let follower = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    let follower = a_follower(&sim, leader);
     match sim
         .replicas
         .get_mut(&follower)
@@ -180,13 +193,7 @@ fn a_deposed_leaders_uncommitted_suffix_is_replaced() {
     let mut sim = SimCluster::new(dir.path(), 3).unwrap();
     let old = sim.elect(200).unwrap();
     propose_all(&mut sim, old, "first", 5).unwrap();
-    assert!(
-        sim.run_until(100, |s| s
-            .replicas
-            .values()
-            .all(|r| r.high_watermark() == 6))
-            .unwrap()
-    );
+    assert!(all_reach(&mut sim, 6));
 
     // Cut off, the old leader still takes proposals; nobody else sees them.
     sim.isolate(old);
@@ -240,16 +247,10 @@ fn crashed_replicas_recover_from_their_logs_and_catch_up() {
     let mut sim = SimCluster::new(dir.path(), 3).unwrap();
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "one", 10).unwrap();
-    assert!(
-        sim.run_until(100, |s| s
-            .replicas
-            .values()
-            .all(|r| r.high_watermark() == 11))
-            .unwrap()
-    );
+    assert!(all_reach(&mut sim, 11));
 
     // A follower misses writes while it is down, then catches up.
-    let follower = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    let follower = a_follower(&sim, leader);
     sim.crash(follower);
     propose_all(&mut sim, leader, "two", 10).unwrap();
     assert!(
@@ -291,14 +292,8 @@ fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
     let mut sim = SimCluster::new(dir.path(), 3).unwrap();
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "early", 10).unwrap();
-    assert!(
-        sim.run_until(100, |s| s
-            .replicas
-            .values()
-            .all(|r| r.high_watermark() == 11))
-            .unwrap()
-    );
-    let behind = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    assert!(all_reach(&mut sim, 11));
+    let behind = a_follower(&sim, leader);
     sim.crash(behind);
     for round in 0..4 {
         propose_all(&mut sim, leader, &format!("late{round}"), 60).unwrap();
@@ -364,7 +359,7 @@ fn a_leader_counts_the_replicas_it_can_reach() {
     let leader = sim.elect(200).unwrap();
     sim.run_until(5, |_| false).unwrap();
     assert_eq!(sim.replicas[&leader].reachable_replicas(), 3);
-    let cut = *sim.replicas.keys().find(|&&id| id != leader).unwrap();
+    let cut = a_follower(&sim, leader);
     sim.isolate(cut);
     // After an election timeout without a word from it, it no longer counts
     // (and min.insync.replicas=3 could not be met).

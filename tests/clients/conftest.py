@@ -1,6 +1,7 @@
 """Fixtures for client tests: the real `sluice` binary on a free loopback port
 with its own data folder, and helpers shared by the per-client tests."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,14 +77,23 @@ class Broker:
             return "(no log)"
 
 
+@contextlib.contextmanager
+def running_broker(tmp_path, config: str = ""):
+    """A started broker with `config` (TOML lines), killed when the block ends."""
+    b = Broker(tmp_path, config)
+    b.start()
+    try:
+        yield b
+    finally:
+        if b.proc and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait(10)
+
+
 @pytest.fixture
 def broker(tmp_path):
-    b = Broker(tmp_path)
-    b.start()
-    yield b
-    if b.proc and b.proc.poll() is None:
-        b.proc.kill()
-        b.proc.wait(10)
+    with running_broker(tmp_path) as b:
+        yield b
 
 
 # Consumer-group tests start several consumers at once; a shorter initial
@@ -98,12 +108,8 @@ GROUP_CONFIG = (
 
 @pytest.fixture
 def group_broker(tmp_path):
-    b = Broker(tmp_path, GROUP_CONFIG)
-    b.start()
-    yield b
-    if b.proc and b.proc.poll() is None:
-        b.proc.kill()
-        b.proc.wait(10)
+    with running_broker(tmp_path, GROUP_CONFIG) as b:
+        yield b
 
 
 @pytest.hookimpl(hookwrapper=True)

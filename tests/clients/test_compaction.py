@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import Broker, create_topic, have_kcat
+from conftest import create_topic, have_kcat, running_broker
 
 KEYS = 1000
 UPDATES = 100_000
@@ -22,12 +22,8 @@ TOMBSTONES = 100
 
 @pytest.fixture
 def cleaner_broker(tmp_path):
-    b = Broker(tmp_path, '"log.cleaner.backoff.ms" = 200\n')
-    b.start()
-    yield b
-    if b.proc and b.proc.poll() is None:
-        b.proc.kill()
-        b.proc.wait(10)
+    with running_broker(tmp_path, '"log.cleaner.backoff.ms" = 200\n') as b:
+        yield b
 
 
 def read_confluent(bootstrap, topic):
@@ -97,6 +93,17 @@ def read_aiokafka(bootstrap, topic, end):
     return asyncio.run(run())
 
 
+def produce_updates(p, topic, rng, n, keys, tag, latest):
+    """n updates of random keys among `keys`, values tagged; `latest` follows."""
+    for i in range(n):
+        k = f"key-{rng.randrange(keys)}"
+        v = f"value-{tag}{i}"
+        p.produce(topic, key=k, value=v)
+        latest[k] = v
+        if i % 5000 == 0:
+            p.poll(0)
+
+
 def check(records, expected, what):
     offsets = [o for o, _, _ in records]
     assert offsets == sorted(set(offsets)), f"{what}: offsets in order, once each"
@@ -119,13 +126,7 @@ def test_compacted_topic_reads_back_the_latest_value_of_each_live_key(cleaner_br
     p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5, "compression.type": "lz4"})
     rng = random.Random(20261123)
     latest = {}
-    for i in range(UPDATES):
-        k = f"key-{rng.randrange(KEYS)}"
-        v = f"value-{i}"
-        p.produce(topic, key=k, value=v)
-        latest[k] = v
-        if i % 5000 == 0:
-            p.poll(0)
+    produce_updates(p, topic, rng, UPDATES, KEYS, "", latest)
     for k in rng.sample(sorted(latest), TOMBSTONES):
         p.produce(topic, key=k, value=None)
         latest[k] = None
@@ -183,9 +184,7 @@ def test_kill9_while_the_cleaner_runs_loses_no_latest_value(tmp_path):
     """The broker is killed at random moments while its cleaner rewrites and
     swaps segments (a pass every 10 ms); after each restart every key's
     latest value is there exactly once."""
-    b = Broker(tmp_path, '"log.cleaner.backoff.ms" = 10\n')
-    b.start()
-    try:
+    with running_broker(tmp_path, '"log.cleaner.backoff.ms" = 10\n') as b:
         topic = "compacted-kill"
         create_topic(b.bootstrap, topic, 1, {
             "cleanup.policy": "compact",
@@ -196,13 +195,7 @@ def test_kill9_while_the_cleaner_runs_loses_no_latest_value(tmp_path):
         latest = {}
         for rnd in range(5):
             p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 2, "acks": "all"})
-            for i in range(20_000):
-                k = f"key-{rng.randrange(300)}"
-                v = f"value-{rnd}-{i}"
-                p.produce(topic, key=k, value=v)
-                latest[k] = v
-                if i % 5000 == 0:
-                    p.poll(0)
+            produce_updates(p, topic, rng, 20_000, 300, f"{rnd}-", latest)
             assert p.flush(60) == 0
             time.sleep(rng.uniform(0.0, 0.4))
             b.kill9()
@@ -218,10 +211,6 @@ def test_kill9_while_the_cleaner_runs_loses_no_latest_value(tmp_path):
             for v in latest.values():
                 assert values.count(v) == 1, f"round {rnd}: {v} read {values.count(v)} times"
         assert "cleaner" in b.log_path.read_text()
-    finally:
-        if b.proc and b.proc.poll() is None:
-            b.proc.kill()
-            b.proc.wait(10)
 
 
 def test_a_compacted_topic_refuses_records_without_a_key(broker):

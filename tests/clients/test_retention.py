@@ -15,17 +15,13 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
-from conftest import Broker, create_topic
+from conftest import create_topic, running_broker
 
 
 @pytest.fixture
 def fast_retention(tmp_path):
-    b = Broker(tmp_path, '"log.retention.check.interval.ms" = 100\n')
-    b.start()
-    yield b
-    if b.proc and b.proc.poll() is None:
-        b.proc.kill()
-        b.proc.wait(10)
+    with running_broker(tmp_path, '"log.retention.check.interval.ms" = 100\n') as b:
+        yield b
 
 
 def produce(bootstrap, topic, n, value_size=100, timestamp=None):
