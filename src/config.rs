@@ -32,6 +32,15 @@ pub struct Cli {
     /// This broker's node id.
     #[arg(long, env = "SLUICE_NODE_ID")]
     pub node_id: Option<i32>,
+    /// The controller quorum, `id@host:port,...`: every broker's internal
+    /// (broker-to-broker) address. Without it the broker runs alone, a quorum
+    /// of one.
+    #[arg(long, env = "SLUICE_CONTROLLER_VOTERS")]
+    pub controller_voters: Option<String>,
+    /// Where this broker's internal listener binds; defaults to its own
+    /// address in --controller-voters.
+    #[arg(long, env = "SLUICE_INTERNAL_LISTEN")]
+    pub internal_listen: Option<SocketAddr>,
     /// TOML configuration file (see config/sluice.toml for every key and default).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -60,6 +69,16 @@ pub struct Config {
     pub node_id: i32,
     #[serde(rename = "cluster.id")]
     pub cluster_id: Option<String>,
+    #[serde(rename = "controller.quorum.voters")]
+    pub controller_voters: Option<String>,
+    #[serde(rename = "internal.listen")]
+    pub internal_listen: Option<SocketAddr>,
+    /// The Raft tick: heartbeats every 2 ticks, elections after 10–20 ticks
+    /// without a leader.
+    #[serde(rename = "raft.tick.ms")]
+    pub raft_tick_ms: u64,
+    #[serde(rename = "offsets.topic.replication.factor")]
+    pub offsets_topic_replication_factor: i16,
     #[serde(rename = "max.connections")]
     pub max_connections: usize,
     #[serde(rename = "socket.request.max.bytes")]
@@ -136,6 +155,10 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             node_id: 1,
             cluster_id: None,
+            controller_voters: None,
+            internal_listen: None,
+            raft_tick_ms: 100,
+            offsets_topic_replication_factor: 3,
             max_connections: 10_000,
             socket_request_max_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
             auto_create_topics_enable: true,
@@ -204,6 +227,21 @@ impl Config {
         if let Some(id) = cli.node_id {
             config.node_id = id;
         }
+        if let Some(v) = &cli.controller_voters {
+            config.controller_voters = Some(v.clone());
+        }
+        if let Some(a) = cli.internal_listen {
+            config.internal_listen = Some(a);
+        }
+        if let Err(reason) = config.voters() {
+            return Err(ConfigError::Invalid {
+                path: cli
+                    .config
+                    .clone()
+                    .unwrap_or_else(|| "--controller-voters".into()),
+                reason,
+            });
+        }
         Ok(config)
     }
 
@@ -225,6 +263,46 @@ impl Config {
         toml::Value::Table(flat)
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())
+    }
+
+    /// The controller quorum's voters (node id → internal address), sorted;
+    /// empty for a single broker. Err when the list is malformed or does not
+    /// include this broker.
+    pub fn voters(&self) -> Result<Vec<(u64, SocketAddr)>, String> {
+        let Some(text) = self
+            .controller_voters
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+        else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            let (id, addr) = item
+                .split_once('@')
+                .ok_or_else(|| format!("controller voter '{item}' is not id@host:port"))?;
+            let id: u64 = id.parse().ok().filter(|&i| i > 0).ok_or_else(|| {
+                format!("controller voter '{item}': the id must be a positive number")
+            })?;
+            use std::net::ToSocketAddrs;
+            let addr = addr
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| format!("controller voter '{item}': cannot resolve '{addr}'"))?;
+            if out.iter().any(|(i, _)| *i == id) {
+                return Err(format!("controller voter id {id} is listed twice"));
+            }
+            out.push((id, addr));
+        }
+        out.sort();
+        if !out.iter().any(|(i, _)| *i == self.node_id as u64) {
+            return Err(format!(
+                "node id {} is not among the controller voters {text}",
+                self.node_id
+            ));
+        }
+        Ok(out)
     }
 
     /// The host and port clients are told to use.
@@ -268,6 +346,15 @@ impl Config {
             ),
             ("data.dir", self.data_dir.display().to_string()),
             ("node.id", self.node_id.to_string()),
+            (
+                "controller.quorum.voters",
+                self.controller_voters.clone().unwrap_or_default(),
+            ),
+            ("raft.tick.ms", self.raft_tick_ms.to_string()),
+            (
+                "offsets.topic.replication.factor",
+                self.offsets_topic_replication_factor.to_string(),
+            ),
             ("max.connections", self.max_connections.to_string()),
             (
                 "socket.request.max.bytes",

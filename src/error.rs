@@ -24,6 +24,10 @@ pub enum BrokerError {
     OffsetOutOfRange { offset: i64, start: i64, end: i64 },
     #[error("timed out waiting for replication")]
     RequestTimedOut,
+    #[error("this broker does not lead the partition")]
+    NotLeaderOrFollower,
+    #[error("fewer replicas reachable than min.insync.replicas")]
+    NotEnoughReplicas,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("storage failure: {0}")]
@@ -60,6 +64,8 @@ impl BrokerError {
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             BrokerError::RequestTimedOut => ResponseError::RequestTimedOut,
+            BrokerError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            BrokerError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::Storage(StorageError::CorruptBatch { .. }) => {
                 ResponseError::CorruptMessage

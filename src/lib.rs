@@ -21,6 +21,7 @@ pub mod alloc;
 pub mod bench;
 pub mod broker;
 pub mod cleaner;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -2,7 +2,10 @@
 //! SIGTERM.
 
 use clap::Parser;
-use sluice::broker::Broker;
+use std::sync::Arc;
+
+use sluice::broker::{Broker, follow_image};
+use sluice::cluster::Cluster;
 use sluice::config::{Cli, Command, Config};
 use sluice::handlers;
 use tracing_subscriber::EnvFilter;
@@ -80,8 +83,24 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let broker = Broker::open(config, handlers::version_table())
+    let voters = config.voters()?;
+    let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
+    let cluster = if voters.is_empty() {
+        None
+    } else {
+        Some(
+            Cluster::start(&config, voters, clock.clone())
+                .await
+                .map_err(|e| format!("cannot join the cluster: {e}"))?,
+        )
+    };
+    let broker = Broker::open_with(config, handlers::version_table(), clock, cluster.clone())
         .map_err(|e| format!("cannot open the data folder: {e}"))?;
+    if let Some(c) = cluster {
+        tokio::spawn(follow_image(Arc::downgrade(&broker), c.clone()));
+        let (host, port) = broker.config.advertised();
+        tokio::spawn(c.register(host, port as u16));
+    }
     sluice::server::run(listener, broker, shutdown_signal()).await?;
     Ok(())
 }

@@ -105,7 +105,7 @@ impl GroupCoordinator {
             (out, self.append(broker, group, &[record]))
         };
         match written {
-            Ok((p, last)) => match p.wait_durable(last, Duration::from_secs(30)).await {
+            Ok((p, last)) => match p.wait_acked(&last, Duration::from_secs(30)).await {
                 Ok(()) => out,
                 Err(e) => refuse(
                     ResponseError::RequestTimedOut,

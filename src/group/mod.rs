@@ -36,7 +36,7 @@ use sluice_storage::batch::{BuildOptions, RecordSpec};
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::{Broker, Topic};
-use crate::partition::Partition;
+use crate::partition::{AppendResult, Partition};
 use classic::{
     Effect, Group, GroupConfig, GroupState, JoinOutcome, JoinRequest, Reply, SyncOutcome,
     SyncRequest,
@@ -118,6 +118,18 @@ struct Inner {
     offsets: HashMap<String, BTreeMap<(String, i32), Committed>>,
     join_waiters: HashMap<(String, String), oneshot::Sender<JoinOutcome>>,
     sync_waiters: HashMap<(String, String), oneshot::Sender<SyncOutcome>>,
+    /// In a cluster: the Raft term in which each `__consumer_offsets`
+    /// partition led here was loaded.
+    loaded_terms: HashMap<i32, u64>,
+}
+
+/// What replaying partitions of `__consumer_offsets` found.
+#[derive(Default)]
+struct Loaded {
+    offsets: HashMap<String, BTreeMap<(String, i32), Committed>>,
+    snapshots: HashMap<String, Option<classic::GroupSnapshot>>,
+    consumer_snapshots: HashMap<String, Option<consumer::ConsumerGroupSnapshot>>,
+    records: usize,
 }
 
 /// Answers to parked requests, to send once `durable` (if any) is reached.
@@ -125,13 +137,13 @@ struct Inner {
 struct Deliveries {
     joins: Vec<(oneshot::Sender<JoinOutcome>, JoinOutcome)>,
     syncs: Vec<(oneshot::Sender<SyncOutcome>, SyncOutcome)>,
-    durable: Option<(Arc<Partition>, i64)>,
+    durable: Option<(Arc<Partition>, AppendResult)>,
 }
 
 impl Deliveries {
     async fn deliver(self) {
         if let Some((p, offset)) = self.durable
-            && let Err(e) = p.wait_durable(offset, Duration::from_secs(30)).await
+            && let Err(e) = p.wait_acked(&offset, Duration::from_secs(30)).await
         {
             tracing::error!(partition = ?p, error = %e, "group metadata did not become durable");
         }
@@ -190,9 +202,65 @@ impl GroupCoordinator {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The group's partition of `__consumer_offsets`, creating the topic on
-    /// first use (as Kafka does on the first FindCoordinator).
+    /// The group's partition when this broker coordinates the group: it
+    /// leads the partition, and has loaded what the partition holds since
+    /// it became leader. NOT_COORDINATOR sends the client to FindCoordinator.
     pub async fn offsets_partition(
+        &self,
+        broker: &Broker,
+        group: &str,
+    ) -> Result<Arc<Partition>, i16> {
+        let p = self.offsets_partition_anywhere(broker, group).await?;
+        if p.check_serving().is_err() {
+            return Err(code(ResponseError::NotCoordinator));
+        }
+        if p.is_replicated() {
+            let term = p.status().term;
+            let loaded = self.lock().loaded_terms.get(&p.index) == Some(&term);
+            if !loaded {
+                self.load_led_partition(broker, &p, term).await?;
+            }
+        }
+        Ok(p)
+    }
+
+    /// A new leader of a `__consumer_offsets` partition replays it once the
+    /// entries of earlier terms are committed (its log holds every entry
+    /// that may have been acknowledged; the high watermark catches up when
+    /// its first entry commits), replacing the groups of that partition.
+    async fn load_led_partition(
+        &self,
+        broker: &Broker,
+        p: &Arc<Partition>,
+        term: u64,
+    ) -> Result<(), i16> {
+        let end = p.log_end_offset();
+        if end > 0
+            && p.wait_durable(end - 1, Duration::from_secs(10))
+                .await
+                .is_err()
+        {
+            return Err(code(ResponseError::CoordinatorLoadInProgress));
+        }
+        let mut loaded = Loaded::default();
+        read_partition(p, &mut loaded).map_err(|e| {
+            tracing::error!(partition = ?p, error = %e, "could not load {OFFSETS_TOPIC}");
+            code(ResponseError::CoordinatorLoadInProgress)
+        })?;
+        let n = broker
+            .topic(OFFSETS_TOPIC)
+            .map_or(1, |t| t.partitions.len() as i32);
+        let index = p.index;
+        self.install(loaded, broker.now_ms(), |g| partition_for(g, n) == index);
+        self.lock().loaded_terms.insert(index, term);
+        tracing::info!(partition = ?p, term, "now coordinating the groups of this partition");
+        Ok(())
+    }
+
+    /// The group's partition of `__consumer_offsets` wherever it is led,
+    /// creating the topic on first use (as Kafka does on the first
+    /// FindCoordinator).
+    pub async fn offsets_partition_anywhere(
         &self,
         broker: &Broker,
         group: &str,
@@ -214,8 +282,11 @@ impl GroupCoordinator {
             ("cleanup.policy".to_owned(), "compact".to_owned()),
             ("segment.bytes".to_owned(), self.segment_bytes.to_string()),
         ]);
+        // offsets.topic.replication.factor, capped by the brokers there are.
+        let rf = (broker.config.offsets_topic_replication_factor.max(1) as usize)
+            .min(broker.broker_count().max(1)) as i16;
         match broker
-            .create_topic(OFFSETS_TOPIC, self.num_partitions, 1, configs, false)
+            .create_topic(OFFSETS_TOPIC, self.num_partitions, rf, configs, false)
             .await
         {
             Ok(t) => Ok(t),
@@ -232,64 +303,29 @@ impl GroupCoordinator {
     /// Replays `__consumer_offsets`: committed offsets, and groups with their
     /// members and assignments (members then have one session to show up).
     pub fn load(&self, topic: &Topic, now: i64) -> Result<(), crate::error::BrokerError> {
-        let mut offsets: HashMap<String, BTreeMap<(String, i32), Committed>> = HashMap::new();
-        let mut snapshots = HashMap::new();
-        let mut consumer_snapshots = HashMap::new();
-        let mut records = 0usize;
+        let mut loaded = Loaded::default();
         for p in &topic.partitions {
-            let mut offset = p.log_start_offset();
-            let end = p.high_watermark();
-            while offset < end {
-                let mut chunk = p.read(offset, 8 << 20)?.records;
-                if chunk.is_empty() {
-                    break;
-                }
-                let sets = RecordBatchDecoder::decode_all(&mut chunk).map_err(|e| {
-                    crate::error::BrokerError::CorruptMessage(format!("{p:?}: {e}"))
-                })?;
-                for r in sets.into_iter().flat_map(|s| s.records) {
-                    offset = offset.max(r.offset + 1);
-                    if r.control {
-                        continue;
-                    }
-                    let Some(key) = r.key.as_deref() else {
-                        continue;
-                    };
-                    records += 1;
-                    match records::decode(key, r.value.as_deref()) {
-                        Ok(Entry::Offset {
-                            group,
-                            topic,
-                            partition,
-                            value,
-                        }) => {
-                            let map = offsets.entry(group).or_default();
-                            match value {
-                                Some(v) => {
-                                    map.insert((topic, partition), committed(v, r.offset));
-                                }
-                                None => {
-                                    map.remove(&(topic, partition));
-                                }
-                            }
-                        }
-                        Ok(Entry::Group { group, value }) => {
-                            snapshots.insert(group, value);
-                        }
-                        Ok(Entry::ConsumerGroup { group, value }) => {
-                            consumer_snapshots.insert(group, value);
-                        }
-                        Err(e) => {
-                            tracing::warn!(partition = ?p, offset = r.offset, error = %e, "skipped a record")
-                        }
-                    }
-                }
-            }
+            read_partition(p, &mut loaded)?;
         }
+        self.install(loaded, now, |_| true);
+        Ok(())
+    }
+
+    /// Replaces the groups `owned` says are being loaded with what was read.
+    fn install(&self, loaded: Loaded, now: i64, owned: impl Fn(&str) -> bool) {
+        let Loaded {
+            mut offsets,
+            snapshots,
+            consumer_snapshots,
+            records,
+        } = loaded;
         let mut inner = self.lock();
         offsets.retain(|_, m| !m.is_empty());
         let (n_offsets, n_groups) = (offsets.len(), snapshots.len());
-        inner.offsets = offsets;
+        inner.offsets.retain(|g, _| !owned(g));
+        inner.groups.retain(|g, _| !owned(g));
+        inner.consumers.retain(|g, _| !owned(g));
+        inner.offsets.extend(offsets);
         for (id, snap) in snapshots {
             if let Some(snap) = snap {
                 inner
@@ -312,7 +348,6 @@ impl GroupCoordinator {
             groups_with_offsets = n_offsets,
             "loaded {OFFSETS_TOPIC}"
         );
-        Ok(())
     }
 
     /// Routes effects to parked requests; writes group metadata when asked.
@@ -360,7 +395,7 @@ impl GroupCoordinator {
         broker: &Broker,
         group: &str,
         recs: &[(Bytes, Option<Bytes>)],
-    ) -> Result<(Arc<Partition>, i64), i16> {
+    ) -> Result<(Arc<Partition>, AppendResult), i16> {
         let topic = broker
             .topic(OFFSETS_TOPIC)
             .ok_or(code(ResponseError::CoordinatorNotAvailable))?;
@@ -383,7 +418,7 @@ impl GroupCoordinator {
             BuildOptions::default(),
         ));
         match p.append(&batch) {
-            Ok(r) => Ok((p, r.last_offset)),
+            Ok(r) => Ok((p, r)),
             Err(e) => {
                 tracing::error!(group, error = %e, "append to {OFFSETS_TOPIC} failed");
                 Err(code(ResponseError::CoordinatorNotAvailable))
@@ -520,9 +555,18 @@ impl GroupCoordinator {
     pub async fn tick(&self, broker: &Broker) {
         let now = broker.now_ms();
         let mut all = Vec::new();
+        // In a cluster, only the groups whose partition is led here.
+        let offsets = broker.topic(OFFSETS_TOPIC);
+        let led = |group: &str| {
+            offsets.as_ref().is_none_or(|t| {
+                t.partitions
+                    .get(partition_for(group, t.partitions.len() as i32) as usize)
+                    .is_some_and(|p| p.check_serving().is_ok())
+            })
+        };
         {
             let mut inner = self.lock();
-            let ids: Vec<String> = inner.groups.keys().cloned().collect();
+            let ids: Vec<String> = inner.groups.keys().filter(|g| led(g)).cloned().collect();
             for id in ids {
                 if let Some(g) = inner.groups.get_mut(&id) {
                     g.tick(now);
@@ -533,7 +577,7 @@ impl GroupCoordinator {
                     inner.groups.remove(&id);
                 }
             }
-            let ids: Vec<String> = inner.consumers.keys().cloned().collect();
+            let ids: Vec<String> = inner.consumers.keys().filter(|g| led(g)).cloned().collect();
             for id in ids {
                 let Some(g) = inner.consumers.get_mut(&id) else {
                     continue;
@@ -683,7 +727,7 @@ impl GroupCoordinator {
             }
         };
         let (p, last) = written;
-        match p.wait_durable(last, Duration::from_secs(30)).await {
+        match p.wait_acked(&last, Duration::from_secs(30)).await {
             Ok(()) => {
                 tracing::info!(group, "deleted group");
                 0
@@ -700,6 +744,59 @@ fn error_join(c: i16, member_id: &str) -> JoinOutcome {
         member_id: member_id.to_owned(),
         ..JoinOutcome::default()
     }
+}
+
+/// Reads one partition of `__consumer_offsets` into `loaded` (later records
+/// win).
+fn read_partition(p: &Partition, loaded: &mut Loaded) -> Result<(), crate::error::BrokerError> {
+    let mut offset = p.log_start_offset();
+    let end = p.high_watermark();
+    while offset < end {
+        let mut chunk = p.read(offset, 8 << 20)?.records;
+        if chunk.is_empty() {
+            break;
+        }
+        let sets = RecordBatchDecoder::decode_all(&mut chunk)
+            .map_err(|e| crate::error::BrokerError::CorruptMessage(format!("{p:?}: {e}")))?;
+        for r in sets.into_iter().flat_map(|s| s.records) {
+            offset = offset.max(r.offset + 1);
+            if r.control {
+                continue;
+            }
+            let Some(key) = r.key.as_deref() else {
+                continue;
+            };
+            loaded.records += 1;
+            match records::decode(key, r.value.as_deref()) {
+                Ok(Entry::Offset {
+                    group,
+                    topic,
+                    partition,
+                    value,
+                }) => {
+                    let map = loaded.offsets.entry(group).or_default();
+                    match value {
+                        Some(v) => {
+                            map.insert((topic, partition), committed(v, r.offset));
+                        }
+                        None => {
+                            map.remove(&(topic, partition));
+                        }
+                    }
+                }
+                Ok(Entry::Group { group, value }) => {
+                    loaded.snapshots.insert(group, value);
+                }
+                Ok(Entry::ConsumerGroup { group, value }) => {
+                    loaded.consumer_snapshots.insert(group, value);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = ?p, offset = r.offset, error = %e, "skipped a record")
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Ticks the coordinator until the broker is gone or shutdown starts.

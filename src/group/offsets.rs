@@ -74,7 +74,7 @@ impl GroupCoordinator {
             }
         }
         for (p, last) in written {
-            if let Err(e) = p.wait_durable(last, Duration::from_secs(30)).await {
+            if let Err(e) = p.wait_acked(&last, Duration::from_secs(30)).await {
                 tracing::warn!(partition = ?p, error = %e, "offset tombstones not yet durable");
             }
         }
@@ -142,14 +142,14 @@ impl GroupCoordinator {
                 Err(c) => return vec![c; items.len()],
             }
         };
-        if let Err(e) = p.wait_durable(last, Duration::from_secs(30)).await {
+        if let Err(e) = p.wait_acked(&last, Duration::from_secs(30)).await {
             tracing::error!(group, error = %e, "offset commit did not become durable");
             for (i, _) in &written {
                 codes[*i] = code(ResponseError::RequestTimedOut);
             }
             return codes;
         }
-        let first = last + 1 - written.len() as i64;
+        let first = last.last_offset + 1 - written.len() as i64;
         let mut inner = self.lock();
         let map = inner.offsets.entry(group.to_owned()).or_default();
         for (n, (i, value)) in written.into_iter().enumerate() {
@@ -244,7 +244,7 @@ impl GroupCoordinator {
             (out, written)
         };
         if let Some((p, last)) = written {
-            p.wait_durable(last, Duration::from_secs(30))
+            p.wait_acked(&last, Duration::from_secs(30))
                 .await
                 .map_err(|_| code(ResponseError::RequestTimedOut))?;
         }

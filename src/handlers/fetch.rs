@@ -102,7 +102,10 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
                     pd.records = Some(records);
                 }
                 Err(e) => {
-                    if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
+                    if !matches!(
+                        e,
+                        BrokerError::OffsetOutOfRange { .. } | BrokerError::NotLeaderOrFollower
+                    ) {
                         tracing::warn!(partition = ?p, error = %e, "fetch failed");
                     }
                     pd.error_code = e.code();

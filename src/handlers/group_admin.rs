@@ -42,18 +42,32 @@ async fn locate(
     if key.is_empty() {
         return none(ResponseError::InvalidRequest, "empty group id");
     }
-    if let Err(code) = ctx.broker.groups.offsets_partition(&ctx.broker, key).await {
-        return (
-            code,
-            -1,
-            String::new(),
-            -1,
-            Some("group coordinator unavailable".into()),
-        );
+    let p = match ctx
+        .broker
+        .groups
+        .offsets_partition_anywhere(&ctx.broker, key)
+        .await
+    {
+        Ok(p) => p,
+        Err(code) => {
+            return (
+                code,
+                -1,
+                String::new(),
+                -1,
+                Some("group coordinator unavailable".into()),
+            );
+        }
+    };
+    // The coordinator is the leader of the group's partition.
+    let leader = p.leader(ctx.broker.node_id()).0;
+    match leader.and_then(|id| Some((id, ctx.broker.broker_address(id)?))) {
+        Some((id, (host, port))) => (0, id, host, port, None),
+        None => none(
+            ResponseError::CoordinatorNotAvailable,
+            "the group's partition has no leader right now",
+        ),
     }
-    // On one node every partition of __consumer_offsets is led here.
-    let (host, port) = ctx.broker.config.advertised();
-    (0, ctx.broker.node_id(), host, port, None)
 }
 
 pub async fn find_coordinator(

@@ -61,16 +61,20 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
 
 /// (timestamp, offset) for the query, `None` when no record qualifies.
 fn lookup(p: &Partition, query: i64) -> Result<Option<(i64, i64)>, i16> {
+    p.check_serving().map_err(|e| e.code())?;
     let hw = p.high_watermark();
     match query {
         LATEST => Ok(Some((-1, hw))),
         EARLIEST => Ok(Some((-1, p.log_start_offset()))),
         MAX_TIMESTAMP => {
-            let Some((ts, batch_last_offset)) = p.with_log(|l| l.max_timestamp()) else {
+            let Some((ts, batch_last_offset)) =
+                p.with_log(|l| l.max_timestamp()).map_err(|e| e.code())?
+            else {
                 return Ok(None);
             };
             let batch = p
                 .with_log(|l| l.read(batch_last_offset, 1))
+                .map_err(|e| e.code())?
                 .map_err(|_| ResponseError::UnknownServerError.code())?
                 .records;
             let exact = records_of_first_batch(batch)
@@ -83,6 +87,7 @@ fn lookup(p: &Partition, query: i64) -> Result<Option<(i64, i64)>, i16> {
         ts if ts >= 0 => {
             let found = p
                 .with_log(|l| l.offset_for_timestamp(ts))
+                .map_err(|e| e.code())?
                 .map_err(|_| ResponseError::UnknownServerError.code())?;
             let Some((_, batch)) = found else {
                 return Ok(None);

@@ -13,7 +13,6 @@ use crate::broker::{Topic, validate_topic_name};
 
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
-    let (host, port) = broker.config.advertised();
     let node = BrokerId(broker.node_id());
     // v0 has no "null = all topics"; an empty list means all there.
     let all = match &req.topics {
@@ -73,16 +72,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             });
         }
     }
-    let mut resp = MetadataResponse::default()
-        .with_brokers(vec![
+    let brokers = broker
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
             MetadataResponseBroker::default()
-                .with_node_id(node)
+                .with_node_id(BrokerId(id))
                 .with_host(str_bytes(host))
-                .with_port(port),
-        ])
+                .with_port(port)
+        })
+        .collect();
+    let mut resp = MetadataResponse::default()
+        .with_brokers(brokers)
         .with_topics(topics);
     if ctx.version >= 1 {
-        resp.controller_id = node;
+        resp.controller_id = BrokerId(broker.controller_id());
     }
     if ctx.version >= 2 {
         resp.cluster_id = Some(str_bytes(broker.cluster_id()));
@@ -92,16 +96,32 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 
 /// A topic's entry; fields a version lacks stay at their defaults (the encoder
 /// refuses non-default values there).
+///
+/// In a cluster the leader is the Raft leader as this broker knows it
+/// (LEADER_NOT_AVAILABLE while there is none), the epoch its term. Raft has
+/// no ISR: every voter with the committed log can be elected, so the ISR
+/// reported is the replica set.
 fn describe(t: &Topic, node: BrokerId, version: i16) -> MetadataResponseTopic {
-    let partitions = (0..t.partitions.len() as i32)
-        .map(|i| {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|part| {
+            let (leader, epoch) = part.leader(node.0);
+            let replicas: Vec<BrokerId> = if part.replicas.is_empty() {
+                vec![node]
+            } else {
+                part.replicas.iter().map(|&r| BrokerId(r)).collect()
+            };
             let mut p = MetadataResponsePartition::default()
-                .with_partition_index(i)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+                .with_partition_index(part.index)
+                .with_leader_id(BrokerId(leader.unwrap_or(-1)))
+                .with_isr_nodes(replicas.clone())
+                .with_replica_nodes(replicas);
+            if leader.is_none() {
+                p.error_code = ResponseError::LeaderNotAvailable.code();
+            }
             if version >= 7 {
-                p.leader_epoch = 0;
+                p.leader_epoch = epoch;
             }
             p
         })

@@ -1,6 +1,7 @@
 //! Produce: validate each partition's batches, append them, and answer once the
 //! requested acknowledgement holds (acks=0: no answer; acks=1: appended;
-//! acks=all: durable, which on one node is the commit point).
+//! acks=all: committed — durable on one node, committed by the partition's Raft
+//! group in a cluster).
 
 use std::time::Duration;
 
@@ -11,9 +12,6 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
 
-/// In-sync replicas of every partition on a single broker: itself.
-const IN_SYNC_REPLICAS: i32 = 1;
-
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
@@ -22,7 +20,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    // (topic index, partition index in response, partition, last offset) awaiting durability.
+    // (topic index, partition index in response, partition, append) awaiting the commit.
     let mut pending = Vec::new();
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_owned();
@@ -48,28 +46,25 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 // zstd arrived with Produce v7 (KIP-110); older clients may not read it.
                 tracing::warn!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
                 Err(ResponseError::UnsupportedCompressionType.code())
-            } else if let Some(p) = partition
-                .as_ref()
-                .filter(|p| acks == -1 && p.config().min_insync_replicas > IN_SYNC_REPLICAS)
-            {
-                // One broker holds the only replica: acks=all cannot reach
-                // more, and Kafka refuses rather than write under-replicated.
+            } else if let Some(p) = partition.as_ref().filter(|p| {
+                acks == -1
+                    && p.check_serving().is_ok()
+                    && (p.reachable_replicas() as i32) < p.config().min_insync_replicas
+            }) {
+                // Too few replicas can take the write: Kafka refuses rather
+                // than write under-replicated.
                 tracing::warn!(topic = %name, partition = pd.index,
                     min_insync_replicas = p.config().min_insync_replicas,
+                    reachable = p.reachable_replicas(),
                     "acks=all produce refused: not enough in-sync replicas");
-                Err(ResponseError::NotEnoughReplicas.code())
+                Err(BrokerError::NotEnoughReplicas.code())
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
                     Some(records) => match p.append(&records) {
                         Ok(res) => {
                             if acks == -1 {
-                                pending.push((
-                                    responses.len(),
-                                    partitions.len(),
-                                    p.clone(),
-                                    res.last_offset,
-                                ));
+                                pending.push((responses.len(), partitions.len(), p.clone(), res));
                             }
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
@@ -77,6 +72,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                                 r.log_start_offset = res.log_start_offset;
                             }
                             Ok(())
+                        }
+                        Err(BrokerError::NotLeaderOrFollower) => {
+                            tracing::debug!(topic = %name, partition = pd.index, "produce to a follower");
+                            Err(BrokerError::NotLeaderOrFollower.code())
                         }
                         Err(e) => {
                             tracing::warn!(topic = %name, partition = pd.index, error = %e, "produce rejected");
@@ -102,8 +101,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .with_partition_responses(partitions),
         );
     }
-    for (ti, pi, partition, last_offset) in pending {
-        if let Err(e) = partition.wait_durable(last_offset, timeout).await {
+    for (ti, pi, partition, appended) in pending {
+        if let Err(e) = partition.wait_acked(&appended, timeout).await {
             let r = &mut responses[ti].partition_responses[pi];
             r.error_code = e.code();
             if ctx.version >= 8 {

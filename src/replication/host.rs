@@ -21,7 +21,14 @@ pub struct GroupStatus {
     pub high_watermark: i64,
     /// Highest committed entry index.
     pub commit_index: u64,
+    /// Replicas heard from within an election timeout, this one included
+    /// (what min.insync.replicas is checked against on a leader).
+    pub reachable: usize,
 }
+
+/// Called on the host thread whenever a group's status changes (keep it
+/// short: it runs between the groups' Raft rounds).
+pub type Watcher = Box<dyn FnMut(&GroupStatus) + Send>;
 
 /// Called with each committed entry of a group, in order, on the host
 /// thread (keep it short).
@@ -41,6 +48,7 @@ enum Input {
     Add {
         group: String,
         replica: Box<Replica>,
+        watcher: Option<Watcher>,
     },
     Remove {
         group: String,
@@ -52,7 +60,7 @@ enum Input {
 pub struct Host {
     inputs: mpsc::Sender<Input>,
     status: Arc<Mutex<HashMap<String, GroupStatus>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Host {
@@ -81,7 +89,7 @@ impl Host {
         Self {
             inputs,
             status,
-            thread: Some(thread),
+            thread: Mutex::new(Some(thread)),
         }
     }
 
@@ -120,6 +128,16 @@ impl Host {
         let _ = self.inputs.send(Input::Add {
             group: group.to_owned(),
             replica: Box::new(replica),
+            watcher: None,
+        });
+    }
+
+    /// Like `add_group`, with `watcher` told of every status change.
+    pub fn add_group_watched(&self, group: &str, replica: Replica, watcher: Watcher) {
+        let _ = self.inputs.send(Input::Add {
+            group: group.to_owned(),
+            replica: Box::new(replica),
+            watcher: Some(watcher),
         });
     }
 
@@ -145,13 +163,20 @@ impl Host {
         self.status.lock().ok()?.get(group).copied()
     }
 
-    /// Stops the thread; the replicas are dropped without closing their
-    /// logs, as a crash would leave them.
-    pub fn stop(mut self) {
+    /// Stops the thread after its current round and waits for it; the
+    /// replicas are dropped without closing their logs, as a crash would
+    /// leave them.
+    pub fn shutdown(&self) {
         let _ = self.inputs.send(Input::Stop);
-        if let Some(t) = self.thread.take() {
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = thread {
             let _ = t.join();
         }
+    }
+
+    /// Like [`Self::shutdown`], consuming the handle.
+    pub fn stop(self) {
+        self.shutdown();
     }
 }
 
@@ -161,6 +186,9 @@ impl Drop for Host {
     }
 }
 
+/// A group on the host: name, replica, last status, watcher.
+type Group = (String, Replica, GroupStatus, Option<Watcher>);
+
 fn drive(
     replicas: HashMap<String, Replica>,
     mut appliers: HashMap<String, Applier>,
@@ -169,9 +197,9 @@ fn drive(
     tick: Duration,
     status: Arc<Mutex<HashMap<String, GroupStatus>>>,
 ) {
-    let mut groups: Vec<(String, Replica, GroupStatus)> = replicas
+    let mut groups: Vec<Group> = replicas
         .into_iter()
-        .map(|(name, r)| (name, r, GroupStatus::default()))
+        .map(|(name, r)| (name, r, GroupStatus::default(), None))
         .collect();
     let mut index: HashMap<String, usize> = groups
         .iter()
@@ -202,14 +230,18 @@ fn drive(
                     }
                     None => tracing::debug!(group = %e.group, "raft message for a group not here"),
                 },
-                Input::Add { group, replica } => match index.get(&group) {
+                Input::Add {
+                    group,
+                    replica,
+                    watcher,
+                } => match index.get(&group) {
                     Some(&i) => {
-                        groups[i].1 = *replica;
+                        groups[i] = (group, *replica, GroupStatus::default(), watcher);
                         touched[i] = true;
                     }
                     None => {
                         index.insert(group.clone(), groups.len());
-                        groups.push((group, *replica, GroupStatus::default()));
+                        groups.push((group, *replica, GroupStatus::default(), watcher));
                         touched.push(true);
                     }
                 },
@@ -260,7 +292,7 @@ fn drive(
             }
         }
         let mut changed = Vec::new();
-        for (t, (name, r, last)) in touched.iter_mut().zip(groups.iter_mut()) {
+        for (t, (name, r, last, watcher)) in touched.iter_mut().zip(groups.iter_mut()) {
             if !std::mem::take(t) {
                 continue;
             }
@@ -283,9 +315,13 @@ fn drive(
                 term: r.term(),
                 high_watermark: r.high_watermark(),
                 commit_index: r.commit_index(),
+                reachable: r.reachable_replicas(),
             };
             if now != *last {
                 *last = now;
+                if let Some(w) = watcher {
+                    w(&now);
+                }
                 changed.push((name.clone(), now));
             }
         }

@@ -36,9 +36,11 @@ pub enum MetadataRecord {
     DeleteTopic {
         name: String,
     },
-    /// Partitions added to a topic, with their replicas.
+    /// Partitions added to a topic that has `from` partitions, with their
+    /// replicas (applies once: a retried proposal finds the count moved).
     CreatePartitions {
         name: String,
+        from: usize,
         added: Vec<Vec<u64>>,
     },
     /// The topic's config overrides, replaced as a whole.
@@ -121,11 +123,17 @@ impl ClusterImage {
                 .remove(name)
                 .map(|_| ())
                 .ok_or_else(|| format!("topic '{name}' does not exist")),
-            MetadataRecord::CreatePartitions { name, added } => {
+            MetadataRecord::CreatePartitions { name, from, added } => {
                 let t = self
                     .topics
                     .get_mut(name)
                     .ok_or_else(|| format!("topic '{name}' does not exist"))?;
+                if t.assignment.len() != *from {
+                    return Err(format!(
+                        "topic '{name}' has {} partitions, not {from}",
+                        t.assignment.len()
+                    ));
+                }
                 if added.iter().any(|r| r.is_empty()) {
                     return Err(format!("topic '{name}': a new partition without replicas"));
                 }
@@ -241,7 +249,13 @@ mod tests {
             topic("orders", vec![vec![1]]),
             MetadataRecord::CreatePartitions {
                 name: "orders".into(),
+                from: 2,
                 added: vec![vec![2, 3]],
+            },
+            MetadataRecord::CreatePartitions {
+                name: "orders".into(),
+                from: 2,
+                added: vec![vec![3, 1]],
             },
             MetadataRecord::AlterTopicConfigs {
                 name: "orders".into(),
@@ -257,8 +271,11 @@ mod tests {
             .enumerate()
             .map(|(i, r)| img.apply(i as u64 + 1, r).is_ok())
             .collect();
-        assert_eq!(results, [true, true, false, true, true, false, false]);
-        assert_eq!(img.applied, 7);
+        assert_eq!(
+            results,
+            [true, true, false, true, false, true, false, false]
+        );
+        assert_eq!(img.applied, 8);
         let t = &img.topics["orders"];
         assert_eq!(t.assignment, vec![vec![1, 2], vec![2, 1], vec![2, 3]]);
         assert_eq!(t.configs["retention.ms"], "1000");
@@ -275,7 +292,7 @@ mod tests {
         .unwrap();
         assert_eq!(img, before);
         img.apply(
-            8,
+            9,
             &MetadataRecord::DeleteTopic {
                 name: "orders".into(),
             },

@@ -25,6 +25,19 @@ pub enum ReplicaError {
 pub struct Proposal {
     pub index: u64,
     pub term: u64,
+    /// The offsets the batch's records get (every replica assigns the same).
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// How many offsets the batch an entry is stored as takes: its records for
+/// a produced batch, one for the control batch of Raft's own entries.
+fn offsets_taken(e: &Entry) -> i64 {
+    if e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty() {
+        sluice_storage::BatchHeader::parse(&e.data).map_or(1, |h| h.last_offset_delta as i64 + 1)
+    } else {
+        1
+    }
 }
 
 /// What one `ready` call produced.
@@ -238,10 +251,25 @@ impl Replica {
                 leader: self.leader(),
             });
         }
+        let (stored_end, stored_last) = self
+            .store
+            .with_log(|l| (l.log_end_offset(), l.last_entry_index()));
         self.node.propose(vec![], batch)?;
+        // Offsets are assigned when the entry is stored: after the stored
+        // log and the entries still waiting to be stored ahead of it.
+        let pending = &self.node.raft.raft_log.unstable.entries;
+        let (mine, ahead) = pending.split_last().expect("the proposal was just added");
+        let base_offset = stored_end
+            + ahead
+                .iter()
+                .filter(|e| e.index > stored_last)
+                .map(offsets_taken)
+                .sum::<i64>();
         Ok(Proposal {
-            index: self.node.raft.raft_log.last_index(),
-            term: self.node.raft.term,
+            index: mine.index,
+            term: mine.term,
+            base_offset,
+            last_offset: base_offset + offsets_taken(mine) - 1,
         })
     }
 

@@ -339,12 +339,35 @@ impl ReplicaStore {
         f(&self.lock().log)
     }
 
+    /// The log, locked, for the partition's reads and its housekeeping
+    /// (rolling, cleaning, config). Deleting a prefix must go through
+    /// [`Self::delete_below`], which moves the snapshot point with it.
+    pub fn log(&self) -> StoreLog<'_> {
+        StoreLog(self.lock())
+    }
+
     /// Writes the hard state and a clean-shutdown marker.
     pub fn close(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
         Self::write_state(&inner)?;
         inner.log.close()?;
         Ok(())
+    }
+}
+
+/// The store's log under its lock.
+pub struct StoreLog<'a>(MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for StoreLog<'_> {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        &self.0.log
+    }
+}
+
+impl std::ops::DerefMut for StoreLog<'_> {
+    fn deref_mut(&mut self) -> &mut Log {
+        &mut self.0.log
     }
 }
 

@@ -1,5 +1,12 @@
 //! The broker's shared state: configuration, the metadata image, the open
 //! partitions, and the producer-id allocator. Handlers get an `Arc<Broker>`.
+//!
+//! Alone, the broker keeps its metadata in `cluster-metadata.json`; in a
+//! cluster the controller quorum holds it and [`cluster`] routes admin
+//! changes through the quorum and opens the replicas the image assigns here.
+
+mod cluster;
+pub use cluster::follow_image;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -11,6 +18,7 @@ use sluice_storage::{Clock, SystemClock};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::error::BrokerError;
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
@@ -57,6 +65,10 @@ pub struct Broker {
     /// cannot both create it.
     admin: tokio::sync::Mutex<()>,
     cluster_id: String,
+    /// The controller quorum and Raft host, in a cluster.
+    cluster: Option<Arc<Cluster>>,
+    /// Serialises reconciliations with the cluster image.
+    reconciling: Mutex<()>,
 }
 
 impl Broker {
@@ -69,17 +81,35 @@ impl Broker {
         versions: VersionTable,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, BrokerError> {
+        Self::open_with(config, versions, clock, None)
+    }
+
+    /// Opens the broker; with `cluster`, topics come from the cluster image
+    /// (see [`Self::reconcile`]) instead of the local metadata file.
+    pub fn open_with(
+        config: Config,
+        versions: VersionTable,
+        clock: Arc<dyn Clock>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Result<Arc<Self>, BrokerError> {
         let store = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())
             .map_err(|e| BrokerError::Storage(e.into()))?;
         remove_deleted_folders(&config.data_dir);
         let data_available = Arc::new(Notify::new());
         let mut topics = HashMap::new();
-        for (name, meta) in &store.image.topics {
+        let local_topics = match cluster {
+            None => store.image.topics.clone(),
+            Some(_) => Default::default(),
+        };
+        for (name, meta) in &local_topics {
             let topic = open_topic(&config, name, meta, &clock, &data_available)?;
             tracing::info!(topic = %name, partitions = meta.partitions, "loaded topic");
             topics.insert(name.clone(), Arc::new(topic));
         }
-        let cluster_id = store.image.cluster_id.clone();
+        let cluster_id = match (&cluster, &config.cluster_id) {
+            (Some(c), None) => crate::cluster::derived_cluster_id(&c.voters),
+            _ => store.image.cluster_id.clone(),
+        };
         let groups = GroupCoordinator::new(
             config.group_config(),
             config.consumer_group_config(),
@@ -99,7 +129,14 @@ impl Broker {
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
             cluster_id,
+            cluster,
+            reconciling: Mutex::new(()),
         }))
+    }
+
+    /// The controller quorum, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 
     pub fn cluster_id(&self) -> &str {
@@ -187,6 +224,18 @@ impl Broker {
                 "replication factor must be larger than 0",
             ));
         }
+        if let Some(c) = &self.cluster {
+            return self
+                .create_topic_in_cluster(
+                    c,
+                    name,
+                    partitions,
+                    replication_factor,
+                    overrides,
+                    validate_only,
+                )
+                .await;
+        }
         if replication_factor > 1 {
             return Err(TopicError::new(
                 ResponseError::InvalidReplicationFactor,
@@ -242,6 +291,9 @@ impl Broker {
     /// leaves a folder that would be loaded as a partition; leftovers are removed
     /// at the next start.
     pub async fn delete_topic(&self, name: &str) -> Result<Uuid, TopicError> {
+        if let Some(c) = &self.cluster {
+            return self.delete_topic_in_cluster(c, name).await;
+        }
         let _guard = self.admin.lock().await;
         let Some(topic) = self.topic(name) else {
             return Err(TopicError::new(
@@ -258,12 +310,24 @@ impl Broker {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
-        for p in &topic.partitions {
+        self.remove_partitions(&topic, &topic.partitions);
+        tracing::info!(topic = %name, id = %topic.id, "deleted topic");
+        Ok(topic.id)
+    }
+
+    /// Closes partitions of a deleted topic and removes their folders.
+    fn remove_partitions(&self, topic: &Topic, partitions: &[Arc<Partition>]) {
+        for p in partitions {
+            p.detach();
+            if !p.is_hosted() {
+                continue;
+            }
             if let Err(e) = p.close() {
                 tracing::warn!(partition = ?p, error = %e, "close before delete failed");
             }
             let doomed = self.config.data_dir.join(format!(
-                "{name}-{}.{}-delete",
+                "{}-{}.{}-delete",
+                topic.name,
                 p.index,
                 topic.id.simple()
             ));
@@ -273,8 +337,6 @@ impl Broker {
                 tracing::warn!(partition = ?p, error = %e, "could not remove the partition folder; it is removed at the next start");
             }
         }
-        tracing::info!(topic = %name, id = %topic.id, "deleted topic");
-        Ok(topic.id)
     }
 
     /// Grows a topic to `total` partitions.
@@ -284,6 +346,11 @@ impl Broker {
         total: i32,
         validate_only: bool,
     ) -> Result<(), TopicError> {
+        if let Some(c) = &self.cluster {
+            return self
+                .create_partitions_in_cluster(c, name, total, validate_only)
+                .await;
+        }
         let _guard = self.admin.lock().await;
         let Some(topic) = self.topic(name) else {
             return Err(TopicError::new(
@@ -360,6 +427,9 @@ impl Broker {
         };
         if validate_only {
             return Ok(());
+        }
+        if let Some(c) = &self.cluster {
+            return self.alter_config_in_cluster(c, name, overrides).await;
         }
         self.metadata
             .lock()
@@ -445,17 +515,26 @@ impl Broker {
     }
 
     /// Reserves a fresh producer id.
+    /// In a cluster each broker hands out ids from its own range (its node
+    /// id in the top bits), so no two brokers give out the same id.
     pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
         let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let id = store.image.next_producer_id;
         store
             .update(|img| img.next_producer_id = id + 1)
             .map_err(|e| BrokerError::Storage(e.into()))?;
-        Ok(id)
+        Ok(match &self.cluster {
+            Some(c) => ((c.me as i64) << 40) | id,
+            None => id,
+        })
     }
 
-    /// Flushes every partition and leaves clean-shutdown markers.
+    /// Flushes every partition and leaves clean-shutdown markers (in a
+    /// cluster, after stopping the Raft host that writes to them).
     pub fn shutdown(&self) {
+        if let Some(c) = &self.cluster {
+            c.stop();
+        }
         for topic in self.topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.close() {

@@ -10,7 +10,16 @@
 //! The high watermark is the durable offset: consumers see, and acks=all waits
 //! for, only what has reached the disk. On a single node that is the Raft commit
 //! point of a quorum of one.
+//!
+//! In a cluster a partition is a replica of its Raft group ([`raft`]): its log
+//! lives in the Raft store, the host thread appends to it, and the high
+//! watermark is the commit point. A partition assigned to other brokers only
+//! is a placeholder that answers NOT_LEADER_OR_FOLLOWER.
 
+mod raft;
+pub use raft::ReplicaSpec;
+
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,7 +31,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::error::BrokerError;
 use crate::producer_state::{ProducerBatch, ProducerStateManager, SequenceCheck};
+use crate::replication::host::GroupStatus;
+use crate::replication::store::StoreLog;
 use crate::topic_config::TopicConfig;
+
+pub use raft::Replicated;
 
 /// Result of appending the batches of one produce request to one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +45,9 @@ pub struct AppendResult {
     /// -1 unless the topic uses LogAppendTime.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+    /// For a replicated partition, the Raft entry (index, term) of the last
+    /// batch appended: acknowledged once committed with that term.
+    pub entry: Option<(u64, u64)>,
 }
 
 /// What a fetch of one partition returns.
@@ -43,16 +59,59 @@ pub struct FetchResult {
 }
 
 struct State {
-    log: Log,
     producers: ProducerStateManager,
     config: TopicConfig,
+    /// The Raft term the producer state was rebuilt in (replicated only).
+    producers_term: u64,
+}
+
+/// Where the partition's log lives.
+enum Backing {
+    /// A single broker's log.
+    Local(Mutex<Log>),
+    /// A replica of the partition's Raft group.
+    Raft(Replicated),
+    /// Not on this broker.
+    Remote,
+}
+
+/// The log under its lock, wherever it lives.
+pub enum LogGuard<'a> {
+    Local(MutexGuard<'a, Log>),
+    Raft(StoreLog<'a>),
+}
+
+impl Deref for LogGuard<'_> {
+    type Target = Log;
+    fn deref(&self) -> &Log {
+        match self {
+            LogGuard::Local(l) => l,
+            LogGuard::Raft(l) => l,
+        }
+    }
+}
+
+impl DerefMut for LogGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Log {
+        match self {
+            LogGuard::Local(l) => l,
+            LogGuard::Raft(l) => l,
+        }
+    }
 }
 
 pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub dir: PathBuf,
+    /// The assigned replicas (node ids, the preferred leader first); empty
+    /// on a single broker.
+    pub replicas: Vec<i32>,
     state: Mutex<State>,
+    backing: Backing,
+    /// The Raft group as this broker sees it (replicated), or the preferred
+    /// leader (remote).
+    status: Mutex<GroupStatus>,
     high_watermark: watch::Sender<i64>,
     flush_requested: Notify,
     closed: AtomicBool,
@@ -137,11 +196,14 @@ impl Partition {
             topic: topic.into(),
             index,
             dir,
+            replicas: Vec::new(),
             state: Mutex::new(State {
-                log,
                 producers,
                 config,
+                producers_term: 0,
             }),
+            backing: Backing::Local(Mutex::new(log)),
+            status: Mutex::new(GroupStatus::default()),
             high_watermark,
             flush_requested: Notify::new(),
             closed: AtomicBool::new(false),
@@ -159,6 +221,69 @@ impl Partition {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The log, wherever it lives (housekeeping runs on every replica).
+    /// Taken after the state lock when both are needed.
+    fn log(&self) -> Result<LogGuard<'_>, BrokerError> {
+        match &self.backing {
+            Backing::Local(l) => Ok(LogGuard::Local(l.lock().unwrap_or_else(|p| p.into_inner()))),
+            Backing::Raft(r) => Ok(LogGuard::Raft(r.store.log())),
+            Backing::Remote => Err(BrokerError::NotLeaderOrFollower),
+        }
+    }
+
+    /// The log for a client's request: only the leader serves them.
+    fn serving(&self) -> Result<LogGuard<'_>, BrokerError> {
+        if let Backing::Raft(_) = &self.backing
+            && !self.status().is_leader
+        {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        self.log()
+    }
+
+    /// NOT_LEADER_OR_FOLLOWER unless this broker serves the partition's
+    /// clients.
+    pub fn check_serving(&self) -> Result<(), BrokerError> {
+        self.serving().map(drop)
+    }
+
+    /// The Raft group's status as this broker last saw it.
+    pub fn status(&self) -> GroupStatus {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The leader's node id (None while there is none) and the leader epoch;
+    /// `me` answers for a single broker.
+    pub fn leader(&self, me: i32) -> (Option<i32>, i32) {
+        match &self.backing {
+            Backing::Local(_) => (Some(me), 0),
+            _ => {
+                let s = self.status();
+                (s.leader.map(|l| l as i32), s.term as i32)
+            }
+        }
+    }
+
+    /// Replicas that can take a write now (what min.insync.replicas is
+    /// checked against): 1 on a single broker.
+    pub fn reachable_replicas(&self) -> usize {
+        match &self.backing {
+            Backing::Local(_) => 1,
+            Backing::Raft(_) => self.status().reachable,
+            Backing::Remote => 0,
+        }
+    }
+
+    /// Whether the partition is replicated by a Raft group on this broker.
+    pub fn is_replicated(&self) -> bool {
+        matches!(self.backing, Backing::Raft(_))
+    }
+
+    /// Whether this broker holds a replica (or the single copy).
+    pub fn is_hosted(&self) -> bool {
+        !matches!(self.backing, Backing::Remote)
+    }
+
     pub fn config(&self) -> TopicConfig {
         self.lock().config.clone()
     }
@@ -166,7 +291,9 @@ impl Partition {
     /// Applies a topic config changed live (AlterConfigs).
     pub fn set_config(&self, config: TopicConfig) {
         let mut state = self.lock();
-        state.log.set_config(config.log_config());
+        if let Ok(mut log) = self.log() {
+            log.set_config(config.log_config());
+        }
         state.config = config;
     }
 
@@ -174,24 +301,38 @@ impl Partition {
     /// active one, never at or above the high watermark). Returns the new log
     /// start offset when it moved.
     pub fn apply_retention(&self, now: i64) -> Result<Option<i64>, BrokerError> {
+        if !self.is_hosted() {
+            return Ok(None);
+        }
         let hw = self.high_watermark();
-        let mut state = self.lock();
+        let state = self.lock();
         let c = &state.config;
         let policy = crate::retention::RetentionPolicy {
             retention_ms: c.retention_ms,
             retention_bytes: c.retention_bytes,
             delete: c.cleanup_delete,
         };
-        let plan = crate::retention::plan(&state.log.segments(), policy, now);
+        let mut log = self.log()?;
+        let plan = crate::retention::plan(&log.segments(), policy, now);
         if plan.roll_active {
-            state.log.roll()?;
+            log.roll()?;
         }
         let Some(below) = plan.delete_below.map(|o| o.min(hw)) else {
             return Ok(None);
         };
-        let before = state.log.log_start_offset();
-        let deleted = state.log.delete_segments_below(below)?;
-        let after = state.log.log_start_offset();
+        let before = log.log_start_offset();
+        let deleted = match &self.backing {
+            Backing::Raft(r) => {
+                // The deleted prefix becomes the Raft snapshot point.
+                drop(log);
+                let n = r.store.delete_below(below).map_err(raft::store_error)?;
+                log = self.log()?;
+                n
+            }
+            _ => log.delete_segments_below(below)?,
+        };
+        let after = log.log_start_offset();
+        drop(log);
         drop(state);
         if deleted > 0 {
             tracing::info!(partition = ?self, segments = deleted, log_start_offset = after, "retention deleted old segments");
@@ -208,9 +349,13 @@ impl Partition {
         map_memory: u64,
     ) -> Result<Option<crate::cleaner::CleanStats>, BrokerError> {
         use crate::cleaner::{self, CompactionPolicy};
+        if !self.is_hosted() {
+            return Ok(None);
+        }
         let hw = self.high_watermark();
         let (sealed, first_dirty, policy) = {
             let state = self.lock();
+            let log = self.log()?;
             let c = &state.config;
             if !c.cleanup_compact {
                 return Ok(None);
@@ -222,11 +367,7 @@ impl Partition {
                 delete_retention_ms: c.delete_retention_ms,
                 segment_bytes: c.segment_bytes,
             };
-            (
-                state.log.sealed_segments(),
-                state.log.first_dirty_offset(),
-                policy,
-            )
+            (log.sealed_segments(), log.first_dirty_offset(), policy)
         };
         let stats: Vec<_> = sealed.iter().map(cleaner::segment_stat).collect();
         let Some(end) = cleaner::plan(&stats, first_dirty, hw, &policy, now) else {
@@ -237,8 +378,7 @@ impl Partition {
         drop(sealed);
         for group in &out.groups {
             let swapped = self
-                .lock()
-                .log
+                .log()?
                 .replace_segments(std::slice::from_ref(group), first_dirty);
             match swapped {
                 Ok(()) => {}
@@ -251,7 +391,7 @@ impl Partition {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.lock().log.replace_segments(&[], out.first_dirty)?;
+        self.log()?.replace_segments(&[], out.first_dirty)?;
         Ok(Some(out.stats))
     }
 
@@ -260,8 +400,8 @@ impl Partition {
     pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
-        let mut state = self.lock();
-        let start = state.log.log_start_offset();
+        let mut log = self.serving()?;
+        let start = log.log_start_offset();
         if target < 0 || target > hw {
             return Err(BrokerError::OffsetOutOfRange {
                 offset: target,
@@ -269,25 +409,28 @@ impl Partition {
                 end: hw,
             });
         }
-        state.log.set_log_start_offset(target)?;
-        Ok(state.log.log_start_offset())
+        log.set_log_start_offset(target)?;
+        Ok(log.log_start_offset())
     }
 
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
     }
 
+    /// -1 for a partition not on this broker.
     pub fn log_start_offset(&self) -> i64 {
-        self.lock().log.log_start_offset()
+        self.log().map_or(-1, |l| l.log_start_offset())
     }
 
+    /// -1 for a partition not on this broker.
     pub fn log_end_offset(&self) -> i64 {
-        self.lock().log.log_end_offset()
+        self.log().map_or(-1, |l| l.log_end_offset())
     }
 
     /// Validates and appends the batches of one produce request, atomically with
     /// respect to other producers of this partition.
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
+        self.check_serving()?;
         let mut batches = split_batches(records)?;
         let (codec, compacted) = {
             let state = self.lock();
@@ -319,6 +462,7 @@ impl Partition {
         let mut state = self.lock();
         let (max_message_bytes, append_time) =
             (state.config.max_message_bytes, state.config.log_append_time);
+        let state = &mut *state;
         for (h, b) in &batches {
             if b.len() > max_message_bytes {
                 return Err(BrokerError::MessageTooLarge {
@@ -340,10 +484,14 @@ impl Partition {
             }
         }
         let log_append_time = append_time.then(|| self.clock.now_ms());
+        if let Backing::Raft(r) = &self.backing {
+            return self.append_replicated(r, state, &batches, log_append_time);
+        }
         let opts = AppendOptions {
             leader_epoch: 0,
             log_append_time,
         };
+        let mut log = self.log()?;
         let mut first: Option<i64> = None;
         let mut last = -1;
         for (h, batch) in &batches {
@@ -355,7 +503,7 @@ impl Partition {
                     last = meta.last_offset;
                 }
                 SequenceCheck::Append => {
-                    let info = state.log.append(batch, &opts)?;
+                    let info = log.append(batch, &opts)?;
                     state
                         .producers
                         .observe(&pb, info.first_offset, info.last_offset);
@@ -364,14 +512,15 @@ impl Partition {
                 }
             }
         }
-        let log_start_offset = state.log.log_start_offset();
-        drop(state);
+        let log_start_offset = log.log_start_offset();
+        drop(log);
         self.flush_requested.notify_one();
         Ok(AppendResult {
             base_offset: first.unwrap_or(-1),
             last_offset: last,
             log_append_time: log_append_time.unwrap_or(-1),
             log_start_offset,
+            entry: None,
         })
     }
 
@@ -386,12 +535,27 @@ impl Partition {
         }
     }
 
+    /// Waits until an append is acknowledged: durable on a single broker;
+    /// committed by the Raft group, still in the term it was proposed in,
+    /// on a replicated partition (a leader change may have replaced it, and
+    /// the producer must retry).
+    pub async fn wait_acked(&self, r: &AppendResult, timeout: Duration) -> Result<(), BrokerError> {
+        self.wait_durable(r.last_offset, timeout).await?;
+        if let (Some((index, term)), Backing::Raft(rep)) = (r.entry, &self.backing)
+            && rep.store.entry_term(index) != Some(term)
+        {
+            tracing::info!(partition = ?self, index, term, "an appended entry was replaced by a new leader before it committed");
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        Ok(())
+    }
+
     /// Reads whole batches from `offset`, never past the high watermark.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<FetchResult, BrokerError> {
+        let log = self.serving()?;
         let hw = self.high_watermark();
-        let state = self.lock();
-        let log_start_offset = state.log.log_start_offset();
-        let leo = state.log.log_end_offset();
+        let log_start_offset = log.log_start_offset();
+        let leo = log.log_end_offset();
         if offset < log_start_offset || offset > leo {
             return Err(BrokerError::OffsetOutOfRange {
                 offset,
@@ -408,7 +572,7 @@ impl Partition {
         }
         let mut from = offset;
         let records = loop {
-            let read = state.log.read(from, max_bytes)?.records;
+            let read = log.read(from, max_bytes)?.records;
             // Batches the cleaner emptied hold no record. A client that
             // advances by the records it sees (KafkaJS) would fetch the same
             // offset forever from a response of nothing else, so they are
@@ -421,7 +585,7 @@ impl Partition {
             }
             break read.slice(skipped..);
         };
-        drop(state);
+        drop(log);
         Ok(FetchResult {
             records: cut_at_offset(records, hw),
             high_watermark: hw,
@@ -429,17 +593,21 @@ impl Partition {
         })
     }
 
-    /// Runs `f` on the log under the partition lock (ListOffsets and the like).
-    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> T {
-        f(&self.lock().log)
+    /// Runs `f` on the log for a client's request (ListOffsets and the
+    /// like): NOT_LEADER_OR_FOLLOWER unless this broker leads.
+    pub fn with_log<T>(&self, f: impl FnOnce(&Log) -> T) -> Result<T, BrokerError> {
+        Ok(f(&*self.serving()?))
     }
 
     /// Flushes and closes the log, leaving the clean-shutdown marker.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.closed.store(true, Ordering::SeqCst);
         self.flush_requested.notify_one();
-        let mut state = self.lock();
-        state.log.close()?;
+        match &self.backing {
+            Backing::Local(_) => self.log()?.close()?,
+            Backing::Raft(r) => r.store.close().map_err(raft::store_error)?,
+            Backing::Remote => {}
+        }
         Ok(())
     }
 }
@@ -491,10 +659,14 @@ async fn flusher(p: Arc<Partition>) {
         if p.closed.load(Ordering::SeqCst) {
             return;
         }
-        let sync = p.lock().log.sync_point();
+        let Ok(sync) = p.log().map(|l| l.sync_point()) else {
+            return;
+        };
         match tokio::task::spawn_blocking(move || sync.sync()).await {
             Ok(Ok(durable)) => {
-                p.lock().log.mark_durable(durable);
+                if let Ok(mut log) = p.log() {
+                    log.mark_durable(durable);
+                }
                 let advanced = p.high_watermark.send_if_modified(|hw| {
                     if durable > *hw {
                         *hw = durable;
@@ -567,7 +739,7 @@ mod tests {
         p.wait_durable(20, std::time::Duration::from_secs(10))
             .await
             .unwrap();
-        p.lock().log.roll().unwrap();
+        p.log().unwrap().roll().unwrap();
         let hw = p.high_watermark();
         assert_eq!(hw, 21);
         let stats = p
@@ -582,7 +754,7 @@ mod tests {
         let h = BatchHeader::parse(&r.records).unwrap();
         assert_eq!((h.base_offset, h.record_count), (19, 1));
         // Every empty batch is still in the log (the Raft entry numbering).
-        assert_eq!(p.with_log(|l| l.last_entry_index()), 21);
+        assert_eq!(p.with_log(|l| l.last_entry_index()).unwrap(), 21);
         // From an offset past the last record there is nothing, not a loop.
         assert!(p.read(21, 100).unwrap().records.is_empty());
     }

@@ -1,0 +1,374 @@
+//! The broker's side of a cluster: admin changes go to the controller
+//! quorum, and the broker's topics follow the cluster image.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use uuid::Uuid;
+
+use super::{Broker, Topic, TopicError};
+use crate::cluster::Cluster;
+use crate::partition::{Partition, ReplicaSpec};
+use crate::replication::metadata::{self, ClusterImage, MetadataRecord, TopicInfo};
+use crate::topic_config::TopicConfig;
+
+/// How long an admin request waits for the quorum and for this broker to
+/// apply the result.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn timed_out(what: &str) -> TopicError {
+    TopicError::new(
+        ResponseError::RequestTimedOut,
+        format!("{what}: the controller quorum did not answer in time"),
+    )
+}
+
+fn unknown(name: &str) -> TopicError {
+    TopicError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("topic '{name}' does not exist"),
+    )
+}
+
+impl Broker {
+    pub(super) async fn create_topic_in_cluster(
+        &self,
+        c: &Cluster,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<Arc<Topic>, TopicError> {
+        crate::topic_config::validate(&overrides)
+            .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
+        let image = c.image();
+        let brokers: Vec<u64> = image.brokers.keys().copied().collect();
+        let assignment = metadata::assign(
+            name,
+            0,
+            partitions as usize,
+            replication_factor as usize,
+            &brokers,
+        )
+        .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?;
+        if image.topics.contains_key(name) {
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        let id = Uuid::new_v4();
+        if validate_only {
+            return Ok(Arc::new(Topic {
+                name: name.to_owned(),
+                id,
+                partitions: Vec::new(),
+                config: TopicConfig::resolve(&self.config, &overrides),
+                overrides,
+            }));
+        }
+        let record = MetadataRecord::CreateTopic {
+            name: name.to_owned(),
+            topic_id: id.to_string(),
+            assignment,
+            configs: overrides,
+        };
+        let image = c
+            .propose_until(&record, ADMIN_TIMEOUT, |img| img.topics.contains_key(name))
+            .await
+            .map_err(|_| timed_out("CreateTopics"))?;
+        if image.topics[name].topic_id != id.to_string() {
+            // Another request created it first.
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        tracing::info!(topic = %name, partitions, replication_factor, %id, "created topic");
+        self.wait_local(|b| b.topic(name).filter(|t| t.id == id))
+            .await
+            .ok_or_else(|| timed_out("CreateTopics"))
+    }
+
+    pub(super) async fn delete_topic_in_cluster(
+        &self,
+        c: &Cluster,
+        name: &str,
+    ) -> Result<Uuid, TopicError> {
+        let Some(info) = c.image().topics.get(name).cloned() else {
+            return Err(unknown(name));
+        };
+        let record = MetadataRecord::DeleteTopic {
+            name: name.to_owned(),
+        };
+        c.propose_until(&record, ADMIN_TIMEOUT, |img| {
+            img.topics
+                .get(name)
+                .is_none_or(|t| t.topic_id != info.topic_id)
+        })
+        .await
+        .map_err(|_| timed_out("DeleteTopics"))?;
+        let id = Uuid::parse_str(&info.topic_id).unwrap_or_default();
+        self.wait_local(|b| b.topic(name).is_none_or(|t| t.id != id).then_some(()))
+            .await
+            .ok_or_else(|| timed_out("DeleteTopics"))?;
+        tracing::info!(topic = %name, %id, "deleted topic");
+        Ok(id)
+    }
+
+    pub(super) async fn create_partitions_in_cluster(
+        &self,
+        c: &Cluster,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let image = c.image();
+        let Some(info) = image.topics.get(name) else {
+            return Err(unknown(name));
+        };
+        let current = info.assignment.len() as i32;
+        if total <= current {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("topic '{name}' has {current} partitions; asked for {total}"),
+            ));
+        }
+        let brokers: Vec<u64> = image.brokers.keys().copied().collect();
+        let rf = info.assignment.first().map_or(1, Vec::len);
+        let added = metadata::assign(
+            name,
+            current as usize,
+            (total - current) as usize,
+            rf,
+            &brokers,
+        )
+        .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?;
+        if validate_only {
+            return Ok(());
+        }
+        let record = MetadataRecord::CreatePartitions {
+            name: name.to_owned(),
+            from: current as usize,
+            added,
+        };
+        let image = c
+            .propose_until(&record, ADMIN_TIMEOUT, |img| {
+                img.topics
+                    .get(name)
+                    .is_none_or(|t| t.assignment.len() as i32 != current)
+            })
+            .await
+            .map_err(|_| timed_out("CreatePartitions"))?;
+        match image.topics.get(name) {
+            None => return Err(unknown(name)),
+            Some(t) if t.assignment.len() as i32 != total => {
+                return Err(TopicError::new(
+                    ResponseError::InvalidPartitions,
+                    format!(
+                        "topic '{name}' changed meanwhile: it has {} partitions",
+                        t.assignment.len()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        self.wait_local(|b| {
+            b.topic(name)
+                .filter(|t| t.partitions.len() as i32 >= total)
+                .map(drop)
+        })
+        .await
+        .ok_or_else(|| timed_out("CreatePartitions"))?;
+        tracing::info!(topic = %name, from = current, to = total, "added partitions");
+        Ok(())
+    }
+
+    pub(super) async fn alter_config_in_cluster(
+        &self,
+        c: &Cluster,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<(), TopicError> {
+        let record = MetadataRecord::AlterTopicConfigs {
+            name: name.to_owned(),
+            configs: overrides.clone(),
+        };
+        c.propose_until(&record, ADMIN_TIMEOUT, |img| {
+            img.topics.get(name).is_none_or(|t| t.configs == overrides)
+        })
+        .await
+        .map_err(|_| timed_out("AlterConfigs"))?;
+        self.wait_local(|b| {
+            b.topic(name)
+                .is_none_or(|t| t.overrides == overrides)
+                .then_some(())
+        })
+        .await
+        .ok_or_else(|| timed_out("AlterConfigs"))?;
+        tracing::info!(topic = %name, "topic config changed");
+        Ok(())
+    }
+
+    /// Waits (bounded) until this broker's state satisfies `f`: the
+    /// reconciler applies the image a moment after the quorum commits.
+    async fn wait_local<T>(&self, f: impl Fn(&Broker) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            if let Some(v) = f(self) {
+                return Some(v);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Makes this broker's topics match the cluster image: opens the
+    /// replicas assigned here (placeholders for the other partitions),
+    /// grows topics, applies config changes, and closes and removes the
+    /// replicas of deleted topics.
+    pub fn reconcile(&self, image: &ClusterImage) {
+        let Some(c) = &self.cluster else { return };
+        let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
+        for t in self.topics() {
+            let current = image.topics.get(&t.name);
+            if current.is_none_or(|i| i.topic_id != t.id.to_string()) {
+                self.topics
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&t.name);
+                self.remove_partitions(&t, &t.partitions);
+                tracing::info!(topic = %t.name, id = %t.id, "removed the deleted topic's replicas");
+            }
+        }
+        for (name, info) in &image.topics {
+            let Ok(id) = Uuid::parse_str(&info.topic_id) else {
+                tracing::error!(topic = %name, id = %info.topic_id, "topic id in the cluster image is not a UUID");
+                continue;
+            };
+            let existing = self.topic(name).filter(|t| t.id == id);
+            let unchanged = existing.as_ref().is_some_and(|t| {
+                t.partitions.len() == info.assignment.len() && t.overrides == info.configs
+            });
+            if unchanged {
+                continue;
+            }
+            match self.open_from_image(c, name, id, info, existing.as_deref()) {
+                Ok(t) => {
+                    self.topics
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(name.clone(), Arc::new(t));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, error = %e, "could not open the topic's replicas")
+                }
+            }
+        }
+    }
+
+    /// The topic as the image describes it, reusing the partitions already
+    /// open.
+    fn open_from_image(
+        &self,
+        c: &Cluster,
+        name: &str,
+        id: Uuid,
+        info: &TopicInfo,
+        existing: Option<&Topic>,
+    ) -> Result<Topic, crate::error::BrokerError> {
+        let config = TopicConfig::resolve(&self.config, &info.configs);
+        let mut partitions: Vec<Arc<Partition>> =
+            existing.map(|t| t.partitions.clone()).unwrap_or_default();
+        if existing.is_some_and(|t| t.overrides != info.configs) {
+            for p in &partitions {
+                p.set_config(config.clone());
+            }
+        }
+        for (i, replicas) in info.assignment.iter().enumerate().skip(partitions.len()) {
+            let spec = ReplicaSpec {
+                data_dir: &self.config.data_dir,
+                topic: name,
+                index: i as i32,
+                config: config.clone(),
+                clock: self.clock.clone(),
+                data_available: self.data_available.clone(),
+                replicas: replicas.iter().map(|&r| r as i32).collect(),
+            };
+            let p = if replicas.contains(&c.me) {
+                Partition::open_replicated(spec, c.me, c.host.clone(), c.timing)?
+            } else {
+                Partition::remote(spec)
+            };
+            partitions.push(p);
+        }
+        if existing.is_none() {
+            tracing::info!(topic = %name, partitions = partitions.len(), "opened topic");
+        }
+        Ok(Topic {
+            name: name.to_owned(),
+            id,
+            partitions,
+            config,
+            overrides: info.configs.clone(),
+        })
+    }
+
+    /// The brokers clients can reach: (node id, host, port).
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        match &self.cluster {
+            Some(c) => c
+                .image()
+                .brokers
+                .iter()
+                .map(|(id, b)| (*id as i32, b.host.clone(), b.port as i32))
+                .collect(),
+            None => {
+                let (host, port) = self.config.advertised();
+                vec![(self.node_id(), host, port)]
+            }
+        }
+    }
+
+    /// Where a client reaches node `id`.
+    pub fn broker_address(&self, id: i32) -> Option<(String, i32)> {
+        self.brokers()
+            .into_iter()
+            .find(|(n, _, _)| *n == id)
+            .map(|(_, h, p)| (h, p))
+    }
+
+    /// The controller's node id as Metadata reports it.
+    pub fn controller_id(&self) -> i32 {
+        match &self.cluster {
+            Some(c) => c.controller().map_or(-1, |id| id as i32),
+            None => self.node_id(),
+        }
+    }
+
+    /// How many brokers have registered (1 alone).
+    pub fn broker_count(&self) -> usize {
+        self.cluster.as_ref().map_or(1, |c| c.image().brokers.len())
+    }
+}
+
+/// Keeps `broker` in step with its cluster image until the image's sender
+/// goes away; also registers the broker with the quorum.
+pub async fn follow_image(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>) {
+    let mut rx = cluster.subscribe();
+    loop {
+        let image = rx.borrow_and_update().clone();
+        let Some(b) = broker.upgrade() else { return };
+        if let Err(e) = tokio::task::spawn_blocking(move || b.reconcile(&image)).await {
+            tracing::error!(error = %e, "reconciling with the cluster image failed");
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! A broker in a cluster: the controller quorum and the node's Raft host.
+//!
+//! Every broker listed in `controller.quorum.voters` runs:
+//! - the internal listener (broker-to-broker Raft traffic, see
+//!   [`crate::replication::transport`]) and one [`Host`] thread that drives
+//!   every Raft group of this node;
+//! - a replica of the controller group `__cluster_metadata`, whose committed
+//!   records ([`MetadataRecord`]) every broker applies to its
+//!   [`ClusterImage`] — rebuilt from the group's log at start;
+//! - a registration loop that proposes this broker's client address until the
+//!   image holds it.
+//!
+//! Admin requests propose a record and wait until the image shows its effect
+//! (records are applied in the same order everywhere, so the image answers
+//! whether the proposal won). The broker opens and closes its partition
+//! replicas to match the image ([`crate::broker::Broker::reconcile`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_storage::{Clock, LogConfig};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::error::BrokerError;
+use crate::replication::host::{Applier, Host};
+use crate::replication::metadata::{self, ClusterImage, MetadataRecord};
+use crate::replication::replica::{Replica, Timing};
+use crate::replication::store::ReplicaStore;
+use crate::replication::transport::{self, Sender};
+
+/// The controller group's name (its folder in the data folder too).
+pub const CONTROLLER_GROUP: &str = "__cluster_metadata";
+
+/// How often an unanswered proposal is sent again while waiting for its
+/// effect (a proposal made while there is no leader is dropped).
+const REPROPOSE_EVERY: Duration = Duration::from_millis(500);
+
+pub struct Cluster {
+    pub me: u64,
+    pub voters: Vec<(u64, SocketAddr)>,
+    pub host: Arc<Host>,
+    pub timing: Timing,
+    image: watch::Sender<ClusterImage>,
+}
+
+impl Cluster {
+    /// Binds the internal listener and starts the host with the controller
+    /// replica. Runs inside the Tokio runtime (the transport's tasks).
+    pub async fn start(
+        config: &Config,
+        voters: Vec<(u64, SocketAddr)>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        let me = config.node_id as u64;
+        let own = voters
+            .iter()
+            .find(|(id, _)| *id == me)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| BrokerError::InvalidRequest("this node is not a voter".into()))?;
+        let bind = config.internal_listen.unwrap_or(own);
+        let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
+            BrokerError::InvalidRequest(format!("cannot bind the internal listener {bind}: {e}"))
+        })?;
+        let timing = Timing {
+            election_ticks: 10,
+            heartbeat_ticks: 2,
+        };
+        let ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
+        let store = ReplicaStore::open(
+            &config.data_dir.join(CONTROLLER_GROUP),
+            LogConfig::default(),
+            clock,
+            &ids,
+        )
+        .map_err(|e| BrokerError::InvalidRequest(format!("controller log: {e}")))?;
+        // Replay: the image is rebuilt from every committed record.
+        let replica = Replica::with_replay(me, store, timing, true)
+            .map_err(|e| BrokerError::InvalidRequest(format!("controller replica: {e}")))?;
+        let (image, _) = watch::channel(ClusterImage::default());
+        let applier: Applier = {
+            let image = image.clone();
+            Box::new(move |entry| apply_entry(&image, entry))
+        };
+        let peers: HashMap<u64, SocketAddr> = voters.iter().copied().collect();
+        let sender = Sender::start(me, &peers);
+        let host = Arc::new(Host::start_with(
+            HashMap::from([(CONTROLLER_GROUP.to_owned(), replica)]),
+            HashMap::from([(CONTROLLER_GROUP.to_owned(), applier)]),
+            sender,
+            Duration::from_millis(config.raft_tick_ms.max(1)),
+        ));
+        tokio::spawn(transport::serve(listener, host.deliver()));
+        tracing::info!(node = me, internal = %bind, voters = ?ids, "joined the controller quorum");
+        Ok(Arc::new(Self {
+            me,
+            voters,
+            host,
+            timing,
+            image,
+        }))
+    }
+
+    pub fn image(&self) -> ClusterImage {
+        self.image.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<ClusterImage> {
+        self.image.subscribe()
+    }
+
+    /// The controller group's leader, if known here.
+    pub fn controller(&self) -> Option<u64> {
+        self.host.status(CONTROLLER_GROUP).and_then(|s| s.leader)
+    }
+
+    /// Proposes `record` (again every half second, until `done` holds for
+    /// the image or `timeout` passes) and returns the image that satisfied
+    /// `done`.
+    pub async fn propose_until(
+        &self,
+        record: &MetadataRecord,
+        timeout: Duration,
+        mut done: impl FnMut(&ClusterImage) -> bool,
+    ) -> Result<ClusterImage, BrokerError> {
+        let batch = metadata::encode(record);
+        let mut rx = self.image.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(&rx.borrow_and_update()) {
+                return Ok(rx.borrow().clone());
+            }
+            self.host.propose_anywhere(CONTROLLER_GROUP, batch.clone());
+            let next = (tokio::time::Instant::now() + REPROPOSE_EVERY).min(deadline);
+            loop {
+                match tokio::time::timeout_at(next, rx.changed()).await {
+                    Ok(Ok(())) => {
+                        if done(&rx.borrow_and_update()) {
+                            return Ok(rx.borrow().clone());
+                        }
+                    }
+                    Ok(Err(_)) => return Err(BrokerError::RequestTimedOut),
+                    Err(_) => break,
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(?record, "no controller quorum answered in time");
+                return Err(BrokerError::RequestTimedOut);
+            }
+        }
+    }
+
+    /// Registers this broker's client address, retrying until the image
+    /// holds it (runs for the broker's life: a re-registration after a
+    /// change of address goes through the same loop).
+    pub async fn register(self: Arc<Self>, host: String, port: u16) {
+        let record = MetadataRecord::RegisterBroker {
+            node_id: self.me,
+            host: host.clone(),
+            port,
+        };
+        let me = self.me;
+        loop {
+            let registered = |img: &ClusterImage| {
+                img.brokers
+                    .get(&me)
+                    .is_some_and(|b| b.host == host && b.port == port)
+            };
+            match self
+                .propose_until(&record, Duration::from_secs(3600), registered)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(node = me, %host, port, "registered with the controller quorum");
+                    return;
+                }
+                Err(_) => tokio::time::sleep(REPROPOSE_EVERY).await,
+            }
+        }
+    }
+
+    /// Stops the host thread (the replicas' logs stay as they are; the
+    /// partitions close them).
+    pub fn stop(&self) {
+        self.host.shutdown();
+    }
+}
+
+fn apply_entry(image: &watch::Sender<ClusterImage>, entry: &raft::eraftpb::Entry) {
+    if entry.data.is_empty() || entry.get_entry_type() != raft::eraftpb::EntryType::EntryNormal {
+        return;
+    }
+    match metadata::decode(&bytes::Bytes::copy_from_slice(&entry.data)) {
+        Ok(record) => image.send_modify(|img| {
+            if let Err(reason) = img.apply(entry.index, &record) {
+                tracing::debug!(index = entry.index, %reason, "metadata record skipped");
+            }
+        }),
+        Err(e) => tracing::error!(index = entry.index, error = %e, "undecodable metadata record"),
+    }
+}
+
+/// A cluster id every broker of one quorum derives alike (unless
+/// `cluster.id` sets one): from the voters.
+pub fn derived_cluster_id(voters: &[(u64, SocketAddr)]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (id, addr) in voters {
+        for b in format!("{id}@{addr},").bytes() {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("sluice-{h:016x}")
+}
