@@ -513,6 +513,30 @@ mod tests {
     }
 
     #[test]
+    fn controller_voters_are_parsed_and_checked() {
+        let mut c = Config {
+            node_id: 2,
+            ..Config::default()
+        };
+        assert!(c.voters().unwrap().is_empty(), "no voters: a single broker");
+        c.controller_voters = Some("3@127.0.0.1:9103, 1@127.0.0.1:9101,2@127.0.0.1:9102".into());
+        let v = c.voters().unwrap();
+        assert_eq!(v.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(v[1].1, "127.0.0.1:9102".parse().unwrap());
+        for bad in [
+            "1@127.0.0.1:9101,3@127.0.0.1:9103",
+            "2@127.0.0.1:9102,2@127.0.0.1:9103",
+            "two@127.0.0.1:9102",
+            "0@127.0.0.1:9102",
+            "2-127.0.0.1:9102",
+            "2@nowhere",
+        ] {
+            c.controller_voters = Some(bad.into());
+            assert!(c.voters().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn advertised_defaults_to_listen() {
         let mut c = Config::default();
         assert_eq!(c.advertised(), ("127.0.0.1".to_string(), 9092));

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Partitions of the topic when this run creates it.
     #[arg(long, default_value_t = 1)]
     pub partitions: i32,
+    /// Replication factor of the topic when this run creates it (-1: the
+    /// broker's default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    pub replication_factor: i16,
     /// Bytes per message value.
     #[arg(long, default_value_t = 1024)]
     pub message_size: usize,
@@ -175,7 +179,13 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
         return Err("--acks must be 0, 1 or -1".into());
     }
     let compression = codec(&args.compression)?;
-    let partitions = prepare_topic(args).await?;
+    let (partitions, leader) = prepare_topic(args).await?;
+    // Produce and fetch go to the partitions' leader (in a cluster it may
+    // not be the bootstrap broker).
+    let args = &BenchArgs {
+        bootstrap: leader,
+        ..args.clone()
+    };
     let latest = list_offsets(args, partitions, -1).await?;
     let starts = if args.consume_only {
         list_offsets(args, partitions, -2).await?
@@ -328,8 +338,9 @@ async fn progress(
     }
 }
 
-/// Creates the topic if needed; returns its partition count.
-async fn prepare_topic(args: &BenchArgs) -> Result<i32> {
+/// Creates the topic if needed; returns its partition count and the
+/// address of the broker that leads them all.
+async fn prepare_topic(args: &BenchArgs) -> Result<(i32, String)> {
     let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
     let v = tx.version(ApiKey::CreateTopics, 2..=4)?;
     let req = CreateTopicsRequest::default()
@@ -337,7 +348,7 @@ async fn prepare_topic(args: &BenchArgs) -> Result<i32> {
             CreatableTopic::default()
                 .with_name(TopicName(StrBytes::from_string(args.topic.clone())))
                 .with_num_partitions(args.partitions)
-                .with_replication_factor(-1),
+                .with_replication_factor(args.replication_factor),
         ])
         .with_timeout_ms(30_000);
     let corr = tx.send(ApiKey::CreateTopics, v, &req).await?;
@@ -351,13 +362,56 @@ async fn prepare_topic(args: &BenchArgs) -> Result<i32> {
         metadata_request::MetadataRequestTopic::default()
             .with_name(Some(TopicName(StrBytes::from_string(args.topic.clone())))),
     ]));
-    let corr = tx.send(ApiKey::Metadata, v, &req).await?;
-    let m: MetadataResponse = rx.recv(corr, v).await?;
-    let n = m.topics.first().map(|t| t.partitions.len()).unwrap_or(0);
-    if n == 0 {
-        return Err(format!("topic {} has no partitions", args.topic).into());
+    // A new replicated topic has no leaders for a moment.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let corr = tx.send(ApiKey::Metadata, v, &req).await?;
+        let m: MetadataResponse = rx.recv(corr, v).await?;
+        let parts = m
+            .topics
+            .first()
+            .map(|t| t.partitions.as_slice())
+            .unwrap_or_default();
+        if parts.is_empty() {
+            return Err(format!("topic {} has no partitions", args.topic).into());
+        }
+        // Until the deadline, also wait for the preferred leaders (the
+        // first replica): a cluster hands leadership to them shortly after
+        // creating a topic.
+        let settled = parts
+            .iter()
+            .all(|p| p.replica_nodes.first().is_none_or(|r| *r == p.leader_id));
+        if !settled && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let mut leaders: Vec<i32> = parts.iter().map(|p| p.leader_id.0).collect();
+        leaders.sort_unstable();
+        leaders.dedup();
+        match leaders[..] {
+            [id] if id >= 0 => {
+                let b = m
+                    .brokers
+                    .iter()
+                    .find(|b| b.node_id.0 == id)
+                    .ok_or("the leader is not among the brokers Metadata lists")?;
+                return Ok((parts.len() as i32, format!("{}:{}", b.host, b.port)));
+            }
+            _ if leaders.iter().any(|&l| l < 0) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            _ if leaders.iter().any(|&l| l < 0) => {
+                return Err(format!("topic {} has partitions without a leader", args.topic).into());
+            }
+            _ => {
+                return Err(format!(
+                    "the partitions of {} are led by brokers {leaders:?}; the bench talks to one leader (use --partitions 1)",
+                    args.topic
+                )
+                .into());
+            }
+        }
     }
-    Ok(n as i32)
 }
 
 /// Offsets of every partition at `spec` (-1 latest, -2 earliest).
@@ -379,12 +433,33 @@ async fn list_offsets(args: &BenchArgs, partitions: i32, spec: i64) -> Result<Ve
                         .collect(),
                 ),
         ]);
-    let corr = tx.send(ApiKey::ListOffsets, v, &req).await?;
-    let r: ListOffsetsResponse = rx.recv(corr, v).await?;
-    Ok(r.topics
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(|p| (p.partition_index, p.offset)))
-        .collect())
+    // A leader named by Metadata may take a moment to take office (a
+    // replicated partition just created): retry "unknown partition" and
+    // "not the leader" for a while.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let corr = tx.send(ApiKey::ListOffsets, v, &req).await?;
+        let r: ListOffsetsResponse = rx.recv(corr, v).await?;
+        let parts: Vec<_> = r.topics.iter().flat_map(|t| t.partitions.iter()).collect();
+        match parts.iter().find(|p| p.error_code != 0) {
+            None => {
+                return Ok(parts
+                    .iter()
+                    .map(|p| (p.partition_index, p.offset))
+                    .collect());
+            }
+            Some(p) if matches!(p.error_code, 3 | 6) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Some(p) => {
+                return Err(format!(
+                    "ListOffsets of partition {} failed: error {}",
+                    p.partition_index, p.error_code
+                )
+                .into());
+            }
+        }
+    }
 }
 
 /// One batch of `n` messages whose values start with the send time.

@@ -88,9 +88,23 @@ impl Broker {
             ));
         }
         tracing::info!(topic = %name, partitions, replication_factor, %id, "created topic");
-        self.wait_local(|b| b.topic(name).filter(|t| t.id == id))
+        let topic = self
+            .wait_local(|b| b.topic(name).filter(|t| t.id == id))
             .await
-            .ok_or_else(|| timed_out("CreateTopics"))
+            .ok_or_else(|| timed_out("CreateTopics"))?;
+        // A new group elects its preferred replica within a tick or two;
+        // clients that produce right after creating then find leaders. Only
+        // the replicas here can be watched, and not waiting is no error.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline
+            && topic
+                .partitions
+                .iter()
+                .any(|p| p.is_replicated() && p.status().leader.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(topic)
     }
 
     pub(super) async fn delete_topic_in_cluster(

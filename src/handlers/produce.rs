@@ -63,14 +63,12 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
                     Some(records) => match p.append(&records) {
                         Ok(res) => {
-                            if acks == -1 {
-                                pending.push((responses.len(), partitions.len(), p.clone(), res));
-                            }
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
                             if ctx.version >= 5 {
                                 r.log_start_offset = res.log_start_offset;
                             }
+                            pending.push((responses.len(), partitions.len(), p.clone(), res));
                             Ok(())
                         }
                         Err(BrokerError::NotLeaderOrFollower) => {
@@ -102,9 +100,17 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         );
     }
     for (ti, pi, partition, appended) in pending {
-        if let Err(e) = partition.wait_acked(&appended, timeout).await {
+        // acks=1: in the leader's log (at the offsets answered); acks=all:
+        // committed.
+        let outcome = match acks {
+            -1 => partition.wait_acked(&appended, timeout).await,
+            1 => partition.confirm(&appended).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = outcome {
             let r = &mut responses[ti].partition_responses[pi];
             r.error_code = e.code();
+            r.base_offset = -1;
             if ctx.version >= 8 {
                 r.error_message = Some(str_bytes(e.to_string()));
             }

@@ -38,7 +38,7 @@ use crate::topic_config::TopicConfig;
 pub use raft::Replicated;
 
 /// Result of appending the batches of one produce request to one partition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct AppendResult {
     pub base_offset: i64,
     pub last_offset: i64,
@@ -48,6 +48,9 @@ pub struct AppendResult {
     /// For a replicated partition, the Raft entry (index, term) of the last
     /// batch appended: acknowledged once committed with that term.
     pub entry: Option<(u64, u64)>,
+    /// Proposals sent at predicted offsets whose outcome is still to come
+    /// (see [`Partition::confirm`]).
+    pub unconfirmed: Mutex<Vec<raft::Confirmation>>,
 }
 
 /// What a fetch of one partition returns.
@@ -63,6 +66,8 @@ struct State {
     config: TopicConfig,
     /// The Raft term the producer state was rebuilt in (replicated only).
     producers_term: u64,
+    /// Where the leader's next proposal lands (replicated only).
+    next: Option<raft::Next>,
 }
 
 /// Where the partition's log lives.
@@ -201,6 +206,7 @@ impl Partition {
                 producers,
                 config,
                 producers_term: 0,
+                next: None,
             }),
             backing: Backing::Local(Mutex::new(log)),
             status: Mutex::new(GroupStatus::default()),
@@ -520,7 +526,7 @@ impl Partition {
             last_offset: last,
             log_append_time: log_append_time.unwrap_or(-1),
             log_start_offset,
-            entry: None,
+            ..AppendResult::default()
         })
     }
 
@@ -540,6 +546,7 @@ impl Partition {
     /// on a replicated partition (a leader change may have replaced it, and
     /// the producer must retry).
     pub async fn wait_acked(&self, r: &AppendResult, timeout: Duration) -> Result<(), BrokerError> {
+        self.confirm(r).await?;
         self.wait_durable(r.last_offset, timeout).await?;
         if let (Some((index, term)), Backing::Raft(rep)) = (r.entry, &self.backing)
             && rep.store.entry_term(index) != Some(term)

@@ -2,17 +2,18 @@
 //! node's host, following the group's status, and appending on the leader
 //! through Raft proposals.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
 use sluice_storage::{BatchHeader, Clock};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, oneshot, watch};
 
 use super::{Backing, Partition, State, producer_batch, rebuild_producer_state};
 use crate::error::BrokerError;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
 use crate::replication::host::{GroupStatus, Host};
-use crate::replication::replica::{Replica, ReplicaError, Timing};
+use crate::replication::replica::{Proposal, Replica, ReplicaError, Timing};
 use crate::replication::store::{ReplicaStore, StoreError};
 use crate::topic_config::TopicConfig;
 
@@ -24,7 +25,21 @@ pub struct Replicated {
     pub host: Arc<Host>,
     /// The group's name on the host and the transport (`topic-index`).
     pub group: String,
+    /// Set by the host when a proposal at predicted offsets was refused:
+    /// the predictions and the producer state must be rebuilt.
+    refused: Arc<AtomicBool>,
 }
+
+/// Where the next proposal of this leader's term will land.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Next {
+    index: u64,
+    term: u64,
+    offset: i64,
+}
+
+/// The outcome of a proposal sent without waiting.
+pub type Confirmation = oneshot::Receiver<Result<Proposal, ReplicaError>>;
 
 pub(super) fn store_error(e: StoreError) -> BrokerError {
     match e {
@@ -35,7 +50,9 @@ pub(super) fn store_error(e: StoreError) -> BrokerError {
 
 fn replica_error(e: ReplicaError) -> BrokerError {
     match e {
-        ReplicaError::NotLeader { .. } => BrokerError::NotLeaderOrFollower,
+        ReplicaError::NotLeader { .. } | ReplicaError::Moved { .. } => {
+            BrokerError::NotLeaderOrFollower
+        }
         ReplicaError::Store(s) => store_error(s),
         // A proposal refused while leadership is moving: the producer retries.
         ReplicaError::Raft(raft::Error::ProposalDropped) => BrokerError::NotLeaderOrFollower,
@@ -91,11 +108,13 @@ impl Partition {
                 producers: ProducerStateManager::default(),
                 config: spec.config,
                 producers_term: 0,
+                next: None,
             }),
             backing: Backing::Raft(Replicated {
                 store,
                 host: host.clone(),
                 group: group.clone(),
+                refused: Default::default(),
             }),
             status: Mutex::new(GroupStatus {
                 high_watermark: hw,
@@ -133,6 +152,7 @@ impl Partition {
                 producers: ProducerStateManager::default(),
                 config: spec.config,
                 producers_term: 0,
+                next: None,
             }),
             backing: Backing::Remote,
             status: Mutex::new(GroupStatus {
@@ -170,10 +190,12 @@ impl Partition {
         }
     }
 
-    /// Appends on the leader: each new batch is proposed to the group and
-    /// gets the offsets its entry will have on every replica. The state lock
-    /// is held throughout, so the sequence checks and the proposals of one
-    /// partition happen in one order.
+    /// Appends on the leader. The first batch of a term is proposed and
+    /// waited for, which tells where the log ends; later batches are sent
+    /// without waiting, at the offsets that follow (`Replica::propose_at`
+    /// refuses any that would land elsewhere), so many produce requests
+    /// ride on one Raft round. The state lock is held throughout: sequence
+    /// checks and proposals of one partition happen in one order.
     pub(super) fn append_replicated(
         &self,
         r: &Replicated,
@@ -185,25 +207,29 @@ impl Partition {
         if !status.is_leader {
             return Err(BrokerError::NotLeaderOrFollower);
         }
-        if state.producers_term != status.term {
-            // A new term: this replica may have been a follower, which keeps
-            // no producer state. Its log holds every entry the group may
-            // have committed, so the state is rebuilt from it.
+        if r.refused.swap(false, Ordering::SeqCst) || state.producers_term != status.term {
+            // A new term (this replica may have been a follower, which keeps
+            // no producer state), or a refused prediction: once everything
+            // accepted so far is stored, the log holds every entry the group
+            // may commit from here, and the state is rebuilt from it.
+            blocking(|| r.host.barrier());
             let mut producers = ProducerStateManager::default();
             rebuild_producer_state(&r.store.log(), &mut producers)?;
             state.producers = producers;
             state.producers_term = status.term;
+            state.next = None;
         }
-        let mut first: Option<i64> = None;
-        let mut last = -1;
-        let mut entry = None;
+        let mut out = AppendResult {
+            base_offset: -1,
+            last_offset: -1,
+            log_append_time: log_append_time.unwrap_or(-1),
+            ..AppendResult::default()
+        };
+        let mut unconfirmed = Vec::new();
         for (h, batch) in batches {
             let pb = producer_batch(h);
-            match state.producers.check(&pb)? {
-                SequenceCheck::Duplicate(meta) => {
-                    first.get_or_insert(meta.first_offset);
-                    last = meta.last_offset;
-                }
+            let (first, last) = match state.producers.check(&pb)? {
+                SequenceCheck::Duplicate(meta) => (meta.first_offset, meta.last_offset),
                 SequenceCheck::Append => {
                     // The leader stamps LogAppendTime once, so every replica
                     // stores the same bytes.
@@ -211,27 +237,67 @@ impl Partition {
                         Some(t) => sluice_storage::batch::with_log_append_time(batch, t),
                         None => batch.to_vec(),
                     };
-                    let proposal = blocking(|| r.host.propose(&r.group, data)).map_err(|e| {
-                        // The next term rebuilds the state from the log.
-                        state.producers_term = 0;
-                        replica_error(e)
-                    })?;
-                    state
-                        .producers
-                        .observe(&pb, proposal.base_offset, proposal.last_offset);
-                    first.get_or_insert(proposal.base_offset);
-                    last = proposal.last_offset;
-                    entry = Some((proposal.index, proposal.term));
+                    let p = match state.next.filter(|n| n.term == status.term) {
+                        None => blocking(|| r.host.propose(&r.group, data)).map_err(|e| {
+                            state.next = None;
+                            replica_error(e)
+                        })?,
+                        Some(n) => {
+                            let at = Proposal {
+                                index: n.index,
+                                term: n.term,
+                                base_offset: n.offset,
+                                last_offset: n.offset + h.last_offset_delta as i64,
+                            };
+                            let (tx, rx) = oneshot::channel();
+                            let refused = r.refused.clone();
+                            r.host.propose_then(
+                                &r.group,
+                                data,
+                                Some(at),
+                                Box::new(move |res| {
+                                    if res.is_err() {
+                                        refused.store(true, Ordering::SeqCst);
+                                    }
+                                    let _ = tx.send(res);
+                                }),
+                            );
+                            unconfirmed.push(rx);
+                            at
+                        }
+                    };
+                    state.next = Some(Next {
+                        index: p.index + 1,
+                        term: p.term,
+                        offset: p.last_offset + 1,
+                    });
+                    state.producers.observe(&pb, p.base_offset, p.last_offset);
+                    out.entry = Some((p.index, p.term));
+                    (p.base_offset, p.last_offset)
                 }
+            };
+            if out.base_offset < 0 {
+                out.base_offset = first;
+            }
+            out.last_offset = last;
+        }
+        out.log_start_offset = r.store.with_log(|l| l.log_start_offset());
+        out.unconfirmed = Mutex::new(unconfirmed);
+        Ok(out)
+    }
+
+    /// Waits for the outcome of an append's proposals sent at predicted
+    /// offsets: NOT_LEADER_OR_FOLLOWER (the producer retries) if any was
+    /// refused.
+    pub async fn confirm(&self, r: &AppendResult) -> Result<(), BrokerError> {
+        let pending = std::mem::take(&mut *r.unconfirmed.lock().unwrap_or_else(|p| p.into_inner()));
+        for rx in pending {
+            match rx.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(replica_error(e)),
+                Err(_) => return Err(BrokerError::NotLeaderOrFollower),
             }
         }
-        let log_start_offset = r.store.with_log(|l| l.log_start_offset());
-        Ok(AppendResult {
-            base_offset: first.unwrap_or(-1),
-            last_offset: last,
-            log_append_time: log_append_time.unwrap_or(-1),
-            log_start_offset,
-            entry,
-        })
+        Ok(())
     }
 }

@@ -26,6 +26,9 @@ pub struct GroupStatus {
     pub reachable: usize,
 }
 
+/// Receives a proposal's outcome, on the host thread.
+pub type Reply = Box<dyn FnOnce(Result<Proposal, ReplicaError>) + Send>;
+
 /// Called on the host thread whenever a group's status changes (keep it
 /// short: it runs between the groups' Raft rounds).
 pub type Watcher = Box<dyn FnMut(&GroupStatus) + Send>;
@@ -43,7 +46,9 @@ enum Input {
     Propose {
         group: String,
         batch: Vec<u8>,
-        reply: mpsc::Sender<Result<Proposal, ReplicaError>>,
+        /// Where the proposer expects the entry (see [`Replica::propose`]).
+        expect: Option<Proposal>,
+        reply: Reply,
     },
     Add {
         group: String,
@@ -53,6 +58,9 @@ enum Input {
     Remove {
         group: String,
     },
+    /// Answered after the round that took it, once everything proposed
+    /// before it is stored.
+    Barrier(mpsc::Sender<()>),
     Stop,
 }
 
@@ -109,17 +117,47 @@ impl Host {
     /// [`Proposal`]).
     pub fn propose(&self, group: &str, batch: Vec<u8>) -> Result<Proposal, ReplicaError> {
         let (reply, answer) = mpsc::channel();
-        let sent = self.inputs.send(Input::Propose {
-            group: group.to_owned(),
+        self.propose_then(
+            group,
             batch,
-            reply,
-        });
-        if sent.is_err() {
-            return Err(ReplicaError::NotLeader { leader: None });
-        }
+            None,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        );
         answer
             .recv()
             .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
+    }
+
+    /// Proposes without waiting: `reply` gets the outcome. With `expect`,
+    /// the proposal is refused unless it lands exactly there (the proposer
+    /// predicted its offsets; see [`Replica::propose_at`]).
+    pub fn propose_then(
+        &self,
+        group: &str,
+        batch: Vec<u8>,
+        expect: Option<Proposal>,
+        reply: Reply,
+    ) {
+        let input = Input::Propose {
+            group: group.to_owned(),
+            batch,
+            expect,
+            reply,
+        };
+        if let Err(mpsc::SendError(Input::Propose { reply, .. })) = self.inputs.send(input) {
+            reply(Err(ReplicaError::NotLeader { leader: None }));
+        }
+    }
+
+    /// Waits until every proposal sent before this call has been stored
+    /// (or refused): one round of the host.
+    pub fn barrier(&self) {
+        let (tx, rx) = mpsc::channel();
+        if self.inputs.send(Input::Barrier(tx)).is_ok() {
+            let _ = rx.recv();
+        }
     }
 
     /// Starts driving `replica` as `group` (a partition assigned to this
@@ -209,6 +247,7 @@ fn drive(
     // Only groups that got input (or a tick) need a `ready` this round.
     let mut touched = vec![true; groups.len()];
     let mut next_tick = Instant::now() + tick;
+    let mut barriers = Vec::new();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match inputs.recv_timeout(wait) {
@@ -221,6 +260,7 @@ fn drive(
         for input in first.into_iter().chain(inputs.try_iter()) {
             match input {
                 Input::Stop => return,
+                Input::Barrier(tx) => barriers.push(tx),
                 Input::Message(e) => match index.get(&e.group) {
                     Some(&i) => {
                         touched[i] = true;
@@ -268,16 +308,20 @@ fn drive(
                 Input::Propose {
                     group,
                     batch,
+                    expect,
                     reply,
                 } => {
                     let r = match index.get(&group) {
                         Some(&i) => {
                             touched[i] = true;
-                            groups[i].1.propose(batch)
+                            match expect {
+                                Some(at) => groups[i].1.propose_at(batch, at),
+                                None => groups[i].1.propose(batch),
+                            }
                         }
                         None => Err(ReplicaError::NotLeader { leader: None }),
                     };
-                    let _ = reply.send(r);
+                    reply(r);
                 }
             }
         }
@@ -329,6 +373,9 @@ fn drive(
             && let Ok(mut s) = status.lock()
         {
             s.extend(changed);
+        }
+        for b in barriers.drain(..) {
+            let _ = b.send(());
         }
     }
 }

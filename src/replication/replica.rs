@@ -14,6 +14,8 @@ use super::store::{ReplicaStore, StoreError};
 pub enum ReplicaError {
     #[error("not the leader (leader: {leader:?})")]
     NotLeader { leader: Option<u64> },
+    #[error("the log moved: the entry would not land at index {expected}")]
+    Moved { expected: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("raft: {0}")]
@@ -162,6 +164,14 @@ impl Replica {
 
     pub fn tick(&mut self) {
         self.ticks += 1;
+        if self.ticks == 1 && self.preferred == Some(self.id) && self.term() == 0 {
+            // A new group: its preferred replica stands at once, so the
+            // first leader is the one the assignment intends (no election
+            // timeout to wait out, no hand-over right after).
+            if let Err(e) = self.node.campaign() {
+                tracing::debug!(error = %e, "first campaign refused");
+            }
+        }
         self.node.tick();
         self.maybe_hand_over();
     }
@@ -271,6 +281,33 @@ impl Replica {
             base_offset,
             last_offset: base_offset + offsets_taken(mine) - 1,
         })
+    }
+
+    /// Proposes a batch only if it lands exactly where `at` says: at that
+    /// index and offset, in that term. A proposer that predicted where its
+    /// batches go (after a first `propose` told it) sends the next ones
+    /// without waiting; if anything came in between — a dropped proposal, a
+    /// new term — every later prediction is refused here rather than
+    /// appended somewhere the proposer did not expect.
+    pub fn propose_at(&mut self, batch: Vec<u8>, at: Proposal) -> Result<Proposal, ReplicaError> {
+        if !self.is_leader() {
+            return Err(ReplicaError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        let raft_log = &self.node.raft.raft_log;
+        if self.term() != at.term || raft_log.last_index() + 1 != at.index {
+            return Err(ReplicaError::Moved { expected: at.index });
+        }
+        let p = self.propose(batch)?;
+        if p != at {
+            // Cannot happen while the index and term matched (the offsets
+            // follow from the same entries); refuse to acknowledge it if it
+            // ever does.
+            tracing::error!(?p, ?at, "a proposal landed elsewhere than predicted");
+            return Err(ReplicaError::Moved { expected: at.index });
+        }
+        Ok(p)
     }
 
     /// The highest entry index known to be committed.

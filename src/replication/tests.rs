@@ -401,3 +401,64 @@ fn leadership_moves_to_the_preferred_replica() {
     );
     assert_eq!(committed_values(&sim, preferred), names("p", 5));
 }
+
+#[test]
+fn a_proposal_knows_the_offsets_its_batch_gets_on_every_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    // Batches of 1..=5 records, some proposed before the previous ones are
+    // stored (they wait in Raft's unstable log), some after.
+    let mut proposals = Vec::new();
+    for i in 0..12usize {
+        let n = i % 5 + 1;
+        let values: Vec<String> = (0..n).map(|j| format!("b{i}-{j}")).collect();
+        let specs: Vec<RecordSpec<'_>> = values
+            .iter()
+            .map(|v| RecordSpec {
+                key: None,
+                value: Some(v.as_bytes()),
+                timestamp: 0,
+            })
+            .collect();
+        let batch = batch::build(&specs, BuildOptions::default());
+        let p = sim
+            .replicas
+            .get_mut(&leader)
+            .unwrap()
+            .propose(batch)
+            .unwrap();
+        assert_eq!(p.last_offset - p.base_offset + 1, n as i64);
+        proposals.push(p);
+        if i % 3 == 2 {
+            sim.round().unwrap();
+        }
+    }
+    let end = proposals.last().unwrap().last_offset + 1;
+    assert!(all_reach(&mut sim, end));
+    for id in 1..=3 {
+        let data = sim.committed_data(id);
+        assert_eq!(data.len(), proposals.len(), "replica {id}");
+        for ((offset, b), p) in data.iter().zip(&proposals) {
+            let h = BatchHeader::parse(b).unwrap();
+            assert_eq!((*offset, h.last_offset()), (p.base_offset, p.last_offset));
+            assert_eq!(h.partition_leader_epoch as u64, p.term);
+        }
+    }
+}
+
+#[test]
+fn a_new_groups_preferred_replica_is_its_first_leader() {
+    for preferred in 1..=3u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+        for r in sim.replicas.values_mut() {
+            r.set_preferred_leader(Some(preferred));
+        }
+        // Well inside one election timeout (10 ticks), and in term 1: it
+        // stood at once instead of taking over later.
+        assert!(sim.run_until(3, |s| s.leader().is_some()).unwrap());
+        assert_eq!(sim.leader(), Some(preferred));
+        assert_eq!(sim.replicas[&preferred].term(), 1);
+    }
+}
