@@ -462,3 +462,48 @@ fn a_new_groups_preferred_replica_is_its_first_leader() {
         assert_eq!(sim.replicas[&preferred].term(), 1);
     }
 }
+
+#[test]
+fn a_proposal_at_a_predicted_place_lands_there_or_nowhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    let r = sim.replicas.get_mut(&leader).unwrap();
+    let first = r.propose(payload("x", 0)).unwrap();
+    let next = super::replica::Proposal {
+        index: first.index + 1,
+        term: first.term,
+        base_offset: first.last_offset + 1,
+        last_offset: first.last_offset + 1,
+    };
+    // One place too far (as if a proposal before it had been dropped), or
+    // in another term: refused, nothing appended.
+    for wrong in [
+        super::replica::Proposal {
+            index: next.index + 1,
+            base_offset: next.base_offset + 1,
+            last_offset: next.last_offset + 1,
+            ..next
+        },
+        super::replica::Proposal {
+            term: next.term + 1,
+            ..next
+        },
+    ] {
+        assert!(matches!(
+            r.propose_at(payload("x", 9), wrong),
+            Err(ReplicaError::Moved { .. })
+        ));
+    }
+    assert_eq!(r.propose_at(payload("x", 1), next).unwrap(), next);
+    // A follower refuses outright.
+    let f = a_follower(&sim, leader);
+    let on_follower = sim
+        .replicas
+        .get_mut(&f)
+        .unwrap()
+        .propose_at(payload("x", 2), next);
+    assert!(matches!(on_follower, Err(ReplicaError::NotLeader { .. })));
+    assert!(all_reach(&mut sim, next.last_offset + 1));
+    assert_eq!(committed_values(&sim, leader), names("x", 2));
+}
