@@ -5,6 +5,7 @@
 //! replicas' fsyncs block without stalling the async runtime.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -248,6 +249,7 @@ fn drive(
     let mut touched = vec![true; groups.len()];
     let mut next_tick = Instant::now() + tick;
     let mut barriers = Vec::new();
+    let mut failed: Vec<String> = Vec::new();
     loop {
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match inputs.recv_timeout(wait) {
@@ -264,8 +266,13 @@ fn drive(
                 Input::Message(e) => match index.get(&e.group) {
                     Some(&i) => {
                         touched[i] = true;
-                        if let Err(err) = groups[i].1.step(e.message) {
-                            tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused");
+                        let r = &mut groups[i].1;
+                        match catch_unwind(AssertUnwindSafe(|| r.step(e.message))) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(err)) => {
+                                tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused")
+                            }
+                            Err(_) => failed.push(e.group.clone()),
                         }
                     }
                     None => tracing::debug!(group = %e.group, "raft message for a group not here"),
@@ -340,7 +347,14 @@ fn drive(
             if !std::mem::take(t) {
                 continue;
             }
-            match r.ready() {
+            if failed.contains(name) {
+                continue;
+            }
+            let Ok(ready) = catch_unwind(AssertUnwindSafe(|| r.ready())) else {
+                failed.push(name.clone());
+                continue;
+            };
+            match ready {
                 Ok(out) => {
                     for m in out.messages {
                         sender.send(name, m);
@@ -376,6 +390,25 @@ fn drive(
         }
         for b in barriers.drain(..) {
             let _ = b.send(());
+        }
+        // A group whose Raft code panicked is in no state to go on: it
+        // stops here (its partition reports no leader), the others go on.
+        for group in failed.drain(..) {
+            tracing::error!(%group, "raft group failed and was stopped on this broker; restart the broker to reopen it");
+            if let Some(i) = index.remove(&group) {
+                let (_, _, _, watcher) = &mut groups[i];
+                if let Some(w) = watcher {
+                    w(&GroupStatus::default());
+                }
+                groups.swap_remove(i);
+                touched.swap_remove(i);
+                if let Some(moved) = groups.get(i) {
+                    index.insert(moved.0.clone(), i);
+                }
+                if let Ok(mut s) = status.lock() {
+                    s.remove(&group);
+                }
+            }
         }
     }
 }

@@ -86,6 +86,9 @@ pub struct Replica {
     /// the first of the partition's assigned replicas).
     preferred: Option<u64>,
     last_transfer: u64,
+    /// A leader believed this replica holds entries it does not (its log was
+    /// lost): the next heartbeat answer tells it.
+    lost_log: bool,
 }
 
 fn logger() -> slog::Logger {
@@ -137,6 +140,7 @@ impl Replica {
             last_heard: Default::default(),
             preferred: None,
             last_transfer: 0,
+            lost_log: false,
         })
     }
 
@@ -178,8 +182,44 @@ impl Replica {
 
     /// A message from another replica. Messages for another term or from an
     /// unknown peer are Raft's to judge; an error means a corrupt message.
-    pub fn step(&mut self, m: Message) -> Result<(), ReplicaError> {
+    pub fn step(&mut self, mut m: Message) -> Result<(), ReplicaError> {
         self.last_heard.insert(m.from, self.ticks);
+        use raft::eraftpb::MessageType;
+        let last = self.node.raft.raft_log.last_index();
+        match m.get_msg_type() {
+            // A leader sends a follower the commit index up to what it last
+            // knew the follower to have. A follower that lost its log (a
+            // wiped disk) has less: it commits only what it holds (Raft
+            // would stop on the impossible commit) and says so in its answer.
+            MessageType::MsgHeartbeat if m.commit > last => {
+                if !self.lost_log {
+                    tracing::warn!(
+                        from = m.from,
+                        commit = m.commit,
+                        last,
+                        "the leader believes this replica holds entries it does not: refilling from the leader"
+                    );
+                }
+                m.commit = last;
+                self.lost_log = true;
+            }
+            // ... and its leader starts again from what it really holds.
+            MessageType::MsgHeartbeatResponse if m.reject && self.is_leader() => {
+                if let Some(pr) = self.node.raft.mut_prs().get_mut(m.from)
+                    && m.reject_hint < pr.matched
+                {
+                    tracing::warn!(
+                        peer = m.from,
+                        believed = pr.matched,
+                        holds = m.reject_hint,
+                        "a replica lost entries it had acknowledged; sending them again"
+                    );
+                    pr.matched = m.reject_hint;
+                    pr.become_probe();
+                }
+            }
+            _ => {}
+        }
         self.node.step(m)?;
         Ok(())
     }
@@ -350,6 +390,17 @@ impl Replica {
         out.messages.extend(light.take_messages());
         out.committed.extend(light.take_committed_entries());
         self.node.advance_apply();
+        if std::mem::take(&mut self.lost_log) {
+            // Heartbeat answers carry no log position; a rejected one with
+            // a hint does here (see `step`).
+            let last = self.node.raft.raft_log.last_index();
+            for m in &mut out.messages {
+                if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse {
+                    m.reject = true;
+                    m.reject_hint = last;
+                }
+            }
+        }
         if let Some(index) = out.committed.last().map(|e| e.index) {
             let hw = self.store.offset_after(index)?;
             if hw > self.high_watermark {

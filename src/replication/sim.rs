@@ -69,6 +69,11 @@ impl SimCluster {
         self.queue.retain(|m| m.to != id && m.from != id);
     }
 
+    /// The folder of replica `id`'s log.
+    pub fn dir(&self, id: u64) -> &Path {
+        &self.dirs[&id]
+    }
+
     /// Cuts `id` off: messages to or from it are lost until `heal`.
     pub fn isolate(&mut self, id: u64) {
         self.isolated.insert(id);

@@ -507,3 +507,36 @@ fn a_proposal_at_a_predicted_place_lands_there_or_nowhere() {
     assert!(all_reach(&mut sim, next.last_offset + 1));
     assert_eq!(committed_values(&sim, leader), names("x", 2));
 }
+
+#[test]
+fn a_wiped_follower_rejoins_and_refills_from_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    propose_all(&mut sim, leader, "w", 10).unwrap();
+    let hw = {
+        sim.run_until(100, |s| {
+            all_agree(s) && committed_values(s, leader).len() == 10
+        })
+        .unwrap();
+        sim.replicas[&leader].high_watermark()
+    };
+    assert!(all_reach(&mut sim, hw));
+    // The follower's disk is lost: it comes back empty, while the leader
+    // still believes it holds every entry.
+    let f = a_follower(&sim, leader);
+    sim.crash(f);
+    std::fs::remove_dir_all(sim.dir(f)).unwrap();
+    sim.restart(f).unwrap();
+    assert_eq!(
+        sim.replicas[&f].store().with_log(|l| l.last_entry_index()),
+        0
+    );
+    assert!(
+        sim.run_until(200, |s| committed_values(s, f).len() == 10)
+            .unwrap(),
+        "the wiped follower refills"
+    );
+    assert_eq!(committed_values(&sim, f), names("w", 10));
+    assert!(all_agree(&sim));
+}
