@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_storage::{Clock, LogConfig};
@@ -44,6 +45,18 @@ pub struct Cluster {
     pub host: Arc<Host>,
     pub timing: Timing,
     image: watch::Sender<ClusterImage>,
+    /// When (ms since the epoch) a controller leader was last known here.
+    quorum_seen: AtomicU64,
+}
+
+/// How long without a controller leader before a broker counts itself cut
+/// off (a few election timeouts).
+pub const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Cluster {
@@ -100,11 +113,18 @@ impl Cluster {
             host,
             timing,
             image,
+            quorum_seen: AtomicU64::new(now_ms()),
         }))
     }
 
     pub fn image(&self) -> ClusterImage {
         self.image.borrow().clone()
+    }
+
+    /// Runs `f` on the current image without copying it (keep it short:
+    /// the controller's applier waits meanwhile).
+    pub fn with_image<T>(&self, f: impl FnOnce(&ClusterImage) -> T) -> T {
+        f(&self.image.borrow())
     }
 
     pub fn subscribe(&self) -> watch::Receiver<ClusterImage> {
@@ -114,6 +134,22 @@ impl Cluster {
     /// The controller group's leader, if known here.
     pub fn controller(&self) -> Option<u64> {
         self.host.status(CONTROLLER_GROUP).and_then(|s| s.leader)
+    }
+
+    /// Notes whether the quorum is in sight (called every quarter second).
+    pub fn note_quorum(&self) {
+        if self.controller().is_some() {
+            self.quorum_seen.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// True when this broker has seen no controller leader for
+    /// [`CUT_OFF_AFTER`]: it is cut off from the majority, and what it knows
+    /// of leaders is stale.
+    pub fn cut_off(&self) -> bool {
+        self.controller().is_none()
+            && now_ms().saturating_sub(self.quorum_seen.load(Ordering::Relaxed))
+                > CUT_OFF_AFTER.as_millis() as u64
     }
 
     /// Proposes `record` (again every half second, until `done` holds for
@@ -149,6 +185,26 @@ impl Cluster {
                 tracing::warn!(?record, "no controller quorum answered in time");
                 return Err(BrokerError::RequestTimedOut);
             }
+        }
+    }
+
+    /// Waits (at most `limit`) until the controller group has a leader and
+    /// this broker's image holds every record committed so far, so the
+    /// broker does not answer clients from an image still being rebuilt
+    /// (existing topics would look unknown). False when the limit passed.
+    pub async fn wait_caught_up(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let caught_up = self.host.status(CONTROLLER_GROUP).is_some_and(|s| {
+                s.leader.is_some() && self.image.borrow().applied >= s.commit_index
+            });
+            if caught_up {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
@@ -190,6 +246,12 @@ impl Cluster {
 
 fn apply_entry(image: &watch::Sender<ClusterImage>, entry: &raft::eraftpb::Entry) {
     if entry.data.is_empty() || entry.get_entry_type() != raft::eraftpb::EntryType::EntryNormal {
+        // Raft's own entry: nothing to apply, but the image is now current
+        // up to it (quietly: nothing to reconcile).
+        image.send_if_modified(|img| {
+            img.applied = img.applied.max(entry.index);
+            false
+        });
         return;
     }
     match metadata::decode(&bytes::Bytes::copy_from_slice(&entry.data)) {

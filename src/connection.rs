@@ -104,6 +104,14 @@ async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result
             return encode_response(correlation_id, ApiKey::ApiVersions, v, &body).map(Some);
         }
     };
+    if key == ApiKey::Metadata && broker.cluster().is_some_and(|c| c.cut_off()) {
+        // What this broker knows of leaders is stale while it is cut off
+        // from the quorum; closing makes the client ask another broker.
+        tracing::warn!(%peer, "Metadata refused: this broker is cut off from the controller quorum; closing the connection");
+        return Err(sluice_protocol::ProtocolError::Refused(
+            "cut off from the controller quorum".into(),
+        ));
+    }
     let span = tracing::info_span!(
         "request",
         api = api_name(key),

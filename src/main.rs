@@ -3,8 +3,9 @@
 
 use clap::Parser;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sluice::broker::{Broker, follow_image};
+use sluice::broker::{Broker, follow_image, track_leaders};
 use sluice::cluster::Cluster;
 use sluice::config::{Cli, Command, Config};
 use sluice::handlers;
@@ -97,7 +98,13 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let broker = Broker::open_with(config, handlers::version_table(), clock, cluster.clone())
         .map_err(|e| format!("cannot open the data folder: {e}"))?;
     if let Some(c) = cluster {
+        if !c.wait_caught_up(Duration::from_secs(10)).await {
+            tracing::warn!("no controller quorum after 10 s; serving clients meanwhile");
+        }
+        let (b, image) = (broker.clone(), c.image());
+        tokio::task::spawn_blocking(move || b.reconcile(&image)).await?;
         tokio::spawn(follow_image(Arc::downgrade(&broker), c.clone()));
+        tokio::spawn(track_leaders(Arc::downgrade(&broker), c.clone()));
         let (host, port) = broker.config.advertised();
         tokio::spawn(c.register(host, port as u16));
     }

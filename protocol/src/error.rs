@@ -24,6 +24,10 @@ pub enum ProtocolError {
         version: i16,
         reason: String,
     },
+    /// The broker will not serve this request on this connection (it closes
+    /// it, so the client turns to another broker).
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("failed to encode {api} v{version} response: {reason}")]
     Encode {
         api: &'static str,

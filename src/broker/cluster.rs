@@ -357,10 +357,20 @@ impl Broker {
             .map(|(_, h, p)| (h, p))
     }
 
-    /// The controller's node id as Metadata reports it.
+    /// The controller's node id as Metadata reports it: clients send admin
+    /// requests there. Any broker can take them (it proposes to the quorum
+    /// itself), so in a cluster this is the answering broker, as Kafka's
+    /// KRaft brokers answer with a broker that forwards — once it is
+    /// registered, so that clients find its address in the same answer.
     pub fn controller_id(&self) -> i32 {
         match &self.cluster {
-            Some(c) => c.controller().map_or(-1, |id| id as i32),
+            Some(c) => c.with_image(|img| {
+                if img.brokers.contains_key(&c.me) {
+                    self.node_id()
+                } else {
+                    img.brokers.keys().next().map_or(-1, |&id| id as i32)
+                }
+            }),
             None => self.node_id(),
         }
     }
@@ -383,6 +393,51 @@ pub async fn follow_image(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>
         }
         if rx.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// How often leaderships are published and placeholders updated.
+const LEADER_TRACKING: Duration = Duration::from_millis(250);
+
+/// Publishes, through the quorum, the leadership of the partitions led
+/// here that the image does not show yet (retried until it does), and tells
+/// the placeholders of partitions held elsewhere who leads them — so every
+/// broker's Metadata names current leaders and epochs.
+pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>) {
+    let mut every = tokio::time::interval(LEADER_TRACKING);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(b) = broker.upgrade() else { return };
+        cluster.note_quorum();
+        let topics = b.topics();
+        let mut records = Vec::new();
+        cluster.with_image(|image| {
+            for t in &topics {
+                for p in &t.partitions {
+                    let published = image.leaders.get(&(t.name.clone(), p.index)).copied();
+                    if p.is_replicated() {
+                        let s = p.status();
+                        if s.is_leader && published.is_none_or(|(_, epoch)| epoch < s.term) {
+                            records.push(MetadataRecord::PartitionLeader {
+                                name: t.name.clone(),
+                                topic_id: t.id.to_string(),
+                                partition: p.index,
+                                leader: cluster.me,
+                                epoch: s.term,
+                            });
+                        }
+                    } else if let Some((leader, epoch)) = published {
+                        p.set_remote_leader(leader, epoch);
+                    }
+                }
+            }
+        });
+        for r in &records {
+            cluster
+                .host
+                .propose_anywhere(crate::cluster::CONTROLLER_GROUP, metadata::encode(r));
         }
     }
 }

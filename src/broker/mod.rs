@@ -6,7 +6,7 @@
 //! changes through the quorum and opens the replicas the image assigns here.
 
 mod cluster;
-pub use cluster::follow_image;
+pub use cluster::{follow_image, track_leaders};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

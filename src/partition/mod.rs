@@ -116,7 +116,7 @@ pub struct Partition {
     backing: Backing,
     /// The Raft group as this broker sees it (replicated), or the preferred
     /// leader (remote).
-    status: Mutex<GroupStatus>,
+    status: watch::Sender<GroupStatus>,
     high_watermark: watch::Sender<i64>,
     flush_requested: Notify,
     closed: AtomicBool,
@@ -209,7 +209,7 @@ impl Partition {
                 next: None,
             }),
             backing: Backing::Local(Mutex::new(log)),
-            status: Mutex::new(GroupStatus::default()),
+            status: watch::channel(GroupStatus::default()).0,
             high_watermark,
             flush_requested: Notify::new(),
             closed: AtomicBool::new(false),
@@ -255,7 +255,7 @@ impl Partition {
 
     /// The Raft group's status as this broker last saw it.
     pub fn status(&self) -> GroupStatus {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+        *self.status.borrow()
     }
 
     /// The leader's node id (None while there is none) and the leader epoch;
@@ -547,10 +547,25 @@ impl Partition {
     /// the producer must retry).
     pub async fn wait_acked(&self, r: &AppendResult, timeout: Duration) -> Result<(), BrokerError> {
         self.confirm(r).await?;
-        self.wait_durable(r.last_offset, timeout).await?;
-        if let (Some((index, term)), Backing::Raft(rep)) = (r.entry, &self.backing)
-            && rep.store.entry_term(index) != Some(term)
-        {
+        let (Some((index, term)), Backing::Raft(rep)) = (r.entry, &self.backing) else {
+            return self.wait_durable(r.last_offset, timeout).await;
+        };
+        // Committed, or no longer this term's leader: then the outcome is
+        // not this broker's to tell, and the producer retries at the new
+        // leader (as Kafka answers pending writes when a leader steps down).
+        let mut rx = self.status.subscribe();
+        let settled =
+            rx.wait_for(|s| s.high_watermark > r.last_offset || !s.is_leader || s.term != term);
+        let s = match tokio::time::timeout(timeout, settled).await {
+            Ok(Ok(s)) => *s,
+            Ok(Err(_)) => return Err(BrokerError::NotLeaderOrFollower),
+            Err(_) => return Err(BrokerError::RequestTimedOut),
+        };
+        if s.high_watermark <= r.last_offset {
+            tracing::info!(partition = ?self, index, term, "leadership lost before an append committed");
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        if rep.store.entry_term(index) != Some(term) {
             tracing::info!(partition = ?self, index, term, "an appended entry was replaced by a new leader before it committed");
             return Err(BrokerError::NotLeaderOrFollower);
         }

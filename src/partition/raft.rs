@@ -116,10 +116,11 @@ impl Partition {
                 group: group.clone(),
                 refused: Default::default(),
             }),
-            status: Mutex::new(GroupStatus {
+            status: watch::channel(GroupStatus {
                 high_watermark: hw,
                 ..GroupStatus::default()
-            }),
+            })
+            .0,
             high_watermark: watch::channel(hw).0,
             flush_requested: Notify::new(),
             closed: Default::default(),
@@ -155,16 +156,29 @@ impl Partition {
                 next: None,
             }),
             backing: Backing::Remote,
-            status: Mutex::new(GroupStatus {
+            status: watch::channel(GroupStatus {
                 leader,
                 ..GroupStatus::default()
-            }),
+            })
+            .0,
             high_watermark: watch::channel(0).0,
             flush_requested: Notify::new(),
             closed: Default::default(),
             clock: spec.clock,
             data_available: spec.data_available,
         })
+    }
+
+    /// Who leads a partition held elsewhere, as the cluster image says.
+    pub fn set_remote_leader(&self, leader: u64, epoch: u64) {
+        if let Backing::Remote = self.backing {
+            self.status.send_if_modified(|s| {
+                let changed = (s.leader, s.term) != (Some(leader), epoch);
+                s.leader = Some(leader);
+                s.term = epoch;
+                changed
+            });
+        }
     }
 
     /// Stops driving the replica (the topic was deleted).
@@ -176,7 +190,7 @@ impl Partition {
 
     /// Called on the host thread when the group's status changes.
     fn on_status(&self, s: &GroupStatus) {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = *s;
+        self.status.send_replace(*s);
         let advanced = self.high_watermark.send_if_modified(|hw| {
             if s.high_watermark > *hw {
                 *hw = s.high_watermark;

@@ -48,6 +48,15 @@ pub enum MetadataRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// A partition's Raft group elected `leader` in term `epoch` (published
+    /// by the leader, for the brokers that hold no replica of it).
+    PartitionLeader {
+        name: String,
+        topic_id: String,
+        partition: i32,
+        leader: u64,
+        epoch: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +77,8 @@ pub struct TopicInfo {
 pub struct ClusterImage {
     pub brokers: BTreeMap<u64, BrokerInfo>,
     pub topics: BTreeMap<String, TopicInfo>,
+    /// The last published (leader, epoch) of each (topic, partition).
+    pub leaders: BTreeMap<(String, i32), (u64, u64)>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -118,11 +129,13 @@ impl ClusterImage {
                 );
                 Ok(())
             }
-            MetadataRecord::DeleteTopic { name } => self
-                .topics
-                .remove(name)
-                .map(|_| ())
-                .ok_or_else(|| format!("topic '{name}' does not exist")),
+            MetadataRecord::DeleteTopic { name } => {
+                self.topics
+                    .remove(name)
+                    .ok_or_else(|| format!("topic '{name}' does not exist"))?;
+                self.leaders.retain(|(t, _), _| t != name);
+                Ok(())
+            }
             MetadataRecord::CreatePartitions { name, from, added } => {
                 let t = self
                     .topics
@@ -138,6 +151,30 @@ impl ClusterImage {
                     return Err(format!("topic '{name}': a new partition without replicas"));
                 }
                 t.assignment.extend(added.iter().cloned());
+                Ok(())
+            }
+            MetadataRecord::PartitionLeader {
+                name,
+                topic_id,
+                partition,
+                leader,
+                epoch,
+            } => {
+                let known = self
+                    .topics
+                    .get(name)
+                    .filter(|t| &t.topic_id == topic_id)
+                    .is_some_and(|t| (0..t.assignment.len() as i32).contains(partition));
+                if !known {
+                    return Err(format!(
+                        "no partition {name}-{partition} with id {topic_id}"
+                    ));
+                }
+                let key = (name.clone(), *partition);
+                if self.leaders.get(&key).is_some_and(|(_, e)| e >= epoch) {
+                    return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
+                }
+                self.leaders.insert(key, (*leader, *epoch));
                 Ok(())
             }
             MetadataRecord::AlterTopicConfigs { name, configs } => {
@@ -276,6 +313,24 @@ mod tests {
             [true, true, false, true, false, true, false, false]
         );
         assert_eq!(img.applied, 8);
+        let leader = |epoch, id: &str| MetadataRecord::PartitionLeader {
+            name: "orders".into(),
+            topic_id: id.into(),
+            partition: 2,
+            leader: 3,
+            epoch,
+        };
+        let mut probe = img.clone();
+        assert!(probe.apply(100, &leader(4, "id-orders")).is_ok());
+        assert!(
+            probe.apply(101, &leader(4, "id-orders")).is_err(),
+            "not newer"
+        );
+        assert!(
+            probe.apply(102, &leader(5, "id-other")).is_err(),
+            "another topic's"
+        );
+        assert_eq!(probe.leaders[&("orders".to_string(), 2)], (3, 4));
         let t = &img.topics["orders"];
         assert_eq!(t.assignment, vec![vec![1, 2], vec![2, 1], vec![2, 3]]);
         assert_eq!(t.configs["retention.ms"], "1000");

@@ -25,7 +25,8 @@ def free_port() -> int:
 
 
 class Broker:
-    def __init__(self, data_dir: Path, config: str = ""):
+    def __init__(self, data_dir: Path, config: str = "", extra_args=()):
+        self.extra_args = list(extra_args)
         self.bin = os.environ.get("SLUICE_BIN", str(ROOT / "target/release/sluice"))
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
@@ -38,16 +39,25 @@ class Broker:
         self.proc = None
 
     def start(self, timeout: float = 20.0):
+        self.launch()
+        self.wait_listening(timeout)
+
+    def launch(self):
+        """Starts the process without waiting for it to listen."""
         log = open(self.log_path, "ab")
         args = [self.bin, "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
         if self.config_path:
             args += ["--config", str(self.config_path)]
+        args += self.extra_args
         self.proc = subprocess.Popen(
             args,
             stdout=log,
             stderr=log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
         )
+        log.close()
+
+    def wait_listening(self, timeout: float = 20.0):
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -120,6 +130,11 @@ def pytest_runtest_makereport(item, call):
     b = funcargs.get("broker") or funcargs.get("group_broker")
     if rep.failed and isinstance(b, Broker):
         rep.sections.append(("broker log (tail)", b.log_tail()))
+    # Fixtures running several brokers expose them as `.brokers` {node id: Broker}.
+    many = getattr(funcargs.get("cluster"), "brokers", None)
+    if rep.failed and isinstance(many, dict):
+        for node, nb in sorted(many.items()):
+            rep.sections.append((f"broker {node} log (tail)", nb.log_tail()))
 
 
 def create_topic(bootstrap: str, topic: str, partitions: int = 3, config=None):

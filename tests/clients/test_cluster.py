@@ -1,0 +1,380 @@
+"""Three brokers in cluster mode (a Raft controller quorum, partitions
+replicated by Raft), driven by real clients: acknowledged writes survive the
+partition leader's kill -9, a leader cut off from its peers, and all three
+brokers killed at once; Metadata describes the three brokers and the
+replicas, and followers turn away produce and fetch requests.
+
+Every broker's internal (broker-to-broker) listener sits behind a
+fault-injecting proxy run by the test: `--controller-voters` names the
+proxies, `--internal-listen` the real ports behind them. The Raft transport
+opens one connection per directed pair of nodes and starts it with a hello
+naming the sender ("SLRT" · version u16 · node id u64), so a proxy knows both
+ends of every connection it carries. Cutting node X closes and refuses every
+connection from X and every connection to X: X can neither send to nor hear
+from its peers (clients can still reach it), a full partition of X from the
+quorum. A connection that does not start with that hello is forwarded with an
+unknown sender, and then only cut when its destination is cut off.
+
+A value counts as acknowledged only when librdkafka's delivery report for it
+(acks=all) has no error. The checker reads each partition from offset 0 up to
+its high watermark and requires every acknowledged value there once, at the
+offset its delivery report gave, in the order the acknowledgements came.
+Unacknowledged values may or may not be there.
+
+Timings (no-leader windows, gaps between acknowledgements) are printed:
+run with `pytest -s` to see them."""
+
+import shutil
+import threading
+import time
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from cluster_support import (
+    NODES,
+    NOT_LEADER_OR_FOLLOWER,
+    Cluster,
+    Workload,
+    assert_no_problems,
+    check_acked,
+    fetch_raw,
+    metadata,
+    produce_raw,
+    wait_replicated,
+)
+
+pytestmark = pytest.mark.timeout(150)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    started = time.monotonic()
+    try:
+        try:
+            c.start()
+            c.create_topic("cluster-ready-probe", 1, 3)
+        except BaseException:
+            for n, b in c.brokers.items():
+                print(f"--- broker {n} log (tail) ---\n{b.log_tail()}")
+            raise
+        print(f"\ncluster ready (RF3 topic created, leader agreed) after {time.monotonic() - started:.2f}s")
+        yield c
+        crashed = c.crashed()
+        assert not crashed, "brokers exited on their own: " + ", ".join(
+            f"{n} (code {c.brokers[n].proc.returncode})" for n in crashed
+        )
+    finally:
+        c.shutdown()
+        if c.net.unknown_hellos:
+            print(f"proxies carried {c.net.unknown_hellos} connections without a Raft hello (sender unknown)")
+        for n, b in c.brokers.items():
+            text = b.log_path.read_text(errors="replace") if b.log_path.exists() else ""
+            if "panicked" in text:
+                print(f"!! broker {n} panicked; see {b.log_path}")
+
+
+
+
+def test_metadata_replicas_and_followers_turn_away_clients(cluster):
+    """Every broker lists the three; an RF3 topic has three replicas, all in
+    sync, and the same leader from every broker; followers answer produce and
+    fetch with NOT_LEADER_OR_FOLLOWER and the leader takes them; RF1 works and
+    RF4 is refused."""
+    for n in NODES:
+        md = metadata(cluster.port(n))
+        assert sorted(md["brokers"]) == list(NODES), f"broker {n} lists {md['brokers']}"
+        for m, (host, port) in md["brokers"].items():
+            assert (host, port) == ("127.0.0.1", cluster.port(m)), f"broker {n} advertises {m} as {host}:{port}"
+        assert md["controller"] in NODES, f"broker {n}: controller {md['controller']}"
+
+    cluster.create_topic("described", 3, 3)
+    for p in range(3):
+        deadline = time.time() + 20
+        while True:
+            views = {n: cluster.partition_view(n, "described", p) for n in NODES}
+            ok = all(v and sorted(v["replicas"]) == list(NODES) and sorted(v["isr"]) == list(NODES) for v in views.values())
+            if ok and len({(v["leader"], v["epoch"]) for v in views.values()}) == 1:
+                break
+            assert time.time() < deadline, f"described-{p}: replicas/isr/leader never settled: {views}"
+            time.sleep(0.1)
+        leader, epoch = views[1]["leader"], views[1]["epoch"]
+        assert leader in NODES and epoch >= 0, views
+        print(f"  described-{p}: leader {leader} epoch {epoch} replicas {views[1]['replicas']} isr {views[1]['isr']}")
+
+    # Leadership may still move right after creation (an election at a higher
+    # term): a follower that took the write must have become the leader.
+    for attempt in range(5):
+        leader, epoch = cluster.leader("described", 0)
+        answers = {}
+        for n in NODES:
+            if n != leader:
+                answers[n] = (
+                    produce_raw(cluster.port(n), "described", 0, b"to-a-follower")[0],
+                    fetch_raw(cluster.port(n), "described", 0),
+                )
+        if all(a == (NOT_LEADER_OR_FOLLOWER, NOT_LEADER_OR_FOLLOWER) for a in answers.values()):
+            break
+        now, now_epoch = cluster.leader("described", 0)
+        took = [n for n, a in answers.items() if a[0] == 0]
+        print(f"  followers of described-0 under leader {leader} (epoch {epoch}) answered (produce, fetch) {answers}; "
+              f"leader now {now} (epoch {now_epoch})")
+        assert now_epoch > epoch and set(took) <= {now}, (
+            f"followers of described-0 (leader {leader}, epoch {epoch}) answered (produce, fetch) {answers}, "
+            f"and the leader is still {now} (epoch {now_epoch})"
+        )
+    else:
+        raise AssertionError("described-0's leadership kept moving")
+    err, base = produce_raw(cluster.port(leader), "described", 0, b"to-the-leader")
+    # (Not necessarily at offset 0: Raft control entries, such as a new
+    # leader's first entry, may take offsets as Kafka control batches.)
+    assert err == 0 and base >= 0, f"produce to leader {leader}: error {err}, base offset {base}"
+    assert fetch_raw(cluster.port(leader), "described", 0) == 0
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    fut = admin.create_topics([NewTopic("too-many", num_partitions=1, replication_factor=4)], request_timeout=10)
+    with pytest.raises(KafkaException) as e:
+        fut["too-many"].result(timeout=20)
+    assert e.value.args[0].code() == KafkaError.INVALID_REPLICATION_FACTOR, e.value
+
+    cluster.create_topic("single", 3, 1)
+    for p in range(3):
+        v = cluster.partition_view(1, "single", p)
+        assert len(v["replicas"]) == 1 and v["leader"] == v["replicas"][0], v
+        # Every broker gives the same leader epoch, replica of the partition or
+        # not (librdkafka drops metadata whose leader epoch went backwards).
+        deadline = time.time() + 10
+        while True:
+            views = {n: cluster.partition_view(n, "single", p) for n in NODES}
+            epochs = {n: v and v["epoch"] for n, v in views.items()}
+            if len(set(epochs.values())) == 1:
+                break
+            assert time.time() < deadline, f"single-{p} (replicas {v['replicas']}): leader epochs differ by broker: {epochs}"
+            time.sleep(0.1)
+
+
+def test_acked_writes_survive_leader_kill(cluster):
+    """kill -9 of the leader of `one-0` under acks=all load: the two left
+    elect a new leader (with a higher epoch) and take writes; the killed
+    broker comes back and catches up; every acknowledged write is there once,
+    in order, on all three brokers; a second failover (killing the new
+    leader) loses nothing either."""
+    cluster.create_topic("one", 1, 3)
+    cluster.create_topic("three", 3, 3)
+    targets = [("one", 0)] + [("three", p) for p in range(3)]
+    w = Workload(cluster.bootstrap, targets)
+    w.start()
+    try:
+        w.wait_acks(300, timeout=15)
+        time.sleep(1)
+        old, old_epoch = cluster.leader("one", 0)
+        killed_at = time.monotonic()
+        cluster.kill9(old)
+        survivors = [n for n in NODES if n != old]
+        new, new_epoch, leaderless = cluster.wait_new_leader("one", 0, old, survivors)
+        elected_at = killed_at + leaderless
+        print(f"  killed leader {old} (epoch {old_epoch}); {new} leads (epoch {new_epoch}) after {leaderless:.3f}s without a leader")
+        assert new_epoch > old_epoch, f"the new leader's epoch {new_epoch} is not above {old_epoch}"
+        w.wait_acks(50, timeout=15, since=elected_at, target=("one", 0))
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - killed_at)))
+        gap = w.max_gap(("one", 0), killed_at - 1, time.monotonic())
+        print(f"  one-0: longest wait between acknowledgements around the kill {gap:.3f}s")
+        cluster.start([old])
+        restarted_at = time.monotonic()
+        changes = cluster.watch_leader("one", 0, NODES, 3.0, via=new)
+        print(f"  after restarting {old}: one-0's (leader, epoch) as broker {new} saw it, by time since the restart: {changes}")
+        w.wait_acks(20, timeout=15, since=restarted_at, target=("one", 0))
+        gap = w.max_gap(("one", 0), restarted_at, time.monotonic())
+        print(f"  one-0: longest wait between acknowledgements after the restart {gap:.3f}s")
+    finally:
+        w.stop()
+    print("  " + w.summary())
+    assert not w.fatal, f"producer fatal errors: {w.fatal}"
+    problems = check_acked(w, "one", 1) + check_acked(w, "three", 3)
+    assert_no_problems(problems)
+    wait_replicated(cluster, w, NODES)
+
+    # The restarted broker is a working voter again: kill the current leader,
+    # and the two left (the restarted one among them) still elect a leader
+    # that has every acknowledged write.
+    second, _ = cluster.leader("one", 0)
+    cluster.kill9(second)
+    rest = [n for n in NODES if n != second]
+    third, _, leaderless2 = cluster.wait_new_leader("one", 0, second, rest)
+    print(f"  second failover: killed {second}, {third} leads after {leaderless2:.3f}s")
+    assert_no_problems(check_acked(w, "one", 1) + check_acked(w, "three", 3))
+
+
+def test_wiped_broker_rejoins_and_refills(cluster):
+    """A follower's data folder is lost (kill -9, folder deleted, restart
+    empty) while acks=all writes go on: it learns the cluster metadata again
+    from the controller quorum, its replica refills from the leader, and it
+    ends up holding every acknowledged write, including those written before
+    it was wiped. Then the leader is killed, so the wiped broker is one of
+    the two that must carry on: nothing acknowledged is missing."""
+    cluster.create_topic("wiped", 1, 3)
+    w = Workload(cluster.bootstrap, [("wiped", 0)])
+    w.start()
+    try:
+        w.wait_acks(1000, timeout=20)
+        leader, _ = cluster.leader("wiped", 0)
+        victim = next(n for n in NODES if n != leader)
+        cluster.kill9(victim)
+        shutil.rmtree(cluster.brokers[victim].data_dir)
+        w.wait_acks(300, timeout=15, since=time.monotonic())
+        cluster.start([victim])
+        restarted_at = time.monotonic()
+        w.wait_acks(300, timeout=15, since=restarted_at)
+    finally:
+        w.stop()
+    print(f"  wiped broker {victim} (leader {leader}); " + w.summary())
+    assert not w.fatal, f"producer fatal errors: {w.fatal}"
+    assert_no_problems(check_acked(w, "wiped", 1))
+    wait_replicated(cluster, w, [victim], timeout=30)
+    print(f"  broker {victim} held every acknowledged write {time.monotonic() - restarted_at:.1f}s after its restart")
+    # The refilled replica is a full member: without the leader, it and the
+    # third broker elect a leader that serves every acknowledged write.
+    cluster.kill9(leader)
+    rest = [n for n in NODES if n != leader]
+    new, _, leaderless = cluster.wait_new_leader("wiped", 0, leader, rest)
+    print(f"  killed leader {leader}: {new} leads after {leaderless:.3f}s")
+    assert_no_problems(check_acked(w, "wiped", 1))
+
+
+def test_isolated_broker_then_healed(cluster):
+    """The leader of `iso-0` is cut off from both peers (not killed): the two
+    others elect a new leader and keep acknowledging writes; after healing,
+    the cut-off broker follows the new leader and holds every acknowledged
+    write; nothing acknowledged is lost, duplicated or reordered.
+
+    Two producers: one writing to `iso-0` and the three partitions of
+    `iso3` (so it has connections to several brokers), and one writing to
+    `iso-0` alone, whose only connection is likely the cut-off leader, and
+    which then must learn the new leader through it. Both must get writes
+    acknowledged while the cut lasts."""
+    cluster.create_topic("iso", 1, 3)
+    cluster.create_topic("iso3", 3, 3)
+    targets = [("iso", 0)] + [("iso3", p) for p in range(3)]
+    w = Workload(cluster.bootstrap, targets)
+    single = Workload(cluster.bootstrap, [("iso", 0)], first_value=500_000_000)
+    w.start()
+    single.start()
+    try:
+        w.wait_acks(300, timeout=15)
+        single.wait_acks(100, timeout=15)
+        time.sleep(1)
+        old, old_epoch = cluster.leader("iso", 0)
+        others = [n for n in NODES if n != old]
+        cut_at = time.monotonic()
+        cluster.net.isolate(old)
+        # A write sent to the cut-off leader right after the cut cannot commit:
+        # how, and when, is it answered?
+        raw = {}
+
+        def produce_to_cut_off_leader():
+            t = time.monotonic()
+            try:
+                raw["answer"] = produce_raw(cluster.port(old), "iso", 0, b"raw-to-the-cut-off-leader", timeout_ms=10_000)
+            except OSError as e:
+                raw["answer"] = repr(e)
+            raw["after"] = time.monotonic() - t
+
+        raw_thread = threading.Thread(target=produce_to_cut_off_leader, daemon=True)
+        raw_thread.start()
+        new, new_epoch, leaderless = cluster.wait_new_leader("iso", 0, old, others)
+        elected_at = cut_at + leaderless
+        print(f"  cut off leader {old} (epoch {old_epoch}); {new} leads (epoch {new_epoch}) after {leaderless:.3f}s without a leader")
+        assert new_epoch > old_epoch
+        w.wait_acks(100, timeout=15, since=elected_at, target=("iso", 0))
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - elected_at)))
+        stale = cluster.partition_view(old, "iso", 0)
+        print(f"  the cut-off broker {old} says about iso-0: {stale}")
+        healed_at = time.monotonic()
+        gap = w.max_gap(("iso", 0), cut_at - 1, healed_at)
+        single_gap = single.max_gap(("iso", 0), cut_at - 1, healed_at)
+        single_during_cut = single.count(since=elected_at)
+        print(
+            f"  iso-0 under the cut (for {healed_at - cut_at:.1f}s): longest wait between acknowledgements "
+            f"{gap:.3f}s for the producer of four partitions, {single_gap:.3f}s for the producer of iso-0 alone "
+            f"({single_during_cut} acknowledged after the election)"
+        )
+        raw_thread.join(15)
+        print(f"  acks=all produce (timeout 10 s) sent to the cut-off leader at the cut: answered {raw.get('answer')} "
+              f"(error, base offset) after {raw.get('after', float('nan')):.3f}s")
+        cluster.net.heal()
+        # The cut-off broker rejoins and agrees on the leader.
+        leader, epoch = cluster.leader("iso", 0, among=NODES, timeout=20)
+        print(f"  healed: all three agree on leader {leader} (epoch {epoch}) after {time.monotonic() - healed_at:.3f}s")
+        after_heal = time.monotonic()
+        w.wait_acks(50, timeout=15, since=after_heal, target=("iso", 0))
+        single.wait_acks(50, timeout=25, since=after_heal)
+        time.sleep(2)
+    finally:
+        w.stop()
+        single.stop()
+    print("  four partitions: " + w.summary())
+    print("  iso-0 alone: " + single.summary())
+    assert not w.fatal and not single.fatal, f"producer fatal errors: {w.fatal} {single.fatal}"
+    assert_no_problems(check_acked(w, "iso", 1) + check_acked(w, "iso3", 3) + check_acked(single, "iso", 1))
+    wait_replicated(cluster, w, NODES)
+    wait_replicated(cluster, single, NODES)
+    # Checked last, so that everything above is checked whatever happens here.
+    assert raw.get("answer", (None,))[0] == NOT_LEADER_OR_FOLLOWER and raw["after"] < leaderless + 3, (
+        f"a write pending on the cut-off leader {old} was answered {raw.get('answer')} after "
+        f"{raw.get('after', float('nan')):.3f}s; a new leader was elected after {leaderless:.3f}s, and the old one "
+        f"should fail what it can no longer commit with NOT_LEADER_OR_FOLLOWER once it steps down"
+    )
+    assert single_during_cut > 0, (
+        f"the producer of iso-0 alone got nothing acknowledged in the {healed_at - elected_at:.1f}s between the "
+        f"election of {new} and the heal; what the cut-off broker {old} said about iso-0 then: {stale}"
+    )
+
+
+def test_all_brokers_restart_at_once(cluster):
+    """A known set acknowledged, then all three brokers killed at once under
+    load and restarted together: a leader comes back, every acknowledged
+    value (before, during and after the outage) is there once and in order,
+    and a set produced after the restart is acknowledged in full."""
+    cluster.create_topic("all", 1, 3)
+    cluster.create_topic("all3", 3, 3)
+    targets = [("all", 0)] + [("all3", p) for p in range(3)]
+    w = Workload(cluster.bootstrap, targets)
+    w.start()
+    try:
+        w.wait_acks(1000, timeout=20)
+        killed_at = time.monotonic()
+        cluster.kill9(*NODES)
+        time.sleep(1)
+        cluster.start(NODES)
+        restarted_at = time.monotonic()
+        leaders = {}
+        for topic, p in targets:
+            leaders[(topic, p)] = cluster.leader(topic, p, timeout=30)
+        print(
+            f"  all killed; restarted after {restarted_at - killed_at:.2f}s; leaders agreed "
+            f"{time.monotonic() - restarted_at:.3f}s after the restart: {leaders}"
+        )
+        w.wait_acks(200, timeout=25, since=restarted_at)
+        gap = w.max_gap(("all", 0), killed_at - 1, time.monotonic())
+        print(f"  all-0: longest wait between acknowledgements around the outage {gap:.3f}s")
+        time.sleep(1)
+    finally:
+        w.stop()
+    print("  " + w.summary())
+    assert not w.fatal, f"producer fatal errors: {w.fatal}"
+    assert_no_problems(check_acked(w, "all", 1) + check_acked(w, "all3", 3))
+
+    # A fresh producer after the restart: everything acknowledged and read back.
+    after = Workload(cluster.bootstrap, targets, first_value=10_000_000)
+    after.idempotent = w.idempotent
+    after.p = after._producer(w.idempotent)
+    for _ in range(2000):
+        after._produce_one()
+        after.p.poll(0)
+    assert after.p.flush(30) == 0, after.summary()
+    assert len(after.acks) == 2000, after.summary()
+    assert_no_problems(check_acked(after, "all", 1) + check_acked(after, "all3", 3))
+    wait_replicated(cluster, w, NODES)
+    wait_replicated(cluster, after, NODES)
