@@ -14,9 +14,8 @@
 //! - [`sim`]: an in-memory network of replicas (cuts, crashes, restarts) on
 //!   which the tests run elections, truncation and catch-up without sockets.
 //!
-//! Built so far: the replica core and its tests. Not yet: the broker-to-broker
-//! transport, the controller quorum, wiring produce and fetch to replicas, and
-//! snapshot installation (docs/ARCHITECTURE.md, "Replication").
+//! The broker uses them through [`crate::cluster`] and
+//! [`crate::partition`] (docs/ARCHITECTURE.md, "Cluster mode").
 
 pub mod host;
 pub mod metadata;

@@ -45,6 +45,8 @@ from cluster_support import (
     wait_replicated,
 )
 
+NOT_ENOUGH_REPLICAS = 19
+
 pytestmark = pytest.mark.timeout(150)
 
 
@@ -378,3 +380,98 @@ def test_all_brokers_restart_at_once(cluster):
     assert_no_problems(check_acked(after, "all", 1) + check_acked(after, "all3", 3))
     wait_replicated(cluster, w, NODES)
     wait_replicated(cluster, after, NODES)
+
+
+def test_min_insync_replicas_counts_reachable_replicas(cluster):
+    """acks=all to a topic with min.insync.replicas=3 is taken while all
+    three replicas are up, refused with NOT_ENOUGH_REPLICAS (nothing
+    written) while one is down, and taken again once it is back; with
+    min.insync.replicas=2 one broker down changes nothing."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    for name, isr in (("isr3", "3"), ("isr2", "2")):
+        topic = NewTopic(name, num_partitions=1, replication_factor=3, config={"min.insync.replicas": isr})
+        admin.create_topics([topic], request_timeout=15)[name].result(timeout=30)
+    leaders = {name: cluster.leader(name, 0)[0] for name in ("isr3", "isr2")}
+    for name, leader in leaders.items():
+        assert produce_raw(cluster.port(leader), name, 0, b"all up")[0] == 0
+    # A broker that leads neither partition goes down.
+    victim = next((n for n in NODES if n not in leaders.values()), None)
+    if victim is None:
+        pytest.skip(f"both partitions are led by different brokers {leaders}; no follower-only broker")
+    cluster.kill9(victim)
+    # The leader counts a replica out once it has not heard from it for an
+    # election timeout: until then writes are still taken.
+    deadline = time.monotonic() + 10
+    attempt = 0
+    while True:
+        attempt += 1
+        refused = f"refused while one is down #{attempt}".encode()
+        err, _ = produce_raw(cluster.port(leaders["isr3"]), "isr3", 0, refused)
+        if err == NOT_ENOUGH_REPLICAS or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    print(f"  broker {victim} down: isr3 answered {err} after {10 - (deadline - time.monotonic()):.2f}s")
+    assert err == NOT_ENOUGH_REPLICAS, f"acks=all with a replica down answered {err}"
+    assert produce_raw(cluster.port(leaders["isr2"]), "isr2", 0, b"one down")[0] == 0
+    cluster.start([victim])
+    deadline = time.monotonic() + 15
+    while produce_raw(cluster.port(leaders["isr3"]), "isr3", 0, b"all up again")[0] != 0:
+        assert time.monotonic() < deadline, "isr3 refused writes after the broker came back"
+        time.sleep(0.2)
+    # A refused write was not written anywhere.
+    for n in NODES:
+        folder = cluster.brokers[n].data_dir
+        holds = any(
+            refused in f.read_bytes()
+            for f in folder.rglob("*")
+            if f.is_file() and "isr3" in str(f) and not f.name.endswith((".index", ".timeindex"))
+        )
+        assert not holds, f"broker {n} stored a write refused with NOT_ENOUGH_REPLICAS"
+
+
+def test_other_clients_share_the_cluster(cluster):
+    """kafka-python (idempotent, acks=all by default) produces to a
+    replicated topic through any broker; a confluent-kafka consumer group
+    reads everything once and commits; a second member of the same group
+    finds the committed offsets through the group's coordinator (the leader
+    of its replicated __consumer_offsets partition) and reads nothing again."""
+    from kafka import KafkaProducer
+    from confluent_kafka import Consumer
+
+    cluster.create_topic("mixed", 3, 3)
+    p = KafkaProducer(bootstrap_servers=cluster.bootstrap.split(","), acks="all", linger_ms=5)
+    assert p.config["enable_idempotence"]
+    futures = [p.send("mixed", key=str(i % 7).encode(), value=f"m{i}".encode()) for i in range(3000)]
+    p.flush(30)
+    p.close()
+    assert all(f.succeeded() for f in futures)
+
+    def consume(expect, seconds):
+        c = Consumer({
+            "bootstrap.servers": cluster.bootstrap, "group.id": "mixed-readers",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        })
+        c.subscribe(["mixed"])
+        got = []
+        deadline = time.monotonic() + seconds
+        assigned_at = None
+        quiet_from = None  # when the expected count was reached
+        while time.monotonic() < deadline:
+            m = c.poll(0.5)
+            if m is not None and not m.error():
+                got.append(m.value())
+            if assigned_at is None and c.assignment():
+                assigned_at = time.monotonic()
+            if assigned_at is not None and quiet_from is None and len(got) >= expect:
+                quiet_from = time.monotonic()
+            if quiet_from is not None and time.monotonic() > quiet_from + 3:
+                break  # everything expected came, and nothing more for 3 s
+        assert assigned_at is not None, "the consumer never got partitions"
+        if got:
+            c.commit(asynchronous=False)
+        c.close()
+        return got
+
+    first = consume(3000, 40)
+    assert sorted(first) == sorted(f"m{i}".encode() for i in range(3000))
+    assert consume(0, 15) == [], "a committed group read the topic again"

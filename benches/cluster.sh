@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Replicated produce and idle cost on three local brokers.
+#
+#   bash benches/cluster.sh [messages]      (default 500000 messages of 1 KiB)
+#
+# Starts three `sluice` brokers in cluster mode on loopback (fresh data
+# folders under a temp dir), then:
+#   1. `sluice bench` with acks=all into a new 1-partition topic with
+#      replication factor 1, then one with replication factor 3 (three runs
+#      each, every run its own topic);
+#   2. creates a topic of 1,000 partitions with replication factor 3, waits
+#      until all have a leader, lets it settle, and reports each broker's CPU
+#      (from /proc) and resident memory over 30 idle seconds.
+# Needs the release build (cargo build --release) and, for step 2, the Python
+# venv that scripts/test.sh creates (.venv, with confluent-kafka).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${SLUICE_BIN:-target/release/sluice}
+COUNT=${1:-500000}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+CLIENT=() INTERNAL=()
+for i in 1 2 3; do CLIENT[$i]=$(port); INTERNAL[$i]=$(port); done
+VOTERS="1@127.0.0.1:${INTERNAL[1]},2@127.0.0.1:${INTERNAL[2]},3@127.0.0.1:${INTERNAL[3]}"
+for i in 1 2 3; do
+    "$BIN" --listen "127.0.0.1:${CLIENT[$i]}" --data-dir "$WORK/$i" --node-id "$i" \
+        --controller-voters "$VOTERS" >"$WORK/broker-$i.log" 2>&1 &
+    PIDS+=($!)
+done
+BOOT="127.0.0.1:${CLIENT[1]},127.0.0.1:${CLIENT[2]},127.0.0.1:${CLIENT[3]}"
+for i in 1 2 3; do
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/${CLIENT[$i]}") 2>/dev/null && break
+        sleep 0.1
+    done
+done
+echo "three brokers up (logs in $WORK); waiting for them to register"
+sleep 3
+
+for rf in 1 3; do
+    for run in 1 2 3; do
+        echo "== acks=all, replication factor $rf, run $run"
+        "$BIN" bench --bootstrap "127.0.0.1:${CLIENT[1]}" --topic "rf$rf-run$run" \
+            --replication-factor "$rf" --acks -1 --count "$COUNT" --message-size 1024 2>/dev/null |
+            grep -E "^(produced|produce |end to end)"
+    done
+done
+
+if [ ! -x .venv/bin/python ]; then
+    echo "no .venv (run scripts/test.sh once): skipping the idle measurement"
+    exit 0
+fi
+echo "== 1,000 idle partitions, replication factor 3"
+.venv/bin/python - "$BOOT" "${PIDS[@]}" <<'EOF'
+import os, sys, time
+from confluent_kafka.admin import AdminClient, NewTopic
+boot, pids = sys.argv[1], sys.argv[2:]
+admin = AdminClient({"bootstrap.servers": boot, "log_level": 0})
+started = time.time()
+admin.create_topics([NewTopic("idle", 1000, 3)], request_timeout=120)["idle"].result()
+while True:
+    parts = admin.list_topics(timeout=10).topics["idle"].partitions.values()
+    if all(p.leader >= 0 for p in parts):
+        break
+    time.sleep(0.5)
+leaders = {}
+for p in parts:
+    leaders[p.leader] = leaders.get(p.leader, 0) + 1
+print(f"created and led in {time.time() - started:.1f} s; leaders per broker {dict(sorted(leaders.items()))}")
+time.sleep(10)
+tick = os.sysconf("SC_CLK_TCK")
+def cpu(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+before = {p: cpu(p) for p in pids}
+t0 = time.time()
+time.sleep(30)
+elapsed = time.time() - t0
+use = [(cpu(p) - before[p]) / elapsed * 100 for p in pids]
+rss = [int(open(f"/proc/{p}/status").read().split("VmRSS:")[1].split()[0]) // 1024 for p in pids]
+print("idle CPU, % of one core, per broker:", ", ".join(f"{u:.1f}" for u in use), f"(total {sum(use):.1f})")
+print("resident memory per broker (MiB):", ", ".join(map(str, rss)))
+EOF
