@@ -1,4 +1,5 @@
-//! DescribeCluster: this broker, the cluster id and the controller.
+//! DescribeCluster: the brokers (every registered one in a cluster), the
+//! cluster id and the controller.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -13,7 +14,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
     let broker = &ctx.broker;
     let mut resp = DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(broker.cluster_id()))
-        .with_controller_id(BrokerId(broker.node_id()));
+        .with_controller_id(BrokerId(broker.controller_id()));
     if ctx.version >= 1 {
         resp.endpoint_type = BROKERS;
         if req.endpoint_type != BROKERS {
@@ -22,11 +23,15 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
                 .with_error_message(Some(str_bytes("only broker endpoints are served")));
         }
     }
-    let (host, port) = broker.config.advertised();
-    resp.with_brokers(vec![
-        DescribeClusterBroker::default()
-            .with_broker_id(BrokerId(broker.node_id()))
-            .with_host(str_bytes(host))
-            .with_port(port),
-    ])
+    let brokers = broker
+        .brokers()
+        .into_iter()
+        .map(|(id, host, port)| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+        })
+        .collect();
+    resp.with_brokers(brokers)
 }

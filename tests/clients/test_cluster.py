@@ -91,6 +91,9 @@ def test_metadata_replicas_and_followers_turn_away_clients(cluster):
         for m, (host, port) in md["brokers"].items():
             assert (host, port) == ("127.0.0.1", cluster.port(m)), f"broker {n} advertises {m} as {host}:{port}"
         assert md["controller"] in NODES, f"broker {n}: controller {md['controller']}"
+        admin = AdminClient({"bootstrap.servers": cluster.brokers[n].bootstrap})
+        described = admin.describe_cluster(request_timeout=10).result(timeout=15)
+        assert sorted(node.id for node in described.nodes) == list(NODES), f"DescribeCluster via {n}"
 
     cluster.create_topic("described", 3, 3)
     for p in range(3):
