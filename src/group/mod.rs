@@ -202,6 +202,16 @@ impl GroupCoordinator {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Ok when this broker coordinates `group` and has its state loaded
+    /// (always alone; in a cluster, see [`Self::offsets_partition`]). For
+    /// requests that only read the coordinator's state (OffsetFetch).
+    pub async fn coordinates(&self, broker: &Broker, group: &str) -> Result<(), i16> {
+        if broker.cluster().is_none() {
+            return Ok(());
+        }
+        self.offsets_partition(broker, group).await.map(drop)
+    }
+
     /// The group's partition when this broker coordinates the group: it
     /// leads the partition, and has loaded what the partition holds since
     /// it became leader. NOT_COORDINATOR sends the client to FindCoordinator.
@@ -537,6 +547,7 @@ impl GroupCoordinator {
         group: &str,
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
+        self.coordinates(broker, group).await?;
         let now = broker.now_ms();
         let (codes, deliveries) = {
             let mut inner = self.lock();

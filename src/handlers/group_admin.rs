@@ -106,13 +106,28 @@ pub async fn find_coordinator(
 
 pub async fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
     let v = ctx.version;
+    let mut coordinated = Vec::with_capacity(req.groups.len());
+    for id in &req.groups {
+        coordinated.push(if id.0.is_empty() {
+            Ok(())
+        } else {
+            ctx.broker
+                .groups
+                .coordinates(&ctx.broker, id.0.as_str())
+                .await
+        });
+    }
     let groups = req
         .groups
         .into_iter()
-        .map(|id| {
+        .zip(coordinated)
+        .map(|(id, coordinated)| {
             let out = DescribedGroup::default().with_group_id(id.clone());
             if id.0.is_empty() {
                 return out.with_error_code(ResponseError::InvalidGroupId.code());
+            }
+            if let Err(code) = coordinated {
+                return out.with_error_code(code);
             }
             match ctx.broker.groups.describe(id.0.as_str()) {
                 None => out

@@ -148,6 +148,9 @@ pub async fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> Heartbeat
     } else {
         None
     };
+    if let Err(code) = ctx.broker.groups.coordinates(&ctx.broker, group).await {
+        return HeartbeatResponse::default().with_error_code(code);
+    }
     let code = ctx.broker.groups.heartbeat(
         &ctx.broker,
         group,

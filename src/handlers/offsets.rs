@@ -95,10 +95,20 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
     let v = ctx.version;
     let groups = &ctx.broker.groups;
     if v >= 8 {
+        let mut errors = Vec::with_capacity(req.groups.len());
+        for g in &req.groups {
+            errors.push(groups.coordinates(&ctx.broker, g.group_id.0.as_str()).await);
+        }
         let out = req
             .groups
             .into_iter()
-            .map(|g| {
+            .zip(errors)
+            .map(|(g, coordinated)| {
+                if let Err(code) = coordinated {
+                    return OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(code);
+                }
                 let wanted: Option<Vec<(String, Vec<i32>)>> = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -138,6 +148,32 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
+    if let Err(code) = groups.coordinates(&ctx.broker, group).await {
+        if v >= 2 {
+            return OffsetFetchResponse::default().with_error_code(code);
+        }
+        // v0-1 have errors per partition only.
+        let topics = wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(t, parts)| {
+                OffsetFetchResponseTopic::default()
+                    .with_name(topic_name(&t))
+                    .with_partitions(
+                        parts
+                            .into_iter()
+                            .map(|p| {
+                                OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
+    }
     let topics = groups
         .fetch(group, wanted.as_deref())
         .into_iter()
