@@ -671,18 +671,17 @@ class Workload:
 def read_partitions(bootstrap, topic, partitions, timeout=30.0):
     """Every record of each partition from offset 0 up to the high watermark
     it had when reading began: {partition: [(offset, value, leader epoch)]}."""
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "sluice-cluster-checker",
-            "enable.auto.commit": False,
-            # The log may end in a control batch (a new Raft leader's first
-            # entry) that is never delivered: the end-of-partition event
-            # tells when the consumer has passed it.
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100,
-        }
-    )
+    config = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "sluice-cluster-checker",
+        "enable.auto.commit": False,
+        # The log may end in a control batch (a new Raft leader's first
+        # entry) that is never delivered: the end-of-partition event
+        # tells when the consumer has passed it.
+        "enable.partition.eof": True,
+        "fetch.wait.max.ms": 100,
+    }
+    c = Consumer(config)
     deadline = time.time() + timeout
     errors = collections.Counter()
     try:
@@ -695,7 +694,22 @@ def read_partitions(bootstrap, topic, partitions, timeout=30.0):
                 except KafkaException as e:
                     errors[e.args[0].name()] += 1
                     if time.time() > deadline:
-                        raise
+                        views = {}
+                        for addr in bootstrap.split(","):
+                            try:
+                                views[addr] = metadata(int(addr.rsplit(":", 1)[1]), [topic])
+                            except OSError as err:
+                                views[addr] = repr(err)
+                        raise AssertionError(
+                            f"{topic}-{p}: no watermarks within {timeout}s ({dict(errors)}); "
+                            f"Metadata as each broker answers it now: {views}"
+                        ) from e
+                    if e.args[0].code() == KafkaError._UNKNOWN_PARTITION and errors["_UNKNOWN_PARTITION"] % 3 == 0:
+                        # A client's metadata cache can hold on to a topic
+                        # placeholder; a new client asks afresh. If it keeps
+                        # failing, the assertion shows what each broker says.
+                        c.close()
+                        c = Consumer(config)
                     time.sleep(0.2)
         out = {p: [] for p in range(partitions)}
         next_offset = {p: 0 for p in range(partitions)}
