@@ -201,6 +201,7 @@ impl GroupCoordinator {
         group: &str,
         topics: &[(String, Vec<i32>)],
     ) -> Result<Vec<(String, Vec<(i32, i16)>)>, i16> {
+        self.coordinates(broker, group).await?;
         let (out, written) = {
             let mut inner = self.lock();
             let state = inner.groups.get(group).map(|g| g.state());
