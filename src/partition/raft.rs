@@ -99,34 +99,17 @@ impl Partition {
         replica.set_preferred_leader(voters.first().copied());
         let hw = replica.high_watermark();
         let group = format!("{}-{}", spec.topic, spec.index);
-        let partition = Arc::new(Self {
-            topic: spec.topic.into(),
-            index: spec.index,
-            dir,
-            replicas: spec.replicas,
-            state: Mutex::new(State {
-                producers: ProducerStateManager::default(),
-                config: spec.config,
-                producers_term: 0,
-                next: None,
-            }),
-            backing: Backing::Raft(Replicated {
-                store,
-                host: host.clone(),
-                group: group.clone(),
-                refused: Default::default(),
-            }),
-            status: watch::channel(GroupStatus {
-                high_watermark: hw,
-                ..GroupStatus::default()
-            })
-            .0,
-            high_watermark: watch::channel(hw).0,
-            flush_requested: Notify::new(),
-            closed: Default::default(),
-            clock: spec.clock,
-            data_available: spec.data_available,
+        let backing = Backing::Raft(Replicated {
+            store,
+            host: host.clone(),
+            group: group.clone(),
+            refused: Default::default(),
         });
+        let status = GroupStatus {
+            high_watermark: hw,
+            ..GroupStatus::default()
+        };
+        let partition = Self::assemble(spec, backing, status);
         let weak: Weak<Partition> = Arc::downgrade(&partition);
         host.add_group_watched(
             &group,
@@ -143,7 +126,16 @@ impl Partition {
     /// A partition assigned to other brokers only: it answers
     /// NOT_LEADER_OR_FOLLOWER, and names its preferred leader in Metadata.
     pub fn remote(spec: ReplicaSpec<'_>) -> Arc<Self> {
-        let leader = spec.replicas.first().map(|&r| r as u64);
+        let status = GroupStatus {
+            leader: spec.replicas.first().map(|&r| r as u64),
+            ..GroupStatus::default()
+        };
+        Self::assemble(spec, Backing::Remote, status)
+    }
+
+    /// A cluster partition with its backing and first status (whose high
+    /// watermark starts the partition's).
+    fn assemble(spec: ReplicaSpec<'_>, backing: Backing, status: GroupStatus) -> Arc<Self> {
         Arc::new(Self {
             topic: spec.topic.into(),
             index: spec.index,
@@ -155,13 +147,9 @@ impl Partition {
                 producers_term: 0,
                 next: None,
             }),
-            backing: Backing::Remote,
-            status: watch::channel(GroupStatus {
-                leader,
-                ..GroupStatus::default()
-            })
-            .0,
-            high_watermark: watch::channel(0).0,
+            backing,
+            status: watch::channel(status).0,
+            high_watermark: watch::channel(status.high_watermark).0,
             flush_requested: Notify::new(),
             closed: Default::default(),
             clock: spec.clock,

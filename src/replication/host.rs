@@ -293,16 +293,7 @@ fn drive(
                     }
                 },
                 Input::Remove { group } => {
-                    if let Some(i) = index.remove(&group) {
-                        groups.swap_remove(i);
-                        touched.swap_remove(i);
-                        if let Some(moved) = groups.get(i) {
-                            index.insert(moved.0.clone(), i);
-                        }
-                        if let Ok(mut s) = status.lock() {
-                            s.remove(&group);
-                        }
-                    }
+                    drop_group(&group, &mut groups, &mut index, &mut touched, &status);
                 }
                 Input::ProposeAnywhere { group, batch } => {
                     if let Some(&i) = index.get(&group) {
@@ -395,20 +386,32 @@ fn drive(
         // stops here (its partition reports no leader), the others go on.
         for group in failed.drain(..) {
             tracing::error!(%group, "raft group failed and was stopped on this broker; restart the broker to reopen it");
-            if let Some(i) = index.remove(&group) {
-                let (_, _, _, watcher) = &mut groups[i];
-                if let Some(w) = watcher {
-                    w(&GroupStatus::default());
-                }
-                groups.swap_remove(i);
-                touched.swap_remove(i);
-                if let Some(moved) = groups.get(i) {
-                    index.insert(moved.0.clone(), i);
-                }
-                if let Ok(mut s) = status.lock() {
-                    s.remove(&group);
-                }
+            if let Some(&i) = index.get(&group)
+                && let (_, _, _, Some(w)) = &mut groups[i]
+            {
+                w(&GroupStatus::default());
             }
+            drop_group(&group, &mut groups, &mut index, &mut touched, &status);
+        }
+    }
+}
+
+/// Stops driving `group` on this host (its replica is dropped).
+fn drop_group(
+    group: &str,
+    groups: &mut Vec<Group>,
+    index: &mut HashMap<String, usize>,
+    touched: &mut Vec<bool>,
+    status: &Mutex<HashMap<String, GroupStatus>>,
+) {
+    if let Some(i) = index.remove(group) {
+        groups.swap_remove(i);
+        touched.swap_remove(i);
+        if let Some(moved) = groups.get(i) {
+            index.insert(moved.0.clone(), i);
+        }
+        if let Ok(mut s) = status.lock() {
+            s.remove(group);
         }
     }
 }
