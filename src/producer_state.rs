@@ -51,13 +51,18 @@ pub struct ProducerBatch {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
-    pub record_count: i32,
+    /// The header's last offset delta, not its record count: the log cleaner
+    /// removes records from a batch but keeps its offset range, and the
+    /// sequences follow the offsets (as in Kafka, last sequence = base
+    /// sequence + last offset delta). A state rebuilt from a compacted log
+    /// must expect the same next sequence as the one written.
+    pub last_offset_delta: i32,
 }
 
 impl ProducerBatch {
     pub fn last_sequence(&self) -> i32 {
         // Sequences wrap at i32::MAX back to 0, as in Kafka.
-        ((self.base_sequence as i64 + self.record_count as i64 - 1) % (i32::MAX as i64 + 1)) as i32
+        ((self.base_sequence as i64 + self.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
     }
     pub fn is_idempotent(&self) -> bool {
         self.producer_id >= 0 && self.base_sequence >= 0
@@ -162,7 +167,7 @@ mod tests {
             producer_id: pid,
             producer_epoch: epoch,
             base_sequence: seq,
-            record_count: n,
+            last_offset_delta: n - 1,
         }
     }
 

@@ -177,7 +177,7 @@ fn producer_batch(h: &BatchHeader) -> ProducerBatch {
         producer_id: h.producer_id,
         producer_epoch: h.producer_epoch,
         base_sequence: h.base_sequence,
-        record_count: h.record_count,
+        last_offset_delta: h.last_offset_delta,
     }
 }
 
@@ -784,5 +784,83 @@ mod tests {
         assert_eq!(p.with_log(|l| l.last_entry_index()).unwrap(), 21);
         // From an offset past the last record there is nothing, not a loop.
         assert!(p.read(21, 100).unwrap().records.is_empty());
+    }
+
+    fn compacted_config() -> TopicConfig {
+        let overrides: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        TopicConfig::resolve(&Config::default(), &overrides)
+    }
+
+    /// An idempotent producer's batch of `keys`, sequences from `seq`.
+    fn idempotent(keys: &[&str], seq: i32) -> Bytes {
+        let specs: Vec<RecordSpec<'_>> = keys
+            .iter()
+            .map(|k| RecordSpec {
+                key: Some(k.as_bytes()),
+                value: Some(b"v"),
+                timestamp: 1,
+            })
+            .collect();
+        Bytes::from(batch::build(
+            &specs,
+            BuildOptions {
+                producer_id: 42,
+                producer_epoch: 0,
+                base_sequence: seq,
+                control: false,
+            },
+        ))
+    }
+
+    #[tokio::test]
+    async fn producer_state_rebuilt_from_a_compacted_log_expects_the_next_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Partition::open(
+                dir.path(),
+                "t",
+                0,
+                compacted_config(),
+                Arc::new(SystemClock),
+                Arc::new(Notify::new()),
+            )
+            .unwrap()
+        };
+        let p = open();
+        // Sequences 0..=3, then 4..=5 updating two of those keys, then a
+        // batch of another producer so the idempotent ones can be sealed.
+        p.append(&idempotent(&["a", "b", "c", "d"], 0)).unwrap();
+        p.append(&idempotent(&["a", "b"], 4)).unwrap();
+        p.append(&keyed("z", "z")).unwrap();
+        p.wait_durable(6, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        p.log().unwrap().roll().unwrap();
+        // The cleaner leaves 2 records in the first batch (offsets 0..=3).
+        let stats = p.compact(i64::MAX / 2, 1 << 20).unwrap().expect("a pass");
+        assert_eq!(stats.records_removed, 2);
+        p.close().unwrap();
+        drop(p);
+
+        // Reopened, the state comes from the compacted log. The producer's
+        // next batch continues at sequence 6, and a retry of either earlier
+        // batch is a duplicate answered with its offsets, not new data.
+        let p = open();
+        let dup = p.append(&idempotent(&["a", "b", "c", "d"], 0)).unwrap();
+        assert_eq!((dup.base_offset, dup.last_offset), (0, 3));
+        let dup = p.append(&idempotent(&["a", "b"], 4)).unwrap();
+        assert_eq!((dup.base_offset, dup.last_offset), (4, 5));
+        let next = p.append(&idempotent(&["e"], 6)).unwrap();
+        assert_eq!(next.base_offset, 7);
+        assert!(matches!(
+            p.append(&idempotent(&["f"], 9)),
+            Err(BrokerError::OutOfOrderSequence { .. })
+        ));
     }
 }
