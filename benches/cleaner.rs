@@ -180,8 +180,15 @@ fn main() {
             let Some(end) = cleaner::plan(&stats, first_dirty, hw, &policy, i64::MAX / 2) else {
                 break;
             };
-            let out = cleaner::clean(&sealed, first_dirty, end, &policy, w.map_memory, 10_000)
-                .expect("clean");
+            let out = cleaner::clean(
+                &sealed,
+                (first_dirty, end),
+                &policy,
+                w.map_memory,
+                10_000,
+                hw,
+            )
+            .expect("clean");
             drop(sealed);
             for g in &out.groups {
                 log.replace_segments(std::slice::from_ref(g), first_dirty)

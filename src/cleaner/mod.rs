@@ -12,7 +12,8 @@
 //! 3. Every sealed segment up to where the map reaches is rewritten
 //!    ([`records`]): a record stays if no later record has its key; a
 //!    tombstone (null value) stays until its segment's newest record is older
-//!    than delete.retention.ms; records without a key are dropped. Control
+//!    than delete.retention.ms and, on a replicated partition, until every
+//!    replica holds it (see [`clean`]); records without a key are dropped. Control
 //!    batches stay whole. Each batch keeps its header, so offsets never move and
 //!    gaps appear instead; a batch with no record left stays as an empty batch
 //!    (storage's `log::clean` explains why: the Raft entry numbering).
@@ -26,8 +27,12 @@
 pub mod offset_map;
 pub mod records;
 
+use std::ops::DerefMut;
+
 use bytes::Bytes;
-use sluice_storage::{BatchHeader, CleanedSegment, SealedSegment};
+use sluice_storage::{BatchHeader, CleanedSegment, Log, SealedSegment, StorageError};
+
+use crate::error::BrokerError;
 
 pub use offset_map::OffsetMap;
 use records::RecordRef;
@@ -192,13 +197,21 @@ fn build_map(
 
 /// One pass over the sealed segments; `end` comes from [`plan`]. CPU only:
 /// the caller swaps the groups in.
+///
+/// A tombstone at or above `tombstone_limit` is kept whatever its age. On a
+/// replicated partition the limit is the offset below which every replica
+/// holds the log: a replica that lacks a tombstone receives it from a
+/// leader's log, and if the leader had dropped it, the older values of its
+/// key would live on in the lagging replica's own older segments (nothing
+/// there would ever shadow them). Records shadowed by a later record need no
+/// such limit: the later record travels with them.
 pub fn clean(
     sealed: &[SealedSegment],
-    first_dirty: i64,
-    end: i64,
+    (first_dirty, end): (i64, i64),
     p: &CompactionPolicy,
     map_memory: u64,
     now: i64,
+    tombstone_limit: i64,
 ) -> Result<CleanOutput, String> {
     let mut stats = CleanStats::default();
     let expected_keys: usize = sealed
@@ -246,7 +259,9 @@ pub fn clean(
                     }
                     let Some(key) = &r.key else { return false };
                     let latest = map.get(key).is_none_or(|l| r.offset >= l);
-                    latest && !(r.value.is_none() && drop_tombstones)
+                    let expired_tombstone =
+                        r.value.is_none() && drop_tombstones && r.offset < tombstone_limit;
+                    latest && !expired_tombstone
                 };
                 let kept: Vec<&RecordRef> = recs.iter().filter(keep).collect();
                 stats.records_read += recs.len() as u64;
@@ -312,6 +327,55 @@ pub fn clean(
         first_dirty: map_end,
         stats,
     })
+}
+
+/// How far a pass may reach in one log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Only what is committed is cleaned: below it, no replica's log can
+    /// change any more.
+    pub high_watermark: i64,
+    /// Tombstones at or above it stay (see [`clean`]).
+    pub tombstone_limit: i64,
+}
+
+/// One pass over a log: plan, clean without holding the log, then swap each
+/// cleaned group in under it. `log` locks the log; it is taken three times
+/// (read the sealed segments, each swap, the checkpoint). Returns None when
+/// the plan says not yet, or when retention or a truncation removed a
+/// segment meanwhile (the next pass starts from what is there then).
+pub fn run_pass<G: DerefMut<Target = Log>>(
+    log: impl Fn() -> Result<G, BrokerError>,
+    policy: &CompactionPolicy,
+    bounds: Bounds,
+    map_memory: u64,
+    now: i64,
+) -> Result<Option<CleanStats>, BrokerError> {
+    let (sealed, first_dirty) = {
+        let log = log()?;
+        (log.sealed_segments(), log.first_dirty_offset())
+    };
+    let stats: Vec<_> = sealed.iter().map(segment_stat).collect();
+    let Some(end) = plan(&stats, first_dirty, bounds.high_watermark, policy, now) else {
+        return Ok(None);
+    };
+    let limit = bounds.tombstone_limit.min(bounds.high_watermark);
+    let out = clean(&sealed, (first_dirty, end), policy, map_memory, now, limit)
+        .map_err(BrokerError::CorruptMessage)?;
+    drop(sealed);
+    for group in &out.groups {
+        let mut log = log()?;
+        match log.replace_segments(std::slice::from_ref(group), first_dirty) {
+            Ok(()) => {}
+            Err(StorageError::SegmentGone(base)) => {
+                tracing::info!(dir = %log.dir().display(), segment = base, "cleaner pass overtaken by a deletion");
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    log()?.replace_segments(&[], out.first_dirty)?;
+    Ok(Some(out.stats))
 }
 
 /// The most a merged group holds in memory while it is rewritten.

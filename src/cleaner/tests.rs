@@ -143,7 +143,7 @@ fn the_latest_value_per_key_stays_at_its_offset() {
         ],
         50_000,
     );
-    let out = clean(&sealed, 0, 9, &policy(), 1 << 20, 50_500).unwrap();
+    let out = clean(&sealed, (0, 9), &policy(), 1 << 20, 50_500, i64::MAX).unwrap();
     assert_eq!(out.first_dirty, 8);
     let got = contents(&sealed, &out);
     let want: BTreeMap<i64, Rec> = [
@@ -166,10 +166,21 @@ fn the_latest_value_per_key_stays_at_its_offset() {
     assert!(out.stats.bytes_after < out.stats.bytes_before);
 
     // Past delete.retention.ms the tombstone goes too; an emptied batch stays.
-    let out = clean(&sealed, 0, 9, &policy(), 1 << 20, 60_000).unwrap();
+    let out = clean(&sealed, (0, 9), &policy(), 1 << 20, 60_000, i64::MAX).unwrap();
     let got = contents(&sealed, &out);
     assert!(!got.contains_key(&6));
     assert_eq!(got.len(), 3);
+
+    // Unless a replica may still lack it (the limit is where every replica's
+    // log reaches): then it stays, old as it is, and still shadows "c".
+    for limit in [0, 6] {
+        let out = clean(&sealed, (0, 9), &policy(), 1 << 20, 60_000, limit).unwrap();
+        let got = contents(&sealed, &out);
+        assert_eq!(got.get(&6), Some(&(Some("c"), None)), "limit {limit}");
+        assert!(!got.contains_key(&2), "the value it deletes goes");
+    }
+    let out = clean(&sealed, (0, 9), &policy(), 1 << 20, 60_000, 7).unwrap();
+    assert!(!contents(&sealed, &out).contains_key(&6));
 }
 
 #[test]
@@ -195,7 +206,7 @@ fn a_full_map_cleans_what_it_covers_and_the_rest_waits() {
     // Room for 20 keys at most (24 bytes each, 90% load): the map takes the
     // first two batches only.
     let memory = 24 * 23;
-    let out = clean(&sealed, 0, 60, &policy(), memory, 2_000).unwrap();
+    let out = clean(&sealed, (0, 60), &policy(), memory, 2_000, i64::MAX).unwrap();
     assert_eq!(out.first_dirty, 20, "the map covered offsets below 20");
     let got = contents(&sealed, &out);
     assert_eq!(
@@ -204,7 +215,7 @@ fn a_full_map_cleans_what_it_covers_and_the_rest_waits() {
         "nothing below 20 is superseded by what the map saw"
     );
     // The next pass starts there and removes the old values.
-    let out2 = clean(&sealed, 20, 60, &policy(), 1 << 20, 2_000).unwrap();
+    let out2 = clean(&sealed, (20, 60), &policy(), 1 << 20, 2_000, i64::MAX).unwrap();
     assert_eq!(out2.first_dirty, 60);
     let got2 = contents(&sealed, &out2);
     assert_eq!(got2.len(), 30);
@@ -213,7 +224,7 @@ fn a_full_map_cleans_what_it_covers_and_the_rest_waits() {
             .all(|(_, v)| v.as_deref().unwrap().starts_with("new"))
     );
     assert!(
-        clean(&sealed, 0, 60, &policy(), 24, 2_000).is_err(),
+        clean(&sealed, (0, 60), &policy(), 24, 2_000, i64::MAX).is_err(),
         "a map too small for one batch"
     );
 }
@@ -227,7 +238,7 @@ fn control_batches_stay_whole() {
     let control = batch::with_records(&raw[..h.total_size()], &raw[61..h.total_size()], 1, 1 << 5);
     raw.splice(..h.total_size(), control);
     sealed[0].bytes = Bytes::from(raw);
-    let out = clean(&sealed, 0, 2, &policy(), 1 << 20, 0).unwrap();
+    let out = clean(&sealed, (0, 2), &policy(), 1 << 20, 0, i64::MAX).unwrap();
     assert!(out.groups.is_empty(), "nothing to remove: {:?}", out.stats);
     assert_eq!(out.stats.records_removed, 0);
 }

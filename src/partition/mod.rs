@@ -359,51 +359,35 @@ impl Partition {
         now: i64,
         map_memory: u64,
     ) -> Result<Option<crate::cleaner::CleanStats>, BrokerError> {
-        use crate::cleaner::{self, CompactionPolicy};
+        use crate::cleaner::{self, Bounds, CompactionPolicy};
         if !self.is_hosted() {
             return Ok(None);
         }
-        let hw = self.high_watermark();
-        let (sealed, first_dirty, policy) = {
+        let policy = {
             let state = self.lock();
-            let log = self.log()?;
             let c = &state.config;
             if !c.cleanup_compact {
                 return Ok(None);
             }
-            let policy = CompactionPolicy {
+            CompactionPolicy {
                 min_cleanable_dirty_ratio: c.min_cleanable_dirty_ratio,
                 min_compaction_lag_ms: c.min_compaction_lag_ms,
                 max_compaction_lag_ms: c.max_compaction_lag_ms,
                 delete_retention_ms: c.delete_retention_ms,
                 segment_bytes: c.segment_bytes,
-            };
-            (log.sealed_segments(), log.first_dirty_offset(), policy)
-        };
-        let stats: Vec<_> = sealed.iter().map(cleaner::segment_stat).collect();
-        let Some(end) = cleaner::plan(&stats, first_dirty, hw, &policy, now) else {
-            return Ok(None);
-        };
-        let out = cleaner::clean(&sealed, first_dirty, end, &policy, map_memory, now)
-            .map_err(BrokerError::CorruptMessage)?;
-        drop(sealed);
-        for group in &out.groups {
-            let swapped = self
-                .log()?
-                .replace_segments(std::slice::from_ref(group), first_dirty);
-            match swapped {
-                Ok(()) => {}
-                Err(sluice_storage::StorageError::SegmentGone(base)) => {
-                    // Retention or DeleteRecords removed it meanwhile; the
-                    // next pass starts from what is there then.
-                    tracing::info!(partition = ?self, segment = base, "cleaner pass overtaken by a deletion");
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
             }
-        }
-        self.log()?.replace_segments(&[], out.first_dirty)?;
-        Ok(Some(out.stats))
+        };
+        let high_watermark = self.high_watermark();
+        let tombstone_limit = match &self.backing {
+            // Only what every replica holds: see `cleaner::clean`.
+            Backing::Raft(_) => self.status().fully_replicated,
+            _ => high_watermark,
+        };
+        let bounds = Bounds {
+            high_watermark,
+            tombstone_limit,
+        };
+        cleaner::run_pass(|| self.log(), &policy, bounds, map_memory, now)
     }
 
     /// DeleteRecords: moves the log start offset up to `offset` (at most the

@@ -25,6 +25,9 @@ pub struct GroupStatus {
     /// Replicas heard from within an election timeout, this one included
     /// (what min.insync.replicas is checked against on a leader).
     pub reachable: usize,
+    /// The offset below which every replica holds the log (see
+    /// [`super::replica::Replica::fully_replicated`]).
+    pub fully_replicated: i64,
 }
 
 /// Receives a proposal's outcome, on the host thread.
@@ -365,6 +368,7 @@ fn drive(
                 high_watermark: r.high_watermark(),
                 commit_index: r.commit_index(),
                 reachable: r.reachable_replicas(),
+                fully_replicated: r.fully_replicated(),
             };
             if now != *last {
                 *last = now;

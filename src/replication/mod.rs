@@ -25,4 +25,6 @@ pub mod store;
 pub mod transport;
 
 #[cfg(test)]
+mod compaction_tests;
+#[cfg(test)]
 mod tests;

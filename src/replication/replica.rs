@@ -89,6 +89,19 @@ pub struct Replica {
     /// A leader believed this replica holds entries it does not (its log was
     /// lost): the next heartbeat answer tells it.
     lost_log: bool,
+    /// The highest entry every voter is known to hold: on a leader, the
+    /// least of its voters' matched indexes; on a follower, what its leader
+    /// said in `fully_replicated_term` (see [`Self::fully_replicated`]).
+    fully_replicated: u64,
+    fully_replicated_term: u64,
+    /// That entry as last clipped to this replica's own commit, and the
+    /// offset after it.
+    fully_replicated_at: (u64, i64),
+}
+
+/// An entry index carried in a message's context (8 bytes, big-endian).
+fn decode_index(context: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(context.try_into().ok()?))
 }
 
 fn logger() -> slog::Logger {
@@ -141,6 +154,9 @@ impl Replica {
             preferred: None,
             last_transfer: 0,
             lost_log: false,
+            fully_replicated: 0,
+            fully_replicated_term: 0,
+            fully_replicated_at: (0, 0),
         })
     }
 
@@ -166,6 +182,20 @@ impl Replica {
         self.high_watermark
     }
 
+    /// The offset below which every replica of the group holds the log (0
+    /// until this replica knows). A record there will never be sent to any
+    /// replica again, so the log cleaner may drop a tombstone only below it:
+    /// a replica still missing the tombstone would otherwise receive the
+    /// cleaned log without it and keep the older values of its key.
+    ///
+    /// The leader knows it from its voters' progress and tells its followers
+    /// with every append and heartbeat (in the message's context, a field
+    /// Raft leaves to the application for these messages); a follower
+    /// forgets it when the term changes, until the new leader says.
+    pub fn fully_replicated(&self) -> i64 {
+        self.fully_replicated_at.1
+    }
+
     pub fn tick(&mut self) {
         self.ticks += 1;
         if self.ticks == 1 && self.preferred == Some(self.id) && self.term() == 0 {
@@ -186,6 +216,18 @@ impl Replica {
         self.last_heard.insert(m.from, self.ticks);
         use raft::eraftpb::MessageType;
         let last = self.node.raft.raft_log.last_index();
+        let from_leader = matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppend | MessageType::MsgHeartbeat
+        );
+        // The leader's word on what every voter holds (see
+        // `fully_replicated`); Raft itself never sees it.
+        let told = if from_leader {
+            decode_index(&std::mem::take(&mut m.context))
+        } else {
+            None
+        };
+        let (term, from) = (m.term, m.from);
         match m.get_msg_type() {
             // A leader sends a follower the commit index up to what it last
             // knew the follower to have. A follower that lost its log (a
@@ -221,7 +263,23 @@ impl Replica {
             _ => {}
         }
         self.node.step(m)?;
+        self.follow_term();
+        if let Some(index) = told
+            && term == self.term()
+            && self.leader() == Some(from)
+        {
+            self.fully_replicated = index;
+        }
         Ok(())
+    }
+
+    /// A new term: what the old leader said no longer comes with a leader
+    /// that answers for it.
+    fn follow_term(&mut self) {
+        if self.term() != self.fully_replicated_term {
+            self.fully_replicated_term = self.term();
+            self.fully_replicated = 0;
+        }
     }
 
     /// Voters this replica has heard from within an election timeout, itself
@@ -408,6 +466,51 @@ impl Replica {
                 out.high_watermark = Some(hw);
             }
         }
+        self.update_fully_replicated(&mut out.messages)?;
         Ok(out)
+    }
+
+    /// Recomputes what every voter holds (a leader) and tells the followers
+    /// in the appends and heartbeats about to leave.
+    fn update_fully_replicated(&mut self, messages: &mut [Message]) -> Result<(), ReplicaError> {
+        use raft::eraftpb::MessageType;
+        self.follow_term();
+        if self.is_leader() {
+            let raft = &self.node.raft;
+            let least = raft
+                .prs()
+                .conf()
+                .voters()
+                .ids()
+                .iter()
+                .map(|id| raft.prs().get(id).map_or(0, |pr| pr.matched))
+                .min()
+                .unwrap_or(0);
+            self.fully_replicated = least;
+            let context = bytes::Bytes::copy_from_slice(&least.to_be_bytes());
+            for m in messages.iter_mut() {
+                let tell = matches!(
+                    m.get_msg_type(),
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat
+                ) && m.context.is_empty();
+                if tell {
+                    m.context = context.clone();
+                }
+            }
+        }
+        // Never past what this replica itself holds committed.
+        let index = self
+            .fully_replicated
+            .min(self.commit_index())
+            .min(self.node.raft.raft_log.last_index());
+        if index != self.fully_replicated_at.0 {
+            let offset = if index == 0 {
+                0
+            } else {
+                self.store.offset_after(index)?
+            };
+            self.fully_replicated_at = (index, offset);
+        }
+        Ok(())
     }
 }

@@ -8,13 +8,19 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use raft::eraftpb::Message;
+use sluice_storage::fs::FaultyFs;
 use sluice_storage::{BatchHeader, LogConfig, SystemClock};
 
 use super::replica::{Replica, ReplicaError, Timing};
 use super::store::ReplicaStore;
+use crate::cleaner::{self, Bounds, CleanStats, CompactionPolicy};
+use crate::error::BrokerError;
 
 pub struct SimCluster {
     dirs: BTreeMap<u64, PathBuf>,
+    /// Each replica's file system, which can be told to fail (see
+    /// [`Self::crash_after_writing`]).
+    faults: BTreeMap<u64, Arc<FaultyFs>>,
     voters: Vec<u64>,
     pub replicas: BTreeMap<u64, Replica>,
     queue: Vec<Message>,
@@ -34,6 +40,7 @@ impl SimCluster {
                 .map(|&id| (id, root.join(id.to_string())))
                 .collect(),
             voters: voters.clone(),
+            faults: BTreeMap::new(),
             replicas: BTreeMap::new(),
             queue: Vec::new(),
             isolated: BTreeSet::new(),
@@ -51,12 +58,15 @@ impl SimCluster {
 
     /// (Re)opens replica `id` from its folder.
     pub fn restart(&mut self, id: u64) -> Result<(), ReplicaError> {
-        let store = ReplicaStore::open(
+        let fs = Arc::new(FaultyFs::default());
+        let store = ReplicaStore::open_with_fs(
             &self.dirs[&id],
             self.config.clone(),
             Arc::new(SystemClock),
             &self.voters,
+            fs.clone(),
         )?;
+        self.faults.insert(id, fs);
         self.replicas
             .insert(id, Replica::new(id, store, Timing::default())?);
         Ok(())
@@ -67,6 +77,31 @@ impl SimCluster {
     pub fn crash(&mut self, id: u64) {
         self.replicas.remove(&id);
         self.queue.retain(|m| m.to != id && m.from != id);
+    }
+
+    /// Replica `id` dies partway through its next `bytes` bytes of log
+    /// writes, whatever is writing (a Raft append, a truncation, the
+    /// cleaner's swap): the write that crosses the limit is cut short and
+    /// fails, and the replica is dropped as a kill -9 would leave it. A
+    /// negative `bytes` takes the order back.
+    pub fn crash_after_writing(&mut self, id: u64, bytes: i64) {
+        if let Some(fs) = self.faults.get(&id) {
+            fs.fail_writes_after(bytes);
+        }
+    }
+
+    /// Whether replica `id` was told to crash and has reached its limit.
+    fn hit_fault(&self, id: u64) -> bool {
+        self.faults.get(&id).is_some_and(|fs| fs.exhausted())
+    }
+
+    /// The replicas not running (crashed and not restarted).
+    pub fn down(&self) -> Vec<u64> {
+        self.dirs
+            .keys()
+            .copied()
+            .filter(|id| !self.replicas.contains_key(id))
+            .collect()
     }
 
     /// The folder of replica `id`'s log.
@@ -86,9 +121,16 @@ impl SimCluster {
     /// One round: every replica handles its ready state, then every queued
     /// message is delivered (or lost, across a cut).
     pub fn round(&mut self) -> Result<(), ReplicaError> {
-        for r in self.replicas.values_mut() {
-            let out = r.ready()?;
-            self.queue.extend(out.messages);
+        let mut dead = Vec::new();
+        for (&id, r) in self.replicas.iter_mut() {
+            match r.ready() {
+                Ok(out) => self.queue.extend(out.messages),
+                Err(_) if self.faults.get(&id).is_some_and(|fs| fs.exhausted()) => dead.push(id),
+                Err(e) => return Err(e),
+            }
+        }
+        for id in dead {
+            self.crash(id);
         }
         for m in std::mem::take(&mut self.queue) {
             if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
@@ -159,6 +201,29 @@ impl SimCluster {
             }
             out
         })
+    }
+
+    /// One log-cleaner pass on replica `id` at time `now`, bounded as the
+    /// broker bounds it: below its high watermark, and tombstones only below
+    /// what every replica holds.
+    pub fn clean(
+        &mut self,
+        id: u64,
+        policy: &CompactionPolicy,
+        now: i64,
+    ) -> Result<Option<CleanStats>, BrokerError> {
+        let r = &self.replicas[&id];
+        let bounds = Bounds {
+            high_watermark: r.high_watermark(),
+            tombstone_limit: r.fully_replicated(),
+        };
+        let store = r.store();
+        let pass = cleaner::run_pass(|| Ok(store.log()), policy, bounds, 1 << 20, now);
+        if pass.is_err() && self.hit_fault(id) {
+            self.crash(id);
+            return Ok(None);
+        }
+        pass
     }
 
     /// The data batches (not Raft's own control batches) of `id`'s log, up

@@ -21,6 +21,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage};
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+use sluice_storage::fs::{FileSystem, RealFs};
 use sluice_storage::{AppendOptions, BatchHeader, Clock, Log, LogConfig, checkpoint};
 
 /// Control record type of Raft's own entries (Kafka's LEADER_CHANGE type;
@@ -125,7 +126,18 @@ impl ReplicaStore {
         clock: Arc<dyn Clock>,
         voters: &[u64],
     ) -> Result<Self, StoreError> {
-        let log = Log::open(dir, config, clock)?;
+        Self::open_with_fs(dir, config, clock, voters, Arc::new(RealFs))
+    }
+
+    /// Like [`Self::open`], writing the log through `fs` (fault tests).
+    pub fn open_with_fs(
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        voters: &[u64],
+        fs: Arc<dyn FileSystem>,
+    ) -> Result<Self, StoreError> {
+        let log = Log::open_with_fs(dir, config, clock, fs)?;
         let mut hard_state = HardState::default();
         let mut conf_state = ConfState {
             voters: voters.to_vec(),

@@ -58,6 +58,10 @@ impl FaultyFs {
     pub fn fail_writes_after(&self, bytes: i64) {
         self.write_budget.store(bytes, Ordering::SeqCst);
     }
+    /// Whether a write limit was set and reached.
+    pub fn exhausted(&self) -> bool {
+        self.write_budget.load(Ordering::SeqCst) == 0
+    }
     pub fn fail_syncs(&self, fail: bool) {
         self.fail_syncs.store(fail, Ordering::SeqCst);
     }

@@ -339,7 +339,7 @@ _handed_out = set()
 
 
 class Cluster:
-    def __init__(self, tmp_path, nodes=NODES):
+    def __init__(self, tmp_path, nodes=NODES, config=""):
         self.ids = list(nodes)
         self.net = FaultyNetwork()
         self.proxies = {n: None for n in self.ids}
@@ -354,6 +354,7 @@ class Cluster:
             d.mkdir()
             b = Broker(
                 d,
+                config,
                 extra_args=[
                     "--node-id", str(n),
                     "--controller-voters", voters,
@@ -469,9 +470,43 @@ class Cluster:
             time.sleep(0.05)
         return changes
 
-    def create_topic(self, name, partitions=1, rf=3, timeout=30.0):
-        """CreateTopics through librdkafka, retried while the cluster is still
-        forming, then waits until every live node agrees on every leader."""
+    def make_leader(self, topic, partition, target, write):
+        """Makes `target` the partition's leader: the third broker is cut
+        off while `write()` commits a few records (so its log falls
+        behind), the current leader is killed, the cut is healed; only
+        `target` holds every committed entry, so only it can be elected.
+        Returns the killed broker (for the caller to restart), or None when
+        `target` already led."""
+        current, _ = self.leader(topic, partition)
+        if current == target:
+            return None
+        third = next(n for n in self.live() if n not in (current, target))
+        self.net.isolate(third)
+        try:
+            write()
+            self.kill9(current)
+        finally:
+            self.net.heal()
+        leader, _, waited = self.wait_new_leader(topic, partition, current, [target, third])
+        assert leader == target, f"{leader} was elected, not {target}"
+        print(f"  killed {current}; {target} leads after {waited:.2f}s")
+        return current
+
+    def while_leading(self, topic, partition, node, read):
+        """`read()` while `node` leads the partition, with the same leader
+        epoch before and after it; None when leadership moved meanwhile (the
+        preferred replica takes it back about an election timeout after it
+        has caught up)."""
+        before = self.leader(topic, partition)
+        if before[0] != node:
+            return None
+        got = read()
+        return got if self.leader(topic, partition) == before else None
+
+    def create_topic(self, name, partitions=1, rf=3, timeout=30.0, config=None):
+        """CreateTopics (with topic `config`) through librdkafka, retried while
+        the cluster is still forming, then waits until every live node agrees
+        on every leader."""
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
         deadline = time.time() + timeout
         attempt = 0
@@ -479,7 +514,7 @@ class Cluster:
         while True:
             attempt += 1
             fut = admin.create_topics(
-                [NewTopic(name, num_partitions=partitions, replication_factor=rf)],
+                [NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
                 request_timeout=5, operation_timeout=5,
             )
             try:
@@ -599,7 +634,7 @@ class Workload:
             except BufferError:
                 self.p.poll(0.01)
 
-    def _probe(self):
+    def probe(self):
         """One message per partition, flushed: did they all get acknowledged?"""
         before = len(self.acks)
         for _ in self.targets:
@@ -609,7 +644,7 @@ class Workload:
 
     def start(self):
         self.p = self._producer(True)
-        if not self._probe():
+        if not self.probe():
             print(
                 "!! the idempotent producer got no acknowledgements "
                 f"(failed {dict(self.failed)}, errors {dict(self.client_errors)}, fatal {self.fatal}); "
@@ -619,7 +654,7 @@ class Workload:
             self.fatal = []
             self.idempotent = False
             self.p = self._producer(False)
-            assert self._probe(), f"no acknowledgements at all: {dict(self.failed)} {dict(self.client_errors)}"
+            assert self.probe(), f"no acknowledgements at all: {dict(self.failed)} {dict(self.client_errors)}"
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
