@@ -245,10 +245,12 @@ impl GroupCoordinator {
         term: u64,
     ) -> Result<(), i16> {
         let end = p.log_end_offset();
-        if end > 0
-            && p.wait_durable(end - 1, Duration::from_secs(10))
-                .await
-                .is_err()
+        let ready = p.wait_leader_ready(Duration::from_secs(10)).await.is_ok();
+        if !ready
+            || (end > 0
+                && p.wait_durable(end - 1, Duration::from_secs(10))
+                    .await
+                    .is_err())
         {
             return Err(code(ResponseError::CoordinatorLoadInProgress));
         }

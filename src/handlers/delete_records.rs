@@ -1,5 +1,8 @@
 //! DeleteRecords: moves partitions' log start offsets up (whole segments
-//! below it are deleted); consumers and ListOffsets(earliest) follow.
+//! below it are deleted); consumers and ListOffsets(earliest) follow. In a
+//! cluster every replica moves, through Raft, before the answer.
+
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_records_response::{
@@ -10,40 +13,39 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use super::RequestContext;
 
 pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let topics = req
-        .topics
-        .into_iter()
-        .map(|t| {
-            let topic = ctx.broker.topic(t.name.0.as_str());
-            let partitions = t
-                .partitions
-                .iter()
-                .map(|p| {
-                    let r = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index)
-                        .with_low_watermark(-1);
-                    let part = topic
-                        .as_ref()
-                        .and_then(|t| usize::try_from(p.partition_index).ok().and_then(|i| t.partitions.get(i)));
-                    match part {
-                        None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
-                        Some(part) => match part.delete_records(p.offset) {
-                            Ok(low) => {
-                                tracing::info!(partition = ?part, log_start_offset = low, "records deleted");
-                                r.with_low_watermark(low)
-                            }
-                            Err(e) => {
-                                tracing::info!(partition = ?part, error = %e, "DeleteRecords refused");
-                                r.with_error_code(e.code())
-                            }
-                        },
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let topic = ctx.broker.topic(t.name.0.as_str());
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let r = DeleteRecordsPartitionResult::default()
+                .with_partition_index(p.partition_index)
+                .with_low_watermark(-1);
+            let part = topic.as_ref().and_then(|t| {
+                usize::try_from(p.partition_index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
+            partitions.push(match part {
+                None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                Some(part) => match part.delete_records(p.offset, timeout).await {
+                    Ok(low) => {
+                        tracing::info!(partition = ?part, log_start_offset = low, "records deleted");
+                        r.with_low_watermark(low)
                     }
-                })
-                .collect();
+                    Err(e) => {
+                        tracing::info!(partition = ?part, error = %e, "DeleteRecords refused");
+                        r.with_error_code(e.code())
+                    }
+                },
+            });
+        }
+        topics.push(
             DeleteRecordsTopicResult::default()
                 .with_name(t.name)
-                .with_partitions(partitions)
-        })
-        .collect();
+                .with_partitions(partitions),
+        );
+    }
     DeleteRecordsResponse::default().with_topics(topics)
 }

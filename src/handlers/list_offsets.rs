@@ -61,7 +61,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
 
 /// (timestamp, offset) for the query, `None` when no record qualifies.
 fn lookup(p: &Partition, query: i64) -> Result<Option<(i64, i64)>, i16> {
-    p.check_serving().map_err(|e| e.code())?;
+    p.check_reads().map_err(|e| e.code())?;
     let hw = p.high_watermark();
     match query {
         LATEST => Ok(Some((-1, hw))),

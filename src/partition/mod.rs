@@ -237,10 +237,12 @@ impl Partition {
         }
     }
 
-    /// The log for a client's request: only the leader serves them.
+    /// The log for a client's read: only the leader serves them, and only
+    /// once it has committed an entry of its own term (until then it may not
+    /// know all that the group committed, such as a DeleteRecords).
     fn serving(&self) -> Result<LogGuard<'_>, BrokerError> {
         if let Backing::Raft(_) = &self.backing
-            && !self.status().is_leader
+            && !self.status().leader_ready
         {
             return Err(BrokerError::NotLeaderOrFollower);
         }
@@ -256,6 +258,12 @@ impl Partition {
             Backing::Raft(_) if self.status().is_leader => Ok(()),
             _ => Err(BrokerError::NotLeaderOrFollower),
         }
+    }
+
+    /// NOT_LEADER_OR_FOLLOWER unless this broker serves the partition's
+    /// reads (see `serving`).
+    pub fn check_reads(&self) -> Result<(), BrokerError> {
+        self.serving().map(drop)
     }
 
     /// The Raft group's status as this broker last saw it.
@@ -391,12 +399,23 @@ impl Partition {
     }
 
     /// DeleteRecords: moves the log start offset up to `offset` (at most the
-    /// high watermark; -1 means the high watermark). Returns the new log start.
-    pub fn delete_records(&self, offset: i64) -> Result<i64, BrokerError> {
+    /// high watermark; -1 means the high watermark). Returns the new log
+    /// start. A replicated partition moves it on every replica through Raft
+    /// (see [`raft`]), and answers once that is committed.
+    pub async fn delete_records(&self, offset: i64, timeout: Duration) -> Result<i64, BrokerError> {
+        if let Backing::Raft(r) = &self.backing {
+            return self.delete_records_replicated(r, offset, timeout).await;
+        }
+        let mut log = self.serving()?;
+        let target = self.delete_records_target(offset, log.log_start_offset())?;
+        log.set_log_start_offset(target)?;
+        Ok(log.log_start_offset())
+    }
+
+    /// The offset DeleteRecords asks for, checked against the high watermark.
+    fn delete_records_target(&self, offset: i64, start: i64) -> Result<i64, BrokerError> {
         let hw = self.high_watermark();
         let target = if offset == -1 { hw } else { offset };
-        let mut log = self.serving()?;
-        let start = log.log_start_offset();
         if target < 0 || target > hw {
             return Err(BrokerError::OffsetOutOfRange {
                 offset: target,
@@ -404,8 +423,7 @@ impl Partition {
                 end: hw,
             });
         }
-        log.set_log_start_offset(target)?;
-        Ok(log.log_start_offset())
+        Ok(target)
     }
 
     pub fn high_watermark(&self) -> i64 {

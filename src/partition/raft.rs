@@ -14,7 +14,7 @@ use crate::error::BrokerError;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
 use crate::replication::host::{GroupStatus, Host};
 use crate::replication::replica::{Proposal, Replica, ReplicaError, Timing};
-use crate::replication::store::{ReplicaStore, StoreError};
+use crate::replication::store::{Command, ReplicaStore, StoreError};
 use crate::topic_config::TopicConfig;
 
 use super::AppendResult;
@@ -286,6 +286,55 @@ impl Partition {
         out.log_start_offset = r.store.with_log(|l| l.log_start_offset());
         out.unconfirmed = Mutex::new(unconfirmed);
         Ok(out)
+    }
+
+    /// DeleteRecords on a replicated partition: the leader proposes the new
+    /// log start as a command (see [`Command`]); every replica moves its
+    /// own log start when the command commits, and the answer waits for the
+    /// commit, as acks=all does. A new leader serves reads only once it has
+    /// committed in its term, so by then it has carried out every command
+    /// the group committed: deleted records never come back.
+    pub(super) async fn delete_records_replicated(
+        &self,
+        r: &Replicated,
+        offset: i64,
+        timeout: std::time::Duration,
+    ) -> Result<i64, BrokerError> {
+        let proposal = {
+            let mut state = self.lock();
+            let start = self.serving()?.log_start_offset();
+            let target = self.delete_records_target(offset, start)?;
+            if target <= start {
+                return Ok(start);
+            }
+            let p = blocking(|| r.host.propose_command(&r.group, Command::LogStart(target)))
+                .map_err(replica_error)?;
+            // The command took an entry (and an offset) the produce path's
+            // predictions did not count on.
+            state.next = None;
+            p
+        };
+        let appended = AppendResult {
+            last_offset: proposal.last_offset,
+            entry: Some((proposal.index, proposal.term)),
+            ..AppendResult::default()
+        };
+        self.wait_acked(&appended, timeout).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Waits until this replica leads and has committed an entry of its
+    /// term (see [`Replica::leader_ready`]).
+    pub async fn wait_leader_ready(&self, timeout: std::time::Duration) -> Result<(), BrokerError> {
+        if !self.is_replicated() {
+            return Ok(());
+        }
+        let mut rx = self.status.subscribe();
+        match tokio::time::timeout(timeout, rx.wait_for(|s| s.leader_ready || !s.is_leader)).await {
+            Ok(Ok(s)) if s.leader_ready => Ok(()),
+            Ok(_) => Err(BrokerError::NotLeaderOrFollower),
+            Err(_) => Err(BrokerError::RequestTimedOut),
+        }
     }
 
     /// Waits for the outcome of an append's proposals sent at predicted

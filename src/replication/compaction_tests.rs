@@ -499,3 +499,83 @@ fn entries_sent_to_a_follower_carry_what_every_replica_holds() {
         );
     }
 }
+
+#[test]
+fn a_log_start_command_moves_every_replica_and_a_new_leader_serves_after_it() {
+    use super::store::{Command, batch_to_entry, entry_to_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let mut proposed = Proposed::default();
+    let leader = sim.elect(200).unwrap();
+    for i in 0..60 {
+        assert!(proposed.propose(&mut sim, filler(&i.to_string(), 4), 0));
+    }
+    converge(&mut sim);
+    let hw = sim.replicas[&leader].high_watermark();
+    let cut = hw / 2;
+    let p = sim
+        .replicas
+        .get_mut(&leader)
+        .unwrap()
+        .propose_command(Command::LogStart(cut))
+        .unwrap();
+    // The command is one of Raft's own entries: a control batch, one offset.
+    assert_eq!(p.last_offset, p.base_offset);
+    converge(&mut sim);
+    for r in sim.replicas.values() {
+        let (start, first) = r
+            .store()
+            .with_log(|l| (l.log_start_offset(), l.first_entry_index()));
+        assert_eq!(
+            start, cut,
+            "replica {}: the log start moved on commit",
+            r.id
+        );
+        assert!(
+            first > 1,
+            "replica {}: whole segments below it are gone",
+            r.id
+        );
+        let b = r.store().with_log(|l| l.entry(p.index)).unwrap();
+        assert!(BatchHeader::parse(&b).unwrap().is_control());
+        let e = batch_to_entry(p.index, b).unwrap();
+        assert_eq!(Command::of(&e), Some(Command::LogStart(cut)));
+        assert_eq!(
+            entry_to_batch(&e).unwrap().len(),
+            r.store().with_log(|l| l.entry(p.index)).unwrap().len()
+        );
+    }
+    // A new leader is ready to serve reads only once it has committed in
+    // its own term, and by then its log starts at the cut too.
+    sim.crash(leader);
+    let new = sim.elect(300).unwrap();
+    assert!(
+        sim.run_until(50, |s| s.replicas[&new].leader_ready())
+            .unwrap()
+    );
+    assert_eq!(
+        sim.replicas[&new]
+            .store()
+            .with_log(|l| l.log_start_offset()),
+        cut
+    );
+    // Carrying it out again (a restart hands it out again) changes nothing.
+    sim.restart(leader).unwrap();
+    converge(&mut sim);
+    assert_eq!(
+        sim.replicas[&leader]
+            .store()
+            .with_log(|l| l.log_start_offset()),
+        cut
+    );
+    sim.replicas[&leader]
+        .store()
+        .apply(Command::LogStart(cut - 10))
+        .unwrap();
+    assert_eq!(
+        sim.replicas[&leader]
+            .store()
+            .with_log(|l| l.log_start_offset()),
+        cut
+    );
+}

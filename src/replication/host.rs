@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::replica::{Proposal, Replica, ReplicaError};
+use super::store::Command;
 use super::transport::{Deliver, Envelope, Sender};
 
 /// What a group looks like from this node.
@@ -28,6 +29,9 @@ pub struct GroupStatus {
     /// The offset below which every replica holds the log (see
     /// [`super::replica::Replica::fully_replicated`]).
     pub fully_replicated: i64,
+    /// This replica leads and has committed an entry of its term (see
+    /// [`super::replica::Replica::leader_ready`]).
+    pub leader_ready: bool,
 }
 
 /// Receives a proposal's outcome, on the host thread.
@@ -52,6 +56,11 @@ enum Input {
         batch: Vec<u8>,
         /// Where the proposer expects the entry (see [`Replica::propose`]).
         expect: Option<Proposal>,
+        reply: Reply,
+    },
+    Command {
+        group: String,
+        command: Command,
         reply: Reply,
     },
     Add {
@@ -153,6 +162,25 @@ impl Host {
         if let Err(mpsc::SendError(Input::Propose { reply, .. })) = self.inputs.send(input) {
             reply(Err(ReplicaError::NotLeader { leader: None }));
         }
+    }
+
+    /// Proposes a command for every replica of `group` (see
+    /// [`Replica::propose_command`]); Ok once it is in the leader's log.
+    pub fn propose_command(&self, group: &str, command: Command) -> Result<Proposal, ReplicaError> {
+        let (reply, answer) = mpsc::channel();
+        let input = Input::Command {
+            group: group.to_owned(),
+            command,
+            reply: Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        };
+        if self.inputs.send(input).is_err() {
+            return Err(ReplicaError::NotLeader { leader: None });
+        }
+        answer
+            .recv()
+            .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
     }
 
     /// Waits until every proposal sent before this call has been stored
@@ -324,6 +352,20 @@ fn drive(
                     };
                     reply(r);
                 }
+                Input::Command {
+                    group,
+                    command,
+                    reply,
+                } => {
+                    let r = match index.get(&group) {
+                        Some(&i) => {
+                            touched[i] = true;
+                            groups[i].1.propose_command(command)
+                        }
+                        None => Err(ReplicaError::NotLeader { leader: None }),
+                    };
+                    reply(r);
+                }
             }
         }
         if Instant::now() >= next_tick {
@@ -369,6 +411,7 @@ fn drive(
                 commit_index: r.commit_index(),
                 reachable: r.reachable_replicas(),
                 fully_replicated: r.fully_replicated(),
+                leader_ready: r.leader_ready(),
             };
             if now != *last {
                 *last = now;

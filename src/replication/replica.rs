@@ -8,7 +8,7 @@
 use raft::eraftpb::{Entry, Message};
 use raft::{Config, RawNode, StateRole};
 
-use super::store::{ReplicaStore, StoreError};
+use super::store::{Command, ReplicaStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicaError {
@@ -354,6 +354,17 @@ impl Replica {
     /// reaches `index`, the proposal was acknowledged if the entry there still
     /// has `term` (a leader change may have replaced it, and then it was not).
     pub fn propose(&mut self, batch: Vec<u8>) -> Result<Proposal, ReplicaError> {
+        self.propose_entry(vec![], batch)
+    }
+
+    /// Proposes a command every replica carries out on its log once it
+    /// commits (see [`Command`]); the proposal is acknowledged as
+    /// [`Self::propose`]'s are.
+    pub fn propose_command(&mut self, command: Command) -> Result<Proposal, ReplicaError> {
+        self.propose_entry(command.encode(), vec![])
+    }
+
+    fn propose_entry(&mut self, context: Vec<u8>, data: Vec<u8>) -> Result<Proposal, ReplicaError> {
         if !self.is_leader() {
             return Err(ReplicaError::NotLeader {
                 leader: self.leader(),
@@ -362,7 +373,7 @@ impl Replica {
         let (stored_end, stored_last) = self
             .store
             .with_log(|l| (l.log_end_offset(), l.last_entry_index()));
-        self.node.propose(vec![], batch)?;
+        self.node.propose(context, data)?;
         // Offsets are assigned when the entry is stored: after the stored
         // log and the entries still waiting to be stored ahead of it.
         let pending = &self.node.raft.raft_log.unstable.entries;
@@ -434,6 +445,10 @@ impl Replica {
         }
         out.committed = rd.take_committed_entries();
         self.store.append(rd.entries())?;
+        // Commands are carried out before a commit index that covers them
+        // can reach the disk: a restart hands out again only the entries
+        // above the stored commit index.
+        self.apply_commands(&out.committed)?;
         if let Some(hs) = rd.hs() {
             self.store.set_hard_state(hs)?;
         }
@@ -442,11 +457,13 @@ impl Replica {
         }
         out.messages.extend(rd.take_persisted_messages());
         let mut light = self.node.advance(rd);
+        let committed = light.take_committed_entries();
+        self.apply_commands(&committed)?;
         if let Some(c) = light.commit_index() {
             self.store.set_commit(c);
         }
         out.messages.extend(light.take_messages());
-        out.committed.extend(light.take_committed_entries());
+        out.committed.extend(committed);
         self.node.advance_apply();
         if std::mem::take(&mut self.lost_log) {
             // Heartbeat answers carry no log position; a rejected one with
@@ -468,6 +485,22 @@ impl Replica {
         }
         self.update_fully_replicated(&mut out.messages)?;
         Ok(out)
+    }
+
+    fn apply_commands(&self, committed: &[Entry]) -> Result<(), ReplicaError> {
+        for c in committed.iter().filter_map(Command::of) {
+            self.store.apply(c)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this replica leads and has committed an entry of its own
+    /// term: before that, its commit index may lag what the group
+    /// committed (and commands there are not carried out yet), so it does
+    /// not serve reads.
+    pub fn leader_ready(&self) -> bool {
+        let raft = &self.node.raft;
+        self.is_leader() && raft.raft_log.term(raft.raft_log.committed).ok() == Some(raft.term)
     }
 
     /// Recomputes what every voter holds (a leader) and tells the followers

@@ -64,6 +64,35 @@ fn raft_key() -> [u8; 4] {
     k
 }
 
+/// What a leader asks every replica to do to its own log, through Raft: the
+/// entry carries it in its context (its data stays empty), so it is stored
+/// as one of Raft's own entries, a control batch consumers skip, and each
+/// replica carries it out when the entry commits, in log order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// DeleteRecords: the log start offset moves up to this offset.
+    LogStart(i64),
+}
+
+const LOG_START_COMMAND: &[u8] = b"sluice.log-start:";
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Command::LogStart(offset) => [LOG_START_COMMAND, &offset.to_be_bytes()[..]].concat(),
+        }
+    }
+
+    /// The command an entry carries, if any.
+    pub fn of(e: &Entry) -> Option<Command> {
+        if e.get_entry_type() != EntryType::EntryNormal || !e.data.is_empty() {
+            return None;
+        }
+        let rest = e.context.strip_prefix(LOG_START_COMMAND)?;
+        Some(Command::LogStart(i64::from_be_bytes(rest.try_into().ok()?)))
+    }
+}
+
 /// The batch an entry is stored as: the same bytes on every replica.
 pub fn entry_to_batch(e: &Entry) -> Result<Vec<u8>, StoreError> {
     let bad = |reason: String| StoreError::BadEntry {
@@ -312,6 +341,30 @@ impl ReplicaStore {
         inner.snapshot_index = new_first - 1;
         Self::write_state(&inner)?;
         Ok(inner.log.delete_segments_below(offset)?)
+    }
+
+    /// Carries out a committed command (see [`Command`]); doing it again is
+    /// harmless.
+    pub fn apply(&self, command: Command) -> Result<(), StoreError> {
+        match command {
+            Command::LogStart(offset) => {
+                let moved = {
+                    let mut inner = self.lock();
+                    let end = inner.log.log_end_offset();
+                    if offset > end {
+                        // The entry lies after the offset on the leader,
+                        // so a replica holding it holds the offset too.
+                        tracing::warn!(dir = %inner.log.dir().display(), offset, end,
+                            "a log-start command past the log end; moving to the end");
+                    }
+                    inner.log.raise_log_start_offset(offset.min(end))?
+                };
+                if moved {
+                    self.delete_below(offset)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Installs a leader's snapshot: everything here is dropped, and the log

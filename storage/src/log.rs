@@ -540,6 +540,16 @@ impl Log {
 
     /// Moves the log start offset (DeleteRecords); may point inside a segment.
     pub fn set_log_start_offset(&mut self, offset: i64) -> Result<()> {
+        if self.raise_log_start_offset(offset)? {
+            self.delete_segments_below(offset)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the log start offset up and checkpoints it, deleting nothing
+    /// (a replicated log deletes whole segments with its snapshot point).
+    /// Returns whether it moved.
+    pub fn raise_log_start_offset(&mut self, offset: i64) -> Result<bool> {
         if offset > self.log_end_offset() {
             return Err(StorageError::OffsetOutOfRange {
                 offset,
@@ -548,12 +558,11 @@ impl Log {
             });
         }
         if offset <= self.log_start_offset {
-            return Ok(());
+            return Ok(false);
         }
         self.log_start_offset = offset;
         self.write_log_start()?;
-        self.delete_segments_below(offset)?;
-        Ok(())
+        Ok(true)
     }
 
     fn write_log_start(&self) -> Result<()> {
