@@ -209,6 +209,12 @@ def test_acked_writes_survive_leader_kill(cluster):
     rest = [n for n in NODES if n != second]
     third, _, leaderless2 = cluster.wait_new_leader("one", 0, second, rest)
     print(f"  second failover: killed {second}, {third} leads after {leaderless2:.3f}s")
+    # The partitions of `three` that `second` led elect their own leaders,
+    # each after its own election timeout. A client asking meanwhile is told
+    # the old leader, and librdkafka, which never reached that broker, keeps
+    # sending it requests without refreshing its metadata: wait for them.
+    for p in range(3):
+        cluster.leader("three", p, among=rest)
     assert_no_problems(check_acked(w, "one", 1) + check_acked(w, "three", 3))
 
 
