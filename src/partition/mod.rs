@@ -743,19 +743,11 @@ mod tests {
     #[tokio::test]
     async fn a_fetch_skips_the_batches_the_cleaner_emptied() {
         let dir = tempfile::tempdir().unwrap();
-        let overrides: BTreeMap<String, String> = [
-            ("cleanup.policy", "compact"),
-            ("min.cleanable.dirty.ratio", "0.01"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let config = TopicConfig::resolve(&Config::default(), &overrides);
         let p = Partition::open(
             dir.path(),
             "t",
             0,
-            config,
+            compacted_config(),
             Arc::new(SystemClock),
             Arc::new(Notify::new()),
         )

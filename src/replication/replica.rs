@@ -419,6 +419,40 @@ impl Replica {
         Ok(p)
     }
 
+    /// Raft's view of this replica, for test failures.
+    #[cfg(test)]
+    pub(crate) fn describe(&self) -> String {
+        use raft::Storage;
+        let raft = &self.node.raft;
+        let mut out = format!(
+            "replica {}: {:?} term {} leader {:?} commit {} applied {} first {} last {} (term {:?}) hw {} fully {}",
+            self.id,
+            raft.state,
+            raft.term,
+            self.leader(),
+            raft.raft_log.committed,
+            raft.raft_log.applied,
+            self.store.first_index().unwrap_or(0),
+            raft.raft_log.last_index(),
+            raft.raft_log.term(raft.raft_log.last_index()).ok(),
+            self.high_watermark,
+            self.fully_replicated(),
+        );
+        if self.is_leader() {
+            for (id, pr) in raft.prs().iter() {
+                out.push_str(&format!(
+                    " | peer {id}: {:?} matched {} next {} paused {} pending_snapshot {}",
+                    pr.state,
+                    pr.matched,
+                    pr.next_idx,
+                    pr.is_paused(),
+                    pr.pending_snapshot
+                ));
+            }
+        }
+        out
+    }
+
     /// The highest entry index known to be committed.
     pub fn commit_index(&self) -> u64 {
         self.node.raft.raft_log.committed

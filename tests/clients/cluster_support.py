@@ -492,6 +492,25 @@ class Cluster:
         print(f"  killed {current}; {target} leads after {waited:.2f}s")
         return current
 
+    def read_under_each_leader(self, topic, partition, order, write, read):
+        """Makes each node of `order` the leader in turn (`make_leader`,
+        restarting the killed broker after the read) and yields (node,
+        read()) with `read()` done while that node led."""
+        for target in order:
+            for _ in range(5):
+                killed = self.make_leader(topic, partition, target, write)
+                got = self.while_leading(topic, partition, target, read)
+                if got is not None:
+                    yield target, got
+                else:
+                    print(f"  leadership left {target} during the read; again")
+                if killed is not None:
+                    self.start([killed])
+                if got is not None:
+                    break
+            else:
+                raise AssertionError(f"could not read while {target} led")
+
     def while_leading(self, topic, partition, node, read):
         """`read()` while `node` leads the partition, with the same leader
         epoch before and after it; None when leadership moved meanwhile (the
@@ -569,6 +588,41 @@ def value_of(n: int) -> bytes:
 VALUE_RE = re.compile(rb"v[0-9]{9};")
 
 
+def failover_producer_config(bootstrap):
+    """An acks=all, idempotent librdkafka producer that retries quickly
+    through leader changes."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "message.timeout.ms": 20000,
+        "request.timeout.ms": 5000,
+        "retry.backoff.ms": 50,
+        "retry.backoff.max.ms": 500,
+        "reconnect.backoff.ms": 50,
+        "reconnect.backoff.max.ms": 500,
+        "topic.metadata.refresh.fast.interval.ms": 100,
+    }
+
+
+def consume_to(consumer, high, deadline):
+    """The messages of an assigned consumer's one partition below offset
+    `high`, until it has passed `high` (with enable.partition.eof, so that a
+    log ending in a control batch is passed too)."""
+    at = -1
+    while at < high:
+        assert time.time() < deadline, f"read up to {at} of {high} in time"
+        for m in consumer.consume(num_messages=1000, timeout=0.5):
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    at = max(at, m.offset())
+                continue
+            if m.offset() < high:
+                yield m
+            at = m.offset() + 1
+
+
 class Workload:
     """A librdkafka producer (acks=all) writing distinct values round-robin
     to the given partitions from its own thread, recording every
@@ -593,18 +647,9 @@ class Workload:
 
     def _producer(self, idempotent):
         conf = {
-            "bootstrap.servers": self.bootstrap,
-            "acks": "all",
+            **failover_producer_config(self.bootstrap),
             "enable.idempotence": idempotent,
-            "linger.ms": 5,
             "compression.type": "none",
-            "message.timeout.ms": 20000,
-            "request.timeout.ms": 5000,
-            "retry.backoff.ms": 50,
-            "retry.backoff.max.ms": 500,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-            "topic.metadata.refresh.fast.interval.ms": 100,
             "error_cb": self._on_error,
         }
         if not idempotent:

@@ -23,9 +23,9 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
-from cluster_support import NODES, Cluster
+from cluster_support import NODES, Cluster, consume_to, failover_producer_config
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -64,21 +64,7 @@ class KeyedWriter:
     (an unacknowledged write may still be in the log)."""
 
     def __init__(self, bootstrap):
-        self.p = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.timeout.ms": 30000,
-                "request.timeout.ms": 5000,
-                "retry.backoff.ms": 50,
-                "retry.backoff.max.ms": 500,
-                "reconnect.backoff.ms": 50,
-                "reconnect.backoff.max.ms": 500,
-                "topic.metadata.refresh.fast.interval.ms": 100,
-            }
-        )
+        self.p = Producer(failover_producer_config(bootstrap))
         self.lock = threading.Lock()
         self.latest = {}  # key -> (offset, value or None)
         self.sent = set()
@@ -152,18 +138,10 @@ def read_latest(bootstrap):
                 assert time.time() < deadline, "no watermarks within 30 s"
                 time.sleep(0.2)
         c.assign([TopicPartition(TOPIC, 0, 0)])
-        latest, n, at = {}, 0, 0
-        while at < high:
-            assert time.time() < deadline, f"read up to {at} of {high} within 30 s"
-            for m in c.consume(num_messages=1000, timeout=0.5):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        at = max(at, m.offset())
-                    continue
-                if m.offset() < high:
-                    latest[m.key()] = (m.offset(), m.value())
-                    n += 1
-                at = m.offset() + 1
+        latest, n = {}, 0
+        for m in consume_to(c, high, deadline):
+            latest[m.key()] = (m.offset(), m.value())
+            n += 1
         return latest, n
     finally:
         c.close()
@@ -246,19 +224,11 @@ def test_compacted_topic_keeps_every_latest_value_through_failovers(cluster):
 
     # Each broker leads in turn; every one serves the same latest values.
     served = {first}
-    for target in [n for n in NODES if n != first]:
-        for attempt in range(5):
-            killed = cluster.make_leader(TOPIC, 0, target, lambda: write_and_flush(w, LIVE[:20]))
-            got = cluster.while_leading(TOPIC, 0, target, read)
-            if got is not None:
-                check(w, target, got)
-                served.add(target)
-            else:
-                print(f"  leadership left {target} during the read; again")
-            if killed is not None:
-                cluster.start([killed])
-                write_and_flush(w, LIVE[20:40])
-            if got is not None:
-                break
+    order = [n for n in NODES if n != first]
+    for target, got in cluster.read_under_each_leader(
+        TOPIC, 0, order, lambda: write_and_flush(w, LIVE[:20]), read
+    ):
+        check(w, target, got)
+        served.add(target)
     assert served == set(NODES)
     assert w.failed == 0, f"{w.failed} writes failed"

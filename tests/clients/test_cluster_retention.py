@@ -14,10 +14,10 @@
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
 
-from cluster_support import NODES, Cluster, Workload
+from cluster_support import NODES, Cluster, Workload, consume_to
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,18 +60,7 @@ def read_from_start(bootstrap, topic):
                 time.sleep(0.2)
         # Offset 0 may be gone: the consumer resets to the earliest.
         c.assign([TopicPartition(topic, 0, 0)])
-        out, at = [], -1
-        while at < high:
-            assert time.time() < deadline, f"read up to {at} of {high} within 30 s"
-            for m in c.consume(num_messages=1000, timeout=0.5):
-                if m.error():
-                    if m.error().code() == KafkaError._PARTITION_EOF:
-                        at = max(at, m.offset())
-                    continue
-                if m.offset() < high:
-                    out.append((m.offset(), m.value()))
-                at = m.offset() + 1
-        return low, out
+        return low, [(m.offset(), m.value()) for m in consume_to(c, high, deadline)]
     finally:
         c.close()
 
@@ -102,17 +91,8 @@ def test_delete_records_holds_on_every_replica_after_failovers(cluster):
 
     # Each replica leads in turn (the leader before it killed each time).
     first, _ = cluster.leader(topic, 0)
-    for target in [n for n in NODES if n != first] + [first]:
-        for attempt in range(5):
-            killed = cluster.make_leader(topic, 0, target, w.probe)
-            got = cluster.while_leading(topic, 0, target, read)
-            if killed is not None:
-                cluster.start([killed])
-            if got is not None:
-                break
-        else:
-            raise AssertionError(f"could not read while {target} led")
-        low, records = got
+    order = [n for n in NODES if n != first] + [first]
+    for target, (low, records) in cluster.read_under_each_leader(topic, 0, order, w.probe, read):
         want = expect_from(w, topic, cut)
         print(f"  broker {target} leads: earliest {low}, {len(records)} records")
         assert low == cut, f"broker {target}: earliest offset {low}, records were deleted up to {cut}"
@@ -156,17 +136,8 @@ def test_a_replica_behind_retention_installs_the_snapshot_and_serves_the_same(cl
         return read_from_start(cluster.bootstrap, topic)
 
     views = {}
-    for target in [behind] + [n for n in NODES if n != behind]:
-        for attempt in range(5):
-            killed = cluster.make_leader(topic, 0, target, w.probe)
-            got = cluster.while_leading(topic, 0, target, read)
-            if killed is not None:
-                cluster.start([killed])
-            if got is not None:
-                break
-        else:
-            raise AssertionError(f"could not read while {target} led")
-        low, records = got
+    order = [behind] + [n for n in NODES if n != behind]
+    for target, (low, records) in cluster.read_under_each_leader(topic, 0, order, w.probe, read):
         want = expect_from(w, topic, low)
         print(f"  broker {target} leads: earliest {low}, {len(records)} records")
         assert low > 0, f"broker {target}: retention deleted nothing"
