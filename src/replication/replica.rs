@@ -518,7 +518,27 @@ impl Replica {
             }
         }
         self.update_fully_replicated(&mut out.messages)?;
+        self.report_snapshots_sent(&out.messages);
         Ok(out)
+    }
+
+    /// A snapshot here is one message that carries all of it (where the
+    /// leader's log begins), so once it is handed to the transport there is
+    /// nothing more to wait for. Raft holds a follower it sent a snapshot to
+    /// until told how the sending went, and if the message was lost (the
+    /// follower was down, the connection broke) nobody would ever tell it:
+    /// the follower would stay behind for good. Saying "sent" at once puts
+    /// the follower back to probing: it answers the snapshot, or, if the
+    /// snapshot never arrived, refuses the next append, and the leader sends
+    /// the snapshot again.
+    fn report_snapshots_sent(&mut self, messages: &[Message]) {
+        use raft::eraftpb::MessageType;
+        for m in messages {
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.node
+                    .report_snapshot(m.to, raft::SnapshotStatus::Finish);
+            }
+        }
     }
 
     fn apply_commands(&self, committed: &[Entry]) -> Result<(), ReplicaError> {

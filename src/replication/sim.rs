@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use sluice_storage::fs::FaultyFs;
 use sluice_storage::{BatchHeader, LogConfig, SystemClock};
 
@@ -28,6 +28,9 @@ pub struct SimCluster {
     config: LogConfig,
     /// Messages delivered so far.
     pub delivered: usize,
+    /// Messages of these types still to be lost on the way (see
+    /// [`Self::lose`]).
+    to_lose: Vec<MessageType>,
 }
 
 impl SimCluster {
@@ -49,6 +52,7 @@ impl SimCluster {
                 ..LogConfig::default()
             },
             delivered: 0,
+            to_lose: Vec::new(),
         };
         for id in voters {
             sim.restart(id)?;
@@ -109,6 +113,11 @@ impl SimCluster {
         &self.dirs[&id]
     }
 
+    /// The next message of type `kind`, whoever sends it, is lost.
+    pub fn lose(&mut self, kind: MessageType) {
+        self.to_lose.push(kind);
+    }
+
     /// Cuts `id` off: messages to or from it are lost until `heal`.
     pub fn isolate(&mut self, id: u64) {
         self.isolated.insert(id);
@@ -134,6 +143,10 @@ impl SimCluster {
         }
         for m in std::mem::take(&mut self.queue) {
             if self.isolated.contains(&m.from) || self.isolated.contains(&m.to) {
+                continue;
+            }
+            if let Some(i) = self.to_lose.iter().position(|&t| t == m.get_msg_type()) {
+                self.to_lose.remove(i);
                 continue;
             }
             if let Some(r) = self.replicas.get_mut(&m.to) {

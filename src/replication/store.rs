@@ -11,7 +11,8 @@
 //!
 //! Beside the segments, `raft-state` holds the hard state (term, vote,
 //! commit), the voters and the index and term of the last entry before the
-//! log's first one (the snapshot point), replaced atomically.
+//! log's first one (the snapshot point) — while a snapshot is installed,
+//! followed by the offset the log restarts at — replaced atomically.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +51,8 @@ struct Inner {
     /// Index and term of the entry just before the log's first.
     snapshot_index: u64,
     snapshot_term: u64,
+    /// While a snapshot is installed: the offset the log restarts at.
+    reset_to: Option<i64>,
 }
 
 /// A shared handle: the Raft node reads through it, the replica writes.
@@ -173,13 +176,14 @@ impl ReplicaStore {
             ..ConfState::default()
         };
         let (mut snapshot_index, mut snapshot_term) = (log.first_entry_index() - 1, 0);
+        let mut reset_to = None;
         if let Some(text) = checkpoint::read(dir, STATE_FILE) {
             let lines: Vec<Vec<i64>> = text
                 .lines()
                 .map(|l| checkpoint::numbers(l).unwrap_or_default())
                 .collect();
             if let [hs, vs, snap] = &lines[..]
-                && let ([term, vote, commit], [index, sterm]) = (&hs[..], &snap[..])
+                && let ([term, vote, commit], [index, sterm, rest @ ..]) = (&hs[..], &snap[..])
             {
                 hard_state.term = *term as u64;
                 hard_state.vote = *vote as u64;
@@ -187,10 +191,16 @@ impl ReplicaStore {
                 conf_state.voters = vs.iter().map(|v| *v as u64).collect();
                 snapshot_index = *index as u64;
                 snapshot_term = *sterm as u64;
+                reset_to = rest.first().copied();
             }
         }
         let mut log = log;
-        if snapshot_index >= log.first_entry_index() {
+        if let Some(base) = reset_to {
+            // A snapshot install wrote its snapshot point, then stopped
+            // before or while dropping the log: do it (again).
+            tracing::warn!(dir = %dir.display(), snapshot_index, base, "finishing an interrupted snapshot install");
+            log.reset(base, snapshot_index + 1)?;
+        } else if snapshot_index >= log.first_entry_index() {
             // `delete_below` wrote the new snapshot point, then crashed
             // before deleting: finish it.
             let first = snapshot_index + 1;
@@ -211,14 +221,20 @@ impl ReplicaStore {
             .commit
             .min(log.last_entry_index())
             .max(snapshot_index);
+        let inner = Inner {
+            log,
+            hard_state,
+            conf_state,
+            snapshot_index,
+            snapshot_term,
+            reset_to: None,
+        };
+        if reset_to.is_some() {
+            // Done: the next open must not drop what is appended from now.
+            Self::write_state(&inner)?;
+        }
         Ok(Self {
-            inner: Arc::new(Mutex::new(Inner {
-                log,
-                hard_state,
-                conf_state,
-                snapshot_index,
-                snapshot_term,
-            })),
+            inner: Arc::new(Mutex::new(inner)),
         })
     }
 
@@ -238,13 +254,14 @@ impl ReplicaStore {
             inner.log.dir(),
             STATE_FILE,
             &format!(
-                "{} {} {}\n{}\n{} {}\n",
+                "{} {} {}\n{}\n{} {}{}\n",
                 hs.term,
                 hs.vote,
                 hs.commit,
                 voters.join(" "),
                 inner.snapshot_index,
-                inner.snapshot_term
+                inner.snapshot_term,
+                inner.reset_to.map_or(String::new(), |b| format!(" {b}"))
             ),
         )?;
         Ok(())
@@ -370,6 +387,30 @@ impl ReplicaStore {
     /// Installs a leader's snapshot: everything here is dropped, and the log
     /// continues at the offset and entry index where the leader's begins.
     pub fn apply_snapshot(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let base = Self::begin_snapshot(&mut inner, snap)?;
+        let first = inner.snapshot_index + 1;
+        inner.log.reset(base, first)?;
+        inner.reset_to = None;
+        Self::write_state(&inner)?;
+        tracing::info!(dir = %inner.log.dir().display(), index = first - 1, offset = base, "installed a raft snapshot");
+        Ok(())
+    }
+
+    /// The first half of [`Self::apply_snapshot`] alone, as a crash right
+    /// after it leaves the replica (for tests).
+    #[cfg(test)]
+    pub(crate) fn begin_snapshot_only(&self, snap: &Snapshot) -> Result<(), StoreError> {
+        Self::begin_snapshot(&mut self.lock(), snap).map(drop)
+    }
+
+    /// The first half of [`Self::apply_snapshot`]: the new snapshot point is
+    /// recorded with the reset still to do, and the offset the log restarts
+    /// at is returned. A crash from here until the state is written again
+    /// makes open finish the reset (the log alone cannot tell the snapshot
+    /// point's term, and a replica reporting a wrong one would never match
+    /// its leader again).
+    fn begin_snapshot(inner: &mut Inner, snap: &Snapshot) -> Result<i64, StoreError> {
         let meta = snap.get_metadata();
         let bad = |reason: String| StoreError::BadEntry {
             index: meta.index,
@@ -379,15 +420,13 @@ impl ReplicaStore {
         let Some(&base) = checkpoint::numbers(text).as_deref().and_then(|n| n.first()) else {
             return Err(bad(format!("snapshot data '{text}'")));
         };
-        let mut inner = self.lock();
-        inner.log.reset(base, meta.index + 1)?;
         inner.snapshot_index = meta.index;
         inner.snapshot_term = meta.term;
         inner.conf_state = meta.get_conf_state().clone();
         inner.hard_state.commit = inner.hard_state.commit.max(meta.index);
-        Self::write_state(&inner)?;
-        tracing::info!(dir = %inner.log.dir().display(), index = meta.index, offset = base, "installed a raft snapshot");
-        Ok(())
+        inner.reset_to = Some(base);
+        Self::write_state(inner)?;
+        Ok(base)
     }
 
     /// The term of entry `index`, if the log holds it.

@@ -540,3 +540,97 @@ fn a_wiped_follower_rejoins_and_refills_from_the_leader() {
     assert_eq!(committed_values(&sim, f), names("w", 10));
     assert!(all_agree(&sim));
 }
+
+#[test]
+fn a_snapshot_install_cut_short_is_finished_at_the_next_start() {
+    use raft::Storage;
+    // Both points a crash can stop an install: after the snapshot point is
+    // written, before the log is dropped; and after the log is dropped,
+    // before the state says the install is done.
+    for drop_log_too in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+        let leader = sim.elect(200).unwrap();
+        propose_all(&mut sim, leader, "early", 10).unwrap();
+        assert!(all_reach(&mut sim, 11));
+        let behind = a_follower(&sim, leader);
+        sim.crash(behind);
+        propose_all(&mut sim, leader, "late", 200).unwrap();
+        assert!(
+            sim.run_until(200, |s| s.replicas[&leader].high_watermark() == 211)
+                .unwrap()
+        );
+        for r in sim.replicas.values() {
+            assert!(r.store().delete_below(150).unwrap() > 0);
+        }
+        let snap = sim.replicas[&leader].store().snapshot(0, behind).unwrap();
+        {
+            let store = super::store::ReplicaStore::open(
+                sim.dir(behind),
+                sluice_storage::LogConfig {
+                    segment_bytes: 4096,
+                    ..sluice_storage::LogConfig::default()
+                },
+                std::sync::Arc::new(sluice_storage::SystemClock),
+                &[1, 2, 3],
+            )
+            .unwrap();
+            store.begin_snapshot_only(&snap).unwrap();
+            if drop_log_too {
+                let base: i64 = std::str::from_utf8(&snap.data).unwrap().parse().unwrap();
+                store
+                    .log()
+                    .reset(base, snap.get_metadata().index + 1)
+                    .unwrap();
+            }
+            // Dropped without closing: a kill -9.
+        }
+        sim.restart(behind).unwrap();
+        let first = sim.replicas[&leader]
+            .store()
+            .with_log(|l| l.first_entry_index());
+        assert_eq!(
+            sim.replicas[&behind]
+                .store()
+                .with_log(|l| l.first_entry_index()),
+            first,
+            "the install was finished at open (log dropped too: {drop_log_too})"
+        );
+        assert!(
+            sim.run_until(300, |s| all_agree(s)
+                && s.replicas[&behind].high_watermark() == 211)
+                .unwrap(),
+            "the replica catches up (log dropped too: {drop_log_too})"
+        );
+    }
+}
+
+#[test]
+fn a_lost_snapshot_is_sent_again() {
+    // A follower behind the leader's first entry; the one snapshot message
+    // the leader sends it is lost (as when the connection breaks): the
+    // leader must not wait for it forever.
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    propose_all(&mut sim, leader, "early", 10).unwrap();
+    assert!(all_reach(&mut sim, 11));
+    let behind = a_follower(&sim, leader);
+    sim.crash(behind);
+    propose_all(&mut sim, leader, "late", 200).unwrap();
+    assert!(
+        sim.run_until(200, |s| s.replicas[&leader].high_watermark() == 211)
+            .unwrap()
+    );
+    for r in sim.replicas.values() {
+        assert!(r.store().delete_below(150).unwrap() > 0);
+    }
+    sim.lose(raft::eraftpb::MessageType::MsgSnapshot);
+    sim.restart(behind).unwrap();
+    assert!(
+        sim.run_until(300, |s| all_agree(s)
+            && s.replicas[&behind].high_watermark() == 211)
+            .unwrap(),
+        "the follower gets the snapshot the second time and catches up"
+    );
+}
