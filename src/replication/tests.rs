@@ -286,10 +286,12 @@ fn crashed_replicas_recover_from_their_logs_and_catch_up() {
     }
 }
 
-#[test]
-fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+/// Three replicas in `dir`; a follower stopped while 240 more batches
+/// commit, then retention on the two others deletes what it still lacks.
+/// Returns the cluster (the follower still down), the leader, the follower
+/// and the high watermark.
+fn a_follower_left_behind_retention(dir: &std::path::Path) -> (SimCluster, u64, u64, i64) {
+    let mut sim = SimCluster::new(dir, 3).unwrap();
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "early", 10).unwrap();
     assert!(all_reach(&mut sim, 11));
@@ -303,7 +305,6 @@ fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
                 .unwrap()
         );
     }
-    // Retention on the two live replicas deletes what `behind` still needs.
     let hw = sim.replicas[&leader].high_watermark();
     for r in sim.replicas.values() {
         assert!(
@@ -311,6 +312,13 @@ fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
             "segments deleted"
         );
     }
+    (sim, leader, behind, hw)
+}
+
+#[test]
+fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, leader, behind, hw) = a_follower_left_behind_retention(dir.path());
     let first = sim.replicas[&leader]
         .store()
         .with_log(|l| l.first_entry_index());
@@ -549,20 +557,7 @@ fn a_snapshot_install_cut_short_is_finished_at_the_next_start() {
     // before the state says the install is done.
     for drop_log_too in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let mut sim = SimCluster::new(dir.path(), 3).unwrap();
-        let leader = sim.elect(200).unwrap();
-        propose_all(&mut sim, leader, "early", 10).unwrap();
-        assert!(all_reach(&mut sim, 11));
-        let behind = a_follower(&sim, leader);
-        sim.crash(behind);
-        propose_all(&mut sim, leader, "late", 200).unwrap();
-        assert!(
-            sim.run_until(200, |s| s.replicas[&leader].high_watermark() == 211)
-                .unwrap()
-        );
-        for r in sim.replicas.values() {
-            assert!(r.store().delete_below(150).unwrap() > 0);
-        }
+        let (mut sim, leader, behind, hw) = a_follower_left_behind_retention(dir.path());
         let snap = sim.replicas[&leader].store().snapshot(0, behind).unwrap();
         {
             let store = super::store::ReplicaStore::open(
@@ -598,7 +593,7 @@ fn a_snapshot_install_cut_short_is_finished_at_the_next_start() {
         );
         assert!(
             sim.run_until(300, |s| all_agree(s)
-                && s.replicas[&behind].high_watermark() == 211)
+                && s.replicas[&behind].high_watermark() == hw)
                 .unwrap(),
             "the replica catches up (log dropped too: {drop_log_too})"
         );
@@ -611,25 +606,12 @@ fn a_lost_snapshot_is_sent_again() {
     // the leader sends it is lost (as when the connection breaks): the
     // leader must not wait for it forever.
     let dir = tempfile::tempdir().unwrap();
-    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
-    let leader = sim.elect(200).unwrap();
-    propose_all(&mut sim, leader, "early", 10).unwrap();
-    assert!(all_reach(&mut sim, 11));
-    let behind = a_follower(&sim, leader);
-    sim.crash(behind);
-    propose_all(&mut sim, leader, "late", 200).unwrap();
-    assert!(
-        sim.run_until(200, |s| s.replicas[&leader].high_watermark() == 211)
-            .unwrap()
-    );
-    for r in sim.replicas.values() {
-        assert!(r.store().delete_below(150).unwrap() > 0);
-    }
+    let (mut sim, _, behind, hw) = a_follower_left_behind_retention(dir.path());
     sim.lose(raft::eraftpb::MessageType::MsgSnapshot);
     sim.restart(behind).unwrap();
     assert!(
         sim.run_until(300, |s| all_agree(s)
-            && s.replicas[&behind].high_watermark() == 211)
+            && s.replicas[&behind].high_watermark() == hw)
             .unwrap(),
         "the follower gets the snapshot the second time and catches up"
     );
