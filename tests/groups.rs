@@ -821,3 +821,53 @@ async fn offsets_and_groups_survive_a_restart() {
     assert_eq!(d.groups[1].group_state.as_str(), "Dead");
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn bad_consumer_group_heartbeats_get_invalid_request() {
+    const INVALID_REQUEST: i16 = 42;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid("bad-hb"))
+        .with_member_id(s("m-1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+        .with_topic_partitions(Some(vec![]));
+    let cases = [
+        (
+            "no rebalance timeout on join",
+            join.clone().with_rebalance_timeout_ms(-1),
+        ),
+        (
+            "null owned partitions on join",
+            join.clone().with_topic_partitions(None),
+        ),
+        (
+            "no subscription on join",
+            join.clone().with_subscribed_topic_names(None),
+        ),
+        ("empty member id", join.clone().with_member_id(s(""))),
+        (
+            "empty instance id",
+            join.clone().with_instance_id(Some(s(""))),
+        ),
+        ("empty rack id", join.clone().with_rack_id(Some(s("")))),
+        ("epoch below -2", join.clone().with_member_epoch(-3)),
+        (
+            "static leave without instance id",
+            join.clone().with_member_epoch(-2),
+        ),
+    ];
+    for (what, req) in cases {
+        let r: ConsumerGroupHeartbeatResponse =
+            c.call(ApiKey::ConsumerGroupHeartbeat, 1, &req).await;
+        assert_eq!(r.error_code, INVALID_REQUEST, "{what}");
+        assert!(r.error_message.is_some(), "{what}: says why");
+    }
+    // None of them created a member: the real join is the first.
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &join).await;
+    assert_eq!((r.error_code, r.member_epoch), (0, 1));
+    broker.stop().await;
+}

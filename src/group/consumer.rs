@@ -419,9 +419,16 @@ impl ConsumerGroup {
         m.deadline = now + self.config.session_timeout_ms as i64;
         m.client_id = req.client_id;
         m.client_host = req.client_host;
-        m.instance_id = req.instance_id;
-        m.rack_id = req.rack_id;
-        m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        // -1 and null mean "unchanged since the last heartbeat" (KIP-848).
+        if req.instance_id.is_some() {
+            m.instance_id = req.instance_id;
+        }
+        if req.rack_id.is_some() {
+            m.rack_id = req.rack_id;
+        }
+        if req.rebalance_timeout_ms != -1 {
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+        }
         if req.assignor.is_some() {
             m.assignor = req.assignor;
         }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::group::assignor;
-use crate::group::consumer::HeartbeatRequest;
+use crate::group::consumer::{HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC};
 
 /// (topic id, partitions) pairs for the wire; topics that vanished are left out.
 fn by_id(broker: &Broker, a: &assignor::Assignment) -> Vec<(Uuid, Vec<i32>)> {
@@ -27,6 +27,51 @@ fn by_id(broker: &Broker, a: &assignor::Assignment) -> Vec<(Uuid, Vec<i32>)> {
         .collect()
 }
 
+/// The request checks Kafka makes before the group sees a heartbeat, in
+/// Kafka's order. -1 and null fields mean "unchanged since the last
+/// heartbeat"; a joining member must send what it has no previous value for.
+fn validate(version: i16, req: &ConsumerGroupHeartbeatRequest) -> Result<(), &'static str> {
+    let empty =
+        |s: &Option<kafka_protocol::protocol::StrBytes>| s.as_ref().is_some_and(|s| s.is_empty());
+    // From v1 the client makes its own member id.
+    if version >= 1 && req.member_id.is_empty() {
+        return Err("MemberId can't be empty.");
+    }
+    if empty(&req.instance_id) {
+        return Err("InstanceId can't be empty.");
+    }
+    if empty(&req.rack_id) {
+        return Err("RackId can't be empty.");
+    }
+    match req.member_epoch {
+        e if e > 0 || e == LEAVE => {}
+        JOIN => {
+            if req.rebalance_timeout_ms == -1 {
+                return Err("RebalanceTimeoutMs must be provided in first request.");
+            }
+            if req
+                .topic_partitions
+                .as_ref()
+                .is_none_or(|tps| !tps.is_empty())
+            {
+                return Err("TopicPartitions must be empty when (re-)joining.");
+            }
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
+                return Err(
+                    "SubscribedTopicNames or SubscribedTopicRegex must be set in first request.",
+                );
+            }
+        }
+        LEAVE_STATIC => {
+            if req.instance_id.is_none() {
+                return Err("InstanceId can't be null.");
+            }
+        }
+        _ => return Err("MemberEpoch is invalid."),
+    }
+    Ok(())
+}
+
 pub async fn heartbeat(
     ctx: &RequestContext,
     req: ConsumerGroupHeartbeatRequest,
@@ -36,6 +81,12 @@ pub async fn heartbeat(
     let resp = ConsumerGroupHeartbeatResponse::default().with_member_epoch(-1);
     if group.is_empty() {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
+    }
+    if let Err(message) = validate(ctx.version, &req) {
+        tracing::debug!(group = %group, %message, "ConsumerGroupHeartbeat refused");
+        return resp
+            .with_error_code(ResponseError::InvalidRequest.code())
+            .with_error_message(Some(str_bytes(message.to_owned())));
     }
     let owned = req.topic_partitions.map(|tps| {
         let mut a = assignor::Assignment::new();

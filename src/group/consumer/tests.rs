@@ -155,6 +155,46 @@ fn a_member_that_keeps_revoked_partitions_is_removed() {
 }
 
 #[test]
+fn minus_one_and_null_leave_the_members_settings_unchanged() {
+    let mut g = ConsumerGroup::new("g", HB);
+    let first = HeartbeatRequest {
+        instance_id: Some("i-a".into()),
+        rack_id: Some("r1".into()),
+        rebalance_timeout_ms: 300_000,
+        ..join("a")
+    };
+    g.heartbeat(first, &topics(2), 0);
+    g.heartbeat(join("b"), &topics(2), 0);
+    // As the Java client sends them: -1 and nulls once joined.
+    let unchanged = || HeartbeatRequest {
+        rebalance_timeout_ms: -1,
+        ..beat("a", 1, None)
+    };
+    let out = g.heartbeat(unchanged(), &topics(2), 100); // told to give one up
+    assert_eq!(parts(&out.assignment.unwrap()).len(), 1);
+    let a = g.members().find(|m| m.id == "a").unwrap();
+    assert_eq!(a.rebalance_timeout_ms, 300_000);
+    assert_eq!(a.instance_id.as_deref(), Some("i-a"));
+    assert_eq!(a.rack_id.as_deref(), Some("r1"));
+    assert_eq!(a.subscribed, BTreeSet::from(["t".to_string()]));
+    // Still revoking after far more than a default timeout: not fenced.
+    for t in (1_000..=60_000).step_by(1_000) {
+        g.heartbeat(unchanged(), &topics(2), t);
+        g.heartbeat(beat("b", 2, None), &topics(2), t);
+    }
+    g.tick(60_100);
+    assert!(g.members().any(|m| m.id == "a"), "within its own 300 s");
+    // An empty list is a value: subscribed to nothing, it owns nothing.
+    let none = HeartbeatRequest {
+        subscribed: Some(BTreeSet::new()),
+        ..unchanged()
+    };
+    g.heartbeat(none, &topics(2), 61_000);
+    let out = g.heartbeat(unchanged(), &topics(2), 61_100);
+    assert!(parts(&out.assignment.unwrap_or_default()).is_empty());
+}
+
+#[test]
 fn new_partitions_reach_the_members() {
     let mut g = ConsumerGroup::new("g", HB);
     g.heartbeat(join("a"), &topics(2), 0);
