@@ -3,7 +3,10 @@
 #   - Debian's kcat (when root and missing),
 #   - Debian's Go and Sarama for tests/go (when root and missing),
 #   - a Python venv in .venv with the pinned client libraries,
-#   - node modules (kafkajs) in tests/js.
+#   - node modules (kafkajs) in tests/js,
+#   - a JDK and Maven (Debian, when root and missing), the Java client jars
+#     (kafka-clients, from tests/java/pom.xml) in tests/java/lib and the Java
+#     test programs compiled into tests/java/classes.
 # Then: the release build of the broker, the Rust tests, and the client tests
 # against the real binary. Usage: bash scripts/test.sh [extra pytest args]
 set -euo pipefail
@@ -49,6 +52,35 @@ if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/n
     step "installing node modules (tests/js)"
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
     touch tests/js/node_modules
+fi
+
+if ! command -v javac >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        step "installing a JDK and Maven (Debian)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq default-jdk-headless maven >/dev/null
+    else
+        echo "javac/mvn are missing and this is not root: the Java client tests will be skipped" >&2
+        echo "(apt-get install default-jdk-headless maven)" >&2
+    fi
+fi
+
+# The jars are fetched into lib.tmp and compiled into classes.tmp, then
+# renamed, so that an interrupted step is done again next time.
+JAVA=tests/java
+if command -v javac >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1; then
+    if [ ! -d $JAVA/lib ] || [ $JAVA/pom.xml -nt $JAVA/lib ]; then
+        step "fetching the Java client jars ($JAVA/lib)"
+        rm -rf $JAVA/lib $JAVA/lib.tmp
+        (cd $JAVA && mvn -q -B dependency:copy-dependencies -DoutputDirectory=lib.tmp)
+        mv $JAVA/lib.tmp $JAVA/lib
+    fi
+    if [ ! -d $JAVA/classes ] || [ -n "$(find $JAVA/src $JAVA/lib -newer $JAVA/classes -print -quit)" ]; then
+        step "compiling the Java test programs ($JAVA/classes)"
+        rm -rf $JAVA/classes $JAVA/classes.tmp
+        javac -Xlint:all -encoding UTF-8 --release 17 -cp "$JAVA/lib/*" -d $JAVA/classes.tmp $JAVA/src/*.java
+        mv $JAVA/classes.tmp $JAVA/classes
+    fi
 fi
 
 step "building the broker (release)"

@@ -296,6 +296,29 @@ async fn topics_and_metadata_persist_across_restart() {
     assert_eq!(got[1].0, "auto.created");
     assert_eq!(md.brokers.len(), 1);
     assert_eq!(md.brokers[0].port, broker.addr.port() as i32);
+
+    // By id, with an empty name next to it (as the Java admin client asks).
+    let unknown = Uuid::new_v4();
+    let by_id = |id: Uuid| {
+        metadata_request::MetadataRequestTopic::default()
+            .with_topic_id(id)
+            .with_name(Some(name("")))
+    };
+    let md: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![by_id(id), by_id(unknown)])),
+        )
+        .await;
+    let t = &md.topics[0];
+    assert_eq!((t.error_code, t.topic_id), (0, id));
+    assert_eq!(t.name.as_ref().map(|n| n.0.as_str()), Some("audit"));
+    assert_eq!(t.partitions.len(), 4);
+    let t = &md.topics[1];
+    const UNKNOWN_TOPIC_ID: i16 = 100;
+    assert_eq!((t.error_code, t.topic_id), (UNKNOWN_TOPIC_ID, unknown));
+    assert_eq!(t.name, None);
     broker.stop().await;
 }
 

@@ -27,8 +27,16 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             topics.push(describe(&t, node, ctx.version));
         }
     } else {
-        for wanted in req.topics.unwrap_or_default() {
-            let found = match &wanted.name {
+        let wanted = req.topics.unwrap_or_default();
+        // A request that names any topic by id is answered by id alone (the
+        // Java admin client sends an empty name next to the id).
+        let by_id = wanted.iter().any(|t| !t.topic_id.is_nil());
+        for wanted in wanted {
+            let name = if by_id { None } else { wanted.name.as_ref() };
+            if by_id && wanted.topic_id.is_nil() {
+                continue;
+            }
+            let found = match name {
                 Some(name) => {
                     let name = name.0.as_str();
                     match broker.topic(name) {
