@@ -1,0 +1,209 @@
+"""The official Java client (org.apache.kafka:kafka-clients 4.3.1): the
+programs in tests/java/src, run by java_support.run_java, print one JSON
+object a line, asserted on here.
+
+- a producer with the defaults (idempotent, acks=all) and a classic group
+  consumer: every record read back;
+- KIP-848 consumers (group.protocol=consumer) joining a group one by one
+  while records trickle in: each join makes the members before it revoke
+  partitions, and none of them may be fenced (a failed commit, a lost
+  assignment), so every record is read exactly once and the committed
+  offsets end at the end offsets;
+- Admin client: describeTopics by topic id, alterConsumerGroupOffsets of
+  unknown topics and partitions, and what CreateTopicsResult tells of a new
+  topic (on one broker, and RF 3 in a three-broker cluster).
+
+Run with `pytest -s` to see the rebalance timeline of the KIP-848 test."""
+
+import collections
+import re
+import time
+
+import pytest
+
+from cluster_support import Cluster
+from conftest import create_topic
+from java_support import run_java, start_java
+
+pytestmark = pytest.mark.timeout(240)
+
+# What the consumer logs when it is fenced ("transitioned from ... to FENCED",
+# FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID), not the "isFenced: false" of every
+# broker it prints.
+FENCED_LOG = re.compile(r"(?<![A-Za-z])fenced(?![A-Za-z])|UNKNOWN_MEMBER_ID", re.IGNORECASE)
+
+
+def client_errors(run):
+    """The lines of GroupConsume reporting an exception from the client."""
+    return [e for e in run.lines if str(e.get("event", "")).endswith("_error")]
+
+
+def read_once_problems(run, n):
+    """What is wrong with the records read, if anything: every record
+    "k<i>"/"v<i>" (i < n) must be read exactly once, whoever read it."""
+    records = run.events("record")
+    counts = collections.Counter(e["value"] for e in records)
+    twice = sorted((v for v, c in counts.items() if c > 1), key=lambda v: int(v[1:]))
+    missing = sorted(set(f"v{i}" for i in range(n)) - set(counts), key=lambda v: int(v[1:]))
+    problems = []
+    if twice or missing:
+        problems.append(
+            f"{len(records)} records read for {n} produced: {len(twice)} read more than once "
+            f"(first {twice[:10]}), {len(missing)} never read (first {missing[:10]})"
+        )
+    mismatched = [e for e in records if e["key"] != "k" + e["value"][1:]]
+    if mismatched:
+        problems.append(f"key and value do not match: {mismatched[:5]}")
+    return problems
+
+
+def committed_problems(run, n, partitions):
+    """What is wrong with the committed offsets, if anything: they must be the
+    end offsets of every partition, which add up to n."""
+    offsets = {e["partition"]: e for e in run.events("offsets")}
+    if sorted(offsets) != list(range(partitions)):
+        return [f"offsets of partitions {sorted(offsets)} reported, not of 0..{partitions - 1}"]
+    problems = []
+    if sum(e["end"] for e in offsets.values()) != n:
+        problems.append(f"end offsets add up to {sum(e['end'] for e in offsets.values())}, not {n}: {offsets}")
+    behind = {p: (e["committed"], e["end"]) for p, e in offsets.items() if e["committed"] != e["end"]}
+    if behind:
+        problems.append(f"committed offsets not at the end offsets, {{partition: (committed, end)}}: {behind}")
+    return problems
+
+
+def test_java_producer_consumer_basic(group_broker):
+    b = group_broker
+    topic, n = "java-basic", 1000
+    create_topic(b.bootstrap, topic, 3)
+
+    prod = run_java("Produce", b.bootstrap, topic, n, timeout=90)
+    assert prod.returncode == 0, prod.report()
+    [produced] = prod.events("produced")
+    assert produced["acked"] == n and produced["failed"] == 0, produced
+
+    run = run_java("GroupConsume", b.bootstrap, topic, "java-basic-group", "classic", 1, 0, n, 60_000, timeout=120)
+    assert not client_errors(run), run.report()
+    assert run.returncode == 0, run.report()
+    problems = read_once_problems(run, n) + committed_problems(run, n, 3)
+    assert not problems, "\n".join(problems)
+
+
+def test_kip848_consumers_join_one_by_one_nobody_fenced(group_broker, tmp_path):
+    b = group_broker
+    topic, group, n, partitions = "java-kip848", "java-kip848-group", 3000, 6
+    consumers, stagger_ms, rate = 3, 3000, 300  # the producer needs ~10 s: all three join meanwhile
+    create_topic(b.bootstrap, topic, partitions)
+
+    producer = start_java("Produce", b.bootstrap, topic, n, rate, log_path=tmp_path / "producer.log")
+    try:
+        run = run_java(
+            "GroupConsume", b.bootstrap, topic, group, "consumer", consumers, stagger_ms, n, 60_000, timeout=150
+        )
+    finally:
+        prod = producer.wait(timeout=90)
+
+    print("\nrebalance timeline (ms, consumer, event, partitions, records seen by the group):")
+    for e in run.lines:
+        if e.get("event") in ("start", "assigned", "revoked", "lost", "closed") or "error" in e:
+            print(f"  {e.get('t', ''):>6} c{e.get('consumer')} {e['event']:<13} {e.get('partitions', '')} "
+                  f"{e.get('seen', '')} {e.get('error', '')} {e.get('message', '') or ''}")
+    per_consumer = collections.Counter(e["consumer"] for e in run.events("record"))
+    print(f"  records per consumer: {dict(sorted(per_consumer.items()))}")
+
+    assert prod.returncode == 0, prod.report()
+    [produced] = prod.events("produced")
+    assert produced["acked"] == n, produced
+
+    # Every problem found, reported together.
+    problems = []
+    if client_errors(run):
+        problems.append("a consumer got an exception:\n" + "\n".join(map(str, client_errors(run))))
+    if run.events("lost"):
+        problems.append("a consumer lost its partitions (fenced): " + str(run.events("lost")))
+    fenced_log = [line for line in run.stderr.splitlines() if FENCED_LOG.search(line)]
+    if fenced_log:
+        problems.append("the client logged fencing:\n" + "\n".join(fenced_log[:20]))
+    if len(run.events("start")) != consumers:
+        problems.append(f"{len(run.events('start'))} of {consumers} consumers started before the end")
+    if not [e for e in run.events("revoked") if e["partitions"] and e["seen"] < n]:
+        problems.append("no consumer revoked partitions while records were coming: nothing was tested")
+    problems += read_once_problems(run, n) + committed_problems(run, n, partitions)
+    if run.events("done") and run.events("done")[0]["timed_out"]:
+        problems.append("the group did not see every record within 60 s")
+    assert not problems, "\n".join(problems) + "\n\n" + run.report()
+    assert run.returncode == 0, run.report()
+
+
+def outcomes(run, *steps):
+    """{step: "ok" or the exception class's short name} of AdminChecks steps."""
+    return {name: "ok" if run.step(name)["ok"] else run.step(name)["error"].rsplit(".", 1)[-1] for name in steps}
+
+
+def test_describe_topics_by_id(broker):
+    run = run_java("AdminChecks", "describe-by-id", broker.bootstrap, "java-by-id", timeout=90)
+    assert run.returncode == 0, run.report()
+    got = outcomes(run, "describe_by_name", "describe_by_id", "describe_unknown_id")
+    assert got == {
+        "describe_by_name": "ok",
+        "describe_by_id": "ok",
+        "describe_unknown_id": "UnknownTopicIdException",
+    }, run.report()
+    by_name = run.step("describe_by_name")
+    assert by_name["partitions"] == 3
+    assert by_name["topic_id"] not in ("null", "AAAAAAAAAAAAAAAAAAAAAA"), f"no topic id: {by_name}"
+    by_id = run.step("describe_by_id")
+    assert (by_id["name"], by_id["topic_id"], by_id["partitions"]) == ("java-by-id", by_name["topic_id"], 3), by_id
+
+
+def test_offset_commit_unknown_topic(broker):
+    run = run_java("AdminChecks", "offsets-unknown-topic", broker.bootstrap, "java-offsets", "g", timeout=90)
+    assert run.returncode == 0, run.report()
+    got = outcomes(run, "commit_unknown_topic", "commit_existing_partition", "commit_unknown_partition")
+    listed = run.step("list_offsets")
+    assert got == {
+        "commit_unknown_topic": "UnknownTopicOrPartitionException",
+        "commit_existing_partition": "ok",
+        "commit_unknown_partition": "UnknownTopicOrPartitionException",
+    }, run.report()
+    assert listed["ok"] and listed["offsets"] == {"java-offsets-0": 5}, listed
+
+
+def check_created(run, partitions, rf):
+    assert run.returncode == 0, run.report()
+    assert run.step("create")["ok"], run.report()
+    assert run.step("num_partitions") == {"step": "num_partitions", "ok": True, "value": partitions}, run.report()
+    assert run.step("replication_factor") == {"step": "replication_factor", "ok": True, "value": rf}, run.report()
+    config = run.step("config")
+    assert config["ok"], run.report()
+    assert config["entries"].get("cleanup.policy", {}).get("value") == "compact", config
+
+
+def test_create_topics_response(broker):
+    run = run_java(
+        "AdminChecks", "create-topic", broker.bootstrap, "java-created", 4, 1, "cleanup.policy=compact", timeout=90
+    )
+    check_created(run, 4, 1)
+    topic_id = run.step("topic_id")
+    assert topic_id["ok"] and topic_id["value"] not in ("null", "AAAAAAAAAAAAAAAAAAAAAA"), topic_id
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        c.create_topic("cluster-ready-probe", 1, 3)  # retried until the quorum has formed
+        yield c
+    finally:
+        c.shutdown()
+
+
+def test_create_topics_response_cluster_rf3(cluster):
+    started = time.monotonic()
+    run = run_java(
+        "AdminChecks", "create-topic", cluster.bootstrap, "java-created-rf3", 2, 3, "cleanup.policy=compact",
+        timeout=90,
+    )
+    print(f"\ncreateTopics RF 3 answered after {time.monotonic() - started:.2f}s")
+    check_created(run, 2, 3)

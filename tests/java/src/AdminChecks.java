@@ -1,0 +1,170 @@
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.TopicCollection;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.Uuid;
+
+/**
+ * AdminChecks CHECK BOOTSTRAP ARGS...: Admin client calls whose outcomes the
+ * Python tests assert on. Each step prints one line:
+ *   {"step": name, "ok": true, ...what it returned}
+ *   {"step": name, "ok": false, "error": exception class, "message": ...}
+ * where the error is the one the step's future failed with. Any other
+ * exception (a setup call failing, a 30 s wait running out) ends the program
+ * with exit code 1.
+ *
+ * Checks:
+ *   describe-by-id BOOTSTRAP TOPIC
+ *       creates TOPIC (3 partitions), describes it by name, then by its
+ *       topic id, then describes a random unknown topic id.
+ *   offsets-unknown-topic BOOTSTRAP TOPIC GROUP
+ *       alterConsumerGroupOffsets of GROUP for no-such-topic-0; then creates
+ *       TOPIC (2 partitions) and alters TOPIC-0 and TOPIC-7 in one call;
+ *       then lists GROUP's committed offsets.
+ *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
+ *       createTopics with those configs, and what CreateTopicsResult tells
+ *       of the new topic: numPartitions, replicationFactor and config.
+ */
+public final class AdminChecks {
+    interface Step {
+        Object[] run() throws Exception;
+    }
+
+    static final long WAIT_S = 30;
+
+    public static void main(String[] args) throws Exception {
+        String check = args[0];
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
+        props.put(AdminClientConfig.CLIENT_ID_CONFIG, "sluice-java-admin");
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "25000");
+        try (Admin admin = Admin.create(props)) {
+            switch (check) {
+                case "describe-by-id": describeById(admin, args[2]); break;
+                case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
+                case "create-topic": createTopic(admin, args); break;
+                default: throw new IllegalArgumentException("unknown check " + check);
+            }
+        }
+    }
+
+    static void describeById(Admin admin, String topic) throws Exception {
+        admin.createTopics(List.of(new NewTopic(topic, 3, (short) 1))).all().get(WAIT_S, TimeUnit.SECONDS);
+        Uuid[] id = new Uuid[1];
+        step("describe_by_name", () -> {
+            TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames()
+                    .get(WAIT_S, TimeUnit.SECONDS).get(topic);
+            id[0] = d.topicId();
+            return describe(d);
+        });
+        if (id[0] == null) return;
+        step("describe_by_id", () -> {
+            Map<Uuid, TopicDescription> byId = admin.describeTopics(TopicCollection.ofTopicIds(List.of(id[0])))
+                    .allTopicIds().get(WAIT_S, TimeUnit.SECONDS);
+            return describe(byId.get(id[0]));
+        });
+        Uuid unknown = Uuid.randomUuid();
+        step("describe_unknown_id", () -> {
+            Map<Uuid, TopicDescription> byId = admin.describeTopics(TopicCollection.ofTopicIds(List.of(unknown)))
+                    .allTopicIds().get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[] {"described", byId.keySet().toString()};
+        });
+    }
+
+    static Object[] describe(TopicDescription d) {
+        if (d == null) return new Object[] {"name", null};
+        return new Object[] {"name", d.name(), "topic_id", String.valueOf(d.topicId()),
+                "partitions", d.partitions().size(), "internal", d.isInternal()};
+    }
+
+    static void offsetsUnknownTopic(Admin admin, String topic, String group) throws Exception {
+        TopicPartition missing = new TopicPartition("no-such-topic", 0);
+        step("commit_unknown_topic", () -> {
+            admin.alterConsumerGroupOffsets(group, Map.of(missing, new OffsetAndMetadata(5)))
+                    .partitionResult(missing).get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+
+        admin.createTopics(List.of(new NewTopic(topic, 2, (short) 1))).all().get(WAIT_S, TimeUnit.SECONDS);
+        TopicPartition p0 = new TopicPartition(topic, 0);
+        TopicPartition p7 = new TopicPartition(topic, 7);
+        AlterConsumerGroupOffsetsResult both = admin.alterConsumerGroupOffsets(group,
+                Map.of(p0, new OffsetAndMetadata(5), p7, new OffsetAndMetadata(5)));
+        step("commit_existing_partition", () -> {
+            both.partitionResult(p0).get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+        step("commit_unknown_partition", () -> {
+            both.partitionResult(p7).get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+        step("list_offsets", () -> {
+            Map<TopicPartition, OffsetAndMetadata> committed = admin.listConsumerGroupOffsets(group)
+                    .partitionsToOffsetAndMetadata().get(WAIT_S, TimeUnit.SECONDS);
+            Map<String, Object> out = new TreeMap<>();
+            committed.forEach((tp, om) -> out.put(tp.toString(), om == null ? null : om.offset()));
+            return new Object[] {"offsets", out};
+        });
+    }
+
+    static void createTopic(Admin admin, String[] args) throws Exception {
+        String topic = args[2];
+        int partitions = Integer.parseInt(args[3]);
+        short rf = Short.parseShort(args[4]);
+        Map<String, String> configs = new TreeMap<>();
+        for (int i = 5; i < args.length; i++) {
+            String[] kv = args[i].split("=", 2);
+            configs.put(kv[0], kv[1]);
+        }
+        CreateTopicsResult result = admin.createTopics(List.of(new NewTopic(topic, partitions, rf).configs(configs)));
+        step("create", () -> {
+            result.all().get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+        step("num_partitions", () -> new Object[] {"value", result.numPartitions(topic).get(WAIT_S, TimeUnit.SECONDS)});
+        step("replication_factor",
+                () -> new Object[] {"value", result.replicationFactor(topic).get(WAIT_S, TimeUnit.SECONDS)});
+        step("topic_id", () -> new Object[] {"value", String.valueOf(result.topicId(topic).get(WAIT_S, TimeUnit.SECONDS))});
+        step("config", () -> {
+            Config config = result.config(topic).get(WAIT_S, TimeUnit.SECONDS);
+            Map<String, Object> entries = new TreeMap<>();
+            for (ConfigEntry e : config.entries()) {
+                entries.put(e.name(), Map.of("value", String.valueOf(e.value()), "source", e.source().toString()));
+            }
+            return new Object[] {"entries", entries};
+        });
+    }
+
+    /** Runs one step and prints its outcome; a failed future is an outcome. */
+    static void step(String name, Step step) throws Exception {
+        Object[] fields;
+        try {
+            fields = step.run();
+        } catch (ExecutionException e) {
+            Throwable c = Out.cause(e);
+            Out.emit("step", name, "ok", false, "error", c.getClass().getName(), "message", c.getMessage());
+            return;
+        }
+        Object[] line = new Object[4 + fields.length];
+        line[0] = "step";
+        line[1] = name;
+        line[2] = "ok";
+        line[3] = true;
+        System.arraycopy(fields, 0, line, 4, fields.length);
+        Out.emit(line);
+    }
+}
