@@ -144,6 +144,19 @@ async fn form(c: &mut Client, group: &str, topics: &[&str]) -> (String, i32) {
     (id, j.generation_id)
 }
 
+async fn create_topic(c: &mut Client, name: &str, partitions: i32) {
+    let create = CreateTopicsRequest::default()
+        .with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(TopicName(s(name)))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(5000);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &create).await;
+    assert_eq!(r.topics[0].error_code, 0, "topic {name} created");
+}
+
 fn commit_req(
     group: &str,
     member: &str,
@@ -233,6 +246,7 @@ async fn every_served_group_version_is_answered() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut c = broker.client().await;
+    create_topic(&mut c, "t", 3).await;
 
     for v in range(ApiKey::FindCoordinator) {
         let mut req = FindCoordinatorRequest::default().with_key_type(0);
@@ -686,6 +700,7 @@ async fn offsets_and_groups_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path()).await;
     let mut c = broker.client().await;
+    create_topic(&mut c, "orders", 2).await;
     let (member, generation) = form(&mut c, "kept", &["orders"]).await;
     for round in 0..3 {
         let r: OffsetCommitResponse = c

@@ -61,6 +61,10 @@ pub struct ConsumerMember {
     pub revoking: Assignment,
     deadline: i64,
     revoke_deadline: i64,
+    /// The member's epoch before its last move (-1: none): a commit the
+    /// client sent before hearing of the move still counts for partitions it
+    /// holds.
+    previous_epoch: i32,
     /// The assignment changed since it was last sent.
     send_assignment: bool,
 }
@@ -252,6 +256,7 @@ impl ConsumerGroup {
                     revoking: m.revoking,
                     deadline: now + config.session_timeout_ms as i64,
                     revoke_deadline: now + m.rebalance_timeout_ms.max(0) as i64,
+                    previous_epoch: -1,
                     send_assignment: false,
                 },
             );
@@ -372,6 +377,7 @@ impl ConsumerGroup {
                         revoking: Assignment::new(),
                         deadline: 0,
                         revoke_deadline: 0,
+                        previous_epoch: -1,
                         send_assignment: true,
                     });
                 // A rejoin after a lost answer gets its whole assignment again.
@@ -539,7 +545,10 @@ impl ConsumerGroup {
                 union_into(&mut m.assigned, &add);
                 m.send_assignment = true;
             }
-            m.epoch = assignment_epoch;
+            if m.epoch != assignment_epoch {
+                m.previous_epoch = m.epoch;
+                m.epoch = assignment_epoch;
+            }
         }
         if before != (m.epoch, m.assigned.clone(), m.revoking.clone()) {
             self.dirty = true;
@@ -564,18 +573,32 @@ impl ConsumerGroup {
         }
     }
 
-    /// OffsetCommit from a member at `epoch` (Kafka's rules for consumer groups).
-    pub fn validate_commit(&self, member_id: &str, epoch: i32) -> Result<(), i16> {
+    /// OffsetCommit from a member at `epoch` for `partitions` (Kafka's rules
+    /// for consumer groups, relaxed as KIP-1251 does): the member's current
+    /// epoch, or the one before its last move for partitions it still holds
+    /// (the commit crossed the heartbeat that moved it on).
+    pub fn validate_commit<'a>(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        mut partitions: impl Iterator<Item = (&'a str, i32)>,
+    ) -> Result<(), i16> {
         if member_id.is_empty() && epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
         let Some(m) = self.members.get(member_id) else {
             return Err(ResponseError::UnknownMemberId.code());
         };
-        if epoch != m.epoch {
-            return Err(ResponseError::StaleMemberEpoch.code());
+        let holds = |t: &str, p: i32| {
+            m.assigned.get(t).is_some_and(|ps| ps.contains(&p))
+                || m.revoking.get(t).is_some_and(|ps| ps.contains(&p))
+        };
+        if epoch == m.epoch
+            || (epoch > 0 && epoch == m.previous_epoch && partitions.all(|(t, p)| holds(t, p)))
+        {
+            return Ok(());
         }
-        Ok(())
+        Err(ResponseError::StaleMemberEpoch.code())
     }
 }
 

@@ -101,7 +101,11 @@ impl GroupCoordinator {
         let (p, last) = {
             let mut inner = self.lock();
             let check = if let Some(c) = inner.consumers.get(group) {
-                c.validate_commit(member_id, generation)
+                c.validate_commit(
+                    member_id,
+                    generation,
+                    items.iter().map(|i| (i.topic.as_str(), i.partition)),
+                )
             } else {
                 match inner.groups.get_mut(group) {
                     Some(g) => g.validate_commit(member_id, instance_id, generation, now),

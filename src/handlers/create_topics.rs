@@ -18,7 +18,6 @@ const TOPIC_CONFIG: i8 = 1;
 const DEFAULT_CONFIG: i8 = 5;
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
-    let broker = &ctx.broker;
     let mut seen = HashSet::new();
     let duplicated: HashSet<String> = req
         .topics
@@ -49,7 +48,10 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                     } else {
                         topic.partitions.len() as i32
                     };
-                    r.replication_factor = 1;
+                    r.replication_factor = match topic.partitions.first() {
+                        Some(p) => p.replicas.len().max(1) as i16,
+                        None => resolved_replication_factor(ctx, &t),
+                    };
                     r.configs = Some(configs_of(ctx, &topic));
                 }
             }
@@ -63,7 +65,6 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         }
         results.push(r);
     }
-    let _ = broker;
     CreateTopicsResponse::default().with_topics(results)
 }
 
@@ -77,6 +78,20 @@ fn resolved_partitions(
         ctx.broker.config.num_partitions
     } else {
         t.num_partitions
+    }
+}
+
+/// The replication factor a validate_only request would get.
+fn resolved_replication_factor(
+    ctx: &RequestContext,
+    t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
+) -> i16 {
+    if let Some(a) = t.assignments.first() {
+        a.broker_ids.len() as i16
+    } else if t.replication_factor == -1 {
+        ctx.broker.config.default_replication_factor
+    } else {
+        t.replication_factor
     }
 }
 

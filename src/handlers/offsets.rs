@@ -40,9 +40,27 @@ pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             })
         })
         .collect();
-    let codes = if group.is_empty() {
+    // Partitions that do not exist are refused before the group sees the
+    // request, as Kafka does; the coordinator's answer covers the rest.
+    let exists: Vec<bool> = items
+        .iter()
+        .map(|i| {
+            ctx.broker
+                .topic(&i.topic)
+                .is_some_and(|t| i.partition >= 0 && (i.partition as usize) < t.partitions.len())
+        })
+        .collect();
+    let known: Vec<CommitItem> = items
+        .iter()
+        .zip(&exists)
+        .filter(|(_, e)| **e)
+        .map(|(i, _)| i.clone())
+        .collect();
+    let known_codes = if known.is_empty() {
+        Vec::new()
+    } else if group.is_empty() {
         tracing::warn!("OffsetCommit with an empty group id");
-        vec![ResponseError::InvalidGroupId.code(); items.len()]
+        vec![ResponseError::InvalidGroupId.code(); known.len()]
     } else {
         let instance = if v >= 7 {
             req.group_instance_id.as_ref().map(|s| s.as_str())
@@ -57,11 +75,18 @@ pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
                 req.member_id.as_str(),
                 instance,
                 req.generation_id_or_member_epoch,
-                &items,
+                &known,
             )
             .await
     };
-    let mut codes = codes.into_iter();
+    let mut known_codes = known_codes.into_iter();
+    let mut codes = exists.into_iter().map(|e| {
+        if e {
+            known_codes.next().unwrap_or(0)
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        }
+    });
     let topics = req
         .topics
         .into_iter()

@@ -78,6 +78,20 @@ fn partitions_move_only_after_their_owner_released_them() {
     // a reports the smaller set: it is at epoch 2, and b gets the released two.
     let out = g.heartbeat(beat("a", 1, Some(&a_now)), &topics(4), 40);
     assert_eq!((out.error, out.epoch), (0, 2));
+    // A commit a sent at epoch 1 before hearing of epoch 2 counts for what it
+    // still holds, not for what it gave up.
+    let kept = *parts(&a_now).first().unwrap();
+    let given = *parts(&a).difference(&parts(&a_now)).next().unwrap();
+    assert_eq!(g.validate_commit("a", 1, [("t", kept)].into_iter()), Ok(()));
+    assert_eq!(
+        g.validate_commit("a", 1, [("t", kept), ("t", given)].into_iter()),
+        Err(ResponseError::StaleMemberEpoch.code())
+    );
+    assert_eq!(
+        g.validate_commit("a", 3, [("t", kept)].into_iter()),
+        Err(ResponseError::StaleMemberEpoch.code()),
+        "a future epoch"
+    );
     let out = g.heartbeat(beat("b", 2, None), &topics(4), 50);
     let b_now = out.assignment.unwrap();
     assert_eq!(parts(&b_now).len(), 2);
@@ -94,13 +108,13 @@ fn stale_epochs_and_strangers_are_refused() {
     assert_eq!(out.error, ResponseError::FencedMemberEpoch.code());
     let out = g.heartbeat(beat("zz", 1, None), &topics(2), 1);
     assert_eq!(out.error, ResponseError::UnknownMemberId.code());
-    assert_eq!(g.validate_commit("a", 1), Ok(()));
+    assert_eq!(g.validate_commit("a", 1, [("t", 0)].into_iter()), Ok(()));
     assert_eq!(
-        g.validate_commit("a", 0),
+        g.validate_commit("a", 0, [("t", 0)].into_iter()),
         Err(ResponseError::StaleMemberEpoch.code())
     );
     assert_eq!(
-        g.validate_commit("zz", 1),
+        g.validate_commit("zz", 1, [("t", 0)].into_iter()),
         Err(ResponseError::UnknownMemberId.code())
     );
     let mut bad = join("b");
