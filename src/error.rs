@@ -14,6 +14,10 @@ pub enum BrokerError {
     CorruptMessage(String),
     #[error("invalid record: {0}")]
     InvalidRecord(String),
+    /// Some records of a batch are invalid (KIP-467): (index of the record in
+    /// the batch, why).
+    #[error("{}", records_rejected(.0))]
+    InvalidRecords(Vec<(i32, String)>),
     #[error("batch of {size} bytes exceeds max.message.bytes {max}")]
     MessageTooLarge { size: usize, max: usize },
     #[error("sequence {got} out of order, expected {expected}")]
@@ -58,7 +62,9 @@ impl BrokerError {
             BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
             BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
-            BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            BrokerError::InvalidRecord(_) | BrokerError::InvalidRecords(_) => {
+                ResponseError::InvalidRecord
+            }
             BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
@@ -82,4 +88,19 @@ pub const NONE: i16 = 0;
 /// Shorthand for a code from kafka-protocol's table.
 pub fn code(e: ResponseError) -> i16 {
     e.code()
+}
+
+/// The partition-level message of a produce with invalid records, as Kafka
+/// words it: the count and the first three.
+fn records_rejected(errors: &[(i32, String)]) -> String {
+    let first: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|(i, m)| format!("RecordError(batchIndex={i}, message='{m}')"))
+        .collect();
+    format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        errors.len(),
+        first.join(", ")
+    )
 }

@@ -423,3 +423,114 @@ async fn compression_type_recompresses_what_producers_send() {
     }
     broker.stop().await;
 }
+
+/// A v2 batch of `values`, keyed by `keys` (None: no key), uncompressed.
+fn keyed_batch(keys: &[Option<&str>], value: &str) -> bytes::Bytes {
+    use kafka_protocol::records::*;
+    let records: Vec<Record> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1,
+            key: k.map(|k| bytes::Bytes::from(k.to_owned())),
+            value: Some(bytes::Bytes::from(value.to_owned())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+async fn produce_one(
+    c: &mut Client,
+    topic: &str,
+    records: bytes::Bytes,
+) -> produce_response::PartitionProduceResponse {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s(topic)))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    let mut r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
+    r.responses.remove(0).partition_responses.remove(0)
+}
+
+#[tokio::test]
+async fn keyless_records_on_a_compacted_topic_are_named_and_sizes_are_checked_as_sent() {
+    const INVALID_RECORD: i16 = 87;
+    const MESSAGE_TOO_LARGE: i16 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "compacted", &[("cleanup.policy", "compact")]).await;
+    let p = produce_one(
+        &mut c,
+        "compacted",
+        keyed_batch(&[Some("a"), None, Some("c"), None], "v"),
+    )
+    .await;
+    assert_eq!(p.error_code, INVALID_RECORD);
+    let named: Vec<(i32, String)> = p
+        .record_errors
+        .iter()
+        .map(|e| {
+            (
+                e.batch_index,
+                e.batch_index_error_message
+                    .as_deref()
+                    .unwrap_or("")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        named.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    assert!(named[0].1.contains("without key"), "{named:?}");
+    let message = p.error_message.as_deref().unwrap_or("");
+    assert!(message.contains("2 record errors"), "{message}");
+    // Nothing was written: the next good batch lands at 0.
+    let p = produce_one(&mut c, "compacted", keyed_batch(&[Some("a")], "v")).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    assert!(p.record_errors.is_empty() && p.error_message.is_none());
+
+    // 3 KB as sent, far less once lz4 has compressed it: still too large.
+    create(
+        &mut c,
+        "squeezed",
+        &[("compression.type", "lz4"), ("max.message.bytes", "1000")],
+    )
+    .await;
+    let big = "a".repeat(3000);
+    let p = produce_one(&mut c, "squeezed", keyed_batch(&[Some("k")], &big)).await;
+    assert_eq!(p.error_code, MESSAGE_TOO_LARGE);
+    let p = produce_one(&mut c, "squeezed", keyed_batch(&[Some("k")], "small")).await;
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+    broker.stop().await;
+}

@@ -6,7 +6,9 @@
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{RequestContext, str_bytes};
@@ -79,6 +81,18 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             tracing::warn!(topic = %name, partition = pd.index, error = %e, "produce rejected");
                             if ctx.version >= 8 {
                                 r.error_message = Some(str_bytes(e.to_string()));
+                                if let BrokerError::InvalidRecords(errors) = &e {
+                                    r.record_errors = errors
+                                        .iter()
+                                        .map(|(i, m)| {
+                                            BatchIndexAndErrorMessage::default()
+                                                .with_batch_index(*i)
+                                                .with_batch_index_error_message(Some(str_bytes(
+                                                    m.clone(),
+                                                )))
+                                        })
+                                        .collect();
+                                }
                             }
                             Err(e.code())
                         }

@@ -453,18 +453,39 @@ impl Partition {
             // As in Kafka: the cleaner could never tell which keyless record
             // is the latest, so a compacted topic refuses them. Outside the
             // lock, like recompression: both read every record.
+            // Every keyless record is named (KIP-467), by its index in the
+            // batch.
+            let mut errors = Vec::new();
             for (h, b) in &batches {
                 if h.is_control() {
                     continue;
                 }
                 let recs =
                     crate::cleaner::records::records(b, h).map_err(BrokerError::CorruptMessage)?;
-                if recs.iter().any(|r| r.key.is_none()) {
-                    return Err(BrokerError::InvalidRecord(
-                        "compacted topic cannot accept a record without a key".into(),
-                    ));
+                for (i, r) in recs.iter().enumerate() {
+                    if r.key.is_none() {
+                        errors.push((
+                            i as i32,
+                            format!(
+                                "Compacted topic cannot accept message without key in topic partition {}-{}.",
+                                self.topic, self.index
+                            ),
+                        ));
+                    }
                 }
             }
+            if !errors.is_empty() {
+                return Err(BrokerError::InvalidRecords(errors));
+            }
+        }
+        // The batch as the producer sent it must fit too: recompression
+        // could otherwise let an oversized event in (Kafka checks both).
+        let max_message_bytes = self.lock().config.max_message_bytes;
+        if let Some((_, b)) = batches.iter().find(|(_, b)| b.len() > max_message_bytes) {
+            return Err(BrokerError::MessageTooLarge {
+                size: b.len(),
+                max: max_message_bytes,
+            });
         }
         if let Some(codec) = codec {
             // Outside the lock: recompression is the one costly step.

@@ -11,7 +11,11 @@ object a line, asserted on here.
   offsets end at the end offsets;
 - Admin client: describeTopics by topic id, alterConsumerGroupOffsets of
   unknown topics and partitions, and what CreateTopicsResult tells of a new
-  topic (on one broker, and RF 3 in a three-broker cluster).
+  topic (on one broker, and RF 3 in a three-broker cluster);
+- produce requests the broker refuses: a batch with a keyless record on a
+  compacted topic (KIP-467: the keyless record named, the batch refused
+  whole) and a record over max.message.bytes as sent, though it would fit
+  once recompressed to the topic's compression.type.
 
 Run with `pytest -s` to see the rebalance timeline of the KIP-848 test."""
 
@@ -186,6 +190,58 @@ def test_create_topics_response(broker):
     check_created(run, 4, 1)
     topic_id = run.step("topic_id")
     assert topic_id["ok"] and topic_id["value"] not in ("null", "AAAAAAAAAAAAAAAAAAAAAA"), topic_id
+
+
+def test_invalid_records_are_named_per_record(broker):
+    topic = "java-compact-keyless"
+    create_topic(broker.bootstrap, topic, 1, {"cleanup.policy": "compact"})
+    run = run_java("ProduceChecks", "invalid-records", broker.bootstrap, topic, timeout=90)
+    assert run.returncode == 0, run.report()
+
+    records = run.step("mixed_batch")["records"]
+    assert [r["index"] for r in records] == [0, 1, 2], run.report()
+    keyed0, keyless, keyed2 = records
+    # The record without a key is named, with the exception of the
+    # partition's error code (INVALID_RECORD) and the broker's message for it.
+    assert not keyless["ok"], run.report()
+    assert keyless["error"] == "org.apache.kafka.common.InvalidRecordException", keyless
+    assert "Compacted topic cannot accept message without key" in keyless["message"], keyless
+    # The others fail too (the batch is refused whole), but the client tells
+    # them apart: they were only in a batch with an invalid record.
+    for r in (keyed0, keyed2):
+        assert not r["ok"], f"a keyed record of the refused batch was written: {r}\n{run.report()}"
+        assert "Compacted topic cannot accept message without key" not in (r["message"] or ""), r
+        assert "part of a batch" in (r["message"] or ""), r
+    after = run.step("after_mixed_batch")
+    assert (after["end_offset"], after["read"]) == (0, 0), f"part of the refused batch was written: {after}"
+
+    # A batch of keyed records only is taken.
+    keyed = run.step("keyed_batch")["records"]
+    assert [(r["ok"], r.get("offset")) for r in keyed] == [(True, 0), (True, 1), (True, 2)], run.report()
+    after = run.step("after_keyed_batch")
+    assert (after["end_offset"], after["read"]) == (3, 3), after
+    assert [r["key"] for r in after["records"]] == ["k3", "k4", "k5"], after
+
+
+def test_max_message_bytes_checked_before_recompression(broker):
+    topic = "java-too-large"
+    create_topic(broker.bootstrap, topic, 1, {"compression.type": "lz4", "max.message.bytes": "1000000"})
+    run = run_java("ProduceChecks", "too-large", broker.bootstrap, topic, timeout=90)
+    assert run.returncode == 0, run.report()
+
+    # 1,200,000 bytes as sent (uncompressed) are over max.message.bytes, even
+    # though lz4 would shrink them to a few kilobytes.
+    [large] = run.step("large_record")["records"]
+    assert not large["ok"], f"a record over max.message.bytes was taken: {large}"
+    assert large["error"] == "org.apache.kafka.common.errors.RecordTooLargeException", large
+    after = run.step("after_large_record")
+    assert (after["end_offset"], after["read"]) == (0, 0), after
+
+    [smaller] = run.step("smaller_record")["records"]
+    assert (smaller["ok"], smaller.get("offset")) == (True, 0), run.report()
+    after = run.step("after_smaller_record")
+    assert (after["end_offset"], after["read"]) == (1, 1), after
+    assert after["records"] == [{"offset": 0, "key": "small", "value_length": 500_000}], after
 
 
 @pytest.fixture
