@@ -124,6 +124,7 @@ pub async fn alter(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfi
                 .await
         };
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_error_message(None)
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
         if let Err(e) = outcome {
@@ -175,6 +176,7 @@ pub async fn incremental(
             }
         };
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_error_message(None)
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
         if let Err(e) = outcome {

@@ -28,7 +28,10 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.as_str().to_owned();
-        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
+        // The error message is null unless there is an error.
+        let mut r = CreatableTopicResult::default()
+            .with_name(t.name.clone())
+            .with_error_message(None);
         let outcome = if duplicated.contains(&name) {
             Err((
                 ResponseError::InvalidRequest.code(),

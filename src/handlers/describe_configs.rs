@@ -25,6 +25,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
         .iter()
         .map(|res| {
             let mut out = DescribeConfigsResult::default()
+                .with_error_message(None)
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
             let wanted = |name: &str| {
@@ -59,6 +60,7 @@ fn entry(name: &str, value: String, source: i8, read_only: bool) -> DescribeConf
         .with_value(Some(str_bytes(value)))
         .with_config_source(source)
         .with_read_only(read_only)
+        .with_documentation(None)
 }
 
 fn topic_configs(

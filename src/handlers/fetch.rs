@@ -63,9 +63,8 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let mut pd = PartitionData::default().with_partition_index(fp.partition);
-            if read_committed {
-                pd.aborted_transactions = Some(Vec::new());
-            }
+            // Null unless the consumer reads committed data, as Kafka sends it.
+            pd.aborted_transactions = read_committed.then(Vec::new);
             let partition = topic.as_ref().and_then(|t| {
                 usize::try_from(fp.partition)
                     .ok()

@@ -32,9 +32,8 @@ pub async fn join(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRespo
     let mut resp = JoinGroupResponse::default()
         .with_generation_id(-1)
         .with_member_id(req.member_id.clone());
-    if v < 7 {
-        resp.protocol_name = Some(StrBytes::default());
-    }
+    // Nullable from v7: null until a protocol is chosen.
+    resp.protocol_name = (v < 7).then(StrBytes::default);
     if invalid_group(&group) {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }

@@ -61,3 +61,51 @@ def test_produce_and_read_back(broker, codec):
     assert sorted((m.partition, m.offset) for m in metas) == sorted(
         (m["partition"], m["offset"]) for m in consumed
     )
+
+
+async def admin_answers(bootstrap):
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        created = await admin.create_topics([NewTopic("aio-admin", 2, 1)])
+        refused = await admin.create_topics([NewTopic("aio-admin", 2, 1)])
+        topic = ConfigResource(ConfigResourceType.TOPIC, "aio-admin", {"retention.ms": "60000"})
+        altered = await admin.alter_configs([topic])
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, "aio-admin")], include_synonyms=False
+        )
+        with_synonyms = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, "aio-admin")], include_synonyms=True
+        )
+    finally:
+        await admin.close()
+    return [r.to_object() for r in (created, refused)], [
+        [r.to_object() for r in rs] for rs in (altered, described, with_synonyms)
+    ]
+
+
+def test_admin_error_messages_are_null_without_an_error(broker):
+    """aiokafka reads the nullable error messages as Kafka sends them: null
+    when there is no error (not ""), a message when there is one; synonyms
+    only when asked for."""
+    (created, refused), (altered, described, with_synonyms) = asyncio.run(
+        admin_answers(broker.bootstrap)
+    )
+    ok = created["topic_errors"][0]
+    assert (ok["error_code"], ok["error_message"]) == (0, None), created
+    bad = refused["topic_errors"][0]
+    assert bad["error_code"] == 36 and bad["error_message"], refused  # TOPIC_ALREADY_EXISTS
+    for r in altered:
+        for res in r["resources"]:
+            assert (res["error_code"], res["error_message"]) == (0, None), altered
+    res = described[0]["resources"][0]
+    assert (res["error_code"], res["error_message"]) == (0, None), described
+    entries = {c["config_names"]: c for c in res["config_entries"]}
+    assert entries["retention.ms"]["config_value"] == "60000"
+    assert all(not c.get("config_synonyms") for c in res["config_entries"]), "no synonyms unless asked"
+    res = with_synonyms[0]["resources"][0]
+    entries = {c["config_names"]: c for c in res["config_entries"]}
+    assert [s["config_name"] for s in entries["retention.ms"]["config_synonyms"]][:1] == ["retention.ms"]
