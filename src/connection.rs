@@ -39,7 +39,7 @@ pub async fn serve(
                 Ok(Some(frame)) => frame.freeze(),
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                    warn_limited!(%peer, error = %e, "closing connection: bad frame");
                     return;
                 }
             };
@@ -52,7 +52,7 @@ pub async fn serve(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                    warn_limited!(%peer, error = %e, "closing connection: bad request");
                     let _ = writer.flush().await;
                     return;
                 }
@@ -69,7 +69,7 @@ pub async fn serve(
             read = reader.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
-                        tracing::warn!(%peer, bytes = buf.len(), "connection closed inside a frame");
+                        warn_limited!(%peer, bytes = buf.len(), "connection closed inside a frame");
                     }
                     tracing::debug!(%peer, "connection closed by client");
                     return;
@@ -107,7 +107,7 @@ async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result
     if key == ApiKey::Metadata && broker.cluster().is_some_and(|c| c.cut_off()) {
         // What this broker knows of leaders is stale while it is cut off
         // from the quorum; closing makes the client ask another broker.
-        tracing::warn!(%peer, "Metadata refused: this broker is cut off from the controller quorum; closing the connection");
+        warn_limited!(%peer, "Metadata refused: this broker is cut off from the controller quorum; closing the connection");
         return Err(sluice_protocol::ProtocolError::Refused(
             "cut off from the controller quorum".into(),
         ));

@@ -16,7 +16,11 @@
 //! - [`metadata`]: the persisted cluster metadata image.
 //! - [`topic_config`]: topic configs with Kafka's names, defaults and validation.
 //! - [`error`]: broker errors and their mapping to Kafka error codes.
+//! - [`log_limit`]: log lines rate-limited per cause ([`warn_limited!`]).
 
+// First: its macros are used by the modules below.
+#[macro_use]
+pub mod log_limit;
 pub mod alloc;
 pub mod bench;
 pub mod broker;

@@ -465,7 +465,7 @@ impl Broker {
         for topic in self.topics() {
             for p in &topic.partitions {
                 if let Err(e) = p.apply_retention(now) {
-                    tracing::warn!(partition = ?p, error = %e, "retention pass failed");
+                    warn_limited!(partition = ?p, error = %e, "retention pass failed");
                 }
             }
         }
@@ -490,7 +490,7 @@ impl Broker {
                         "log cleaner compacted"
                     ),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(partition = ?p, error = %e, "log cleaner pass failed"),
+                    Err(e) => warn_limited!(partition = ?p, error = %e, "log cleaner pass failed"),
                 }
             }
         }
@@ -508,7 +508,7 @@ impl Broker {
             Ok(t) => Some(t),
             Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => self.topic(name),
             Err(e) => {
-                tracing::warn!(topic = %name, error = %e.message, "auto-creation failed");
+                warn_limited!(topic = %name, error = %e.message, "auto-creation failed");
                 None
             }
         }

@@ -42,7 +42,7 @@ pub async fn handle(
                 .map_err(|e| (e.code, e.message)),
         };
         if let Err((code, message)) = outcome {
-            tracing::info!(topic = %name, code, %message, "partitions not created");
+            info_limited!(topic = %name, code, %message, "partitions not created");
             r.error_code = code;
             r.error_message = Some(str_bytes(message));
         }

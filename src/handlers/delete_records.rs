@@ -35,7 +35,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                         r.with_low_watermark(low)
                     }
                     Err(e) => {
-                        tracing::info!(partition = ?part, error = %e, "DeleteRecords refused");
+                        info_limited!(partition = ?part, error = %e, "DeleteRecords refused");
                         r.with_error_code(e.code())
                     }
                 },

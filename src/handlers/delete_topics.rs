@@ -52,7 +52,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
                 }
             }
             Err((code, message)) => {
-                tracing::info!(topic = ?name, %id, code, %message, "topic not deleted");
+                info_limited!(topic = ?name, %id, code, %message, "topic not deleted");
                 r.error_code = code;
                 if ctx.version >= 5 {
                     r.error_message = Some(str_bytes(message));

@@ -41,7 +41,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
             match configs {
                 Ok(c) => out.configs = c,
                 Err((e, message)) => {
-                    tracing::info!(resource = %res.resource_name, %message, "describe configs failed");
+                    info_limited!(resource = %res.resource_name, %message, "describe configs failed");
                     out.error_code = e.code();
                     out.error_message = Some(str_bytes(message));
                 }

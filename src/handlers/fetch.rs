@@ -105,7 +105,7 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
                         e,
                         BrokerError::OffsetOutOfRange { .. } | BrokerError::NotLeaderOrFollower
                     ) {
-                        tracing::warn!(partition = ?p, error = %e, "fetch failed");
+                        warn_limited!(partition = ?p, error = %e, "fetch failed");
                     }
                     pd.error_code = e.code();
                     pd.high_watermark = p.high_watermark();

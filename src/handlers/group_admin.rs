@@ -29,7 +29,7 @@ async fn locate(
     let none =
         |code: ResponseError, msg: &str| (code.code(), -1, String::new(), -1, Some(msg.to_owned()));
     if key_type != GROUP {
-        tracing::warn!(
+        warn_limited!(
             key,
             key_type,
             "FindCoordinator for transactions: not served yet"

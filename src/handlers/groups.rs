@@ -20,7 +20,7 @@ fn opt(s: &Option<StrBytes>) -> Option<&str> {
 
 fn invalid_group(group: &str) -> bool {
     if group.is_empty() {
-        tracing::warn!("group request with an empty group id");
+        warn_limited!("group request with an empty group id");
         return true;
     }
     false

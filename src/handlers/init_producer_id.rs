@@ -11,7 +11,7 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if let Some(txn) = &req.transactional_id {
-        tracing::warn!(transactional_id = %txn.0, "transactions are not supported yet");
+        warn_limited!(transactional_id = %txn.0, "transactions are not supported yet");
         return resp.with_error_code(ResponseError::InvalidRequest.code());
     }
     match ctx.broker.allocate_producer_id() {

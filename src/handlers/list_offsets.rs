@@ -112,7 +112,7 @@ fn records_of_first_batch(mut bytes: Bytes) -> Vec<(i64, i64)> {
             .map(|r| (r.offset, r.timestamp))
             .collect(),
         Err(e) => {
-            tracing::warn!(error = %e, "could not decode a stored batch for ListOffsets");
+            warn_limited!(error = %e, "could not decode a stored batch for ListOffsets");
             Vec::new()
         }
     }

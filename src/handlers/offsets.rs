@@ -59,7 +59,7 @@ pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
     let known_codes = if known.is_empty() {
         Vec::new()
     } else if group.is_empty() {
-        tracing::warn!("OffsetCommit with an empty group id");
+        warn_limited!("OffsetCommit with an empty group id");
         vec![ResponseError::InvalidGroupId.code(); known.len()]
     } else {
         let instance = if v >= 7 {

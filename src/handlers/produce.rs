@@ -18,7 +18,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     if !valid_acks {
-        tracing::warn!(acks, "produce with invalid acks");
+        warn_limited!(acks, "produce with invalid acks");
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -42,11 +42,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 Err(ResponseError::InvalidRequiredAcks.code())
             } else if name == crate::group::OFFSETS_TOPIC {
                 // Only the group coordinator writes there, as in Kafka.
-                tracing::warn!(topic = %name, "produce to an internal topic refused");
+                warn_limited!(topic = %name, "produce to an internal topic refused");
                 Err(ResponseError::InvalidTopicException.code())
             } else if ctx.version < 7 && pd.records.as_ref().is_some_and(uses_zstd) {
                 // zstd arrived with Produce v7 (KIP-110); older clients may not read it.
-                tracing::warn!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
+                warn_limited!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
                 Err(ResponseError::UnsupportedCompressionType.code())
             } else if let Some(p) = partition.as_ref().filter(|p| {
                 acks == -1
@@ -55,7 +55,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             }) {
                 // Too few replicas can take the write: Kafka refuses rather
                 // than write under-replicated.
-                tracing::warn!(topic = %name, partition = pd.index,
+                warn_limited!(topic = %name, partition = pd.index,
                     min_insync_replicas = p.config().min_insync_replicas,
                     reachable = p.reachable_replicas(),
                     "acks=all produce refused: not enough in-sync replicas");
@@ -78,7 +78,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                             Err(BrokerError::NotLeaderOrFollower.code())
                         }
                         Err(e) => {
-                            tracing::warn!(topic = %name, partition = pd.index, error = %e, "produce rejected");
+                            warn_limited!(topic = %name, partition = pd.index, error = %e, "produce rejected");
                             if ctx.version >= 8 {
                                 r.error_message = Some(str_bytes(e.to_string()));
                                 if let BrokerError::InvalidRecords(errors) = &e {
