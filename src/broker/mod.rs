@@ -56,6 +56,8 @@ pub struct Broker {
     pub config: Config,
     pub versions: VersionTable,
     pub data_available: Arc<Notify>,
+    /// Incremental fetch sessions (KIP-227) of this broker's consumers.
+    pub fetch_sessions: crate::handlers::fetch_session::FetchSessions,
     /// Consumer groups and committed offsets.
     pub groups: GroupCoordinator,
     clock: Arc<dyn Clock>,
@@ -123,6 +125,7 @@ impl Broker {
             config,
             versions,
             data_available,
+            fetch_sessions: Default::default(),
             groups,
             clock,
             metadata: Mutex::new(store),

@@ -1,50 +1,113 @@
 //! Fetch: whole batches below the high watermark, long-polling up to max_wait_ms
 //! for min_bytes.
 //!
-//! Fetch sessions (KIP-227) are declined: every answer carries session id 0, which
-//! tells the client that no session exists and that its next request must be a
-//! full one. That is correct for every client and costs only request size; a
-//! request naming a session this broker never handed out gets
-//! FETCH_SESSION_ID_NOT_FOUND.
+//! Fetch sessions (KIP-227, [`super::fetch_session`]): a full fetch at epoch 0
+//! opens one; later fetches name only what changed and are answered with only
+//! the partitions that have something new. Epoch -1 fetches without a session.
 
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 
-use super::RequestContext;
+use super::fetch_session::{Answered, Context, FetchPart, TopicKey};
+use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
 
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
-    if req.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
-    }
-    if req.session_epoch > 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
-    }
+    let by_id = ctx.version >= 13;
+    let (parts, session, incremental) = match ctx.broker.fetch_sessions.context(&req, by_id) {
+        Ok(Context::Full { parts, new_session }) => (parts, new_session, false),
+        Ok(Context::Incremental { session, parts }) => (parts, session, true),
+        Err(code) => {
+            tracing::debug!(
+                session = req.session_id,
+                epoch = req.session_epoch,
+                code,
+                "fetch session refused"
+            );
+            return FetchResponse::default().with_error_code(code);
+        }
+    };
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + max_wait;
     loop {
         let notified = ctx.broker.data_available.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (response, bytes, errors) = collect(ctx, &req);
+        let (answers, bytes, errors) = collect(ctx, &req, &parts);
         let now = Instant::now();
-        if errors || bytes >= req.min_bytes.max(0) as usize || now >= deadline {
-            return response;
+        // Nothing to wait for when no partition is asked for (a consumer
+        // closing its session): answered at once, as Kafka does.
+        if errors || parts.is_empty() || bytes >= req.min_bytes.max(0) as usize || now >= deadline {
+            return respond(ctx, session, incremental, &parts, answers);
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;
     }
 }
 
-/// One pass over the requested partitions: the response, its record bytes, and
+/// The answer: every partition read, or, in an incremental session, those
+/// with something new; grouped by topic in the order read.
+fn respond(
+    ctx: &RequestContext,
+    session: i32,
+    incremental: bool,
+    parts: &[FetchPart],
+    answers: Vec<PartitionData>,
+) -> FetchResponse {
+    let keep = if session != 0 {
+        let seen: Vec<((TopicKey, i32), Answered)> = parts
+            .iter()
+            .zip(&answers)
+            .map(|(p, a)| {
+                (
+                    (p.topic.clone(), p.partition),
+                    Answered {
+                        high_watermark: a.high_watermark,
+                        log_start_offset: a.log_start_offset,
+                        has_records: a.records.as_ref().is_some_and(|r| !r.is_empty()),
+                        error: a.error_code != 0,
+                    },
+                )
+            })
+            .collect();
+        ctx.broker
+            .fetch_sessions
+            .answered(session, incremental, &seen)
+    } else {
+        vec![true; answers.len()]
+    };
+    let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut last: Option<&TopicKey> = None;
+    for ((p, a), keep) in parts.iter().zip(answers).zip(keep) {
+        if !keep {
+            continue;
+        }
+        if last != Some(&p.topic) {
+            let mut tr = FetchableTopicResponse::default();
+            match &p.topic {
+                TopicKey::Id(id) => tr.topic_id = *id,
+                TopicKey::Name(n) => tr.topic = TopicName(str_bytes(n.clone())),
+            }
+            topics.push(tr);
+            last = Some(&p.topic);
+        }
+        topics.last_mut().expect("pushed").partitions.push(a);
+    }
+    FetchResponse::default()
+        .with_session_id(session)
+        .with_responses(topics)
+}
+
+/// One pass over the partitions: each one's answer, the record bytes, and
 /// whether any partition failed (which answers at once).
-fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+fn collect(
+    ctx: &RequestContext,
+    req: &FetchRequest,
+    parts: &[FetchPart],
+) -> (Vec<PartitionData>, usize, bool) {
     let broker = &ctx.broker;
-    let by_id = ctx.version >= 13;
     let read_committed = req.isolation_level == 1;
     let max_bytes = if req.max_bytes <= 0 {
         usize::MAX
@@ -53,83 +116,66 @@ fn collect(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, b
     };
     let mut total = 0usize;
     let mut errors = false;
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for ft in &req.topics {
-        let topic = if by_id {
-            broker.topic_by_id(ft.topic_id)
-        } else {
-            broker.topic(ft.topic.0.as_str())
+    let mut out = Vec::with_capacity(parts.len());
+    for fp in parts {
+        let topic = match &fp.topic {
+            TopicKey::Id(id) => broker.topic_by_id(*id),
+            TopicKey::Name(n) => broker.topic(n),
         };
-        let mut partitions = Vec::with_capacity(ft.partitions.len());
-        for fp in &ft.partitions {
-            let mut pd = PartitionData::default().with_partition_index(fp.partition);
-            // Null unless the consumer reads committed data, as Kafka sends it.
-            pd.aborted_transactions = read_committed.then(Vec::new);
-            let partition = topic.as_ref().and_then(|t| {
-                usize::try_from(fp.partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-                    .cloned()
-            });
-            let Some(p) = partition else {
-                pd.error_code = if by_id && topic.is_none() {
-                    ResponseError::UnknownTopicId.code()
-                } else {
-                    ResponseError::UnknownTopicOrPartition.code()
-                };
-                errors = true;
-                partitions.push(pd);
-                continue;
+        let mut pd = PartitionData::default().with_partition_index(fp.partition);
+        // Null unless the consumer reads committed data, as Kafka sends it.
+        pd.aborted_transactions = read_committed.then(Vec::new);
+        let partition = topic.as_ref().and_then(|t| {
+            usize::try_from(fp.partition)
+                .ok()
+                .and_then(|i| t.partitions.get(i))
+                .cloned()
+        });
+        let Some(p) = partition else {
+            pd.error_code = if matches!(fp.topic, TopicKey::Id(_)) && topic.is_none() {
+                ResponseError::UnknownTopicId.code()
+            } else {
+                ResponseError::UnknownTopicOrPartition.code()
             };
-            let remaining = max_bytes.saturating_sub(total);
-            let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            match p.read(fp.fetch_offset, limit.max(1)) {
-                Ok(r) => {
-                    pd.high_watermark = r.high_watermark;
-                    pd.last_stable_offset = r.high_watermark;
-                    if ctx.version >= 5 {
-                        pd.log_start_offset = r.log_start_offset;
-                    }
-                    // The first batch of the response may exceed the limits (so a
-                    // consumer can always make progress); later ones may not.
-                    let records = if total > 0 && r.records.len() > limit {
-                        bytes::Bytes::new()
-                    } else {
-                        r.records
-                    };
-                    total += records.len();
-                    pd.records = Some(records);
+            errors = true;
+            out.push(pd);
+            continue;
+        };
+        let remaining = max_bytes.saturating_sub(total);
+        let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+        match p.read(fp.fetch_offset, limit.max(1)) {
+            Ok(r) => {
+                pd.high_watermark = r.high_watermark;
+                pd.last_stable_offset = r.high_watermark;
+                if ctx.version >= 5 {
+                    pd.log_start_offset = r.log_start_offset;
                 }
-                Err(e) => {
-                    if !matches!(
-                        e,
-                        BrokerError::OffsetOutOfRange { .. } | BrokerError::NotLeaderOrFollower
-                    ) {
-                        warn_limited!(partition = ?p, error = %e, "fetch failed");
-                    }
-                    pd.error_code = e.code();
-                    pd.high_watermark = p.high_watermark();
-                    if ctx.version >= 5 {
-                        pd.log_start_offset = p.log_start_offset();
-                    }
-                    errors = true;
-                }
+                // The first batch of the response may exceed the limits (so a
+                // consumer can always make progress); later ones may not.
+                let records = if total > 0 && r.records.len() > limit {
+                    bytes::Bytes::new()
+                } else {
+                    r.records
+                };
+                total += records.len();
+                pd.records = Some(records);
             }
-            partitions.push(pd);
+            Err(e) => {
+                if !matches!(
+                    e,
+                    BrokerError::OffsetOutOfRange { .. } | BrokerError::NotLeaderOrFollower
+                ) {
+                    warn_limited!(partition = ?p, error = %e, "fetch failed");
+                }
+                pd.error_code = e.code();
+                pd.high_watermark = p.high_watermark();
+                if ctx.version >= 5 {
+                    pd.log_start_offset = p.log_start_offset();
+                }
+                errors = true;
+            }
         }
-        let mut tr = FetchableTopicResponse::default().with_partitions(partitions);
-        if by_id {
-            tr.topic_id = ft.topic_id;
-        } else {
-            tr.topic = ft.topic.clone();
-        }
-        topics.push(tr);
+        out.push(pd);
     }
-    (
-        FetchResponse::default()
-            .with_session_id(0)
-            .with_responses(topics),
-        total,
-        errors,
-    )
+    (out, total, errors)
 }

@@ -26,6 +26,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+pub mod fetch_session;
 mod group_admin;
 mod groups;
 mod init_producer_id;

@@ -91,6 +91,10 @@ def test_java_producer_consumer_basic(group_broker):
     assert run.returncode == 0, run.report()
     problems = read_once_problems(run, n) + committed_problems(run, n, 3)
     assert not problems, "\n".join(problems)
+    # Closing the consumer closes its fetch session (epoch -1): answered as
+    # Kafka does, the client finds nothing wrong with the answer.
+    session_complaints = [l for l in run.stderr.splitlines() if re.search(r"invalid .*fetch response|extraIds|FETCH_SESSION", l)]
+    assert not session_complaints, "\n".join(session_complaints[:10])
 
 
 def test_kip848_consumers_join_one_by_one_nobody_fenced(group_broker, tmp_path):
@@ -125,6 +129,9 @@ def test_kip848_consumers_join_one_by_one_nobody_fenced(group_broker, tmp_path):
         problems.append("a consumer got an exception:\n" + "\n".join(map(str, client_errors(run))))
     if run.events("lost"):
         problems.append("a consumer lost its partitions (fenced): " + str(run.events("lost")))
+    session_complaints = [l for l in run.stderr.splitlines() if re.search(r"invalid .*fetch response|extraIds|FETCH_SESSION", l)]
+    if session_complaints:
+        problems.append("the client found fetch responses invalid:\n" + "\n".join(session_complaints[:10]))
     fenced_log = [line for line in run.stderr.splitlines() if FENCED_LOG.search(line)]
     if fenced_log:
         problems.append("the client logged fencing:\n" + "\n".join(fenced_log[:20]))
