@@ -284,7 +284,7 @@ mod tests {
                 Some(x) => x.partitions.push(fp),
                 None => topics.push(
                     FetchTopic::default()
-                        .with_topic(TopicName((*t).into()))
+                        .with_topic(TopicName(t.to_string().into()))
                         .with_partitions(vec![fp]),
                 ),
             }
