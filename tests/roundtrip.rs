@@ -410,3 +410,100 @@ async fn connections_over_the_limit_wait_for_a_free_slot() {
     drop(second);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn leader_epochs_on_one_broker() {
+    const UNKNOWN_LEADER_EPOCH: i16 = 75;
+    const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let id = create(&mut c, "epochs", 1).await;
+    for _ in 0..3 {
+        assert_eq!(
+            produce(&mut c, "epochs", 0, batch(4, 1, None), -1)
+                .await
+                .error_code,
+            0
+        );
+    }
+    let ask = |t: &str, current: i32, epoch: i32| {
+        OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(name(t))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(0)
+                            .with_current_leader_epoch(current)
+                            .with_leader_epoch(epoch),
+                    ]),
+            ])
+    };
+    for v in 2..=4 {
+        let answer = |r: OffsetForLeaderEpochResponse| {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        };
+        // Epoch 0 is the one epoch of a single broker: it ends at the log end.
+        let r = c
+            .call(ApiKey::OffsetForLeaderEpoch, v, &ask("epochs", 0, 0))
+            .await;
+        assert_eq!(answer(r), (0, 0, 12), "v{v}");
+        let r = c
+            .call(ApiKey::OffsetForLeaderEpoch, v, &ask("epochs", -1, 3))
+            .await;
+        assert_eq!(answer(r), (0, -1, -1), "v{v}: a future epoch is undefined");
+        let r = c
+            .call(ApiKey::OffsetForLeaderEpoch, v, &ask("epochs", 2, 0))
+            .await;
+        assert_eq!(answer(r).0, UNKNOWN_LEADER_EPOCH, "v{v}");
+        let r = c
+            .call(ApiKey::OffsetForLeaderEpoch, v, &ask("nope", -1, 0))
+            .await;
+        assert_eq!(answer(r).0, UNKNOWN_TOPIC_OR_PARTITION, "v{v}");
+    }
+    // Fetch and ListOffsets check the client's current leader epoch too.
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(10)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic_id(id)
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(1)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let r: FetchResponse = c.call(ApiKey::Fetch, 13, &req).await;
+    assert_eq!(
+        r.responses[0].partitions[0].error_code,
+        UNKNOWN_LEADER_EPOCH
+    );
+    let list = |current: i32, ts: i64| {
+        ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(name("epochs"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(current)
+                            .with_timestamp(ts),
+                    ]),
+            ])
+    };
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &list(4, -1)).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, UNKNOWN_LEADER_EPOCH);
+    for ts in [-1, -2, 1] {
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &list(0, ts)).await;
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_epoch), (0, 0), "timestamp {ts}");
+    }
+    broker.stop().await;
+}

@@ -141,6 +141,15 @@ fn collect(
             out.push(pd);
             continue;
         };
+        if let Err(code) = p.check_leader_epoch(fp.current_leader_epoch) {
+            pd.error_code = code;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            errors = true;
+            out.push(pd);
+            continue;
+        }
         let remaining = max_bytes.saturating_sub(total);
         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
         match p.read(fp.fetch_offset, limit.max(1)) {

@@ -32,6 +32,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 
@@ -72,6 +73,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -133,6 +135,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         AlterConfigs => m::AlterConfigsRequest => alter_configs::alter,
         IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest => alter_configs::incremental,
         DeleteRecords => m::DeleteRecordsRequest => delete_records::handle,
+        OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest => offset_for_leader_epoch::handle,
     )
 }
 
@@ -211,6 +214,7 @@ macro_rules! request_types {
             AlterConfigs => m::AlterConfigsRequest,
             IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest,
             DeleteRecords => m::DeleteRecordsRequest,
+            OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest,
         )
     };
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
 use sluice_storage::{AppendOptions, BATCH_HEADER_LEN, BatchHeader, Clock, Log};
 use tokio::sync::{Notify, watch};
 
@@ -280,6 +281,28 @@ impl Partition {
                 let s = self.status();
                 (s.leader.map(|l| l as i32), s.term as i32)
             }
+        }
+    }
+
+    /// The leader epoch clients see: the Raft term in a cluster, 0 on a
+    /// single broker.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader(0).1
+    }
+
+    /// Kafka's check of a client's `current_leader_epoch` (-1: none given):
+    /// FENCED_LEADER_EPOCH when the client is behind, UNKNOWN_LEADER_EPOCH
+    /// when it is ahead of what this broker knows.
+    /// A partition this broker holds no replica of answers
+    /// NOT_LEADER_OR_FOLLOWER later instead, as in Kafka.
+    pub fn check_leader_epoch(&self, current: i32) -> Result<(), i16> {
+        let epoch = self.leader_epoch();
+        if current < 0 || current == epoch || matches!(self.backing, Backing::Remote) {
+            Ok(())
+        } else if current < epoch {
+            Err(ResponseError::FencedLeaderEpoch.code())
+        } else {
+            Err(ResponseError::UnknownLeaderEpoch.code())
         }
     }
 

@@ -740,6 +740,43 @@ impl Log {
         Ok(self.segments[s].entry(e)?.0.partition_leader_epoch)
     }
 
+    /// Kafka's end offset for leader epoch `epoch` (OffsetForLeaderEpoch):
+    /// `Some((the largest epoch ≤ epoch written, or -1 if none, the first
+    /// offset written in a larger epoch))`, or `None` when no batch has a
+    /// larger epoch. Epochs never decrease along the log, so this is a
+    /// binary search over the batches' headers.
+    pub fn epoch_end(&self, epoch: i32) -> Result<Option<(i32, i64)>> {
+        let (first, end) = (self.first_entry_index(), self.last_entry_index() + 1);
+        let (mut lo, mut hi) = (first, end);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.entry_term(mid)? > epoch {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if lo == end {
+            return Ok(None);
+        }
+        let (s, e) = self.locate_entry(lo)?;
+        let start = self.segments[s].entry(e)?.0.base_offset;
+        let floor = if lo > first {
+            self.entry_term(lo - 1)?
+        } else {
+            -1
+        };
+        Ok(Some((floor, start)))
+    }
+
+    /// The epoch of the last batch written, -1 for an empty log.
+    pub fn latest_epoch(&self) -> Result<i32> {
+        if self.last_entry_index() + 1 == self.first_entry_index() {
+            return Ok(-1);
+        }
+        self.entry_term(self.last_entry_index())
+    }
+
     /// Raft index of the batch whose base offset is `offset`.
     pub fn entry_for_offset(&self, offset: i64) -> Result<Option<u64>> {
         let i = self.segment_for(offset);

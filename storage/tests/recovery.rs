@@ -294,3 +294,40 @@ fn a_reset_log_starts_over_at_the_given_offset_and_entry() {
         .count();
     assert_eq!(files, 1, "every old segment is gone");
 }
+
+#[test]
+fn end_offsets_of_leader_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(), Arc::new(SystemClock)).unwrap();
+    assert_eq!(log.latest_epoch().unwrap(), -1);
+    assert_eq!(log.epoch_end(0).unwrap(), None);
+    // Epoch 2 for offsets 0..6, epoch 5 for 6..12, epoch 6 from 12 (2 records a batch),
+    // across several segments.
+    for (i, epoch) in [2, 2, 2, 5, 5, 5, 6, 6].into_iter().enumerate() {
+        let opts = AppendOptions {
+            leader_epoch: epoch,
+            ..AppendOptions::default()
+        };
+        log.append(&batch_for(i), &opts).unwrap();
+    }
+    assert!(log.segments().len() > 1);
+    assert_eq!(log.latest_epoch().unwrap(), 6);
+    assert_eq!(
+        log.epoch_end(1).unwrap(),
+        Some((-1, 0)),
+        "before the first epoch"
+    );
+    assert_eq!(log.epoch_end(2).unwrap(), Some((2, 6)));
+    assert_eq!(
+        log.epoch_end(3).unwrap(),
+        Some((2, 6)),
+        "an epoch with no batch"
+    );
+    assert_eq!(log.epoch_end(5).unwrap(), Some((5, 12)));
+    assert_eq!(
+        log.epoch_end(6).unwrap(),
+        None,
+        "the latest epoch ends at the log end"
+    );
+    assert_eq!(log.epoch_end(9).unwrap(), None);
+}
