@@ -109,3 +109,69 @@ def test_admin_error_messages_are_null_without_an_error(broker):
     res = with_synonyms[0]["resources"][0]
     entries = {c["config_names"]: c for c in res["config_entries"]}
     assert [s["config_name"] for s in entries["retention.ms"]["config_synonyms"]][:1] == ["retention.ms"]
+
+
+async def static_members(bootstrap, topic, group):
+    """Static member "a" alone, then "b" joins; then "b" restarts within its
+    session timeout. Returns the timeline of (seconds, member, event,
+    partitions) and each member's final assignment."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    t0 = time.time()
+    log = []
+
+    class Listener(ConsumerRebalanceListener):
+        def __init__(self, name):
+            self.name = name
+
+        async def on_partitions_revoked(self, revoked):
+            log.append((round(time.time() - t0, 2), self.name, "revoked", sorted(p.partition for p in revoked)))
+
+        async def on_partitions_assigned(self, assigned):
+            log.append((round(time.time() - t0, 2), self.name, "assigned", sorted(p.partition for p in assigned)))
+
+    async def run(name, seconds):
+        c = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            group_instance_id=name,
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=300,
+        )
+        c.subscribe([topic], listener=Listener(name))
+        await c.start()
+        try:
+            end = time.time() + seconds
+            while time.time() < end:
+                await c.getmany(timeout_ms=200)
+            return sorted(p.partition for p in c.assignment())
+        finally:
+            # A static member's close leaves no LeaveGroup: its session holds
+            # its place.
+            await c.stop()
+
+    a = asyncio.create_task(run("a", 16))
+    await asyncio.sleep(4.5)
+    await run("b", 4)
+    restarted_at = round(time.time() - t0, 2)
+    b = await run("b", 4)
+    return log, await a, b, restarted_at
+
+
+def test_static_members_get_their_share_and_restart_without_a_rebalance(broker):
+    topic = "aio-static"
+    create_topic(broker.bootstrap, topic, 2)
+    log, final_a, final_b, restarted_at = asyncio.run(static_members(broker.bootstrap, topic, "aio-static-g"))
+    timeline = "\n".join(map(str, log))
+    # No partition is ever owned by both members (eager: revoke all, then assign).
+    owned = {"a": set(), "b": set()}
+    for _, who, event, parts in log:
+        owned[who] = set(parts) if event == "assigned" else owned[who] - set(parts)
+        assert not owned["a"] & owned["b"], f"both own {owned['a'] & owned['b']}:\n{timeline}"
+    # Once b is in, a holds only its share.
+    a_assignments = [parts for _, who, event, parts in log if who == "a" and event == "assigned"]
+    assert a_assignments[0] == [0, 1], timeline
+    assert len(a_assignments[-1]) == 1, timeline
+    assert sorted(final_a + final_b) == [0, 1], (final_a, final_b, timeline)
+    # b's restart within its session timeout moved nothing: a was not revoked.
+    assert not [e for e in log if e[1] == "a" and e[0] >= restarted_at], timeline
