@@ -507,3 +507,92 @@ async fn leader_epochs_on_one_broker() {
     }
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use kafka_protocol::messages::describe_topic_partitions_request::{Cursor, TopicRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let a = create(&mut c, "pages-a", 3).await;
+    create(&mut c, "pages-b", 2).await;
+    let ask = |cursor: Option<(&str, i32)>| {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                ["pages-b", "pages-a", "pages-none"]
+                    .iter()
+                    .map(|t| TopicRequest::default().with_name(name(t)))
+                    .collect(),
+            )
+            .with_response_partition_limit(2)
+            .with_cursor(cursor.map(|(t, p)| {
+                Cursor::default()
+                    .with_topic_name(name(t))
+                    .with_partition_index(p)
+            }))
+    };
+    let page = |r: &DescribeTopicPartitionsResponse| {
+        let got: Vec<(String, i16, Vec<i32>)> = r
+            .topics
+            .iter()
+            .map(|t| {
+                (
+                    t.name.as_ref().unwrap().0.to_string(),
+                    t.error_code,
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect();
+        let next = r
+            .next_cursor
+            .as_ref()
+            .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+        (got, next)
+    };
+    let s = |v: &str| v.to_string();
+    let r: DescribeTopicPartitionsResponse =
+        c.call(ApiKey::DescribeTopicPartitions, 0, &ask(None)).await;
+    assert_eq!(
+        page(&r),
+        (vec![(s("pages-a"), 0, vec![0, 1])], Some((s("pages-a"), 2)))
+    );
+    assert_eq!(r.topics[0].topic_id, a);
+    assert_eq!(r.topics[0].partitions[0].leader_id.0, 1);
+    let r: DescribeTopicPartitionsResponse = c
+        .call(
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &ask(Some(("pages-a", 2))),
+        )
+        .await;
+    assert_eq!(
+        page(&r),
+        (
+            vec![(s("pages-a"), 0, vec![2]), (s("pages-b"), 0, vec![0])],
+            Some((s("pages-b"), 1))
+        )
+    );
+    let r: DescribeTopicPartitionsResponse = c
+        .call(
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &ask(Some(("pages-b", 1))),
+        )
+        .await;
+    assert_eq!(
+        page(&r),
+        (
+            vec![(s("pages-b"), 0, vec![1]), (s("pages-none"), 3, vec![])],
+            None
+        )
+    );
+    // A cursor naming a topic not asked for is refused.
+    let r: DescribeTopicPartitionsResponse = c
+        .call(ApiKey::DescribeTopicPartitions, 0, &ask(Some(("other", 0))))
+        .await;
+    assert!(
+        r.topics.iter().all(|t| t.error_code == 42),
+        "INVALID_REQUEST"
+    );
+    broker.stop().await;
+}

@@ -25,6 +25,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_topic_partitions;
 mod fetch;
 pub mod fetch_session;
 mod group_admin;
@@ -74,6 +75,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -136,6 +138,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest => alter_configs::incremental,
         DeleteRecords => m::DeleteRecordsRequest => delete_records::handle,
         OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest => offset_for_leader_epoch::handle,
+        DescribeTopicPartitions => m::DescribeTopicPartitionsRequest => describe_topic_partitions::handle,
     )
 }
 
@@ -215,6 +218,7 @@ macro_rules! request_types {
             IncrementalAlterConfigs => m::IncrementalAlterConfigsRequest,
             DeleteRecords => m::DeleteRecordsRequest,
             OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest,
+            DescribeTopicPartitions => m::DescribeTopicPartitionsRequest,
         )
     };
 }
