@@ -270,3 +270,18 @@ def test_create_topics_response_cluster_rf3(cluster):
     )
     print(f"\ncreateTopics RF 3 answered after {time.monotonic() - started:.2f}s")
     check_created(run, 2, 3)
+
+
+def test_describe_features(broker):
+    """describeFeatures shows what Sluice honours: KIP-848 groups
+    (group.version 1), no transactions (transaction.version 0, so not
+    finalized), and the metadata.version its APIs match."""
+    run = run_java("AdminChecks", "features", broker.bootstrap, timeout=60)
+    assert run.returncode == 0, run.report()
+    [f] = run.lines
+    assert f["ok"], f
+    assert f["supported"]["group.version"] == [0, 1], f
+    assert f["supported"]["transaction.version"] == [0, 0], f
+    assert f["finalized"].get("group.version") == 1, f
+    assert f["finalized"].get("metadata.version") == 27, f
+    assert "transaction.version" not in f["finalized"], f

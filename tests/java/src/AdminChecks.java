@@ -10,6 +10,7 @@ import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -34,6 +35,8 @@ import org.apache.kafka.common.Uuid;
  *       alterConsumerGroupOffsets of GROUP for no-such-topic-0; then creates
  *       TOPIC (2 partitions) and alters TOPIC-0 and TOPIC-7 in one call;
  *       then lists GROUP's committed offsets.
+ *   features BOOTSTRAP
+ *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
  *       createTopics with those configs, and what CreateTopicsResult tells
  *       of the new topic: numPartitions, replicationFactor and config.
@@ -57,6 +60,7 @@ public final class AdminChecks {
                 case "describe-by-id": describeById(admin, args[2]); break;
                 case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
                 case "create-topic": createTopic(admin, args); break;
+                case "features": features(admin); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -146,6 +150,18 @@ public final class AdminChecks {
                 entries.put(e.name(), Map.of("value", String.valueOf(e.value()), "source", e.source().toString()));
             }
             return new Object[] {"entries", entries};
+        });
+    }
+
+    static void features(Admin admin) throws Exception {
+        step("features", () -> {
+            FeatureMetadata f = admin.describeFeatures().featureMetadata().get(WAIT_S, TimeUnit.SECONDS);
+            Map<String, Object> supported = new TreeMap<>();
+            f.supportedFeatures().forEach((k, v) -> supported.put(k, List.of((int) v.minVersion(), (int) v.maxVersion())));
+            Map<String, Object> finalized = new TreeMap<>();
+            f.finalizedFeatures().forEach((k, v) -> finalized.put(k, (int) v.maxVersionLevel()));
+            return new Object[] {"supported", supported, "finalized", finalized,
+                "epoch", f.finalizedFeaturesEpoch().map(e -> (Object) e).orElse(-1L)};
         });
     }
 
