@@ -25,6 +25,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_log_dirs;
 mod describe_topic_partitions;
 mod fetch;
 pub mod fetch_session;
@@ -76,6 +77,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -139,6 +141,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DeleteRecords => m::DeleteRecordsRequest => delete_records::handle,
         OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest => offset_for_leader_epoch::handle,
         DescribeTopicPartitions => m::DescribeTopicPartitionsRequest => describe_topic_partitions::handle,
+        DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
     )
 }
 
@@ -219,6 +222,7 @@ macro_rules! request_types {
             DeleteRecords => m::DeleteRecordsRequest,
             OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest,
             DescribeTopicPartitions => m::DescribeTopicPartitionsRequest,
+            DescribeLogDirs => m::DescribeLogDirsRequest,
         )
     };
 }

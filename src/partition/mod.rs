@@ -284,6 +284,13 @@ impl Partition {
         }
     }
 
+    /// Bytes of this partition's log on this broker's disk; None when the
+    /// broker holds no replica of it.
+    pub fn size_on_disk(&self) -> Option<u64> {
+        let log = self.log().ok()?;
+        Some(log.segments().iter().map(|s| s.size_bytes).sum())
+    }
+
     /// The leader epoch clients see: the Raft term in a cluster, 0 on a
     /// single broker.
     pub fn leader_epoch(&self) -> i32 {

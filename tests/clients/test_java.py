@@ -285,3 +285,25 @@ def test_describe_features(broker):
     assert f["finalized"].get("group.version") == 1, f
     assert f["finalized"].get("metadata.version") == 27, f
     assert "transaction.version" not in f["finalized"], f
+
+
+def test_describe_log_dirs(broker):
+    """describeLogDirs: the broker's one data directory, its disk's sizes, and
+    every partition held there with its size on disk."""
+    from confluent_kafka import Producer
+
+    create_topic(broker.bootstrap, "java-log-dirs", 2)
+    p = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(100):
+        p.produce("java-log-dirs", value=b"x" * 1000, partition=0)
+    assert p.flush(30) == 0
+    run = run_java("AdminChecks", "log-dirs", broker.bootstrap, 1, timeout=60)
+    assert run.returncode == 0, run.report()
+    [step] = run.lines
+    assert step["ok"], step
+    [(path, d)] = step["dirs"].items()
+    assert path.endswith("data"), path
+    assert d["error"] == "null" and d["total"] >= d["usable"] > 0, d
+    size0, lag0 = d["replicas"]["java-log-dirs-0"]
+    size1, _ = d["replicas"]["java-log-dirs-1"]
+    assert size0 >= 100_000 and lag0 == 0 and size1 == 0, d

@@ -11,6 +11,7 @@ import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
+import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -35,6 +36,9 @@ import org.apache.kafka.common.Uuid;
  *       alterConsumerGroupOffsets of GROUP for no-such-topic-0; then creates
  *       TOPIC (2 partitions) and alters TOPIC-0 and TOPIC-7 in one call;
  *       then lists GROUP's committed offsets.
+ *   log-dirs BOOTSTRAP BROKER_ID
+ *       describeLogDirs of that broker: each directory with its sizes and
+ *       the partitions it holds (size, offset lag).
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -61,6 +65,7 @@ public final class AdminChecks {
                 case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
                 case "create-topic": createTopic(admin, args); break;
                 case "features": features(admin); break;
+                case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -150,6 +155,21 @@ public final class AdminChecks {
                 entries.put(e.name(), Map.of("value", String.valueOf(e.value()), "source", e.source().toString()));
             }
             return new Object[] {"entries", entries};
+        });
+    }
+
+    static void logDirs(Admin admin, int broker) throws Exception {
+        step("log_dirs", () -> {
+            Map<String, LogDirDescription> dirs =
+                    admin.describeLogDirs(List.of(broker)).allDescriptions().get(WAIT_S, TimeUnit.SECONDS).get(broker);
+            Map<String, Object> out = new TreeMap<>();
+            dirs.forEach((path, d) -> {
+                Map<String, Object> replicas = new TreeMap<>();
+                d.replicaInfos().forEach((tp, r) -> replicas.put(tp.toString(), List.of(r.size(), r.offsetLag())));
+                out.put(path, Map.of("total", d.totalBytes().orElse(-1L), "usable", d.usableBytes().orElse(-1L),
+                        "replicas", replicas, "error", String.valueOf(d.error())));
+            });
+            return new Object[] {"dirs", out};
         });
     }
 
