@@ -137,6 +137,17 @@ pub struct Config {
     pub group_consumer_heartbeat_interval_ms: i32,
     #[serde(rename = "group.consumer.session.timeout.ms")]
     pub group_consumer_session_timeout_ms: i32,
+    /// Bounds of the group config consumer.session.timeout.ms (Kafka's
+    /// names and defaults).
+    #[serde(rename = "group.consumer.min.session.timeout.ms")]
+    pub group_consumer_min_session_timeout_ms: i32,
+    #[serde(rename = "group.consumer.max.session.timeout.ms")]
+    pub group_consumer_max_session_timeout_ms: i32,
+    /// Bounds of the group config consumer.heartbeat.interval.ms.
+    #[serde(rename = "group.consumer.min.heartbeat.interval.ms")]
+    pub group_consumer_min_heartbeat_interval_ms: i32,
+    #[serde(rename = "group.consumer.max.heartbeat.interval.ms")]
+    pub group_consumer_max_heartbeat_interval_ms: i32,
     #[serde(rename = "offsets.retention.minutes")]
     pub offsets_retention_minutes: i64,
     #[serde(rename = "offsets.retention.check.interval.ms")]
@@ -188,6 +199,10 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_consumer_heartbeat_interval_ms: 5_000,
             group_consumer_session_timeout_ms: 45_000,
+            group_consumer_min_session_timeout_ms: 45_000,
+            group_consumer_max_session_timeout_ms: 60_000,
+            group_consumer_min_heartbeat_interval_ms: 5_000,
+            group_consumer_max_heartbeat_interval_ms: 15_000,
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
             offsets_topic_num_partitions: 50,
@@ -335,8 +350,9 @@ impl Config {
         }
     }
 
-    /// Every key with its current value, under the names the file uses
-    /// (DescribeConfigs for the broker resource).
+    /// Every key with its current value, under the names the file uses.
+    /// (DescribeConfigs of the broker reports Kafka's broker names instead:
+    /// `listeners`, `log.dirs`, … — see `handlers/describe_configs.rs`.)
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         vec![
             ("listen", self.listen.to_string()),
@@ -437,6 +453,22 @@ impl Config {
             (
                 "group.consumer.session.timeout.ms",
                 self.group_consumer_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.consumer.min.session.timeout.ms",
+                self.group_consumer_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.consumer.max.session.timeout.ms",
+                self.group_consumer_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.consumer.min.heartbeat.interval.ms",
+                self.group_consumer_min_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "group.consumer.max.heartbeat.interval.ms",
+                self.group_consumer_max_heartbeat_interval_ms.to_string(),
             ),
             (
                 "offsets.retention.minutes",

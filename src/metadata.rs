@@ -1,5 +1,5 @@
 //! The cluster metadata image: topics (id, partition count, config overrides), the
-//! cluster id and the producer-id allocator.
+//! cluster id, the producer-id allocator and group config overrides.
 //!
 //! On a single node the image is kept in `cluster-metadata.json` in the data folder,
 //! replaced atomically (write a temporary file, fsync, rename, fsync the folder)
@@ -31,6 +31,11 @@ pub struct MetadataImage {
     pub topics: BTreeMap<String, TopicMeta>,
     /// Producer ids below this have been handed out (or reserved) already.
     pub next_producer_id: i64,
+    /// Group config overrides (DescribeConfigs / IncrementalAlterConfigs of
+    /// ConfigResource type GROUP), by group id. Absent from older files and
+    /// left out while empty, so older versions can still read the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The image plus where it lives.
@@ -57,6 +62,7 @@ impl MetadataStore {
                 cluster_id: cluster_id.map(str::to_owned).unwrap_or_else(new_cluster_id),
                 topics: BTreeMap::new(),
                 next_producer_id: 0,
+                group_configs: BTreeMap::new(),
             },
             Err(e) => return Err(e),
         };

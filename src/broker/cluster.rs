@@ -42,7 +42,7 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<Arc<Topic>, TopicError> {
-        crate::topic_config::validate(&overrides)
+        crate::topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
         let image = c.image();
         let brokers: Vec<u64> = image.brokers.keys().copied().collect();

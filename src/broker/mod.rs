@@ -6,6 +6,7 @@
 //! changes through the quorum and opens the replicas the image assigns here.
 
 mod cluster;
+mod group_configs;
 pub use cluster::{follow_image, track_leaders};
 
 use std::collections::{BTreeMap, HashMap};
@@ -247,7 +248,7 @@ impl Broker {
                 ),
             ));
         }
-        topic_config::validate(&overrides)
+        topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
         let _guard = self.admin.lock().await;
         if self.topic(name).is_some() {
@@ -419,7 +420,7 @@ impl Broker {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
-        topic_config::validate(&overrides)
+        topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
         let _guard = self.admin.lock().await;
         let Some(topic) = self.topic(name) else {

@@ -11,11 +11,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{RequestContext, str_bytes};
 use crate::broker::Topic;
-use crate::topic_config::TOPIC_CONFIGS;
-
-/// DescribeConfigs/CreateTopics config sources.
-const TOPIC_CONFIG: i8 = 1;
-const DEFAULT_CONFIG: i8 = 5;
+use crate::topic_config;
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
@@ -104,10 +100,20 @@ async fn create_one(
     validate_only: bool,
 ) -> Result<std::sync::Arc<Topic>, (i16, String)> {
     let mut overrides = BTreeMap::new();
+    let mut nulls = Vec::new();
     for c in &t.configs {
-        if let Some(v) = &c.value {
-            overrides.insert(c.name.as_str().to_owned(), v.as_str().to_owned());
+        match &c.value {
+            Some(v) => {
+                overrides.insert(c.name.as_str().to_owned(), v.as_str().to_owned());
+            }
+            None => nulls.push(c.name.as_str()),
         }
+    }
+    if !nulls.is_empty() {
+        return Err((
+            ResponseError::InvalidConfig.code(),
+            format!("Null value not supported for topic configs: {}", nulls.join(",")),
+        ));
     }
     let (partitions, rf) = if t.assignments.is_empty() {
         (t.num_partitions, t.replication_factor)
@@ -142,18 +148,16 @@ async fn create_one(
         .map_err(|e| (e.code, e.message))
 }
 
+/// The new topic's configs with their sources, as DescribeConfigs reports
+/// them (min.insync.replicas from the cluster level, as in Kafka 4.1+).
 fn configs_of(ctx: &RequestContext, topic: &Topic) -> Vec<CreatableTopicConfigs> {
-    TOPIC_CONFIGS
-        .iter()
-        .map(|def| {
-            let (value, source) = match topic.overrides.get(def.name) {
-                Some(v) => (v.clone(), TOPIC_CONFIG),
-                None => ((def.default)(&ctx.broker.config), DEFAULT_CONFIG),
-            };
+    topic_config::describe(&ctx.broker.config, &topic.overrides)
+        .into_iter()
+        .map(|d| {
             CreatableTopicConfigs::default()
-                .with_name(str_bytes(def.name))
-                .with_value(Some(str_bytes(value)))
-                .with_config_source(source)
+                .with_name(str_bytes(d.def.name))
+                .with_value(Some(str_bytes(d.value)))
+                .with_config_source(d.source)
         })
         .collect()
 }

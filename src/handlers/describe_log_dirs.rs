@@ -57,11 +57,11 @@ pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> Descri
     let mut result = DescribeLogDirsResult::default()
         .with_log_dir(str_bytes(dir.display().to_string()))
         .with_topics(out);
-    if ctx.version >= 4 {
-        if let Some((total, usable)) = disk_space(&dir) {
-            result.total_bytes = total;
-            result.usable_bytes = usable;
-        }
+    if ctx.version >= 4
+        && let Some((total, usable)) = disk_space(&dir)
+    {
+        result.total_bytes = total;
+        result.usable_bytes = usable;
     }
     DescribeLogDirsResponse::default().with_results(vec![result])
 }
