@@ -768,15 +768,19 @@ impl Group {
         if self.fenced(member_id, instance_id) {
             return Err(code(ResponseError::FencedInstanceId));
         }
-        if self.state == GroupState::CompletingRebalance {
-            return Err(code(ResponseError::RebalanceInProgress));
-        }
+        // Kafka's order: the member and its generation first, then the
+        // state (a member with the current generation that commits before
+        // its SyncGroup is told to wait).
         let current = self.generation;
+        let completing = self.state == GroupState::CompletingRebalance;
         let Some(m) = self.member_mut(member_id) else {
             return Err(code(ResponseError::UnknownMemberId));
         };
         if generation != current {
             return Err(code(ResponseError::IllegalGeneration));
+        }
+        if completing {
+            return Err(code(ResponseError::RebalanceInProgress));
         }
         m.deadline = now + m.session_timeout_ms as i64;
         Ok(())

@@ -585,7 +585,15 @@ impl GroupCoordinator {
                     g.tick(now);
                 }
                 all.push(self.route(broker, &mut inner, &id));
-                let idle = inner.groups.get(&id).is_some_and(|g| g.is_idle());
+                // An empty group with no offsets stays (Empty, deletable)
+                // until the next offsets cleanup could have removed it, as in
+                // Kafka: a DeleteGroups right after its last member left
+                // finds it.
+                let keep_ms = broker.config.offsets_retention_check_interval_ms as i64;
+                let idle = inner
+                    .groups
+                    .get(&id)
+                    .is_some_and(|g| g.is_idle() && now - g.state_since() >= keep_ms);
                 if idle && !inner.offsets.contains_key(&id) {
                     inner.groups.remove(&id);
                 }

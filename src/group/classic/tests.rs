@@ -194,6 +194,18 @@ fn initial_rebalance_delay_gathers_members_of_a_new_group() {
     let done = joins(&g.take_effects());
     assert_eq!(done.len(), 2);
     assert_eq!(g.state(), GroupState::CompletingRebalance);
+    // Kafka's order: the generation before the state.
+    let member = done[0].0.clone();
+    assert_eq!(
+        g.validate_commit(&member, None, 0, 5_600),
+        Err(code(ResponseError::IllegalGeneration)),
+        "stale generation while completing the rebalance"
+    );
+    assert_eq!(
+        g.validate_commit(&member, None, 1, 5_600),
+        Err(code(ResponseError::RebalanceInProgress)),
+        "current generation before its SyncGroup"
+    );
 }
 
 #[test]
