@@ -27,6 +27,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
 mod describe_topic_partitions;
+mod elect_leaders;
 mod fetch;
 pub mod fetch_session;
 mod group_admin;
@@ -78,6 +79,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::ElectLeaders, 0, 2),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -142,6 +144,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest => offset_for_leader_epoch::handle,
         DescribeTopicPartitions => m::DescribeTopicPartitionsRequest => describe_topic_partitions::handle,
         DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
+        ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
     )
 }
 
@@ -223,6 +226,7 @@ macro_rules! request_types {
             OffsetForLeaderEpoch => m::OffsetForLeaderEpochRequest,
             DescribeTopicPartitions => m::DescribeTopicPartitionsRequest,
             DescribeLogDirs => m::DescribeLogDirsRequest,
+            ElectLeaders => m::ElectLeadersRequest,
         )
     };
 }

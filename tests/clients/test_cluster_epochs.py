@@ -621,3 +621,29 @@ def test_stale_and_future_current_leader_epoch_and_epoch_end_offsets(cluster):
         assert got[epoch + 3] == (NONE, -1, -1), f"a future epoch: {got[epoch + 3]}, expected undefined (-1, -1)"
     finally:
         raw.close()
+
+
+# ---------------------------------------------------------------------------
+# 4. Preferred leader election.
+
+
+def test_preferred_leader_election_after_the_preferred_broker_returns(cluster):
+    """The preferred replica's broker is killed and restarted; electLeaders
+    (PREFERRED) then answers once it leads again (or that it already does),
+    and afterwards it leads."""
+    from java_support import run_java
+
+    topic = "epochs-elect"
+    cluster.create_topic(topic, 1, 3)
+    preferred = preferred_replica(cluster, topic)
+    assert wait_leader(cluster, topic, preferred, 20)
+    cluster.kill9(preferred)
+    others = [n for n in NODES if n != preferred]
+    cluster.wait_new_leader(topic, 0, preferred, others)
+    cluster.start([preferred])
+    bootstrap = ",".join(f"127.0.0.1:{cluster.port(n)}" for n in others)
+    run = run_java("AdminChecks", "elect", bootstrap, topic, 0, timeout=90)
+    assert run.returncode == 0, run.report()
+    [step] = run.lines
+    assert step["ok"] or step["error"].endswith("ElectionNotNeededException"), step
+    assert wait_leader(cluster, topic, preferred, 5), "the preferred replica leads"

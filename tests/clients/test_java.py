@@ -307,3 +307,17 @@ def test_describe_log_dirs(broker):
     size0, lag0 = d["replicas"]["java-log-dirs-0"]
     size1, _ = d["replicas"]["java-log-dirs-1"]
     assert size0 >= 100_000 and lag0 == 0 and size1 == 0, d
+
+
+def test_elect_leaders_on_one_broker(broker):
+    """electLeaders(PREFERRED): the one broker already leads every partition
+    (ELECTION_NOT_NEEDED); a partition that does not exist is named."""
+    create_topic(broker.bootstrap, "java-elect", 2)
+    run = run_java("AdminChecks", "elect", broker.bootstrap, "java-elect", 0, 1, 5, timeout=60)
+    assert run.returncode == 0, run.report()
+    got = {s["step"]: s.get("error", "ok").rsplit(".", 1)[-1] for s in run.lines}
+    assert got == {
+        "elect java-elect-0": "ElectionNotNeededException",
+        "elect java-elect-1": "ElectionNotNeededException",
+        "elect java-elect-5": "UnknownTopicOrPartitionException",
+    }, run.report()

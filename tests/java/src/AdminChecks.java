@@ -1,6 +1,9 @@
+import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Properties;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
@@ -10,11 +13,14 @@ import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.ElectLeadersOptions;
+import org.apache.kafka.clients.admin.ElectLeadersResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.Uuid;
@@ -39,6 +45,9 @@ import org.apache.kafka.common.Uuid;
  *   log-dirs BOOTSTRAP BROKER_ID
  *       describeLogDirs of that broker: each directory with its sizes and
  *       the partitions it holds (size, offset lag).
+ *   elect BOOTSTRAP TOPIC PARTITION...
+ *       electLeaders(PREFERRED) for those partitions of TOPIC: one step a
+ *       partition, failed with the exception its election got, if any.
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -65,6 +74,7 @@ public final class AdminChecks {
                 case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
                 case "create-topic": createTopic(admin, args); break;
                 case "features": features(admin); break;
+                case "elect": elect(admin, args); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
@@ -171,6 +181,25 @@ public final class AdminChecks {
             });
             return new Object[] {"dirs", out};
         });
+    }
+
+    static void elect(Admin admin, String[] args) throws Exception {
+        Set<TopicPartition> tps = new LinkedHashSet<>();
+        for (int i = 3; i < args.length; i++) {
+            tps.add(new TopicPartition(args[2], Integer.parseInt(args[i])));
+        }
+        ElectLeadersResult r = admin.electLeaders(ElectionType.PREFERRED, tps,
+                new ElectLeadersOptions().timeoutMs(30_000));
+        Map<TopicPartition, Optional<Throwable>> out = r.partitions().get(WAIT_S, TimeUnit.SECONDS);
+        for (TopicPartition tp : tps) {
+            step("elect " + tp, () -> {
+                Optional<Throwable> e = out.get(tp);
+                if (e != null && e.isPresent()) {
+                    throw new ExecutionException(e.get());
+                }
+                return new Object[0];
+            });
+        }
     }
 
     static void features(Admin admin) throws Exception {
