@@ -112,7 +112,10 @@ async fn create_one(
     if !nulls.is_empty() {
         return Err((
             ResponseError::InvalidConfig.code(),
-            format!("Null value not supported for topic configs: {}", nulls.join(",")),
+            format!(
+                "Null value not supported for topic configs: {}",
+                nulls.join(",")
+            ),
         ));
     }
     let (partitions, rf) = if t.assignments.is_empty() {
