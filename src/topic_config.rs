@@ -962,9 +962,6 @@ pub mod group {
     pub const STREAMS_MAX_STANDBY_REPLICAS: i32 = 2;
     pub const STREAMS_INITIAL_REBALANCE_DELAY_MS: i32 = 3_000;
 
-    const NOT_WIRED: &str = "The value is stored and described, but Sluice's group \
-        coordinator does not read per-group values yet: members of KIP-848 groups get the \
-        broker's group.consumer.session.timeout.ms and group.consumer.heartbeat.interval.ms.";
     const NO_SHARE_GROUPS: &str = "Sluice has no share groups (KIP-932).";
     const NO_STREAMS_GROUPS: &str = "Sluice has no streams groups (KIP-1071).";
 
@@ -1046,7 +1043,7 @@ pub mod group {
             kind: ConfigType::Int,
             default: |c| c.group_consumer_heartbeat_interval_ms.to_string(),
             validate: |v| int_at_least(v, 1),
-            effect: Effect::None(NOT_WIRED),
+            effect: Effect::Acts,
             doc: "The heartbeat interval given to the members of this consumer group \
                   (KIP-848), within group.consumer.min/max.heartbeat.interval.ms.",
         },
@@ -1056,7 +1053,7 @@ pub mod group {
             kind: ConfigType::Int,
             default: |c| c.group_consumer_session_timeout_ms.to_string(),
             validate: |v| int_at_least(v, 1),
-            effect: Effect::None(NOT_WIRED),
+            effect: Effect::Acts,
             doc: "How long a member of this consumer group (KIP-848) may go without a \
                   heartbeat, within group.consumer.min/max.session.timeout.ms.",
         },

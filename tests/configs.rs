@@ -1332,3 +1332,40 @@ async fn a_broker_set_below_kafkas_group_minimums_accepts_its_own_values() {
     );
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn a_groups_heartbeat_interval_reaches_its_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    create_ok(&mut c, "hb-topic").await;
+    let beat = |epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("hb-group")))
+            .with_member_id(s("m-1"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if epoch == 0 { 5000 } else { -1 })
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![TopicName(s("hb-topic"))]))
+            .with_topic_partitions((epoch == 0).then(Vec::new))
+    };
+    let r: ConsumerGroupHeartbeatResponse =
+        c.call(ApiKey::ConsumerGroupHeartbeat, 1, &beat(0)).await;
+    assert_eq!(r.error_code, 0);
+    let default_interval = r.heartbeat_interval_ms;
+    let epoch = r.member_epoch;
+    let wanted = default_interval + 1000;
+    let value = wanted.to_string();
+    let (code, message) = incremental(
+        &mut c,
+        GROUP,
+        "hb-group",
+        &[("consumer.heartbeat.interval.ms", SET, Some(value.as_str()))],
+    )
+    .await;
+    assert_eq!(code, 0, "{message:?}");
+    let r: ConsumerGroupHeartbeatResponse = c
+        .call(ApiKey::ConsumerGroupHeartbeat, 1, &beat(epoch))
+        .await;
+    assert_eq!((r.error_code, r.heartbeat_interval_ms), (0, wanted));
+    broker.stop().await;
+}

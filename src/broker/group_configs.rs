@@ -39,7 +39,7 @@ impl Broker {
 
     /// The KIP-848 settings `group` should run with: its overrides of
     /// consumer.session.timeout.ms and consumer.heartbeat.interval.ms over
-    /// the broker's defaults. (The group coordinator does not ask yet.)
+    /// the broker's defaults; the coordinator asks at every heartbeat.
     pub fn consumer_group_config(
         &self,
         group: &str,

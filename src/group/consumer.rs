@@ -176,6 +176,13 @@ fn is_empty(a: &Assignment) -> bool {
 }
 
 impl ConsumerGroup {
+    /// The group's settings (its GROUP config overrides over the broker's
+    /// defaults): a changed session timeout counts from each member's next
+    /// heartbeat.
+    pub fn set_config(&mut self, config: ConsumerGroupConfig) {
+        self.config = config;
+    }
+
     pub fn new(id: impl Into<String>, config: ConsumerGroupConfig) -> Self {
         Self {
             id: id.into(),

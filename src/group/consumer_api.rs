@@ -43,11 +43,6 @@ pub struct ConsumerGroupDescription {
 }
 
 impl GroupCoordinator {
-    /// Heartbeat interval handed to consumer-protocol members.
-    pub fn consumer_heartbeat_interval_ms(&self) -> i32 {
-        self.consumer_config.heartbeat_interval_ms
-    }
-
     pub async fn consumer_heartbeat(
         &self,
         broker: &Broker,
@@ -85,10 +80,12 @@ impl GroupCoordinator {
             }
             // An empty classic group (offsets only) becomes a consumer-protocol one.
             inner.groups.remove(group);
+            let config = broker.consumer_group_config(group);
             let g = inner
                 .consumers
                 .entry(group.to_owned())
-                .or_insert_with(|| ConsumerGroup::new(group, self.consumer_config));
+                .or_insert_with(|| ConsumerGroup::new(group, config));
+            g.set_config(config);
             // Every topic a subscription could name or match; internal ones never.
             let partitions: BTreeMap<String, i32> = broker
                 .topics()

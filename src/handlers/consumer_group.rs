@@ -125,7 +125,7 @@ pub async fn heartbeat(
     }
     resp.with_member_id(Some(str_bytes(out.member_id)))
         .with_member_epoch(out.epoch)
-        .with_heartbeat_interval_ms(broker.groups.consumer_heartbeat_interval_ms())
+        .with_heartbeat_interval_ms(broker.consumer_group_config(&group).heartbeat_interval_ms)
         .with_assignment(out.assignment.map(|a| {
             Assignment::default().with_topic_partitions(
                 by_id(broker, &a)

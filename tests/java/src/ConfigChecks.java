@@ -30,10 +30,6 @@ import org.apache.kafka.common.config.ConfigResource;
  * back with its documentation.
  */
 public final class ConfigChecks {
-    interface Step {
-        Object[] run() throws Exception;
-    }
-
     static final long WAIT_S = 30;
     static final DescribeConfigsOptions ALL = new DescribeConfigsOptions().includeSynonyms(true).includeDocumentation(true);
 
@@ -131,22 +127,7 @@ public final class ConfigChecks {
         return out;
     }
 
-    /** Runs one step and prints its outcome; a failed future is an outcome. */
-    static void step(String name, Step step) throws Exception {
-        Object[] fields;
-        try {
-            fields = step.run();
-        } catch (ExecutionException e) {
-            Throwable c = Out.cause(e);
-            Out.emit("step", name, "ok", false, "error", c.getClass().getName(), "message", c.getMessage());
-            return;
-        }
-        Object[] line = new Object[4 + fields.length];
-        line[0] = "step";
-        line[1] = name;
-        line[2] = "ok";
-        line[3] = true;
-        System.arraycopy(fields, 0, line, 4, fields.length);
-        Out.emit(line);
+    static void step(String name, Out.Step step) throws Exception {
+        Out.step(name, step);
     }
 }

@@ -25,6 +25,33 @@ final class Out {
         }
     }
 
+    /** A step of a check program: its result fields, or the exception its
+     *  future failed with. */
+    interface Step {
+        Object[] run() throws Exception;
+    }
+
+    /** Runs one step and prints {"step": name, "ok": true, ...fields}, or
+     *  {"step": name, "ok": false, "error": class, "message": ...} when its
+     *  future failed: a failed future is an outcome. */
+    static void step(String name, Step step) throws Exception {
+        Object[] fields;
+        try {
+            fields = step.run();
+        } catch (ExecutionException e) {
+            Throwable c = cause(e);
+            emit("step", name, "ok", false, "error", c.getClass().getName(), "message", c.getMessage());
+            return;
+        }
+        Object[] line = new Object[4 + fields.length];
+        line[0] = "step";
+        line[1] = name;
+        line[2] = "ok";
+        line[3] = true;
+        System.arraycopy(fields, 0, line, 4, fields.length);
+        emit(line);
+    }
+
     /** The exception a future or a client call failed with, unwrapped. */
     static Throwable cause(Throwable t) {
         while ((t instanceof ExecutionException || t instanceof CompletionException) && t.getCause() != null) {
