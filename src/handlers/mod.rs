@@ -33,6 +33,7 @@ pub mod fetch_session;
 mod group_admin;
 mod groups;
 mod init_producer_id;
+mod list_config_resources;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -80,6 +81,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::ListConfigResources, 0, 1),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -145,6 +147,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DescribeTopicPartitions => m::DescribeTopicPartitionsRequest => describe_topic_partitions::handle,
         DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
+        ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
     )
 }
 
@@ -227,6 +230,7 @@ macro_rules! request_types {
             DescribeTopicPartitions => m::DescribeTopicPartitionsRequest,
             DescribeLogDirs => m::DescribeLogDirsRequest,
             ElectLeaders => m::ElectLeadersRequest,
+            ListConfigResources => m::ListConfigResourcesRequest,
         )
     };
 }

@@ -321,3 +321,18 @@ def test_elect_leaders_on_one_broker(broker):
         "elect java-elect-1": "ElectionNotNeededException",
         "elect java-elect-5": "UnknownTopicOrPartitionException",
     }, run.report()
+
+
+def test_list_config_resources(broker):
+    """listConfigResources: topics, the broker, and groups, including one
+    that has a config but no members yet (KIP-1142)."""
+    run = run_java("AdminChecks", "list-config-resources", broker.bootstrap, "java-listed", "java-configured-group",
+                   timeout=60)
+    assert run.returncode == 0, run.report()
+    steps = {s["step"]: s for s in run.lines}
+    assert steps["all"]["ok"] and steps["groups"]["ok"], run.report()
+    everything = steps["all"]["resources"]
+    assert "TOPIC:java-listed" in everything, everything
+    assert "BROKER:1" in everything, everything
+    assert "GROUP:java-configured-group" in everything, everything
+    assert steps["groups"]["resources"] == ["GROUP:java-configured-group"], steps["groups"]

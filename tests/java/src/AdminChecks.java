@@ -9,6 +9,7 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.AlterConfigOp;
 import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
@@ -16,11 +17,13 @@ import org.apache.kafka.clients.admin.CreateTopicsResult;
 import org.apache.kafka.clients.admin.ElectLeadersOptions;
 import org.apache.kafka.clients.admin.ElectLeadersResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
+import org.apache.kafka.clients.admin.ListConfigResourcesOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.ElectionType;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.TopicCollection;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.Uuid;
@@ -48,6 +51,9 @@ import org.apache.kafka.common.Uuid;
  *   elect BOOTSTRAP TOPIC PARTITION...
  *       electLeaders(PREFERRED) for those partitions of TOPIC: one step a
  *       partition, failed with the exception its election got, if any.
+ *   list-config-resources BOOTSTRAP TOPIC GROUP
+ *       creates TOPIC, gives GROUP (which has no members) a config, then
+ *       lists the config resources of every type, and of type GROUP.
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -71,6 +77,7 @@ public final class AdminChecks {
                 case "create-topic": createTopic(admin, args); break;
                 case "features": features(admin); break;
                 case "elect": elect(admin, args); break;
+                case "list-config-resources": listConfigResources(admin, args[2], args[3]); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
@@ -196,6 +203,27 @@ public final class AdminChecks {
                 return new Object[0];
             });
         }
+    }
+
+    static void listConfigResources(Admin admin, String topic, String group) throws Exception {
+        admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(WAIT_S, TimeUnit.SECONDS);
+        ConfigResource g = new ConfigResource(ConfigResource.Type.GROUP, group);
+        AlterConfigOp op = new AlterConfigOp(new ConfigEntry("consumer.session.timeout.ms", "50000"),
+                AlterConfigOp.OpType.SET);
+        admin.incrementalAlterConfigs(Map.of(g, List.of(op))).all().get(WAIT_S, TimeUnit.SECONDS);
+        step("all", () -> new Object[] {"resources", names(admin.listConfigResources().all())});
+        step("groups", () -> new Object[] {"resources", names(admin.listConfigResources(
+                Set.of(ConfigResource.Type.GROUP), new ListConfigResourcesOptions()).all())});
+    }
+
+    static List<String> names(org.apache.kafka.common.KafkaFuture<java.util.Collection<ConfigResource>> f)
+            throws Exception {
+        List<String> out = new java.util.ArrayList<>();
+        for (ConfigResource r : f.get(WAIT_S, TimeUnit.SECONDS)) {
+            out.add(r.type() + ":" + r.name());
+        }
+        java.util.Collections.sort(out);
+        return out;
     }
 
     static void features(Admin admin) throws Exception {
