@@ -1,22 +1,25 @@
 //! Group configs (ConfigResource type GROUP): a group's overrides, stored
 //! durably in the metadata image next to the topics' (the same file, written
-//! the same atomic way), so they survive restarts.
-//!
-//! In a cluster the controller quorum's image would be their home, as it is
-//! for topic configs; it has no record for them yet, so a cluster refuses to
-//! change them (INVALID_REQUEST, saying why) and describes the defaults.
+//! the same atomic way), so they survive restarts. In a cluster they live in
+//! the controller quorum's image (an `AlterGroupConfigs` record), as topic
+//! configs do, so every broker, and so every group coordinator, sees them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 
 use super::{Broker, TopicError};
+use crate::replication::metadata::MetadataRecord;
 use crate::topic_config::group;
 
 impl Broker {
     /// The group config overrides of `group` (empty when it has none; a
     /// group need not exist to have configs, as in Kafka).
     pub fn group_config_overrides(&self, group: &str) -> BTreeMap<String, String> {
+        if let Some(c) = &self.cluster {
+            return c.with_image(|img| img.group_configs.get(group).cloned().unwrap_or_default());
+        }
         self.metadata
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -29,6 +32,9 @@ impl Broker {
 
     /// Every group's config overrides.
     pub fn all_group_configs(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        if let Some(c) = &self.cluster {
+            return c.with_image(|img| img.group_configs.clone());
+        }
         self.metadata
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -72,12 +78,25 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        if self.cluster.is_some() {
-            return Err(TopicError::new(
-                ResponseError::InvalidRequest,
-                "group configs cannot be changed in a cluster yet: the controller quorum \
-                 has no record for them",
-            ));
+        if let Some(c) = &self.cluster {
+            // The controller quorum's image is their home in a cluster, as
+            // for topic configs: every broker applies the same record.
+            let record = MetadataRecord::AlterGroupConfigs {
+                group: group_id.to_owned(),
+                configs: overrides.clone(),
+            };
+            c.propose_until(&record, Duration::from_secs(30), |img| {
+                img.group_configs.get(group_id).cloned().unwrap_or_default() == overrides
+            })
+            .await
+            .map_err(|_| {
+                TopicError::new(
+                    ResponseError::RequestTimedOut,
+                    "the controller quorum did not commit the group config in time",
+                )
+            })?;
+            tracing::info!(group = %group_id, "group config changed");
+            return Ok(());
         }
         let _guard = self.admin.lock().await;
         self.metadata

@@ -48,6 +48,12 @@ pub enum MetadataRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// A group's config overrides (ConfigResource GROUP), replaced as a
+    /// whole; empty removes them. The group need not exist.
+    AlterGroupConfigs {
+        group: String,
+        configs: BTreeMap<String, String>,
+    },
     /// A partition's Raft group elected `leader` in term `epoch` (published
     /// by the leader, for the brokers that hold no replica of it).
     PartitionLeader {
@@ -79,6 +85,8 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, TopicInfo>,
     /// The last published (leader, epoch) of each (topic, partition).
     pub leaders: BTreeMap<(String, i32), (u64, u64)>,
+    /// Groups' config overrides.
+    pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -175,6 +183,14 @@ impl ClusterImage {
                     return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
                 }
                 self.leaders.insert(key, (*leader, *epoch));
+                Ok(())
+            }
+            MetadataRecord::AlterGroupConfigs { group, configs } => {
+                if configs.is_empty() {
+                    self.group_configs.remove(group);
+                } else {
+                    self.group_configs.insert(group.clone(), configs.clone());
+                }
                 Ok(())
             }
             MetadataRecord::AlterTopicConfigs { name, configs } => {

@@ -647,3 +647,57 @@ def test_preferred_leader_election_after_the_preferred_broker_returns(cluster):
     [step] = run.lines
     assert step["ok"] or step["error"].endswith("ElectionNotNeededException"), step
     assert wait_leader(cluster, topic, preferred, 5), "the preferred replica leads"
+
+
+# ---------------------------------------------------------------------------
+# 5. Group configs in a cluster live in the controller quorum's image.
+
+
+def test_group_configs_in_a_cluster_reach_every_broker(cluster):
+    """A GROUP config altered through one broker (kafka-python's admin
+    client, IncrementalAlterConfigs) is described by every broker, also
+    after a broker restarts."""
+    from kafka.admin import ConfigResource as KpConfigResource
+    from kafka.admin import ConfigResourceType
+
+    def describe(node):
+        a = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{cluster.port(node)}")
+        try:
+            got = a.describe_configs([KpConfigResource(ConfigResourceType.GROUP, "cluster-group")], config_filter="all")
+            hb = got["group"]["cluster-group"]["consumer.heartbeat.interval.ms"]
+            return hb["value"], hb["config_source"]
+        finally:
+            a.close()
+
+    a = KafkaAdminClient(bootstrap_servers=f"127.0.0.1:{cluster.port(NODES[0])}")
+    try:
+        res = a.alter_configs(
+            [KpConfigResource(ConfigResourceType.GROUP, "cluster-group", {"consumer.heartbeat.interval.ms": "6000"})]
+        )
+        assert res == {"group": {"cluster-group": "OK"}}, res
+        bad = a.alter_configs(
+            [KpConfigResource(ConfigResourceType.GROUP, "cluster-group", {"consumer.session.timeout.ms": "100"})]
+        )
+        assert bad["group"]["cluster-group"].startswith("[Error 40]"), bad
+    finally:
+        a.close()
+    deadline = time.time() + 10
+    while True:
+        seen = {n: describe(n) for n in NODES}
+        if all(v == ("6000", "DYNAMIC_GROUP_CONFIG") for v in seen.values()) or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(v == ("6000", "DYNAMIC_GROUP_CONFIG") for v in seen.values()), seen
+    last = NODES[-1]
+    cluster.kill9(last)
+    cluster.start([last])
+    deadline = time.time() + 15
+    while True:
+        try:
+            after = describe(last)
+        except Exception as e:  # the restarted broker may still be catching up
+            after = repr(e)
+        if after == ("6000", "DYNAMIC_GROUP_CONFIG") or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert after == ("6000", "DYNAMIC_GROUP_CONFIG"), after
