@@ -133,25 +133,7 @@ const BAD_TOPIC_VALUES: &[(&str, &str)] = &[
 ];
 
 async fn create(c: &mut Client, topic: &str, configs: &[(&str, &str)]) -> CreateTopicsResponse {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(TopicName(s(topic)))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(s(k))
-                                .with_value(Some(s(v)))
-                        })
-                        .collect(),
-                ),
-        ])
-        .with_timeout_ms(5000);
-    c.call(ApiKey::CreateTopics, 7, &req).await
+    common::create_topic_with(c, topic, configs).await
 }
 
 async fn create_ok(c: &mut Client, topic: &str) {

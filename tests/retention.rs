@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Client, TestBroker, batch};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_records_request::{
     DeleteRecordsPartition, DeleteRecordsTopic,
 };
@@ -33,45 +32,15 @@ async fn start(dir: &std::path::Path) -> TestBroker {
 }
 
 async fn create(c: &mut Client, topic: &str, configs: &[(&str, &str)]) {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![
-            CreatableTopic::default()
-                .with_name(TopicName(s(topic)))
-                .with_num_partitions(1)
-                .with_replication_factor(1)
-                .with_configs(
-                    configs
-                        .iter()
-                        .map(|(k, v)| {
-                            CreatableTopicConfig::default()
-                                .with_name(s(k))
-                                .with_value(Some(s(v)))
-                        })
-                        .collect(),
-                ),
-        ])
-        .with_timeout_ms(5000);
-    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
+    let r = common::create_topic_with(c, topic, configs).await;
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
 /// Produces `batches` batches of 10 records, their timestamps starting at `ts`.
 async fn produce(c: &mut Client, topic: &str, batches: usize, ts: i64) {
     for _ in 0..batches {
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![
-                TopicProduceData::default()
-                    .with_name(TopicName(s(topic)))
-                    .with_partition_data(vec![
-                        PartitionProduceData::default()
-                            .with_index(0)
-                            .with_records(Some(batch(10, ts, None))),
-                    ]),
-            ]);
-        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req).await;
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        let p = produce_one(c, topic, batch(10, ts, None)).await;
+        assert_eq!(p.error_code, 0);
     }
 }
 

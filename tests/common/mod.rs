@@ -202,3 +202,33 @@ pub fn batch(n: usize, first_timestamp: i64, producer: Option<(i64, i16, i32)>) 
     .unwrap();
     buf.freeze()
 }
+
+/// CreateTopics v7 of one single-partition topic with config overrides.
+pub async fn create_topic_with(
+    c: &mut Client,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> kafka_protocol::messages::CreateTopicsResponse {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let s = |v: &str| StrBytes::from_string(v.to_owned());
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(TopicName(s(topic)))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(s(k))
+                                .with_value(Some(s(v)))
+                        })
+                        .collect(),
+                ),
+        ])
+        .with_timeout_ms(5000);
+    c.call(ApiKey::CreateTopics, 7, &req).await
+}
