@@ -120,6 +120,13 @@ impl FetchSessions {
     /// for a session that does not exist or an epoch out of turn.
     pub fn context(&self, req: &FetchRequest, by_id: bool) -> Result<Context, i16> {
         let (id, epoch) = (req.session_id, req.session_epoch);
+        if epoch == -1 && id == 0 {
+            // No session at all (librdkafka's way): no lock taken.
+            return Ok(Context::Full {
+                parts: request_parts(req, by_id),
+                new_session: 0,
+            });
+        }
         let mut sessions = self.lock();
         if epoch == -1 || epoch == 0 {
             // A full fetch closes the session it names.

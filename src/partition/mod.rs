@@ -475,9 +475,13 @@ impl Partition {
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
         self.check_serving()?;
         let mut batches = split_batches(records)?;
-        let (codec, compacted) = {
+        let (codec, compacted, max_sent) = {
             let state = self.lock();
-            (state.config.compression, state.config.cleanup_compact)
+            (
+                state.config.compression,
+                state.config.cleanup_compact,
+                state.config.max_message_bytes,
+            )
         };
         if compacted {
             // As in Kafka: the cleaner could never tell which keyless record
@@ -510,11 +514,10 @@ impl Partition {
         }
         // The batch as the producer sent it must fit too: recompression
         // could otherwise let an oversized event in (Kafka checks both).
-        let max_message_bytes = self.lock().config.max_message_bytes;
-        if let Some((_, b)) = batches.iter().find(|(_, b)| b.len() > max_message_bytes) {
+        if let Some((_, b)) = batches.iter().find(|(_, b)| b.len() > max_sent) {
             return Err(BrokerError::MessageTooLarge {
                 size: b.len(),
-                max: max_message_bytes,
+                max: max_sent,
             });
         }
         if let Some(codec) = codec {
