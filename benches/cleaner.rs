@@ -173,7 +173,7 @@ fn main() {
         let mut bytes_cleaned = 0u64;
         let mut records = 0u64;
         loop {
-            let sealed = log.sealed_segments();
+            let sealed = log.sealed_segments().unwrap();
             let stats: Vec<_> = sealed.iter().map(cleaner::segment_stat).collect();
             let first_dirty = log.first_dirty_offset();
             let hw = log.log_end_offset();

@@ -353,7 +353,7 @@ pub fn run_pass<G: DerefMut<Target = Log>>(
 ) -> Result<Option<CleanStats>, BrokerError> {
     let (sealed, first_dirty) = {
         let log = log()?;
-        (log.sealed_segments(), log.first_dirty_offset())
+        (log.sealed_segments()?, log.first_dirty_offset())
     };
     let stats: Vec<_> = sealed.iter().map(segment_stat).collect();
     let Some(end) = plan(&stats, first_dirty, bounds.high_watermark, policy, now) else {

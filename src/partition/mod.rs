@@ -742,8 +742,15 @@ async fn flusher(p: Arc<Partition>) {
         if p.closed.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(sync) = p.log().map(|l| l.sync_point()) else {
-            return;
+        let sync = match p.log().map(|l| l.sync_point()) {
+            Ok(Ok(sync)) => sync,
+            Ok(Err(e)) => {
+                tracing::error!(partition = ?p, error = %e, "cannot open the log for fsync; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                p.flush_requested.notify_one();
+                continue;
+            }
+            Err(_) => return,
         };
         match tokio::task::spawn_blocking(move || sync.sync()).await {
             Ok(Ok(durable)) => {

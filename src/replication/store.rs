@@ -314,7 +314,7 @@ impl ReplicaStore {
 
     /// fsyncs the appended entries.
     pub fn sync(&self) -> Result<i64, StoreError> {
-        let point = self.lock().log.sync_point();
+        let point = self.lock().log.sync_point()?;
         let durable = point.sync()?;
         self.lock().log.mark_durable(durable);
         Ok(durable)

@@ -4,7 +4,9 @@
 //! Module map:
 //! - [`batch`]: the v2 record batch header: parse, validate (CRC-32C), patch; a
 //!   small batch builder for tests and benchmarks.
-//! - [`index`]: memory-mapped sparse offset index and time index (greatest lower bound).
+//! - [`index`]: in-memory sparse offset index and time index (greatest lower bound),
+//!   written to Kafka's index files when a segment is sealed.
+//! - [`open_files`]: the process-wide bound on open (and mapped) segment files.
 //! - [`segment`]: one `{base_offset:020}.log` file with its two indexes and its dense
 //!   batch-position map (Raft entry → file position).
 //! - [`log`]: ordered segments: append, read, roll, truncate, retention deletes,
@@ -23,6 +25,7 @@ pub mod error;
 pub mod fs;
 pub mod index;
 pub mod log;
+pub mod open_files;
 pub mod segment;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader};

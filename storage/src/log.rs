@@ -94,7 +94,7 @@ pub struct SegmentInfo {
 /// meanwhile; they are covered by the next sync point (group commit).
 #[derive(Debug)]
 pub struct SyncPoint {
-    files: Vec<File>,
+    files: Vec<Arc<File>>,
     offset: i64,
     fs: Arc<dyn FileSystem>,
 }
@@ -151,6 +151,10 @@ impl Log {
         clock: Arc<dyn Clock>,
         fs: Arc<dyn FileSystem>,
     ) -> Result<Self> {
+        // A new log needs no checkpoints (absent ones mean an empty log
+        // starting at offset 0, entry 1) and nothing fsynced: if a crash
+        // loses the folder, opening it again makes the same empty log.
+        let fresh = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let clean = dir.join(CLEAN_SHUTDOWN).exists();
         let recovery_point = checkpoint::read(dir, RECOVERY_POINT)
@@ -247,11 +251,36 @@ impl Log {
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
         }
-        // What survived recovery is on disk from now on.
-        log.flush()?;
-        log.write_log_start()?;
-        log.write_recovery_point()?;
-        checkpoint::remove(dir, CLEAN_SHUTDOWN)?;
+        if fresh {
+            return Ok(log);
+        }
+        if !clean && log.is_pristine() && start.is_none() && recovery_point == 0 {
+            // An empty log closed (or cut short) before its first write.
+            return Ok(log);
+        }
+        if clean {
+            // Everything was fsynced at close and nothing changed since: the
+            // marker stays until the first append (which removes it first),
+            // so an idle partition costs no fsync to open.
+            log.durable_offset = log.log_end_offset();
+            log.closed = true;
+        } else {
+            // What survived recovery is on disk from now on.
+            log.flush()?;
+        }
+        let first = &log.segments[0];
+        let wanted = [
+            log.log_start_offset,
+            first.base_offset,
+            first.first_entry as i64,
+        ];
+        // An absent checkpoint means a log starting at offset 0, entry 1.
+        if start.as_deref().unwrap_or(&[0, 0, 1]) != wanted {
+            log.write_log_start()?;
+        }
+        if !clean {
+            checkpoint::remove(dir, CLEAN_SHUTDOWN)?;
+        }
         Ok(log)
     }
 
@@ -351,6 +380,10 @@ impl Log {
             return Ok(());
         }
         let first_entry = a.first_entry + a.entries();
+        self.segments
+            .last_mut()
+            .expect("a log always has an active segment")
+            .seal()?;
         let seg = Segment::create(
             &self.dir,
             self.fs.as_ref(),
@@ -599,18 +632,18 @@ impl Log {
     }
 
     /// What the next fsync must cover.
-    pub fn sync_point(&self) -> SyncPoint {
+    pub fn sync_point(&self) -> Result<SyncPoint> {
         let files = self
             .segments
             .iter()
             .filter(|s| s.next_offset() > self.durable_offset || s.size() == 0)
-            .filter_map(|s| s.file().try_clone().ok())
-            .collect();
-        SyncPoint {
+            .map(|s| s.sync_handle())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(SyncPoint {
             files,
             offset: self.log_end_offset(),
             fs: self.fs.clone(),
-        }
+        })
     }
 
     /// Records that everything below `offset` is on disk.
@@ -642,7 +675,7 @@ impl Log {
 
     /// fsyncs everything appended so far.
     pub fn flush(&mut self) -> Result<()> {
-        let point = self.sync_point();
+        let point = self.sync_point()?;
         let offset = point.sync()?;
         self.mark_durable(offset);
         Ok(())
@@ -668,12 +701,32 @@ impl Log {
     /// Flushes and leaves the clean-shutdown marker. The log stays usable: an
     /// append after `close` removes the marker again before writing.
     pub fn close(&mut self) -> Result<()> {
+        for s in &mut self.segments {
+            s.write_indexes()?;
+        }
+        // Unchanged since it was opened or closed, or never written to:
+        // nothing to make durable (an empty log needs no recovery).
+        if self.closed || self.is_pristine() {
+            return Ok(());
+        }
         self.flush()?;
-        self.recovery_point = self.log_end_offset();
-        self.write_recovery_point()?;
-        checkpoint::write_atomic(&self.dir, CLEAN_SHUTDOWN, "")?;
+        // The data is durable; the empty marker needs only its directory
+        // entry synced. The recovery point is left as it is: the marker
+        // makes the next open skip recovery, and after that a lower
+        // recovery point only means rescanning more after a crash.
+        std::fs::File::create(self.dir.join(CLEAN_SHUTDOWN))
+            .map_err(io(&self.dir.join(CLEAN_SHUTDOWN)))?;
+        checkpoint::sync_dir(&self.dir)?;
         self.closed = true;
         Ok(())
+    }
+
+    /// Never written to: one empty segment at offset 0 (what a new log is).
+    fn is_pristine(&self) -> bool {
+        self.segments.len() == 1
+            && self.segments[0].base_offset == 0
+            && self.segments[0].size() == 0
+            && self.log_start_offset == 0
     }
 
     /// Calls `f` with the header of every batch that ends at or after

@@ -6,6 +6,9 @@
 //! record data is never copied on its way to a fetch response. The map may be
 //! longer than the file (pages past the end are never touched) and is replaced by
 //! a longer one when the file outgrows it; old slices keep the old map alive.
+//! The file is open, and mapped, only while the segment is in use: the process
+//! keeps a bounded number open ([`crate::open_files`]) and reopens on demand.
+//! The sparse indexes live in memory ([`crate::index`]).
 //!
 //! Truncation and memory maps: shrinking a file under a live map makes any access
 //! to the cut pages raise SIGBUS. So a segment is cut in place only when no slice
@@ -18,12 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::{Mmap, MmapOptions};
+use memmap2::Mmap;
 
 use crate::batch::{self, BATCH_HEADER_LEN, BatchHeader};
 use crate::error::{Result, StorageError};
 use crate::fs::FileSystem;
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::open_files::{FileSlot, OpenFile};
 
 pub fn file_name(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
@@ -46,13 +50,17 @@ pub struct Segment {
     pub base_offset: i64,
     /// Raft index of this segment's first batch.
     pub first_entry: u64,
-    path: PathBuf,
-    file: File,
+    /// The `.log` file, open only while in use (see [`crate::open_files`]).
+    slot: FileSlot,
     size: u64,
-    map: Arc<Mmap>,
-    map_len: usize,
+    /// Virtual length to map when the file is (re)opened: the roll size while
+    /// the segment is active, so most active segments are mapped once; just
+    /// the file once it is sealed.
+    map_hint: usize,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
+    /// The index files on disk match the indexes in memory.
+    indexes_written: bool,
     /// Position of every batch, in order: the dense Raft entry map.
     positions: Vec<u32>,
     next_offset: i64,
@@ -68,16 +76,6 @@ pub struct Segment {
 pub struct ScanOutcome {
     /// Bytes cut off the end because they did not form valid batches.
     pub truncated_bytes: u64,
-}
-
-fn map_file(file: &File, path: &Path, len: usize) -> Result<Arc<Mmap>> {
-    // SAFETY: Sluice's own process is the only writer of segment files, and
-    // writes only append past what readers can see; truncation never happens
-    // under a shared map (see the module comment). Pages past the end of the
-    // file are mapped but never read.
-    let map = unsafe { MmapOptions::new().len(len.max(1)).map(file) }
-        .map_err(|e| StorageError::io(path, e))?;
-    Ok(Arc::new(map))
 }
 
 pub struct SegmentOptions {
@@ -103,7 +101,11 @@ impl Segment {
             .open(&path, true)
             .map_err(|e| StorageError::io(&path, e))?;
         file.set_len(0).map_err(|e| StorageError::io(&path, e))?;
-        Self::from_file(dir, path, file, base_offset, first_entry, opts, now_ms)
+        let mut seg = Self::from_file(dir, path, file, base_offset, first_entry, opts, now_ms)?;
+        // Index files of an earlier segment of this name are stale: replaced
+        // when this one is sealed or closed.
+        seg.indexes_written = false;
+        Ok(seg)
     }
 
     fn from_file(
@@ -120,25 +122,17 @@ impl Segment {
             .map_err(|e| StorageError::io(&path, e))?
             .len();
         let map_len = opts.map_hint.max(size as usize).max(4096);
-        let map = map_file(&file, &path, map_len)?;
+        let indexes_written = file_name(dir, base_offset, "index").exists()
+            && file_name(dir, base_offset, "timeindex").exists();
         Ok(Self {
             base_offset,
             first_entry,
-            offset_index: OffsetIndex::create(
-                &file_name(dir, base_offset, "index"),
-                base_offset,
-                opts.max_index_bytes,
-            )?,
-            time_index: TimeIndex::create(
-                &file_name(dir, base_offset, "timeindex"),
-                base_offset,
-                opts.max_index_bytes,
-            )?,
-            path,
-            file,
+            slot: FileSlot::with_file(path, file, map_len)?,
             size,
-            map,
-            map_len,
+            map_hint: opts.map_hint,
+            offset_index: OffsetIndex::new(base_offset, opts.max_index_bytes),
+            time_index: TimeIndex::new(base_offset, opts.max_index_bytes),
+            indexes_written,
             positions: Vec::new(),
             next_offset: base_offset,
             max_timestamp: -1,
@@ -174,21 +168,21 @@ impl Segment {
         // positional reads, not through the map: pages it pulls in then stay
         // unmapped, so the kernel may drop them like any cached file data
         // (a memory-mapped page is pinned while the process maps it).
+        let file = seg.open_file()?.file;
         let mut buf = Vec::new();
         while pos < size {
             let want = BATCH_HEADER_LEN.min((size - pos) as usize);
             let mut head = [0u8; BATCH_HEADER_LEN];
             // A failed read is the disk's error, not a torn batch: the open
             // fails rather than cut good data.
-            read_at(&seg.file, &mut head[..want], pos)
-                .map_err(|e| StorageError::io(&seg.path, e))?;
+            read_at(&file, &mut head[..want], pos).map_err(|e| StorageError::io(seg.path(), e))?;
             let header = match BatchHeader::parse(&head[..want]) {
                 Ok(h) if h.total_size() as u64 <= size - pos && h.base_offset >= expected => h,
                 _ => break,
             };
             if validate {
                 buf.resize(header.total_size(), 0);
-                read_at(&seg.file, &mut buf, pos).map_err(|e| StorageError::io(&seg.path, e))?;
+                read_at(&file, &mut buf, pos).map_err(|e| StorageError::io(seg.path(), e))?;
                 if header.validate_crc(&buf).is_err() {
                     break;
                 }
@@ -197,19 +191,27 @@ impl Segment {
             expected = header.next_offset();
             pos += header.total_size() as u64;
         }
+        drop(file);
         let truncated_bytes = size - pos;
         if truncated_bytes > 0 {
             seg.cut_file(pos)?;
+            seg.indexes_written = false;
         }
         Ok((seg, ScanOutcome { truncated_bytes }))
+    }
+
+    /// The file, opened (and mapped over the segment) if it was closed.
+    fn open_file(&self) -> Result<OpenFile> {
+        self.slot
+            .get(self.map_hint.max(self.size as usize).max(4096))
     }
 
     /// Header of entry `i`, read with a positional read (see `open`): for
     /// rebuilding state at startup without mapping the log.
     pub fn read_header(&self, i: usize) -> Result<BatchHeader> {
         let mut head = [0u8; BATCH_HEADER_LEN];
-        read_at(&self.file, &mut head, self.positions[i] as u64)
-            .map_err(|e| StorageError::io(&self.path, e))?;
+        read_at(&self.open_file()?.file, &mut head, self.positions[i] as u64)
+            .map_err(|e| StorageError::io(self.path(), e))?;
         BatchHeader::parse(&head)
     }
 
@@ -221,6 +223,7 @@ impl Segment {
             self.time_index
                 .maybe_append(self.max_timestamp.max(h.max_timestamp), h.base_offset);
             self.bytes_since_index = 0;
+            self.indexes_written = false;
         }
         self.bytes_since_index += h.total_size();
         self.positions.push(pos);
@@ -233,8 +236,9 @@ impl Segment {
     }
 
     /// Every batch of the segment, as one slice of its map.
-    pub fn all_bytes(&self) -> Bytes {
-        self.slice(0, self.size as usize)
+    pub fn all_bytes(&self) -> Result<Bytes> {
+        let o = self.open_file()?;
+        Ok(slice(&o.map, 0, self.size as usize))
     }
 
     pub fn size(&self) -> u64 {
@@ -256,10 +260,12 @@ impl Segment {
         self.offset_index.is_full() || self.time_index.is_full()
     }
     pub fn path(&self) -> &Path {
-        &self.path
+        self.slot.path()
     }
-    pub fn file(&self) -> &File {
-        &self.file
+
+    /// A handle to fsync the file with (it stays open while held).
+    pub fn sync_handle(&self) -> Result<Arc<File>> {
+        Ok(self.open_file()?.file)
     }
 
     /// Appends one validated batch, writing the broker-owned prefix in place of
@@ -277,49 +283,37 @@ impl Segment {
                 "segment would exceed 4 GiB".into(),
             ));
         }
-        let io = |e| StorageError::io(&self.path, e);
+        let o = self.open_file()?;
+        let io = |e| StorageError::io(self.slot.path(), e);
         if batch.len() < COALESCE_BELOW {
             self.scratch.clear();
             self.scratch.extend_from_slice(&prefix);
             self.scratch.extend_from_slice(&batch[16..]);
-            fs.write_at(&self.file, &self.scratch, pos).map_err(io)?;
+            fs.write_at(&o.file, &self.scratch, pos).map_err(io)?;
         } else {
-            fs.write_at(&self.file, &prefix, pos).map_err(io)?;
-            fs.write_at(&self.file, &batch[16..], pos + 16)
-                .map_err(io)?;
+            fs.write_at(&o.file, &prefix, pos).map_err(io)?;
+            fs.write_at(&o.file, &batch[16..], pos + 16).map_err(io)?;
         }
         let mut h = *header;
         h.base_offset = i64::from_be_bytes(prefix[..8].try_into().expect("8"));
         self.index_batch(&h, pos as u32);
-        if self.size as usize > self.map_len {
-            self.map_len = (self.size as usize).max(self.map_len * 2);
-            self.map = map_file(&self.file, &self.path, self.map_len)?;
+        if self.size as usize > o.map.len() {
+            let len = (self.size as usize).max(o.map.len() * 2);
+            self.map_hint = self.map_hint.max(len);
+            self.slot.remap(len)?;
         }
         Ok(pos)
     }
 
-    /// Header of the batch at `pos`.
-    fn header_at(&self, pos: usize) -> Result<BatchHeader> {
-        BatchHeader::parse(&self.map[pos..self.size as usize])
-    }
-
-    fn slice(&self, from: usize, to: usize) -> Bytes {
-        Bytes::from_owner(MapSlice {
-            map: self.map.clone(),
-            from,
-            to,
-        })
-    }
-
     /// Position of the batch holding `offset`, if this segment has one.
-    pub fn find(&self, offset: i64) -> Result<Option<usize>> {
+    fn find_in(&self, map: &Mmap, offset: i64) -> Result<Option<usize>> {
         if offset >= self.next_offset {
             return Ok(None);
         }
         let (_, start) = self.offset_index.lookup(offset);
         let mut pos = start as usize;
         while pos < self.size as usize {
-            let h = self.header_at(pos)?;
+            let h = self.header_at(map, pos)?;
             if h.last_offset() >= offset {
                 return Ok(Some(pos));
             }
@@ -328,20 +322,37 @@ impl Segment {
         Ok(None)
     }
 
+    /// Header of the batch at `pos`.
+    fn header_at(&self, map: &Mmap, pos: usize) -> Result<BatchHeader> {
+        BatchHeader::parse(&map[pos..self.size as usize])
+    }
+
+    /// Position of the batch holding `offset`, if this segment has one.
+    pub fn find(&self, offset: i64) -> Result<Option<usize>> {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        self.find_in(&self.open_file()?.map, offset)
+    }
+
     /// Whole batches from `offset`: at least one, then more while under `max_bytes`.
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
-        let Some(start) = self.find(offset)? else {
+        if offset >= self.next_offset {
+            return Ok(Bytes::new());
+        }
+        let o = self.open_file()?;
+        let Some(start) = self.find_in(&o.map, offset)? else {
             return Ok(Bytes::new());
         };
         let mut end = start;
         while end < self.size as usize {
-            let h = self.header_at(end)?;
+            let h = self.header_at(&o.map, end)?;
             if end > start && end - start + h.total_size() > max_bytes {
                 break;
             }
             end += h.total_size();
         }
-        Ok(self.slice(start, end))
+        Ok(slice(&o.map, start, end))
     }
 
     /// The first batch whose max timestamp is at least `timestamp`.
@@ -353,13 +364,17 @@ impl Segment {
             .time_index
             .lookup_before(timestamp)
             .unwrap_or(self.base_offset);
-        let Some(mut pos) = self.find(from)? else {
+        let o = self.open_file()?;
+        let Some(mut pos) = self.find_in(&o.map, from)? else {
             return Ok(None);
         };
         while pos < self.size as usize {
-            let h = self.header_at(pos)?;
+            let h = self.header_at(&o.map, pos)?;
             if h.max_timestamp >= timestamp {
-                return Ok(Some((h.base_offset, self.slice(pos, pos + h.total_size()))));
+                return Ok(Some((
+                    h.base_offset,
+                    slice(&o.map, pos, pos + h.total_size()),
+                )));
             }
             pos += h.total_size();
         }
@@ -369,14 +384,19 @@ impl Segment {
     /// The batch that is this segment's `i`-th entry.
     pub fn entry(&self, i: usize) -> Result<(BatchHeader, Bytes)> {
         let pos = self.positions[i] as usize;
-        let h = self.header_at(pos)?;
-        Ok((h, self.slice(pos, pos + h.total_size())))
+        let o = self.open_file()?;
+        let h = self.header_at(&o.map, pos)?;
+        Ok((h, slice(&o.map, pos, pos + h.total_size())))
     }
 
     /// Index in the dense map of the batch starting at `offset`.
     pub fn entry_of(&self, offset: i64) -> Result<Option<usize>> {
-        match self.find(offset)? {
-            Some(pos) if self.header_at(pos)?.base_offset == offset => {
+        if offset >= self.next_offset {
+            return Ok(None);
+        }
+        let o = self.open_file()?;
+        match self.find_in(&o.map, offset)? {
+            Some(pos) if self.header_at(&o.map, pos)?.base_offset == offset => {
                 Ok(self.positions.binary_search(&(pos as u32)).ok())
             }
             _ => Ok(None),
@@ -389,58 +409,53 @@ impl Segment {
             return Ok(());
         }
         let pos = self.positions[entry] as u64;
-        let offset = self.header_at(pos as usize)?.base_offset;
+        let o = self.open_file()?;
+        let offset = self.header_at(&o.map, pos as usize)?.base_offset;
         self.positions.truncate(entry);
         self.offset_index.truncate_to(offset);
         self.time_index.truncate_to(offset);
-        self.cut_file(pos)?;
+        self.indexes_written = false;
         // Recompute what depended on the removed batches.
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
         self.offset_of_max_timestamp = -1;
         self.bytes_since_index = 0;
         for &p in &self.positions {
-            let h = BatchHeader::parse(&self.map[p as usize..pos as usize])?;
+            let h = BatchHeader::parse(&o.map[p as usize..pos as usize])?;
             if h.max_timestamp > self.max_timestamp {
                 self.max_timestamp = h.max_timestamp;
                 self.offset_of_max_timestamp = h.last_offset();
             }
             self.next_offset = h.next_offset();
-            self.bytes_since_index = 0;
         }
-        Ok(())
+        // The cut must not see this map as a reader's.
+        drop(o);
+        self.cut_file(pos)
     }
 
     /// Shrinks the file to `len` without ever cutting pages under a live slice.
     fn cut_file(&mut self, len: u64) -> Result<()> {
-        let io = |p: &Path| {
-            let p = p.to_owned();
-            move |e| StorageError::io(p, e)
-        };
-        if Arc::strong_count(&self.map) == 1 {
-            self.file.set_len(len).map_err(io(&self.path))?;
-        } else {
-            let swap = self.path.with_extension("log.swap");
-            let mut out = File::create(&swap).map_err(io(&swap))?;
-            std::io::Write::write_all(&mut out, &self.map[..len as usize]).map_err(io(&swap))?;
-            out.sync_all().map_err(io(&swap))?;
-            std::fs::rename(&swap, &self.path).map_err(io(&self.path))?;
-            self.file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&self.path)
-                .map_err(io(&self.path))?;
-        }
-        self.file.sync_all().map_err(io(&self.path))?;
+        self.slot.cut(len)?;
         self.size = len;
-        self.map = map_file(&self.file, &self.path, self.map_len.max(len as usize))?;
         Ok(())
     }
 
-    /// Trims the index files to their used size (on close).
-    pub fn close(self) -> Result<()> {
-        self.offset_index.trim()?;
-        self.time_index.trim()
+    /// Writes the index files (see [`crate::index`]) if they are behind.
+    pub fn write_indexes(&mut self) -> Result<()> {
+        if !self.indexes_written {
+            let log = self.slot.path();
+            self.offset_index.write_to(&log.with_extension("index"))?;
+            self.time_index.write_to(&log.with_extension("timeindex"))?;
+            self.indexes_written = true;
+        }
+        Ok(())
+    }
+
+    /// No more appends: the index files are written, and the file is mapped
+    /// over its length only when next opened.
+    pub fn seal(&mut self) -> Result<()> {
+        self.map_hint = 0;
+        self.write_indexes()
     }
 
     /// Deletes the segment's files. Slices still in flight keep the data alive.
@@ -457,6 +472,14 @@ impl Segment {
         }
         Ok(())
     }
+}
+
+fn slice(map: &Arc<Mmap>, from: usize, to: usize) -> Bytes {
+    Bytes::from_owner(MapSlice {
+        map: map.clone(),
+        from,
+        to,
+    })
 }
 
 fn read_at(file: &File, buf: &mut [u8], pos: u64) -> std::io::Result<()> {

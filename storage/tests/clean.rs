@@ -68,8 +68,14 @@ fn all_batches(log: &Log) -> Vec<Vec<u8>> {
 
 /// A stand-in for the compactor: every odd batch loses its records, and the
 /// sealed segments are merged in pairs.
+/// The first dirty offset once every sealed segment is cleaned.
+fn first_dirty_after_all(log: &Log) -> i64 {
+    let sealed = log.sealed_segments().unwrap();
+    sealed.last().unwrap().info.next_offset
+}
+
 fn rewrite(log: &Log) -> Vec<CleanedSegment> {
-    let sealed = log.sealed_segments();
+    let sealed = log.sealed_segments().unwrap();
     sealed
         .chunks(2)
         .map(|pair| {
@@ -121,10 +127,10 @@ fn a_swap_keeps_every_offset_and_raft_entry() {
         log.last_entry_index(),
         log.log_end_offset(),
     );
-    let sealed_before = log.sealed_segments().len();
+    let sealed_before = log.sealed_segments().unwrap().len();
     assert!(sealed_before >= 4, "the test needs several sealed segments");
     let cleaned = rewrite(&log);
-    let dirty = log.sealed_segments().last().unwrap().info.next_offset;
+    let dirty = first_dirty_after_all(&log);
     log.replace_segments(&cleaned, dirty).unwrap();
 
     let check = |log: &Log| {
@@ -154,7 +160,10 @@ fn a_swap_keeps_every_offset_and_raft_entry() {
             }
         }
         assert_eq!(log.first_dirty_offset(), dirty);
-        assert_eq!(log.sealed_segments().len(), sealed_before.div_ceil(2));
+        assert_eq!(
+            log.sealed_segments().unwrap().len(),
+            sealed_before.div_ceil(2)
+        );
     };
     check(&log);
     // Appends go on after a swap.
@@ -194,7 +203,7 @@ fn stale_or_unfaithful_rewrites_are_refused_without_a_trace() {
     flipped[0].chunks = vec![bytes.into()];
     assert!(log.replace_segments(&flipped, 0).is_err());
     // A segment that retention deleted meanwhile.
-    let second = log.sealed_segments()[1].info.base_offset;
+    let second = log.sealed_segments().unwrap()[1].info.base_offset;
     log.delete_segments_below(second).unwrap();
     assert!(matches!(
         log.replace_segments(&cleaned, 0),
@@ -262,7 +271,7 @@ fn a_crash_anywhere_in_the_swap_leaves_one_whole_copy() {
     let log = write_log(template.path(), 30);
     let before = all_batches(&log);
     let cleaned = rewrite(&log);
-    let dirty = log.sealed_segments().last().unwrap().info.next_offset;
+    let dirty = first_dirty_after_all(&log);
     drop(log);
     // Steps: one write per group, the marker, then renames and deletions,
     // the checkpoint and the marker's removal.

@@ -20,7 +20,7 @@ fn one_sync_point_covers_every_append_before_it() {
     let mut log = Log::open(dir.path(), LogConfig::default(), Arc::new(SystemClock)).unwrap();
     append(&mut log, 100);
     assert_eq!(log.durable_offset(), 0);
-    let point = log.sync_point();
+    let point = log.sync_point().unwrap();
     // Appends made while the sync runs are not covered by it...
     append(&mut log, 5);
     let durable = point.sync().unwrap();
@@ -28,7 +28,7 @@ fn one_sync_point_covers_every_append_before_it() {
     log.mark_durable(durable);
     assert_eq!(log.durable_offset(), 200);
     // ...but by the next one.
-    let next = log.sync_point().sync().unwrap();
+    let next = log.sync_point().unwrap().sync().unwrap();
     log.mark_durable(next);
     assert_eq!(log.durable_offset(), 210);
 }

@@ -116,10 +116,13 @@ def test_topics_survive_clean_and_unclean_restarts(broker):
     for i in range(100):
         p.produce("kept", key=str(i).encode(), value=f"v-{i}".encode())
     assert p.flush(30) == 0
+    count = 100
+    marker = broker.data_dir / "kept-0" / "clean-shutdown"
     for restart in (broker.stop, broker.kill9):
         restart()
-        # A clean stop leaves the marker that lets the next start skip recovery.
-        marker = broker.data_dir / "kept-0" / "clean-shutdown"
+        # A clean stop leaves the marker that lets the next start skip
+        # recovery; the first write after the start removes it, so a crash
+        # after writes finds none.
         assert marker.exists() == (restart == broker.stop)
         broker.start()
         admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
@@ -132,7 +135,16 @@ def test_topics_survive_clean_and_unclean_restarts(broker):
         config_admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         conf = config_admin.describe_configs([res])[res].result(timeout=20)
         assert conf["retention.ms"].value == "3600000", "topic configs persist"
-        assert len(read_all(broker.bootstrap, "kept", 100, partitions=5)) == 100
+        assert len(read_all(broker.bootstrap, "kept", count, partitions=5)) == count
+        # Reading wrote nothing: an untouched log keeps its marker.
+        assert marker.exists() == (restart == broker.stop)
+        p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all"})
+        for i in range(count, count + 50):
+            p.produce("kept", key=str(i).encode(), value=f"v-{i}".encode(), partition=i % 5)
+        assert p.flush(30) == 0
+        count += 50
+        assert not marker.exists(), "the first write removes the marker"
+    assert len(read_all(broker.bootstrap, "kept", count, partitions=5)) == count
 
 
 def test_aiokafka_acks_all_survives_kill9(broker):

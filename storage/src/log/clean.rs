@@ -192,19 +192,21 @@ fn check_rewrite(originals: &[&Segment], chunks: &[Bytes]) -> Result<()> {
 impl Log {
     /// Every segment but the active one, as shared slices of their memory maps:
     /// a cleaner reads them without holding the log.
-    pub fn sealed_segments(&self) -> Vec<SealedSegment> {
+    pub fn sealed_segments(&self) -> Result<Vec<SealedSegment>> {
         let n = self.segments.len() - 1;
         self.segments[..n]
             .iter()
-            .map(|s| SealedSegment {
-                info: SegmentInfo {
-                    base_offset: s.base_offset,
-                    next_offset: s.next_offset(),
-                    size_bytes: s.size(),
-                    max_timestamp: s.max_timestamp(),
-                    created_ms: s.created_ms,
-                },
-                bytes: s.all_bytes(),
+            .map(|s| {
+                Ok(SealedSegment {
+                    info: SegmentInfo {
+                        base_offset: s.base_offset,
+                        next_offset: s.next_offset(),
+                        size_bytes: s.size(),
+                        max_timestamp: s.max_timestamp(),
+                        created_ms: s.created_ms,
+                    },
+                    bytes: s.all_bytes()?,
+                })
             })
             .collect()
     }
