@@ -17,6 +17,7 @@
 //! - [`topic_config`]: topic configs with Kafka's names, defaults and validation.
 //! - [`error`]: broker errors and their mapping to Kafka error codes.
 //! - [`log_limit`]: log lines rate-limited per cause ([`warn_limited!`]).
+//! - [`limits`]: the open-file limit raised at start, and the open-segment budget.
 
 // First: its macros are used by the modules below.
 #[macro_use]
@@ -31,6 +32,7 @@ pub mod connection;
 pub mod error;
 pub mod group;
 pub mod handlers;
+pub mod limits;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;

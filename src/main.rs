@@ -81,6 +81,7 @@ fn bench(args: &sluice::bench::BenchArgs) -> std::process::ExitCode {
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(data_dir = %config.data_dir.display(), listen = %config.listen, "starting sluice");
+    sluice::limits::apply();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

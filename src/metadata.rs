@@ -23,6 +23,11 @@ pub struct TopicMeta {
     pub replication_factor: i16,
     #[serde(default)]
     pub configs: BTreeMap<String, String>,
+    /// Written before the partitions' folders are made and cleared once they
+    /// all exist: a topic found still `creating` at start was cut short by a
+    /// crash and is removed, so a topic is either fully there or not at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub creating: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -138,6 +143,7 @@ mod tests {
                     partitions: 3,
                     replication_factor: 1,
                     configs: BTreeMap::new(),
+                    creating: false,
                 },
             );
         })

@@ -95,9 +95,12 @@ impl Broker {
         clock: Arc<dyn Clock>,
         cluster: Option<Arc<Cluster>>,
     ) -> Result<Arc<Self>, BrokerError> {
-        let store = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())
+        let mut store = MetadataStore::open(&config.data_dir, config.cluster_id.as_deref())
             .map_err(|e| BrokerError::Storage(e.into()))?;
         remove_deleted_folders(&config.data_dir);
+        if cluster.is_none() {
+            finish_interrupted_creations(&config.data_dir, &mut store)?;
+        }
         let data_available = Arc::new(Notify::new());
         let mut topics = HashMap::new();
         let local_topics = match cluster {
@@ -257,11 +260,12 @@ impl Broker {
                 format!("topic '{name}' already exists"),
             ));
         }
-        let meta = TopicMeta {
+        let mut meta = TopicMeta {
             id: Uuid::new_v4(),
             partitions,
             replication_factor,
             configs: overrides,
+            creating: true,
         };
         if validate_only {
             let config = TopicConfig::resolve(&self.config, &meta.configs);
@@ -273,20 +277,87 @@ impl Broker {
                 overrides: meta.configs,
             }));
         }
-        let topic = open_topic(&self.config, name, &meta, &self.clock, &self.data_available)
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        self.metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(|img| img.topics.insert(name.to_owned(), meta.clone()))
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-        let topic = Arc::new(topic);
+        let storage_error =
+            |e: std::io::Error| TopicError::new(ResponseError::KafkaStorageError, e.to_string());
+        // The intent first: a crash before the end leaves a topic marked
+        // `creating`, which the next start removes with its folders.
+        self.update_metadata(|img| img.topics.insert(name.to_owned(), meta.clone()))
+            .map_err(storage_error)?;
+        let config = TopicConfig::resolve(&self.config, &meta.configs);
+        let opened = self
+            .open_partitions_blocking(name, meta.id, &config, 0..partitions)
+            .await;
+        let opened = match opened {
+            Ok(p) => p,
+            Err(e) => {
+                if let Err(undo) = self.update_metadata(|img| img.topics.remove(name)) {
+                    tracing::error!(topic = %name, error = %undo, "could not undo a failed topic creation; the next start removes it");
+                }
+                return Err(e);
+            }
+        };
+        meta.creating = false;
+        if let Err(e) = self.update_metadata(|img| img.topics.insert(name.to_owned(), meta.clone()))
+        {
+            discard_partitions(&self.config.data_dir, name, meta.id, &opened, 0..partitions);
+            return Err(storage_error(e));
+        }
+        let topic = Arc::new(Topic {
+            name: name.to_owned(),
+            id: meta.id,
+            partitions: opened,
+            config,
+            overrides: meta.configs,
+        });
         self.topics
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), topic.clone());
         tracing::info!(topic = %name, partitions, id = %meta.id, "created topic");
         Ok(topic)
+    }
+
+    fn update_metadata<T>(
+        &self,
+        change: impl FnOnce(&mut crate::metadata::MetadataImage) -> T,
+    ) -> std::io::Result<T> {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .update(change)
+    }
+
+    /// Opens (creating) partitions `range` of a topic on a blocking thread.
+    /// All or nothing: when one fails, those opened are closed and every
+    /// folder of the range is removed.
+    async fn open_partitions_blocking(
+        &self,
+        name: &str,
+        id: Uuid,
+        config: &TopicConfig,
+        range: std::ops::Range<i32>,
+    ) -> Result<Vec<Arc<Partition>>, TopicError> {
+        let (data_dir, name, config) = (
+            self.config.data_dir.clone(),
+            name.to_owned(),
+            config.clone(),
+        );
+        let (clock, data_available) = (self.clock.clone(), self.data_available.clone());
+        tokio::task::spawn_blocking(move || {
+            open_partitions(&data_dir, &name, &config, range.clone(), &clock, &data_available)
+                .map_err(|(e, opened)| {
+                    tracing::warn!(topic = %name, error = %e, "partitions not created; removing those made");
+                    discard_partitions(&data_dir, &name, id, &opened, range);
+                    TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+                })
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(TopicError::new(
+                ResponseError::KafkaStorageError,
+                format!("partition creation failed: {e}"),
+            ))
+        })
     }
 
     /// Deletes a topic: out of the metadata image first (durably), then its
@@ -374,28 +445,29 @@ impl Broker {
         if validate_only {
             return Ok(());
         }
-        let mut partitions = topic.partitions.clone();
-        for i in current..total {
-            let p = Partition::open(
+        let added = self
+            .open_partitions_blocking(name, topic.id, &topic.config, current..total)
+            .await?;
+        let stored = self.update_metadata(|img| {
+            if let Some(t) = img.topics.get_mut(name) {
+                t.partitions = total;
+            }
+        });
+        if let Err(e) = stored {
+            discard_partitions(
                 &self.config.data_dir,
                 name,
-                i,
-                topic.config.clone(),
-                self.clock.clone(),
-                self.data_available.clone(),
-            )
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
-            partitions.push(p);
+                topic.id,
+                &added,
+                current..total,
+            );
+            return Err(TopicError::new(
+                ResponseError::KafkaStorageError,
+                e.to_string(),
+            ));
         }
-        self.metadata
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .update(|img| {
-                if let Some(t) = img.topics.get_mut(name) {
-                    t.partitions = total;
-                }
-            })
-            .map_err(|e| TopicError::new(ResponseError::KafkaStorageError, e.to_string()))?;
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(added);
         let grown = Arc::new(Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -539,13 +611,24 @@ impl Broker {
         if let Some(c) = &self.cluster {
             c.stop();
         }
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.close() {
-                    tracing::error!(partition = ?p, error = %e, "close failed");
-                }
+        let partitions: Vec<Arc<Partition>> = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().cloned())
+            .collect();
+        // Closing is mostly waiting for fsyncs: a few at once go faster.
+        let chunk = partitions.len().div_ceil(4).max(1);
+        std::thread::scope(|s| {
+            for part in partitions.chunks(chunk) {
+                s.spawn(move || {
+                    for p in part {
+                        if let Err(e) = p.close() {
+                            tracing::error!(partition = ?p, error = %e, "close failed");
+                        }
+                    }
+                });
             }
-        }
+        });
     }
 }
 
@@ -557,18 +640,15 @@ fn open_topic(
     data_available: &Arc<Notify>,
 ) -> Result<Topic, BrokerError> {
     let tc = TopicConfig::resolve(config, &meta.configs);
-    let partitions = (0..meta.partitions)
-        .map(|i| {
-            Partition::open(
-                &config.data_dir,
-                name,
-                i,
-                tc.clone(),
-                clock.clone(),
-                data_available.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let partitions = open_partitions(
+        &config.data_dir,
+        name,
+        &tc,
+        0..meta.partitions,
+        clock,
+        data_available,
+    )
+    .map_err(|(e, _)| e)?;
     Ok(Topic {
         name: name.to_owned(),
         id: meta.id,
@@ -576,6 +656,94 @@ fn open_topic(
         config: tc,
         overrides: meta.configs.clone(),
     })
+}
+
+/// The partitions opened, or the error and those opened before it.
+type OpenedPartitions = Result<Vec<Arc<Partition>>, (BrokerError, Vec<Arc<Partition>>)>;
+
+/// Opens partitions `range` of a topic, logging progress every few seconds
+/// when there are many. On failure, the error and those already opened.
+fn open_partitions(
+    data_dir: &std::path::Path,
+    name: &str,
+    config: &TopicConfig,
+    range: std::ops::Range<i32>,
+    clock: &Arc<dyn Clock>,
+    data_available: &Arc<Notify>,
+) -> OpenedPartitions {
+    let total = range.len();
+    let mut opened = Vec::with_capacity(total);
+    let mut report = std::time::Instant::now();
+    for i in range {
+        match Partition::open(
+            data_dir,
+            name,
+            i,
+            config.clone(),
+            clock.clone(),
+            data_available.clone(),
+        ) {
+            Ok(p) => opened.push(p),
+            Err(e) => return Err((e, opened)),
+        }
+        if report.elapsed() >= std::time::Duration::from_secs(5) {
+            tracing::info!(topic = %name, opened = opened.len(), of = total, "opening partitions");
+            report = std::time::Instant::now();
+        }
+    }
+    Ok(opened)
+}
+
+/// Closes `opened` and removes the folders of partitions `range` of a topic
+/// whose creation failed (each renamed to `…-delete` first, like a deleted
+/// topic's, so a crash midway leaves nothing that loads as a partition).
+fn discard_partitions(
+    data_dir: &std::path::Path,
+    name: &str,
+    id: Uuid,
+    opened: &[Arc<Partition>],
+    range: std::ops::Range<i32>,
+) {
+    for p in opened {
+        p.detach();
+        if let Err(e) = p.close() {
+            tracing::warn!(partition = ?p, error = %e, "close before removal failed");
+        }
+    }
+    for i in range {
+        let dir = data_dir.join(format!("{name}-{i}"));
+        if !dir.is_dir() {
+            continue;
+        }
+        let doomed = data_dir.join(format!("{name}-{i}.{}-delete", id.simple()));
+        if let Err(e) =
+            std::fs::rename(&dir, &doomed).and_then(|_| std::fs::remove_dir_all(&doomed))
+        {
+            tracing::warn!(path = %dir.display(), error = %e, "could not remove the folder of a partition not created; it is removed at the next start");
+        }
+    }
+}
+
+/// Removes the topics whose creation a crash cut short, and their folders.
+fn finish_interrupted_creations(
+    data_dir: &std::path::Path,
+    store: &mut MetadataStore,
+) -> Result<(), BrokerError> {
+    let cut_short: Vec<(String, TopicMeta)> = store
+        .image
+        .topics
+        .iter()
+        .filter(|(_, m)| m.creating)
+        .map(|(n, m)| (n.clone(), m.clone()))
+        .collect();
+    for (name, meta) in cut_short {
+        discard_partitions(data_dir, &name, meta.id, &[], 0..meta.partitions);
+        store
+            .update(|img| img.topics.remove(&name))
+            .map_err(|e| BrokerError::Storage(e.into()))?;
+        tracing::warn!(topic = %name, "removed a topic whose creation was interrupted");
+    }
+    Ok(())
 }
 
 /// Finishes topic deletions that a crash interrupted.

@@ -33,6 +33,8 @@ class Broker:
         self.data_dir = data_dir / "data"
         self.log_path = data_dir / "broker.log"
         self.config_path = None
+        # Runs in the child before exec (e.g. to lower its resource limits).
+        self.preexec_fn = None
         if config:
             self.config_path = data_dir / "sluice.toml"
             self.config_path.write_text(config)
@@ -54,6 +56,7 @@ class Broker:
             stdout=log,
             stderr=log,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info")},
+            preexec_fn=self.preexec_fn,
         )
         log.close()
 

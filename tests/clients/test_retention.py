@@ -200,4 +200,9 @@ def test_acks_all_needs_min_insync_replicas(broker):
     assert p_one.flush(30) == 0
     assert results[1] is None
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    # acks=1 answers before the fsync, and the high watermark is the durable
+    # offset: the record becomes visible once the flusher has synced it.
+    deadline = time.time() + 10
+    while earliest_latest(admin, "isr2") != (0, 1) and time.time() < deadline:
+        time.sleep(0.05)
     assert earliest_latest(admin, "isr2") == (0, 1), "only the acks=1 record is stored"
