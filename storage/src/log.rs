@@ -234,6 +234,12 @@ impl Log {
                 now,
             )?);
         }
+        // All but the last take no more appends: mapped over their length
+        // when next opened, index files written if a crash lost them.
+        let sealed = segments.len() - 1;
+        for seg in &mut segments[..sealed] {
+            seg.seal()?;
+        }
         let first_base = segments[0].base_offset;
         let mut log = Self {
             dir: dir.to_owned(),

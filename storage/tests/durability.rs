@@ -160,3 +160,36 @@ fn a_failed_fsync_does_not_advance_the_durable_offset() {
     log.flush().unwrap();
     assert_eq!(log.durable_offset(), 6);
 }
+
+#[test]
+fn index_files_are_written_when_a_segment_is_sealed_and_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        index_interval_bytes: 100,
+        ..LogConfig::default()
+    };
+    let mut log = Log::open(dir.path(), config.clone(), Arc::new(SystemClock)).unwrap();
+    append(&mut log, 20);
+    let len = |name: &str| std::fs::metadata(dir.path().join(name)).map(|m| m.len());
+    let first = "00000000000000000000";
+    assert!(
+        len(&format!("{first}.index")).is_err(),
+        "not before sealing"
+    );
+    log.roll().unwrap();
+    let index = len(&format!("{first}.index")).unwrap();
+    let time = len(&format!("{first}.timeindex")).unwrap();
+    assert!(index > 0 && index % 8 == 0, "{index} bytes of offset index");
+    assert!(time > 0 && time % 12 == 0, "{time} bytes of time index");
+    append(&mut log, 20);
+    log.close().unwrap();
+    assert!(len("00000000000000000040.index").unwrap() > 0);
+    // Reopened, the indexes are rebuilt from the log: lookups still land.
+    drop(log);
+    let log = Log::open(dir.path(), config, Arc::new(SystemClock)).unwrap();
+    for offset in [0, 17, 39, 40, 79] {
+        let r = log.read(offset, 1).unwrap();
+        let h = sluice_storage::BatchHeader::parse(&r.records).unwrap();
+        assert!(h.base_offset <= offset && offset <= h.last_offset());
+    }
+}
