@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
 use sluice_protocol::codec::{decode_body, encode_response};
+use sluice_protocol::list_offsets_v0::ListOffsetsV0Request;
 use sluice_protocol::versions::{ApiRange, VersionTable};
 use sluice_protocol::{ProtocolError, Result};
 
@@ -52,7 +53,7 @@ pub struct RequestContext {
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 17),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -96,6 +97,12 @@ pub fn version_table() -> VersionTable {
 macro_rules! dispatch {
     ($ctx:ident, $key:ident, $body:ident; $($api:ident => $req:ty => $handler:path),* $(,)?) => {
         match $key {
+            // v0 has its own layout (not in the generated types).
+            ApiKey::ListOffsets if $ctx.version == 0 => {
+                let req: ListOffsetsV0Request = decode_body(&mut $body, $key, 0)?;
+                let resp = list_offsets::handle_v0(&$ctx, req).await;
+                encode_response($ctx.header.correlation_id, $key, 0, &resp).map(Some)
+            }
             $(ApiKey::$api => {
                 let req: $req = decode_body(&mut $body, $key, $ctx.version)?;
                 let resp = $handler(&$ctx, req).await;
@@ -238,6 +245,9 @@ macro_rules! request_types {
 /// Decodes the body of a served request without serving it (for the fuzz
 /// target; `every_served_api_decodes` keeps it in step with [`SERVED`]).
 pub fn decode_request_body(key: ApiKey, version: i16, mut body: Bytes) -> Result<()> {
+    if key == ApiKey::ListOffsets && version == 0 {
+        return decode_body::<ListOffsetsV0Request>(&mut body, key, version).map(|_| ());
+    }
     macro_rules! decode {
         ($($api:ident => $req:ty),* $(,)?) => {
             match key {
@@ -258,6 +268,9 @@ pub fn default_request_body(key: ApiKey, version: i16) -> Option<Bytes> {
         let mut b = bytes::BytesMut::new();
         T::default().encode(&mut b, version).ok()?;
         Some(b.freeze())
+    }
+    if key == ApiKey::ListOffsets && version == 0 {
+        return enc::<ListOffsetsV0Request>(version);
     }
     macro_rules! encode {
         ($($api:ident => $req:ty),* $(,)?) => {
