@@ -27,6 +27,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
@@ -83,6 +84,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::ListConfigResources, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -155,6 +157,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
+        DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
     )
 }
 
@@ -238,6 +241,7 @@ macro_rules! request_types {
             DescribeLogDirs => m::DescribeLogDirsRequest,
             ElectLeaders => m::ElectLeadersRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
+            DescribeProducers => m::DescribeProducersRequest,
         )
     };
 }

@@ -309,6 +309,53 @@ def test_describe_log_dirs(broker):
     assert size0 >= 100_000 and lag0 == 0 and size1 == 0, d
 
 
+def batch_headers(partition_dir):
+    """(base offset, producer id, producer epoch, base sequence, record
+    count, max timestamp) of every batch in a partition's segment files, read
+    from the disk: what the producer wrote, independently of the broker's
+    answers."""
+    import struct
+
+    out = []
+    for seg in sorted(partition_dir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length = struct.unpack_from(">qi", data, pos)
+            max_ts, pid, epoch, seq, count = struct.unpack_from(">qqhii", data, pos + 35)
+            out.append((base, pid, epoch, seq, count, max_ts))
+            pos += 12 + length
+    return out
+
+
+def test_describe_producers(broker):
+    """describeProducers after an idempotent producer (the Java default)
+    sent 7 records, one batch each: its producer id and epoch as written in
+    the log, last sequence 6, the last record's timestamp, no transaction
+    (coordinator epoch and txn start offset absent); asked of the leader
+    found by metadata and of broker 1 by id. The state, last timestamp
+    included, is the same after a restart. (Unknown partitions are answered
+    UNKNOWN_TOPIC_OR_PARTITION, which the Java client retries until its
+    timeout as with Kafka: tests/roundtrip.rs checks the code.)"""
+    topic = "java-producers"
+    run = run_java("AdminChecks", "producers", broker.bootstrap, topic, 7, 1, 1, timeout=90)
+    assert run.returncode == 0, run.report()
+    headers = batch_headers(broker.data_dir / f"{topic}-0")
+    assert len(headers) == 7, headers
+    pid, epoch = headers[0][1], headers[0][2]
+    assert pid >= 0 and [h[3] for h in headers] == list(range(7)), headers
+    assert headers[-1][5] == 1_700_000_000_006, headers
+    expected = [[pid, epoch, 6, 1_700_000_000_006, -1, -1]]
+    assert run.step("producers")["producers"] == expected, run.report()
+    assert run.step("producers at 1")["producers"] == expected, run.report()
+
+    broker.stop()
+    broker.start()
+    again = run_java("AdminChecks", "producers", broker.bootstrap, topic, 0, 1, timeout=90)
+    assert again.returncode == 0, again.report()
+    assert again.step("producers")["producers"] == expected, again.report()
+
+
 def test_elect_leaders_on_one_broker(broker):
     """electLeaders(PREFERRED): the one broker already leads every partition
     (ELECTION_NOT_NEEDED); a partition that does not exist is named."""

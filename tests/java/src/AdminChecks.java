@@ -14,14 +14,21 @@ import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DescribeProducersOptions;
+import org.apache.kafka.clients.admin.DescribeProducersResult;
 import org.apache.kafka.clients.admin.ElectLeadersOptions;
 import org.apache.kafka.clients.admin.ElectLeadersResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.ListConfigResourcesOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.ProducerState;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.TopicCollection;
@@ -54,6 +61,13 @@ import org.apache.kafka.common.Uuid;
  *   list-config-resources BOOTSTRAP TOPIC GROUP
  *       creates TOPIC, gives GROUP (which has no members) a config, then
  *       lists the config resources of every type, and of type GROUP.
+ *   producers BOOTSTRAP TOPIC RECORDS REPLICATION_FACTOR [BROKER_ID...]
+ *       unless RECORDS is 0, creates TOPIC (1 partition) and sends RECORDS
+ *       records to partition 0 with an idempotent producer (the default),
+ *       one batch each (every send waited for), record i at timestamp
+ *       1700000000000 + i; then describeProducers of TOPIC-0 (step
+ *       "producers", asked of its leader), and the same asked of each
+ *       BROKER_ID directly (step "producers at ID").
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -79,6 +93,7 @@ public final class AdminChecks {
                 case "elect": elect(admin, args); break;
                 case "list-config-resources": listConfigResources(admin, args[2], args[3]); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
+                case "producers": producers(admin, args); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -184,6 +199,51 @@ public final class AdminChecks {
             });
             return new Object[] {"dirs", out};
         });
+    }
+
+    static void producers(Admin admin, String[] args) throws Exception {
+        String topic = args[2];
+        int records = Integer.parseInt(args[3]);
+        if (records > 0) {
+            produceIdempotent(admin, args[1], topic, records, Short.parseShort(args[4]));
+        }
+        TopicPartition tp = new TopicPartition(topic, 0);
+        step("producers", () -> new Object[] {"producers",
+            describeProducers(admin, tp, new DescribeProducersOptions())});
+        for (int i = 5; i < args.length; i++) {
+            int broker = Integer.parseInt(args[i]);
+            step("producers at " + broker, () -> new Object[] {"producers",
+                describeProducers(admin, tp, new DescribeProducersOptions().brokerId(broker))});
+        }
+    }
+
+    static void produceIdempotent(Admin admin, String bootstrap, String topic, int records, short rf)
+            throws Exception {
+        admin.createTopics(List.of(new NewTopic(topic, 1, rf))).all().get(WAIT_S, TimeUnit.SECONDS);
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.CLIENT_ID_CONFIG, "sluice-java-idempotent");
+        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
+            for (int i = 0; i < records; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, 1_700_000_000_000L + i, "k" + i, "v" + i))
+                        .get(WAIT_S, TimeUnit.SECONDS);
+            }
+        }
+    }
+
+    /** [[producer id, epoch, last sequence, last timestamp, coordinator
+     *  epoch (-1 when none), txn start offset (-1 when none)], ...]. */
+    static List<List<Long>> describeProducers(Admin admin, TopicPartition tp, DescribeProducersOptions options)
+            throws Exception {
+        DescribeProducersResult r = admin.describeProducers(List.of(tp), options);
+        List<List<Long>> out = new java.util.ArrayList<>();
+        for (ProducerState p : r.partitionResult(tp).get(WAIT_S, TimeUnit.SECONDS).activeProducers()) {
+            out.add(List.of(p.producerId(), (long) p.producerEpoch(), (long) p.lastSequence(), p.lastTimestamp(),
+                    (long) p.coordinatorEpoch().orElse(-1), p.currentTransactionStartOffset().orElse(-1L)));
+        }
+        return out;
     }
 
     static void elect(Admin admin, String[] args) throws Exception {
