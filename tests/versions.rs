@@ -301,5 +301,30 @@ async fn every_served_version_is_answered() {
         let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &req).await;
         assert_eq!(r.responses[0].error_code, 3, "deleting twice at v{v}");
     }
+
+    for v in range(ApiKey::DescribeQuorum) {
+        use describe_quorum_request::{PartitionData, TopicData};
+        let ask = |topic: &str, partition| {
+            DescribeQuorumRequest::default().with_topics(vec![
+                TopicData::default()
+                    .with_topic_name(name(topic))
+                    .with_partitions(vec![
+                        PartitionData::default().with_partition_index(partition),
+                    ]),
+            ])
+        };
+        let req = ask("__cluster_metadata", 0);
+        let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &req).await;
+        assert_eq!(r.error_code, 0, "DescribeQuorum v{v}");
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_id.0, p.leader_epoch), (0, 1, 0));
+        assert_eq!(p.current_voters.len(), 1, "a quorum of one");
+        assert_eq!(r.nodes.len(), if v >= 2 { 1 } else { 0 }, "nodes at v{v}");
+        // Kafka has one quorum: any other partition is an invalid request.
+        for bad in [ask("__cluster_metadata", 1), ask("t2", 0)] {
+            let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &bad).await;
+            assert_eq!(r.error_code, 42, "INVALID_REQUEST at v{v}");
+        }
+    }
     broker.stop().await;
 }

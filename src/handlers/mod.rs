@@ -28,6 +28,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
@@ -85,6 +86,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -158,6 +160,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
         DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
+        DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
     )
 }
 
@@ -242,6 +245,7 @@ macro_rules! request_types {
             ElectLeaders => m::ElectLeadersRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
             DescribeProducers => m::DescribeProducersRequest,
+            DescribeQuorum => m::DescribeQuorumRequest,
         )
     };
 }

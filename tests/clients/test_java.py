@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from cluster_support import Cluster
+from cluster_support import NODES, Cluster
 from conftest import create_topic
 from java_support import run_java, start_java
 
@@ -354,6 +354,54 @@ def test_describe_producers(broker):
     again = run_java("AdminChecks", "producers", broker.bootstrap, topic, 0, 1, timeout=90)
     assert again.returncode == 0, again.report()
     assert again.step("producers")["producers"] == expected, again.report()
+
+
+def test_describe_metadata_quorum(broker):
+    """describeMetadataQuorum on one broker: a quorum of one, this broker
+    leading at epoch 0 with no metadata log, its client listener as its
+    node's endpoint."""
+    before = int(time.time() * 1000)
+    run = run_java("AdminChecks", "quorum", broker.bootstrap, timeout=60)
+    assert run.returncode == 0, run.report()
+    q = run.step("quorum")
+    assert q["ok"], run.report()
+    assert (q["leader"], q["epoch"], q["high_watermark"], q["observers"]) == (1, 0, 0, []), q
+    [[node, leo, fetched, caught_up]] = q["voters"]
+    assert (node, leo) == (1, 0) and fetched == caught_up and fetched >= before, q
+    assert q["nodes"] == {"1": [["PLAINTEXT", "127.0.0.1", broker.port]]}, q
+
+
+def test_describe_metadata_quorum_cluster(cluster):
+    """describeMetadataQuorum asked of each of three brokers (the Java client
+    sends it to any broker; those that do not lead the controller quorum
+    forward it to the one that does, as Kafka brokers forward it to the
+    active controller): every answer is the leader's view — the same leader
+    and epoch, the three voters with the log end offsets the leader's Raft
+    progress holds and recent fetch and caught-up times, no observers, and
+    each voter's controller listener (its controller.quorum.voters
+    address)."""
+    answers = {}
+    for n in NODES:
+        before = int(time.time() * 1000)
+        run = run_java("AdminChecks", "quorum", cluster.brokers[n].bootstrap, timeout=60)
+        assert run.returncode == 0, run.report()
+        q = run.step("quorum")
+        assert q["ok"], run.report()
+        print(f"\nbroker {n} answered: {q}")
+        answers[n] = q
+        assert q["leader"] in NODES and q["epoch"] >= 1 and q["high_watermark"] > 0, q
+        assert q["observers"] == [], q
+        assert [v[0] for v in q["voters"]] == list(NODES), q
+        for node, leo, fetched, caught_up in q["voters"]:
+            # The leader's own log end is at or past the high watermark; a
+            # follower's was heard within the last few seconds.
+            assert leo > 0 and fetched >= before - 5000 and caught_up >= before - 5000, q
+            if node == q["leader"]:
+                assert leo >= q["high_watermark"], q
+        assert q["nodes"] == {
+            str(i): [["CONTROLLER", "127.0.0.1", cluster.proxies[i].port]] for i in NODES
+        }, q
+    assert len({(q["leader"], q["epoch"]) for q in answers.values()}) == 1, answers
 
 
 def test_elect_leaders_on_one_broker(broker):

@@ -23,6 +23,8 @@ import org.apache.kafka.clients.admin.ListConfigResourcesOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.ProducerState;
+import org.apache.kafka.clients.admin.QuorumInfo;
+import org.apache.kafka.clients.admin.RaftVoterEndpoint;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.clients.producer.KafkaProducer;
@@ -68,6 +70,10 @@ import org.apache.kafka.common.Uuid;
  *       1700000000000 + i; then describeProducers of TOPIC-0 (step
  *       "producers", asked of its leader), and the same asked of each
  *       BROKER_ID directly (step "producers at ID").
+ *   quorum BOOTSTRAP
+ *       describeMetadataQuorum: leader, epoch, high watermark, voters and
+ *       observers as [id, log end offset, last fetch, last caught up] (-1
+ *       when absent), nodes as {id: [[listener, host, port]]}.
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -94,6 +100,7 @@ public final class AdminChecks {
                 case "list-config-resources": listConfigResources(admin, args[2], args[3]); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 case "producers": producers(admin, args); break;
+                case "quorum": quorum(admin); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -242,6 +249,31 @@ public final class AdminChecks {
         for (ProducerState p : r.partitionResult(tp).get(WAIT_S, TimeUnit.SECONDS).activeProducers()) {
             out.add(List.of(p.producerId(), (long) p.producerEpoch(), (long) p.lastSequence(), p.lastTimestamp(),
                     (long) p.coordinatorEpoch().orElse(-1), p.currentTransactionStartOffset().orElse(-1L)));
+        }
+        return out;
+    }
+
+    static void quorum(Admin admin) throws Exception {
+        step("quorum", () -> {
+            QuorumInfo q = admin.describeMetadataQuorum().quorumInfo().get(WAIT_S, TimeUnit.SECONDS);
+            Map<String, Object> nodes = new TreeMap<>();
+            q.nodes().forEach((id, n) -> {
+                List<List<Object>> endpoints = new java.util.ArrayList<>();
+                for (RaftVoterEndpoint e : n.endpoints()) {
+                    endpoints.add(List.of(e.listener(), e.host(), e.port()));
+                }
+                nodes.put(String.valueOf(id), endpoints);
+            });
+            return new Object[] {"leader", q.leaderId(), "epoch", q.leaderEpoch(), "high_watermark", q.highWatermark(),
+                "voters", replicas(q.voters()), "observers", replicas(q.observers()), "nodes", nodes};
+        });
+    }
+
+    static List<List<Long>> replicas(List<QuorumInfo.ReplicaState> states) {
+        List<List<Long>> out = new java.util.ArrayList<>();
+        for (QuorumInfo.ReplicaState r : states) {
+            out.add(List.of((long) r.replicaId(), r.logEndOffset(), r.lastFetchTimestamp().orElse(-1L),
+                    r.lastCaughtUpTimestamp().orElse(-1L)));
         }
         return out;
     }
