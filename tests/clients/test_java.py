@@ -356,6 +356,46 @@ def test_describe_producers(broker):
     assert again.step("producers")["producers"] == expected, again.report()
 
 
+def test_describe_producers_cluster(cluster):
+    """describeProducers on a replication-factor-3 partition: the leader
+    answers (asked through metadata, and by id), the followers answer
+    NOT_LEADER_OR_FOLLOWER (NotLeaderOrFollowerException when asked by id);
+    after the leader is killed, the new leader rebuilds the producer state
+    from its log and reports the same producer."""
+    from confluent_kafka import Producer
+
+    topic = "java-producers-rf3"
+    run = run_java("AdminChecks", "producers", cluster.bootstrap, topic, 5, 3, *NODES, timeout=90)
+    assert run.returncode == 0, run.report()
+    leader, _ = cluster.leader(topic, 0)
+    got = run.step("producers")["producers"]
+    [[pid, _, last_seq, ts, coordinator_epoch, txn_start]] = got
+    assert pid >= 0 and (last_seq, ts, coordinator_epoch, txn_start) == (4, 1_700_000_000_004, -1, -1), got
+    for n in NODES:
+        step = run.step(f"producers at {n}")
+        if n == leader:
+            assert step["ok"] and step["producers"] == got, run.report()
+        else:
+            assert not step["ok"] and step["error"].endswith("NotLeaderOrFollowerException"), run.report()
+
+    target = next(n for n in NODES if n != leader)
+    p = Producer({"bootstrap.servers": cluster.bootstrap})
+
+    def write():
+        # Not idempotent (librdkafka's default): no producer state of its own.
+        for _ in range(3):
+            p.produce(topic, value=b"plain", partition=0)
+        assert p.flush(30) == 0
+
+    cluster.make_leader(topic, 0, target, write)
+    live = ",".join(cluster.brokers[n].bootstrap for n in cluster.live())
+    again = cluster.while_leading(
+        topic, 0, target, lambda: run_java("AdminChecks", "producers", live, topic, 0, 3, target, timeout=90)
+    )
+    assert again is not None, "leadership moved during the check"
+    assert again.step(f"producers at {target}")["producers"] == got, again.report()
+
+
 def test_describe_metadata_quorum(broker):
     """describeMetadataQuorum on one broker: a quorum of one, this broker
     leading at epoch 0 with no metadata log, its client listener as its

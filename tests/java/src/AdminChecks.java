@@ -85,12 +85,7 @@ public final class AdminChecks {
 
     public static void main(String[] args) throws Exception {
         String check = args[0];
-        Properties props = new Properties();
-        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
-        props.put(AdminClientConfig.CLIENT_ID_CONFIG, "sluice-java-admin");
-        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "25000");
-        try (Admin admin = Admin.create(props)) {
+        try (Admin admin = newAdmin(args[1])) {
             switch (check) {
                 case "describe-by-id": describeById(admin, args[2]); break;
                 case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
@@ -104,6 +99,15 @@ public final class AdminChecks {
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
+    }
+
+    static Admin newAdmin(String bootstrap) {
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.CLIENT_ID_CONFIG, "sluice-java-admin");
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "25000");
+        return Admin.create(props);
     }
 
     static void describeById(Admin admin, String topic) throws Exception {
@@ -219,8 +223,12 @@ public final class AdminChecks {
             describeProducers(admin, tp, new DescribeProducersOptions())});
         for (int i = 5; i < args.length; i++) {
             int broker = Integer.parseInt(args[i]);
-            step("producers at " + broker, () -> new Object[] {"producers",
-                describeProducers(admin, tp, new DescribeProducersOptions().brokerId(broker))});
+            // A fresh client each time: the client caches the partition's
+            // leader and would send there whatever brokerId says.
+            try (Admin direct = newAdmin(args[1])) {
+                step("producers at " + broker, () -> new Object[] {"producers",
+                    describeProducers(direct, tp, new DescribeProducersOptions().brokerId(broker))});
+            }
         }
     }
 
