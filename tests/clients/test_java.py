@@ -443,6 +443,41 @@ def test_describe_metadata_quorum_cluster(cluster):
         }, q
     assert len({(q["leader"], q["epoch"]) for q in answers.values()}) == 1, answers
 
+    # A request another broker forwarded (its client id says so) is never
+    # forwarded again: a broker that does not lead answers
+    # NOT_LEADER_OR_FOLLOWER (6), naming the leader, as a Kafka controller does.
+    leader = answers[NODES[0]]["leader"]
+    for n in NODES:
+        p = _describe_quorum(cluster.port(n), client_id="sluice-forwarded-describe-quorum-9")
+        if n == leader:
+            assert (p.error_code, p.leader_id, len(p.current_voters)) == (0, leader, 3), p
+        else:
+            assert (p.error_code, p.leader_id, p.current_voters) == (6, leader, []), p
+
+
+def _describe_quorum(port, client_id, version=2):
+    """DescribeQuorum of __cluster_metadata-0 sent to one broker by
+    kafka-python's protocol classes: the partition of the answer."""
+    import socket
+    import struct
+
+    from kafka.protocol.admin.cluster import DescribeQuorumRequest, DescribeQuorumResponse
+
+    T = DescribeQuorumRequest.TopicData
+    req = DescribeQuorumRequest(
+        topics=[T(topic_name="__cluster_metadata", partitions=[T.PartitionData(partition_index=0)])]
+    )
+    req.with_header(correlation_id=5, client_id=client_id)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(req.encode(version=version, header=True, framed=True))
+        f = s.makefile("rb")
+        (size,) = struct.unpack(">i", f.read(4))
+        resp = DescribeQuorumResponse.decode(f.read(size), version=version, header=True)
+    assert resp.error_code == 0, resp
+    [topic] = resp.topics
+    [partition] = topic.partitions
+    return partition
+
 
 def test_elect_leaders_on_one_broker(broker):
     """electLeaders(PREFERRED): the one broker already leads every partition
