@@ -146,11 +146,20 @@ impl LogShape {
     /// qualifies or `max` is not positive.
     fn offsets_before(&self, high_watermark: i64, now: i64, timestamp: i64, max: i32) -> Vec<i64> {
         // (offset, time): every segment, then the log end unless the last
-        // segment is empty (its base already is the log end).
+        // segment is empty (its base already is the log end). A segment's
+        // time is its newest record's; one without timestamps (empty, or
+        // records without any) counts from its creation.
         let mut entries: Vec<(i64, i64)> = self
             .segments
             .iter()
-            .map(|s| (s.base_offset.max(self.log_start), s.max_timestamp))
+            .map(|s| {
+                let time = if s.size_bytes > 0 && s.max_timestamp >= 0 {
+                    s.max_timestamp
+                } else {
+                    s.created_ms
+                };
+                (s.base_offset.max(self.log_start), time)
+            })
             .collect();
         if self.segments.last().is_none_or(|s| s.size_bytes > 0) {
             entries.push((self.log_end, now));
@@ -270,7 +279,7 @@ mod tests {
             next_offset: next,
             size_bytes: if next > base { 100 } else { 0 },
             max_timestamp,
-            created_ms: 0,
+            created_ms: 500,
         }
     }
 
@@ -303,6 +312,18 @@ mod tests {
         assert_eq!(s.offsets_before(25, 9000, 2000, 1), vec![10]);
         assert_eq!(s.offsets_before(25, 9000, 999, 10), Vec::<i64>::new());
         assert_eq!(s.offsets_before(25, 9000, 9000, 2), vec![25, 20]);
+    }
+
+    #[test]
+    fn an_empty_active_segment_counts_from_its_creation() {
+        let mut s = shape();
+        s.segments.push(SegmentInfo {
+            created_ms: 5000,
+            ..segment(25, 25, -1)
+        });
+        assert_eq!(s.offsets_before(25, 9000, 2500, 10), vec![10, 0]);
+        assert_eq!(s.offsets_before(25, 9000, 6000, 10), vec![25, 20, 10, 0]);
+        assert_eq!(s.offsets_before(25, 9000, LATEST, 2), vec![25, 20]);
     }
 
     #[test]
