@@ -29,6 +29,20 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     batches: VecDeque<BatchMeta>,
+    /// The max timestamp of the producer's last batch (DescribeProducers).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The last sequence of its last batch.
+    pub last_sequence: i32,
+    /// The max timestamp of its last batch, as stored (LogAppendTime
+    /// included).
+    pub last_timestamp: i64,
 }
 
 /// What to do with an incoming idempotent batch.
@@ -57,6 +71,9 @@ pub struct ProducerBatch {
     /// sequence + last offset delta). A state rebuilt from a compacted log
     /// must expect the same next sequence as the one written.
     pub last_offset_delta: i32,
+    /// The batch's max timestamp as stored: the append time on a
+    /// LogAppendTime topic.
+    pub max_timestamp: i64,
 }
 
 impl ProducerBatch {
@@ -143,6 +160,23 @@ impl ProducerStateManager {
             first_offset,
             last_offset,
         });
+        entry.last_timestamp = batch.max_timestamp;
+    }
+
+    /// Every producer this partition remembers, by producer id.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                producer_epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub fn clear(&mut self) {
@@ -168,6 +202,7 @@ mod tests {
             producer_epoch: epoch,
             base_sequence: seq,
             last_offset_delta: n - 1,
+            max_timestamp: 1000 + seq as i64,
         }
     }
 
@@ -239,6 +274,38 @@ mod tests {
         s.observe(&b(1, 0, i32::MAX - 1, 2), 0, 1);
         assert_eq!(s.check(&b(1, 0, 0, 1)).unwrap(), SequenceCheck::Append);
         assert_eq!(b(1, 0, i32::MAX, 2).last_sequence(), 0);
+    }
+
+    #[test]
+    fn active_producers_report_their_last_batch() {
+        let mut m = ProducerStateManager::default();
+        m.observe(&b(9, 0, 0, 3), 0, 2);
+        m.observe(&b(7, 1, 0, 2), 3, 4);
+        m.observe(&b(9, 0, 3, 4), 5, 8);
+        assert_eq!(
+            m.active_producers(),
+            vec![
+                ActiveProducer {
+                    producer_id: 7,
+                    producer_epoch: 1,
+                    last_sequence: 1,
+                    last_timestamp: 1000,
+                },
+                ActiveProducer {
+                    producer_id: 9,
+                    producer_epoch: 0,
+                    last_sequence: 6,
+                    last_timestamp: 1003,
+                },
+            ]
+        );
+        // A new epoch replaces what the old one wrote.
+        m.observe(&b(9, 1, 0, 1), 9, 9);
+        let p9 = m.active_producers()[1];
+        assert_eq!(
+            (p9.producer_epoch, p9.last_sequence, p9.last_timestamp),
+            (1, 0, 1000)
+        );
     }
 
     #[test]

@@ -181,6 +181,48 @@ async fn produce_fetch_and_list_offsets() {
     broker.stop().await;
 }
 
+/// DescribeProducers of one topic: per partition (error code, or the
+/// partition index when there is none, and the producers as (id, epoch,
+/// last sequence, last timestamp, coordinator epoch, txn start offset)).
+async fn describe_producers(
+    c: &mut common::Client,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<(i32, Vec<(i64, i32, i32, i64, i32, i64)>)> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    let req = DescribeProducersRequest::default().with_topics(vec![
+        TopicRequest::default()
+            .with_name(name(topic))
+            .with_partition_indexes(partitions.to_vec()),
+    ]);
+    let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &req).await;
+    r.topics[0]
+        .partitions
+        .iter()
+        .map(|p| {
+            let producers: Vec<_> = p
+                .active_producers
+                .iter()
+                .map(|a| {
+                    (
+                        a.producer_id.0,
+                        a.producer_epoch,
+                        a.last_sequence,
+                        a.last_timestamp,
+                        a.coordinator_epoch,
+                        a.current_txn_start_offset,
+                    )
+                })
+                .collect();
+            if p.error_code == 0 {
+                (p.partition_index, producers)
+            } else {
+                (i32::from(p.error_code), producers)
+            }
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn idempotent_retries_are_not_written_twice_even_after_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -221,10 +263,22 @@ async fn idempotent_retries_are_not_written_twice_even_after_restart() {
     // A gap is refused.
     let gap = produce(&mut c, "payments", 0, batch(1, 30, Some((pid, 0, 20))), -1).await;
     assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    // DescribeProducers: the last batch's sequence and max timestamp (its
+    // records are at 20..23); an unknown partition is named.
+    let described = describe_producers(&mut c, "payments", &[0, 5]).await;
+    let expected = (pid, 0, 7, 23, -1, -1);
+    assert_eq!(described, vec![(0, vec![expected]), (3, vec![])]);
     broker.stop().await;
 
     let broker = TestBroker::start(dir.path()).await;
     let mut c = broker.client().await;
+    assert_eq!(
+        describe_producers(&mut c, "payments", &[0]).await,
+        vec![(0, vec![expected])],
+        "producer state, last timestamp included, rebuilt at restart"
+    );
+    let unknown = describe_producers(&mut c, "no-such-topic", &[0]).await;
+    assert_eq!(unknown, vec![(3, vec![])]);
     let retry = produce(&mut c, "payments", 0, b1, -1).await;
     assert_eq!(
         (retry.error_code, retry.base_offset),

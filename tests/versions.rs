@@ -168,6 +168,40 @@ async fn every_served_version_is_answered() {
     }
 
     for v in range(ApiKey::ListOffsets) {
+        if v == 0 {
+            // v0 has its own layout: a list of offsets, here the latest.
+            use sluice_protocol::list_offsets_v0::*;
+            let partition = |i| RequestPartition {
+                partition_index: i,
+                timestamp: -1,
+                max_num_offsets: 1,
+            };
+            let req = ListOffsetsV0Request {
+                replica_id: -1,
+                topics: vec![
+                    RequestTopic {
+                        name: StrBytes::from_static_str("t2"),
+                        partitions: vec![partition(0), partition(9)],
+                    },
+                    RequestTopic {
+                        name: StrBytes::from_static_str("no-such-topic"),
+                        partitions: vec![partition(0)],
+                    },
+                ],
+            };
+            let r: ListOffsetsV0Response = c.call(ApiKey::ListOffsets, 0, &req).await;
+            let t2 = &r.topics[0].partitions;
+            assert_eq!(
+                (t2[0].error_code, &t2[0].old_style_offsets[..]),
+                (0, &[expected_offset][..])
+            );
+            assert_eq!((t2[1].error_code, t2[1].old_style_offsets.len()), (3, 0));
+            assert_eq!(
+                r.topics[1].partitions[0].error_code, 3,
+                "unknown topic at v0"
+            );
+            continue;
+        }
         let req = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![
@@ -266,6 +300,31 @@ async fn every_served_version_is_answered() {
         assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
         let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &req).await;
         assert_eq!(r.responses[0].error_code, 3, "deleting twice at v{v}");
+    }
+
+    for v in range(ApiKey::DescribeQuorum) {
+        use describe_quorum_request::{PartitionData, TopicData};
+        let ask = |topic: &str, partition| {
+            DescribeQuorumRequest::default().with_topics(vec![
+                TopicData::default()
+                    .with_topic_name(name(topic))
+                    .with_partitions(vec![
+                        PartitionData::default().with_partition_index(partition),
+                    ]),
+            ])
+        };
+        let req = ask("__cluster_metadata", 0);
+        let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &req).await;
+        assert_eq!(r.error_code, 0, "DescribeQuorum v{v}");
+        let p = &r.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.leader_id.0, p.leader_epoch), (0, 1, 0));
+        assert_eq!(p.current_voters.len(), 1, "a quorum of one");
+        assert_eq!(r.nodes.len(), if v >= 2 { 1 } else { 0 }, "nodes at v{v}");
+        // Kafka has one quorum: any other partition is an invalid request.
+        for bad in [ask("__cluster_metadata", 1), ask("t2", 0)] {
+            let r: DescribeQuorumResponse = c.call(ApiKey::DescribeQuorum, v, &bad).await;
+            assert_eq!(r.error_code, 42, "INVALID_REQUEST at v{v}");
+        }
     }
     broker.stop().await;
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
 use sluice_protocol::codec::{decode_body, encode_response};
+use sluice_protocol::list_offsets_v0::ListOffsetsV0Request;
 use sluice_protocol::versions::{ApiRange, VersionTable};
 use sluice_protocol::{ProtocolError, Result};
 
@@ -26,6 +27,8 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
+mod describe_producers;
+mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
@@ -52,7 +55,7 @@ pub struct RequestContext {
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 17),
-    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::ListOffsets, 0, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
@@ -82,6 +85,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::ListConfigResources, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeQuorum, 0, 2),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -96,6 +101,12 @@ pub fn version_table() -> VersionTable {
 macro_rules! dispatch {
     ($ctx:ident, $key:ident, $body:ident; $($api:ident => $req:ty => $handler:path),* $(,)?) => {
         match $key {
+            // v0 has its own layout (not in the generated types).
+            ApiKey::ListOffsets if $ctx.version == 0 => {
+                let req: ListOffsetsV0Request = decode_body(&mut $body, $key, 0)?;
+                let resp = list_offsets::handle_v0(&$ctx, req).await;
+                encode_response($ctx.header.correlation_id, $key, 0, &resp).map(Some)
+            }
             $(ApiKey::$api => {
                 let req: $req = decode_body(&mut $body, $key, $ctx.version)?;
                 let resp = $handler(&$ctx, req).await;
@@ -148,6 +159,8 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
+        DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
+        DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
     )
 }
 
@@ -231,6 +244,8 @@ macro_rules! request_types {
             DescribeLogDirs => m::DescribeLogDirsRequest,
             ElectLeaders => m::ElectLeadersRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
+            DescribeProducers => m::DescribeProducersRequest,
+            DescribeQuorum => m::DescribeQuorumRequest,
         )
     };
 }
@@ -238,6 +253,9 @@ macro_rules! request_types {
 /// Decodes the body of a served request without serving it (for the fuzz
 /// target; `every_served_api_decodes` keeps it in step with [`SERVED`]).
 pub fn decode_request_body(key: ApiKey, version: i16, mut body: Bytes) -> Result<()> {
+    if key == ApiKey::ListOffsets && version == 0 {
+        return decode_body::<ListOffsetsV0Request>(&mut body, key, version).map(|_| ());
+    }
     macro_rules! decode {
         ($($api:ident => $req:ty),* $(,)?) => {
             match key {
@@ -258,6 +276,9 @@ pub fn default_request_body(key: ApiKey, version: i16) -> Option<Bytes> {
         let mut b = bytes::BytesMut::new();
         T::default().encode(&mut b, version).ok()?;
         Some(b.freeze())
+    }
+    if key == ApiKey::ListOffsets && version == 0 {
+        return enc::<ListOffsetsV0Request>(version);
     }
     macro_rules! encode {
         ($($api:ident => $req:ty),* $(,)?) => {

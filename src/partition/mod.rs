@@ -31,7 +31,7 @@ use sluice_storage::{AppendOptions, BATCH_HEADER_LEN, BatchHeader, Clock, Log};
 use tokio::sync::{Notify, watch};
 
 use crate::error::BrokerError;
-use crate::producer_state::{ProducerBatch, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{ActiveProducer, ProducerBatch, ProducerStateManager, SequenceCheck};
 use crate::replication::host::GroupStatus;
 use crate::replication::store::StoreLog;
 use crate::topic_config::TopicConfig;
@@ -179,6 +179,7 @@ fn producer_batch(h: &BatchHeader) -> ProducerBatch {
         producer_epoch: h.producer_epoch,
         base_sequence: h.base_sequence,
         last_offset_delta: h.last_offset_delta,
+        max_timestamp: h.max_timestamp,
     }
 }
 
@@ -562,7 +563,8 @@ impl Partition {
         let mut first: Option<i64> = None;
         let mut last = -1;
         for (h, batch) in &batches {
-            let pb = producer_batch(h);
+            let mut pb = producer_batch(h);
+            pb.max_timestamp = log_append_time.unwrap_or(pb.max_timestamp);
             match state.producers.check(&pb)? {
                 SequenceCheck::Duplicate(meta) => {
                     tracing::debug!(partition = ?self, producer_id = pb.producer_id, seq = pb.base_sequence, "duplicate batch acknowledged with its original offset");
@@ -589,6 +591,18 @@ impl Partition {
             log_start_offset,
             ..AppendResult::default()
         })
+    }
+
+    /// The idempotent producers this partition remembers, by producer id
+    /// (DescribeProducers). Only the leader keeps producer state; a replica
+    /// that became leader and has not appended yet rebuilds it first.
+    pub fn active_producers(&self) -> Result<Vec<ActiveProducer>, BrokerError> {
+        self.check_serving()?;
+        let mut state = self.lock();
+        if let Backing::Raft(r) = &self.backing {
+            self.refresh_producer_state(r, &mut state)?;
+        }
+        Ok(state.producers.active_producers())
     }
 
     /// Waits until `offset` is below the high watermark (durable), or `timeout`.

@@ -205,22 +205,7 @@ impl Partition {
         batches: &[(BatchHeader, Bytes)],
         log_append_time: Option<i64>,
     ) -> Result<AppendResult, BrokerError> {
-        let status = self.status();
-        if !status.is_leader {
-            return Err(BrokerError::NotLeaderOrFollower);
-        }
-        if r.refused.swap(false, Ordering::SeqCst) || state.producers_term != status.term {
-            // A new term (this replica may have been a follower, which keeps
-            // no producer state), or a refused prediction: once everything
-            // accepted so far is stored, the log holds every entry the group
-            // may commit from here, and the state is rebuilt from it.
-            blocking(|| r.host.barrier());
-            let mut producers = ProducerStateManager::default();
-            rebuild_producer_state(&r.store.log(), &mut producers)?;
-            state.producers = producers;
-            state.producers_term = status.term;
-            state.next = None;
-        }
+        let status = self.refresh_producer_state(r, state)?;
         let mut out = AppendResult {
             base_offset: -1,
             last_offset: -1,
@@ -229,7 +214,8 @@ impl Partition {
         };
         let mut unconfirmed = Vec::new();
         for (h, batch) in batches {
-            let pb = producer_batch(h);
+            let mut pb = producer_batch(h);
+            pb.max_timestamp = log_append_time.unwrap_or(pb.max_timestamp);
             let (first, last) = match state.producers.check(&pb)? {
                 SequenceCheck::Duplicate(meta) => (meta.first_offset, meta.last_offset),
                 SequenceCheck::Append => {
@@ -286,6 +272,32 @@ impl Partition {
         out.log_start_offset = r.store.with_log(|l| l.log_start_offset());
         out.unconfirmed = Mutex::new(unconfirmed);
         Ok(out)
+    }
+
+    /// On the leader, makes the producer state that of the log: a new term
+    /// (this replica may have been a follower, which keeps no producer
+    /// state), or a refused prediction, rebuilds it once everything
+    /// accepted so far is stored — the log then holds every entry the group
+    /// may commit from here. NOT_LEADER_OR_FOLLOWER elsewhere. Returns the
+    /// status it acted on.
+    pub(super) fn refresh_producer_state(
+        &self,
+        r: &Replicated,
+        state: &mut State,
+    ) -> Result<GroupStatus, BrokerError> {
+        let status = self.status();
+        if !status.is_leader {
+            return Err(BrokerError::NotLeaderOrFollower);
+        }
+        if r.refused.swap(false, Ordering::SeqCst) || state.producers_term != status.term {
+            blocking(|| r.host.barrier());
+            let mut producers = ProducerStateManager::default();
+            rebuild_producer_state(&r.store.log(), &mut producers)?;
+            state.producers = producers;
+            state.producers_term = status.term;
+            state.next = None;
+        }
+        Ok(status)
     }
 
     /// DeleteRecords on a replicated partition: the leader proposes the new

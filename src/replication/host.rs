@@ -41,6 +41,9 @@ pub type Reply = Box<dyn FnOnce(Result<Proposal, ReplicaError>) + Send>;
 /// short: it runs between the groups' Raft rounds).
 pub type Watcher = Box<dyn FnMut(&GroupStatus) + Send>;
 
+/// Looks at a group's replica (None: no such group), on the host thread.
+type Inspection = Box<dyn FnOnce(Option<&Replica>) + Send>;
+
 /// Called with each committed entry of a group, in order, on the host
 /// thread (keep it short).
 pub type Applier = Box<dyn FnMut(&raft::eraftpb::Entry) + Send>;
@@ -74,6 +77,11 @@ enum Input {
     /// Answered after the round that took it, once everything proposed
     /// before it is stored.
     Barrier(mpsc::Sender<()>),
+    /// Runs on a group's replica (None: no such group here).
+    Inspect {
+        group: String,
+        f: Inspection,
+    },
     Stop,
 }
 
@@ -192,6 +200,27 @@ impl Host {
         }
     }
 
+    /// Runs `f` on `group`'s replica on the host thread, between rounds:
+    /// what only the replica knows (its voters' progress). None when the
+    /// group is not on this host (or the host stopped).
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&Replica) -> T + Send + 'static,
+    ) -> Option<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let f = Box::new(move |r: Option<&Replica>| {
+            let _ = tx.send(r.map(f));
+        });
+        self.inputs
+            .send(Input::Inspect {
+                group: group.to_owned(),
+                f,
+            })
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
     /// Starts driving `replica` as `group` (a partition assigned to this
     /// node after start). A group already here is replaced.
     pub fn add_group(&self, group: &str, replica: Replica) {
@@ -294,6 +323,9 @@ fn drive(
             match input {
                 Input::Stop => return,
                 Input::Barrier(tx) => barriers.push(tx),
+                Input::Inspect { group, f } => {
+                    f(index.get(&group).map(|&i| &groups[i].1));
+                }
                 Input::Message(e) => match index.get(&e.group) {
                     Some(&i) => {
                         touched[i] = true;

@@ -82,6 +82,9 @@ pub struct Replica {
     ticks: u64,
     /// Tick at which each peer was last heard from.
     last_heard: std::collections::HashMap<u64, u64>,
+    /// Tick at which each voter last held every entry of this leader's log
+    /// (Kafka's last caught-up time; reset with the term).
+    caught_up: std::collections::HashMap<u64, u64>,
     /// The replica that should lead when it can (Kafka's preferred leader:
     /// the first of the partition's assigned replicas).
     preferred: Option<u64>,
@@ -97,6 +100,20 @@ pub struct Replica {
     /// That entry as last clipped to this replica's own commit, and the
     /// offset after it.
     fully_replicated_at: (u64, i64),
+}
+
+/// One voter of a group as its leader sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoterProgress {
+    pub id: u64,
+    /// The offset after the last entry the voter is known to hold.
+    pub log_end_offset: i64,
+    /// Ticks since the leader last heard from it (None: not since the
+    /// leader's replica started).
+    pub heard_ticks_ago: Option<u64>,
+    /// Ticks since it last held every entry of the leader's log (None: not
+    /// in this term).
+    pub caught_up_ticks_ago: Option<u64>,
 }
 
 /// An entry index carried in a message's context (8 bytes, big-endian).
@@ -151,6 +168,7 @@ impl Replica {
             timing,
             ticks: 0,
             last_heard: Default::default(),
+            caught_up: Default::default(),
             preferred: None,
             last_transfer: 0,
             lost_log: false,
@@ -264,6 +282,16 @@ impl Replica {
         }
         self.node.step(m)?;
         self.follow_term();
+        if self.is_leader() {
+            let raft = &self.node.raft;
+            if raft
+                .prs()
+                .get(from)
+                .is_some_and(|pr| pr.matched >= raft.raft_log.last_index())
+            {
+                self.caught_up.insert(from, self.ticks);
+            }
+        }
         if let Some(index) = told
             && term == self.term()
             && self.leader() == Some(from)
@@ -279,6 +307,7 @@ impl Replica {
         if self.term() != self.fully_replicated_term {
             self.fully_replicated_term = self.term();
             self.fully_replicated = 0;
+            self.caught_up.clear();
         }
     }
 
@@ -302,6 +331,38 @@ impl Replica {
                         .is_some_and(|&t| self.ticks.saturating_sub(t) <= window)
             })
             .count()
+    }
+
+    /// Every voter's progress as this leader sees it (Kafka's
+    /// DescribeQuorum), by id; empty unless this replica leads.
+    pub fn voter_progress(&self) -> Result<Vec<VoterProgress>, ReplicaError> {
+        if !self.is_leader() {
+            return Ok(Vec::new());
+        }
+        let raft = &self.node.raft;
+        let ago = |t: Option<&u64>| t.map(|&t| self.ticks.saturating_sub(t));
+        let mut ids: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
+        ids.sort_unstable();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(if id == self.id {
+                VoterProgress {
+                    id,
+                    log_end_offset: self.store.offset_after(raft.raft_log.last_index())?,
+                    heard_ticks_ago: Some(0),
+                    caught_up_ticks_ago: Some(0),
+                }
+            } else {
+                let matched = raft.prs().get(id).map_or(0, |pr| pr.matched);
+                VoterProgress {
+                    id,
+                    log_end_offset: self.store.offset_after(matched)?,
+                    heard_ticks_ago: ago(self.last_heard.get(&id)),
+                    caught_up_ticks_ago: ago(self.caught_up.get(&id)),
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Sets the replica that should lead this group when it is caught up.

@@ -616,3 +616,41 @@ fn a_lost_snapshot_is_sent_again() {
         "the follower gets the snapshot the second time and catches up"
     );
 }
+
+#[test]
+fn the_leader_reports_each_voters_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let leader = sim.elect(200).unwrap();
+    let follower = a_follower(&sim, leader);
+    assert!(sim.replicas[&follower].voter_progress().unwrap().is_empty());
+    propose_all(&mut sim, leader, "q", 5).unwrap();
+    // The leader's own first entry takes an offset too.
+    assert!(all_reach(&mut sim, 6));
+    sim.run_until(10, |_| false).unwrap();
+    let progress = sim.replicas[&leader].voter_progress().unwrap();
+    assert_eq!(
+        progress.iter().map(|v| v.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let end = sim.replicas[&leader]
+        .store()
+        .with_log(|l| l.log_end_offset());
+    for v in &progress {
+        assert_eq!(v.log_end_offset, end, "{v:?}");
+        // Heartbeats answered within the last election timeout.
+        assert!(v.heard_ticks_ago.is_some_and(|t| t <= 10), "{v:?}");
+        assert!(v.caught_up_ticks_ago.is_some_and(|t| t <= 10), "{v:?}");
+    }
+
+    // A follower cut off stops being heard from and falls behind.
+    sim.isolate(follower);
+    propose_all(&mut sim, leader, "r", 3).unwrap();
+    sim.run_until(30, |_| false).unwrap();
+    let progress = sim.replicas[&leader].voter_progress().unwrap();
+    let cut = progress.iter().find(|v| v.id == follower).unwrap();
+    let me = progress.iter().find(|v| v.id == leader).unwrap();
+    assert!(cut.log_end_offset < me.log_end_offset, "{progress:?}");
+    assert!(cut.heard_ticks_ago.unwrap() >= 25, "{progress:?}");
+    assert!(cut.caught_up_ticks_ago.unwrap() >= 25, "{progress:?}");
+}

@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from cluster_support import Cluster
+from cluster_support import NODES, Cluster
 from conftest import create_topic
 from java_support import run_java, start_java
 
@@ -307,6 +307,176 @@ def test_describe_log_dirs(broker):
     size0, lag0 = d["replicas"]["java-log-dirs-0"]
     size1, _ = d["replicas"]["java-log-dirs-1"]
     assert size0 >= 100_000 and lag0 == 0 and size1 == 0, d
+
+
+def batch_headers(partition_dir):
+    """(base offset, producer id, producer epoch, base sequence, record
+    count, max timestamp) of every batch in a partition's segment files, read
+    from the disk: what the producer wrote, independently of the broker's
+    answers."""
+    import struct
+
+    out = []
+    for seg in sorted(partition_dir.glob("*.log")):
+        data = seg.read_bytes()
+        pos = 0
+        while pos + 61 <= len(data):
+            base, length = struct.unpack_from(">qi", data, pos)
+            max_ts, pid, epoch, seq, count = struct.unpack_from(">qqhii", data, pos + 35)
+            out.append((base, pid, epoch, seq, count, max_ts))
+            pos += 12 + length
+    return out
+
+
+def test_describe_producers(broker):
+    """describeProducers after an idempotent producer (the Java default)
+    sent 7 records, one batch each: its producer id and epoch as written in
+    the log, last sequence 6, the last record's timestamp, no transaction
+    (coordinator epoch and txn start offset absent); asked of the leader
+    found by metadata and of broker 1 by id. The state, last timestamp
+    included, is the same after a restart. (Unknown partitions are answered
+    UNKNOWN_TOPIC_OR_PARTITION, which the Java client retries until its
+    timeout as with Kafka: tests/roundtrip.rs checks the code.)"""
+    topic = "java-producers"
+    run = run_java("AdminChecks", "producers", broker.bootstrap, topic, 7, 1, 1, timeout=90)
+    assert run.returncode == 0, run.report()
+    headers = batch_headers(broker.data_dir / f"{topic}-0")
+    assert len(headers) == 7, headers
+    pid, epoch = headers[0][1], headers[0][2]
+    assert pid >= 0 and [h[3] for h in headers] == list(range(7)), headers
+    assert headers[-1][5] == 1_700_000_000_006, headers
+    expected = [[pid, epoch, 6, 1_700_000_000_006, -1, -1]]
+    assert run.step("producers")["producers"] == expected, run.report()
+    assert run.step("producers at 1")["producers"] == expected, run.report()
+
+    broker.stop()
+    broker.start()
+    again = run_java("AdminChecks", "producers", broker.bootstrap, topic, 0, 1, timeout=90)
+    assert again.returncode == 0, again.report()
+    assert again.step("producers")["producers"] == expected, again.report()
+
+
+def test_describe_producers_cluster(cluster):
+    """describeProducers on a replication-factor-3 partition: the leader
+    answers (asked through metadata, and by id), the followers answer
+    NOT_LEADER_OR_FOLLOWER (NotLeaderOrFollowerException when asked by id);
+    after the leader is killed, the new leader rebuilds the producer state
+    from its log and reports the same producer."""
+    from confluent_kafka import Producer
+
+    topic = "java-producers-rf3"
+    run = run_java("AdminChecks", "producers", cluster.bootstrap, topic, 5, 3, *NODES, timeout=90)
+    assert run.returncode == 0, run.report()
+    leader, _ = cluster.leader(topic, 0)
+    got = run.step("producers")["producers"]
+    [[pid, _, last_seq, ts, coordinator_epoch, txn_start]] = got
+    assert pid >= 0 and (last_seq, ts, coordinator_epoch, txn_start) == (4, 1_700_000_000_004, -1, -1), got
+    for n in NODES:
+        step = run.step(f"producers at {n}")
+        if n == leader:
+            assert step["ok"] and step["producers"] == got, run.report()
+        else:
+            assert not step["ok"] and step["error"].endswith("NotLeaderOrFollowerException"), run.report()
+
+    target = next(n for n in NODES if n != leader)
+    p = Producer({"bootstrap.servers": cluster.bootstrap})
+
+    def write():
+        # Not idempotent (librdkafka's default): no producer state of its own.
+        for _ in range(3):
+            p.produce(topic, value=b"plain", partition=0)
+        assert p.flush(30) == 0
+
+    cluster.make_leader(topic, 0, target, write)
+    live = ",".join(cluster.brokers[n].bootstrap for n in cluster.live())
+    again = cluster.while_leading(
+        topic, 0, target, lambda: run_java("AdminChecks", "producers", live, topic, 0, 3, target, timeout=90)
+    )
+    assert again is not None, "leadership moved during the check"
+    assert again.step(f"producers at {target}")["producers"] == got, again.report()
+
+
+def test_describe_metadata_quorum(broker):
+    """describeMetadataQuorum on one broker: a quorum of one, this broker
+    leading at epoch 0 with no metadata log, its client listener as its
+    node's endpoint."""
+    before = int(time.time() * 1000)
+    run = run_java("AdminChecks", "quorum", broker.bootstrap, timeout=60)
+    assert run.returncode == 0, run.report()
+    q = run.step("quorum")
+    assert q["ok"], run.report()
+    assert (q["leader"], q["epoch"], q["high_watermark"], q["observers"]) == (1, 0, 0, []), q
+    [[node, leo, fetched, caught_up]] = q["voters"]
+    assert (node, leo) == (1, 0) and fetched == caught_up and fetched >= before, q
+    assert q["nodes"] == {"1": [["PLAINTEXT", "127.0.0.1", broker.port]]}, q
+
+
+def test_describe_metadata_quorum_cluster(cluster):
+    """describeMetadataQuorum asked of each of three brokers (the Java client
+    sends it to any broker; those that do not lead the controller quorum
+    forward it to the one that does, as Kafka brokers forward it to the
+    active controller): every answer is the leader's view — the same leader
+    and epoch, the three voters with the log end offsets the leader's Raft
+    progress holds and recent fetch and caught-up times, no observers, and
+    each voter's controller listener (its controller.quorum.voters
+    address)."""
+    answers = {}
+    for n in NODES:
+        before = int(time.time() * 1000)
+        run = run_java("AdminChecks", "quorum", cluster.brokers[n].bootstrap, timeout=60)
+        assert run.returncode == 0, run.report()
+        q = run.step("quorum")
+        assert q["ok"], run.report()
+        print(f"\nbroker {n} answered: {q}")
+        answers[n] = q
+        assert q["leader"] in NODES and q["epoch"] >= 1 and q["high_watermark"] > 0, q
+        assert q["observers"] == [], q
+        assert [v[0] for v in q["voters"]] == list(NODES), q
+        for node, leo, fetched, caught_up in q["voters"]:
+            # The leader's own log end is at or past the high watermark; a
+            # follower's was heard within the last few seconds.
+            assert leo > 0 and fetched >= before - 5000 and caught_up >= before - 5000, q
+            if node == q["leader"]:
+                assert leo >= q["high_watermark"], q
+        assert q["nodes"] == {
+            str(i): [["CONTROLLER", "127.0.0.1", cluster.proxies[i].port]] for i in NODES
+        }, q
+    assert len({(q["leader"], q["epoch"]) for q in answers.values()}) == 1, answers
+
+    # A request another broker forwarded (its client id says so) is never
+    # forwarded again: a broker that does not lead answers
+    # NOT_LEADER_OR_FOLLOWER (6), naming the leader, as a Kafka controller does.
+    leader = answers[NODES[0]]["leader"]
+    for n in NODES:
+        p = _describe_quorum(cluster.port(n), client_id="sluice-forwarded-describe-quorum-9")
+        if n == leader:
+            assert (p.error_code, p.leader_id, len(p.current_voters)) == (0, leader, 3), p
+        else:
+            assert (p.error_code, p.leader_id, p.current_voters) == (6, leader, []), p
+
+
+def _describe_quorum(port, client_id, version=2):
+    """DescribeQuorum of __cluster_metadata-0 sent to one broker by
+    kafka-python's protocol classes: the partition of the answer."""
+    import socket
+    import struct
+
+    from kafka.protocol.admin.cluster import DescribeQuorumRequest, DescribeQuorumResponse
+
+    T = DescribeQuorumRequest.TopicData
+    req = DescribeQuorumRequest(
+        topics=[T(topic_name="__cluster_metadata", partitions=[T.PartitionData(partition_index=0)])]
+    )
+    req.with_header(correlation_id=5, client_id=client_id)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(req.encode(version=version, header=True, framed=True))
+        f = s.makefile("rb")
+        (size,) = struct.unpack(">i", f.read(4))
+        resp = DescribeQuorumResponse.decode(f.read(size), version=version, header=True)
+    assert resp.error_code == 0, resp
+    [topic] = resp.topics
+    [partition] = topic.partitions
+    return partition
 
 
 def test_elect_leaders_on_one_broker(broker):

@@ -14,14 +14,23 @@ import org.apache.kafka.clients.admin.AlterConsumerGroupOffsetsResult;
 import org.apache.kafka.clients.admin.Config;
 import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.CreateTopicsResult;
+import org.apache.kafka.clients.admin.DescribeProducersOptions;
+import org.apache.kafka.clients.admin.DescribeProducersResult;
 import org.apache.kafka.clients.admin.ElectLeadersOptions;
 import org.apache.kafka.clients.admin.ElectLeadersResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.ListConfigResourcesOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.ProducerState;
+import org.apache.kafka.clients.admin.QuorumInfo;
+import org.apache.kafka.clients.admin.RaftVoterEndpoint;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerConfig;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.serialization.StringSerializer;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.TopicCollection;
@@ -54,6 +63,17 @@ import org.apache.kafka.common.Uuid;
  *   list-config-resources BOOTSTRAP TOPIC GROUP
  *       creates TOPIC, gives GROUP (which has no members) a config, then
  *       lists the config resources of every type, and of type GROUP.
+ *   producers BOOTSTRAP TOPIC RECORDS REPLICATION_FACTOR [BROKER_ID...]
+ *       unless RECORDS is 0, creates TOPIC (1 partition) and sends RECORDS
+ *       records to partition 0 with an idempotent producer (the default),
+ *       one batch each (every send waited for), record i at timestamp
+ *       1700000000000 + i; then describeProducers of TOPIC-0 (step
+ *       "producers", asked of its leader), and the same asked of each
+ *       BROKER_ID directly (step "producers at ID").
+ *   quorum BOOTSTRAP
+ *       describeMetadataQuorum: leader, epoch, high watermark, voters and
+ *       observers as [id, log end offset, last fetch, last caught up] (-1
+ *       when absent), nodes as {id: [[listener, host, port]]}.
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
@@ -65,12 +85,7 @@ public final class AdminChecks {
 
     public static void main(String[] args) throws Exception {
         String check = args[0];
-        Properties props = new Properties();
-        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, args[1]);
-        props.put(AdminClientConfig.CLIENT_ID_CONFIG, "sluice-java-admin");
-        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
-        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "25000");
-        try (Admin admin = Admin.create(props)) {
+        try (Admin admin = newAdmin(args[1])) {
             switch (check) {
                 case "describe-by-id": describeById(admin, args[2]); break;
                 case "offsets-unknown-topic": offsetsUnknownTopic(admin, args[2], args[3]); break;
@@ -79,9 +94,20 @@ public final class AdminChecks {
                 case "elect": elect(admin, args); break;
                 case "list-config-resources": listConfigResources(admin, args[2], args[3]); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
+                case "producers": producers(admin, args); break;
+                case "quorum": quorum(admin); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
+    }
+
+    static Admin newAdmin(String bootstrap) {
+        Properties props = new Properties();
+        props.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(AdminClientConfig.CLIENT_ID_CONFIG, "sluice-java-admin");
+        props.put(AdminClientConfig.REQUEST_TIMEOUT_MS_CONFIG, "15000");
+        props.put(AdminClientConfig.DEFAULT_API_TIMEOUT_MS_CONFIG, "25000");
+        return Admin.create(props);
     }
 
     static void describeById(Admin admin, String topic) throws Exception {
@@ -184,6 +210,80 @@ public final class AdminChecks {
             });
             return new Object[] {"dirs", out};
         });
+    }
+
+    static void producers(Admin admin, String[] args) throws Exception {
+        String topic = args[2];
+        int records = Integer.parseInt(args[3]);
+        if (records > 0) {
+            produceIdempotent(admin, args[1], topic, records, Short.parseShort(args[4]));
+        }
+        TopicPartition tp = new TopicPartition(topic, 0);
+        step("producers", () -> new Object[] {"producers",
+            describeProducers(admin, tp, new DescribeProducersOptions())});
+        for (int i = 5; i < args.length; i++) {
+            int broker = Integer.parseInt(args[i]);
+            // A fresh client each time: the client caches the partition's
+            // leader and would send there whatever brokerId says.
+            try (Admin direct = newAdmin(args[1])) {
+                step("producers at " + broker, () -> new Object[] {"producers",
+                    describeProducers(direct, tp, new DescribeProducersOptions().brokerId(broker))});
+            }
+        }
+    }
+
+    static void produceIdempotent(Admin admin, String bootstrap, String topic, int records, short rf)
+            throws Exception {
+        admin.createTopics(List.of(new NewTopic(topic, 1, rf))).all().get(WAIT_S, TimeUnit.SECONDS);
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.CLIENT_ID_CONFIG, "sluice-java-idempotent");
+        props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
+            for (int i = 0; i < records; i++) {
+                producer.send(new ProducerRecord<>(topic, 0, 1_700_000_000_000L + i, "k" + i, "v" + i))
+                        .get(WAIT_S, TimeUnit.SECONDS);
+            }
+        }
+    }
+
+    /** [[producer id, epoch, last sequence, last timestamp, coordinator
+     *  epoch (-1 when none), txn start offset (-1 when none)], ...]. */
+    static List<List<Long>> describeProducers(Admin admin, TopicPartition tp, DescribeProducersOptions options)
+            throws Exception {
+        DescribeProducersResult r = admin.describeProducers(List.of(tp), options);
+        List<List<Long>> out = new java.util.ArrayList<>();
+        for (ProducerState p : r.partitionResult(tp).get(WAIT_S, TimeUnit.SECONDS).activeProducers()) {
+            out.add(List.of(p.producerId(), (long) p.producerEpoch(), (long) p.lastSequence(), p.lastTimestamp(),
+                    (long) p.coordinatorEpoch().orElse(-1), p.currentTransactionStartOffset().orElse(-1L)));
+        }
+        return out;
+    }
+
+    static void quorum(Admin admin) throws Exception {
+        step("quorum", () -> {
+            QuorumInfo q = admin.describeMetadataQuorum().quorumInfo().get(WAIT_S, TimeUnit.SECONDS);
+            Map<String, Object> nodes = new TreeMap<>();
+            q.nodes().forEach((id, n) -> {
+                List<List<Object>> endpoints = new java.util.ArrayList<>();
+                for (RaftVoterEndpoint e : n.endpoints()) {
+                    endpoints.add(List.of(e.listener(), e.host(), e.port()));
+                }
+                nodes.put(String.valueOf(id), endpoints);
+            });
+            return new Object[] {"leader", q.leaderId(), "epoch", q.leaderEpoch(), "high_watermark", q.highWatermark(),
+                "voters", replicas(q.voters()), "observers", replicas(q.observers()), "nodes", nodes};
+        });
+    }
+
+    static List<List<Long>> replicas(List<QuorumInfo.ReplicaState> states) {
+        List<List<Long>> out = new java.util.ArrayList<>();
+        for (QuorumInfo.ReplicaState r : states) {
+            out.add(List.of((long) r.replicaId(), r.logEndOffset(), r.lastFetchTimestamp().orElse(-1L),
+                    r.lastCaughtUpTimestamp().orElse(-1L)));
+        }
+        return out;
     }
 
     static void elect(Admin admin, String[] args) throws Exception {
