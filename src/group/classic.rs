@@ -113,6 +113,32 @@ impl Group {
         g
     }
 
+    /// A consumer group gone back to the classic protocol (KIP-848 online
+    /// downgrade): generation = the group epoch, the members with their
+    /// protocols and assignments, the first one leader, and a rebalance
+    /// started at once so that every member rejoins.
+    pub fn downgraded(
+        id: &str,
+        config: GroupConfig,
+        generation: i32,
+        members: Vec<Member>,
+        now: i64,
+    ) -> Self {
+        let mut g = Self::new(id, config, now);
+        g.generation = generation;
+        g.protocol_type = Some(super::consumer_protocol::PROTOCOL_TYPE.to_owned());
+        g.leader = members.first().map(|m| m.id.clone());
+        g.members = members;
+        g.protocol = g.select_protocol();
+        g.state = GroupState::Stable;
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+        } else {
+            g.prepare_rebalance(now);
+        }
+        g
+    }
+
     pub fn snapshot(&self) -> GroupSnapshot {
         let protocol = self.protocol.clone().unwrap_or_default();
         GroupSnapshot {

@@ -7,15 +7,16 @@
 //! `__consumer_offsets` before the heartbeat that caused it is answered, so
 //! after a restart members go on at their epoch with their partitions.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::assignor::Assignment;
-use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest};
-use super::{GroupCoordinator, GroupState, records};
+use super::consumer::{
+    ConsumerGroup, HeartbeatOutcome, HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC,
+};
+use super::{GroupCoordinator, records};
 use crate::broker::Broker;
 
 /// A member as ConsumerGroupDescribe shows it.
@@ -66,41 +67,63 @@ impl GroupCoordinator {
             req.member_id = uuid::Uuid::new_v4().simple().to_string();
         }
         let now = broker.now_ms();
-        let (out, written) = {
+        let leaving = matches!(req.epoch, LEAVE | LEAVE_STATIC);
+        let partitions = Self::subscribable(broker);
+        let (out, written, parked) = {
             let mut inner = self.lock();
-            if inner
-                .groups
-                .get(group)
-                .is_some_and(|g| !matches!(g.state(), GroupState::Empty | GroupState::Dead))
-            {
-                return refuse(
-                    ResponseError::GroupIdNotFound,
-                    &format!("group '{group}' is a classic group with members"),
-                );
+            if Self::is_live_classic(&inner, group) {
+                // Only a joining member may convert the group (KIP-848
+                // online upgrade); otherwise, as Kafka: not a consumer group.
+                let tried = match req.epoch {
+                    JOIN => self.upgraded(broker, &inner, group, now),
+                    _ => Err("the member is not joining".to_owned()),
+                };
+                let mut converted = match tried {
+                    Ok(c) => c,
+                    Err(why) => {
+                        tracing::info!(group, reason = %why, "classic group not converted to a consumer group");
+                        return refuse(
+                            ResponseError::GroupIdNotFound,
+                            &format!("group '{group}' is a classic group with members: {why}"),
+                        );
+                    }
+                };
+                // A request refused leaves the group classic.
+                let out = converted.heartbeat(req, &partitions, now);
+                if out.error != 0 {
+                    return out;
+                }
+                converted.take_dirty();
+                let record = self.consumer_group_record(group, &converted);
+                let (first, d) = Self::install_upgraded(&mut inner, group, converted);
+                let written = self.append(broker, group, &[first, record]);
+                (out, written, Some(d))
+            } else {
+                // An empty classic group (offsets only) becomes a consumer-protocol one.
+                inner.groups.remove(group);
+                let config = broker.consumer_group_config(group);
+                let g = inner
+                    .consumers
+                    .entry(group.to_owned())
+                    .or_insert_with(|| ConsumerGroup::new(group, config));
+                g.set_config(config);
+                let out = g.heartbeat(req, &partitions, now);
+                if !g.take_dirty() {
+                    return out;
+                }
+                // The group changed: stored before the member hears of it (as a
+                // classic group again if the last consumer-protocol member left).
+                let recs = if leaving && out.error == 0 {
+                    self.store_or_downgrade(broker, &mut inner, group, now)
+                } else {
+                    vec![self.consumer_group_record(group, g)]
+                };
+                (out, self.append(broker, group, &recs), None)
             }
-            // An empty classic group (offsets only) becomes a consumer-protocol one.
-            inner.groups.remove(group);
-            let config = broker.consumer_group_config(group);
-            let g = inner
-                .consumers
-                .entry(group.to_owned())
-                .or_insert_with(|| ConsumerGroup::new(group, config));
-            g.set_config(config);
-            // Every topic a subscription could name or match; internal ones never.
-            let partitions: BTreeMap<String, i32> = broker
-                .topics()
-                .iter()
-                .filter(|t| t.name != super::OFFSETS_TOPIC)
-                .map(|t| (t.name.clone(), t.partitions.len() as i32))
-                .collect();
-            let out = g.heartbeat(req, &partitions, now);
-            if !g.take_dirty() {
-                return out;
-            }
-            // The group changed: stored before the member hears of it.
-            let record = self.consumer_group_record(group, g);
-            (out, self.append(broker, group, &[record]))
         };
+        if let Some(d) = parked {
+            d.deliver().await;
+        }
         match written {
             Ok((p, last)) => match p.wait_acked(&last, Duration::from_secs(30)).await {
                 Ok(()) => out,

@@ -21,6 +21,8 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 mod consumer_api;
+pub mod consumer_protocol;
+mod migration;
 mod offsets;
 pub mod records;
 pub mod types;
@@ -450,14 +452,22 @@ impl GroupCoordinator {
             + PARK_GRACE;
         let now = broker.now_ms();
         let member_id = req.member_id.clone();
+        // A classic member of a consumer group (KIP-848 online migration).
+        let mixed = {
+            let mut inner = self.lock();
+            Self::is_consumer_group(&inner, group)
+                .then(|| self.consumer_group_join(broker, &mut inner, group, req.clone(), now))
+        };
+        if let Some((out, written)) = mixed {
+            return match migration::durable(written).await {
+                Ok(()) => out,
+                Err(c) => error_join(c, &member_id),
+            };
+        }
         let (reply, deliveries) = {
             let mut inner = self.lock();
-            if inner.consumers.get(group).is_some_and(|c| !c.is_empty()) {
-                tracing::warn!(
-                    group,
-                    "JoinGroup for a group that uses the consumer protocol"
-                );
-                return error_join(code(ResponseError::InconsistentGroupProtocol), &member_id);
+            if Self::is_consumer_group(&inner, group) {
+                return error_join(code(ResponseError::RebalanceInProgress), &member_id);
             }
             // An empty consumer-protocol group becomes a classic one.
             inner.consumers.remove(group);
@@ -496,6 +506,10 @@ impl GroupCoordinator {
         let now = broker.now_ms();
         let (reply, deliveries, wait) = {
             let mut inner = self.lock();
+            if Self::is_consumer_group(&inner, group) {
+                let g = inner.consumers.get_mut(group).expect("checked");
+                return g.classic_sync(req, now);
+            }
             let Some(g) = inner.groups.get_mut(group) else {
                 return err(code(ResponseError::UnknownMemberId));
             };
@@ -537,6 +551,9 @@ impl GroupCoordinator {
     ) -> i16 {
         let now = broker.now_ms();
         let mut inner = self.lock();
+        if let Some(c) = inner.consumers.get_mut(group).filter(|c| !c.is_empty()) {
+            return c.classic_heartbeat(member_id, instance_id, generation, now);
+        }
         match inner.groups.get_mut(group) {
             Some(g) => g.heartbeat(member_id, instance_id, generation, now),
             None => code(ResponseError::UnknownMemberId),
@@ -551,6 +568,15 @@ impl GroupCoordinator {
     ) -> Result<Vec<i16>, i16> {
         self.coordinates(broker, group).await?;
         let now = broker.now_ms();
+        let mixed = {
+            let mut inner = self.lock();
+            Self::is_consumer_group(&inner, group)
+                .then(|| self.consumer_group_leave(broker, &mut inner, group, members, now))
+        };
+        if let Some((codes, written)) = mixed {
+            migration::durable(written).await?;
+            return Ok(codes);
+        }
         let (codes, deliveries) = {
             let mut inner = self.lock();
             let Some(g) = inner.groups.get_mut(group) else {
@@ -604,13 +630,14 @@ impl GroupCoordinator {
                     continue;
                 };
                 g.tick(now);
+                let empty = g.is_empty();
                 if g.take_dirty() {
-                    let record = self.consumer_group_record(&id, g);
-                    if let Err(c) = self.append(broker, &id, &[record]) {
+                    let recs = self.store_or_downgrade(broker, &mut inner, &id, now);
+                    if let Err(c) = self.append(broker, &id, &recs) {
                         tracing::error!(group = %id, code = c, "could not store the consumer group");
                     }
                 }
-                if g.is_empty() && !inner.offsets.contains_key(&id) {
+                if empty && !inner.offsets.contains_key(&id) {
                     inner.consumers.remove(&id);
                 }
             }
