@@ -586,16 +586,20 @@ impl ConsumerGroup {
     /// Removes members whose session expired or who kept partitions past
     /// their rebalance timeout.
     pub fn tick(&mut self, now: i64) {
-        let gone: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.deadline <= now || (!is_empty(&m.revoking) && m.revoke_deadline <= now))
-            .map(|m| m.id.clone())
-            .collect();
-        for id in gone {
+        for id in self.expired(now) {
             tracing::info!(group = %self.id, member = %id, "member session expired (or it held revoked partitions too long); removed");
             self.remove_member(&id);
         }
+    }
+
+    /// Members whose session expired or who kept partitions past their
+    /// rebalance timeout: the next [`ConsumerGroup::tick`] removes them.
+    pub fn expired(&self, now: i64) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| m.deadline <= now || (!is_empty(&m.revoking) && m.revoke_deadline <= now))
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     /// Removes a member (false: unknown); the group epoch moves on.

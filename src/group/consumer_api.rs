@@ -99,26 +99,41 @@ impl GroupCoordinator {
                 let written = self.append(broker, group, &[first, record]);
                 (out, written, Some(d))
             } else {
-                // An empty classic group (offsets only) becomes a consumer-protocol one.
-                inner.groups.remove(group);
-                let config = broker.consumer_group_config(group);
-                let g = inner
+                // The last consumer-protocol member leaving a group of
+                // classic members: the group goes back to classic instead.
+                let member = [req.member_id.clone()];
+                let known = inner
                     .consumers
-                    .entry(group.to_owned())
-                    .or_insert_with(|| ConsumerGroup::new(group, config));
-                g.set_config(config);
-                let out = g.heartbeat(req, &partitions, now);
-                if !g.take_dirty() {
-                    return out;
-                }
-                // The group changed: stored before the member hears of it (as a
-                // classic group again if the last consumer-protocol member left).
-                let recs = if leaving && out.error == 0 {
-                    self.store_or_downgrade(broker, &mut inner, group, now)
+                    .get(group)
+                    .is_some_and(|g| g.members().any(|m| m.id == req.member_id));
+                if leaving
+                    && known
+                    && let Some(recs) =
+                        self.downgrade_instead(broker, &mut inner, group, &member, now)
+                {
+                    let out = HeartbeatOutcome {
+                        member_id: req.member_id,
+                        epoch: req.epoch,
+                        ..HeartbeatOutcome::default()
+                    };
+                    (out, self.append(broker, group, &recs), None)
                 } else {
-                    vec![self.consumer_group_record(group, g)]
-                };
-                (out, self.append(broker, group, &recs), None)
+                    // An empty classic group (offsets only) becomes a consumer-protocol one.
+                    inner.groups.remove(group);
+                    let config = broker.consumer_group_config(group);
+                    let g = inner
+                        .consumers
+                        .entry(group.to_owned())
+                        .or_insert_with(|| ConsumerGroup::new(group, config));
+                    g.set_config(config);
+                    let out = g.heartbeat(req, &partitions, now);
+                    if !g.take_dirty() {
+                        return out;
+                    }
+                    // The group changed: stored before the member hears of it.
+                    let record = self.consumer_group_record(group, g);
+                    (out, self.append(broker, group, &[record]), None)
+                }
             }
         };
         if let Some(d) = parked {

@@ -102,31 +102,33 @@ impl GroupCoordinator {
         ((records::group_key(group), None), d)
     }
 
-    /// After a member left or expired: the records that store the group —
-    /// as a classic group again when only classic members are left and the
-    /// policy allows the downgrade.
-    pub(super) fn store_or_downgrade(
+    /// When `leaving` (members about to leave or expire) are the group's
+    /// last members using the consumer protocol, other members remain and
+    /// the policy allows it: the group becomes a classic group in their
+    /// stead (Kafka's online downgrade). Returns the records that store it.
+    pub(super) fn downgrade_instead(
         &self,
         broker: &Broker,
         inner: &mut Inner,
         group: &str,
+        leaving: &[String],
         now: i64,
-    ) -> Vec<Record> {
-        let Some(c) = inner.consumers.get(group) else {
-            return Vec::new();
-        };
-        if !(c.only_classic_members() && broker.config.group_consumer_migration_policy.downgrade())
+    ) -> Option<Vec<Record>> {
+        let c = inner.consumers.get(group)?;
+        if !(broker.config.group_consumer_migration_policy.downgrade()
+            && c.only_classic_members_without(leaving))
         {
-            return vec![self.consumer_group_record(group, c)];
+            return None;
         }
-        let classic = c.to_classic(self.config, now);
+        tracing::info!(group, leaving = ?leaving, "last consumer-protocol member leaving");
+        let classic = c.to_classic(leaving, self.config, now);
         let value = records::group_value(&classic.snapshot());
         inner.consumers.remove(group);
         inner.groups.insert(group.to_owned(), classic);
-        vec![
+        Some(vec![
             (records::consumer_group_key(group), None),
             (records::group_key(group), Some(value)),
-        ]
+        ])
     }
 
     /// JoinGroup of a classic member of the consumer group `group` (called
@@ -165,7 +167,6 @@ impl GroupCoordinator {
         inner: &mut Inner,
         group: &str,
         members: &[(String, Option<String>)],
-        now: i64,
     ) -> (Vec<i16>, Option<Written>) {
         let Some(g) = inner.consumers.get_mut(group) else {
             return (Vec::new(), None);
@@ -174,8 +175,8 @@ impl GroupCoordinator {
         if !g.take_dirty() {
             return (codes, None);
         }
-        let recs = self.store_or_downgrade(broker, inner, group, now);
-        (codes, Some(self.append(broker, group, &recs)))
+        let record = self.consumer_group_record(group, g);
+        (codes, Some(self.append(broker, group, &[record])))
     }
 
     /// Whether `group` is served as a consumer group (one with members).

@@ -571,7 +571,7 @@ impl GroupCoordinator {
         let mixed = {
             let mut inner = self.lock();
             Self::is_consumer_group(&inner, group)
-                .then(|| self.consumer_group_leave(broker, &mut inner, group, members, now))
+                .then(|| self.consumer_group_leave(broker, &mut inner, group, members))
         };
         if let Some((codes, written)) = mixed {
             migration::durable(written).await?;
@@ -629,15 +629,27 @@ impl GroupCoordinator {
                 let Some(g) = inner.consumers.get_mut(&id) else {
                     continue;
                 };
-                g.tick(now);
-                let empty = g.is_empty();
-                if g.take_dirty() {
-                    let recs = self.store_or_downgrade(broker, &mut inner, &id, now);
+                let expired = g.expired(now);
+                if !expired.is_empty()
+                    && let Some(recs) =
+                        self.downgrade_instead(broker, &mut inner, &id, &expired, now)
+                {
                     if let Err(c) = self.append(broker, &id, &recs) {
+                        tracing::error!(group = %id, code = c, "could not store the downgraded group");
+                    }
+                    continue;
+                }
+                let Some(g) = inner.consumers.get_mut(&id) else {
+                    continue;
+                };
+                g.tick(now);
+                if g.take_dirty() {
+                    let record = self.consumer_group_record(&id, g);
+                    if let Err(c) = self.append(broker, &id, &[record]) {
                         tracing::error!(group = %id, code = c, "could not store the consumer group");
                     }
                 }
-                if empty && !inner.offsets.contains_key(&id) {
+                if g.is_empty() && !inner.offsets.contains_key(&id) {
                     inner.consumers.remove(&id);
                 }
             }

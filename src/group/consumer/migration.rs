@@ -156,19 +156,27 @@ impl ConsumerGroup {
         Ok(g)
     }
 
-    /// Whether every member left uses the classic protocol (and there is
-    /// one): the group can go back to being a classic group.
-    pub fn only_classic_members(&self) -> bool {
-        !self.members.is_empty() && self.members.values().all(|m| m.classic.is_some())
+    /// Whether the members other than `leaving` all use the classic
+    /// protocol (and there is one): without them, the group can go back to
+    /// being a classic group.
+    pub fn only_classic_members_without(&self, leaving: &[String]) -> bool {
+        let mut rest = self.members.values().filter(|m| !leaving.contains(&m.id));
+        let mut any = false;
+        rest.all(|m| {
+            any = true;
+            m.classic.is_some()
+        }) && any
     }
 
-    /// Kafka's online downgrade: a classic group at generation = group
-    /// epoch, every member with its classic protocols and its current
-    /// assignment, rebalancing at once so the members rejoin.
-    pub fn to_classic(&self, config: GroupConfig, now: i64) -> Group {
+    /// Kafka's online downgrade, instead of removing the `leaving` members:
+    /// a classic group at generation = the group epoch (so members at it
+    /// keep committing), every other member with its classic protocols and
+    /// its current assignment, rebalancing at once so the members rejoin.
+    pub fn to_classic(&self, leaving: &[String], config: GroupConfig, now: i64) -> Group {
         let members = self
             .members
             .values()
+            .filter(|m| !leaving.contains(&m.id))
             .filter_map(|m| {
                 let c = m.classic.as_ref()?;
                 let version = c

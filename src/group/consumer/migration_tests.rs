@@ -107,7 +107,7 @@ fn a_classic_group_converts_with_its_generation_and_assignments() {
     assert_eq!((a.epoch, a.assigned.clone()), (3, parts(&[0, 1])));
     assert_eq!(g.target("b"), parts(&[2, 3]));
     assert!(g.members().all(|m| m.classic.is_some()));
-    assert!(g.only_classic_members());
+    assert!(g.only_classic_members_without(&[]));
     assert_eq!(g.state(), "Stable");
     // Snapshots keep the classic members as they are.
     let back = ConsumerGroup::restore("g", HB, g.snapshot(), 0);
@@ -163,22 +163,20 @@ fn classic_members_hand_partitions_over_to_a_new_member_and_get_them_back() {
     owned_once(&g);
     assert_eq!(g.state(), "Stable");
     // The new member leaves: only classic members remain, and the group goes
-    // back to the classic protocol at the group epoch, rebalancing.
-    let out = g.heartbeat(
-        HeartbeatRequest {
-            epoch: LEAVE,
-            ..beat("n", 4)
-        },
-        &topics(),
-        60,
-    );
-    assert_eq!(out.error, 0);
-    assert!(g.only_classic_members());
-    let back = g.to_classic(GroupConfig::default(), 60);
+    // back to the classic protocol at the group epoch (the one the members
+    // are at: their commits still count), rebalancing.
+    let leaving = ["n".to_string()];
+    assert!(!g.only_classic_members_without(&[]));
+    assert!(g.only_classic_members_without(&leaving));
+    let back = g.to_classic(&leaving, GroupConfig::default(), 60);
     assert_eq!(back.state(), GroupState::PreparingRebalance);
-    assert_eq!(back.generation(), 5);
+    assert_eq!(back.generation(), 4);
+    assert_eq!(back.members().len(), 2);
     assert_eq!(back.protocol_type(), Some("consumer"));
     assert_eq!(back.protocol(), Some("range"));
+    let mut back = back;
+    assert_eq!(back.validate_commit("a", None, 4, 60), Ok(()));
+    assert_eq!(back.heartbeat("a", None, 4, 60), 27);
     let a = back.members().iter().find(|m| m.id == "a").unwrap();
     assert_eq!(decode_assignment(&a.assignment).unwrap(), g.target("a"));
 }
