@@ -240,6 +240,11 @@ async fn a_classic_group_converts_to_a_consumer_group_and_back_across_restarts()
         .await;
     assert_eq!((r.error_code, r.member_epoch), (0, generation + 1));
     assert!(r.assignment.unwrap().topic_partitions.is_empty());
+    // DescribeGroups knows no consumer group (Dead), as Kafka.
+    assert_eq!(
+        describe_classic(&mut c, "g").await.group_state.as_str(),
+        "Dead"
+    );
     let hb = HeartbeatRequest::default()
         .with_group_id(gid("g"))
         .with_member_id(s(&k))

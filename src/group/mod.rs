@@ -697,6 +697,8 @@ impl GroupCoordinator {
                         .collect(),
                 })
             }
+            // A consumer group is no classic group: Dead, as Kafka answers.
+            None if Self::is_consumer_group(&inner, group) => None,
             None if inner.offsets.contains_key(group) => Some(GroupDescription {
                 state: GroupState::Empty,
                 protocol_type: String::new(),
