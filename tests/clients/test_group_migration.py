@@ -9,6 +9,7 @@ refused with GROUP_ID_NOT_FOUND, as Kafka does."""
 
 import time
 
+import pytest
 from confluent_kafka import ConsumerGroupType
 from confluent_kafka.admin import AdminClient
 
@@ -22,14 +23,20 @@ def group_type(admin, group):
     return d.type, sorted(len(m.assignment.topic_partitions) for m in d.members)
 
 
-def test_classic_group_converts_to_consumer_group_and_back(tmp_path):
+@pytest.mark.parametrize("strategy", ["range", "cooperative-sticky"])
+def test_classic_group_converts_to_consumer_group_and_back(tmp_path, strategy):
+    """Eager ("range": the member gives everything up before it rejoins) and
+    cooperative (it rejoins owning its partitions and gives up only those it
+    must) classic members."""
     with running_broker(tmp_path, GROUP_CONFIG) as b:
         create_topic(b.bootstrap, "mig", 4)
         produce(b.bootstrap, "mig", 2000)
         admin = AdminClient({"bootstrap.servers": b.bootstrap})
 
         # A classic member reads slowly and commits after every batch.
-        classic = Member(b.bootstrap, "mig", "mig-group", batch=5, pause=0.05)
+        classic = Member(
+            b.bootstrap, "mig", "mig-group", batch=5, pause=0.05, **{"partition.assignment.strategy": strategy}
+        )
         classic.start()
         wait_for(lambda: classic.assigned == {0, 1, 2, 3} and len(classic.read) >= 50, 30, "the classic member")
         assert group_type(admin, "mig-group")[0] == ConsumerGroupType.CLASSIC
