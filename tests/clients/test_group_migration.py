@@ -3,10 +3,12 @@ group.protocol classic) is joined by a Java consumer with
 group.protocol=consumer; the group converts into a consumer group, the
 partitions are shared between both, and when the Java consumer leaves the
 group converts back and the classic member gets every partition again.
-Every record is read exactly once across both. With
+Every record is read exactly once across both. The same with the Java
+client on both sides (group.protocol=classic, then consumer). With
 group.consumer.migration.policy = disabled the Java consumer's join is
 refused with GROUP_ID_NOT_FOUND, as Kafka does."""
 
+import threading
 import time
 
 import pytest
@@ -108,3 +110,51 @@ def test_migration_policy_disabled_refuses_the_kip848_join(tmp_path):
         assert group_type(admin, "nomig-group") == (ConsumerGroupType.CLASSIC, [2])
         assert classic.assigned == {0, 1}
         classic.stop()
+
+
+def test_java_classic_member_hands_over_to_a_java_kip848_member_and_back(tmp_path):
+    """Both members are the Java client: a classic one (group.protocol=classic)
+    and a KIP-848 one joining for a while, with records produced all along."""
+    with running_broker(tmp_path, GROUP_CONFIG) as b:
+        create_topic(b.bootstrap, "jmig", 4)
+        produced = [0]
+        stop = threading.Event()
+
+        def producer():
+            while not stop.is_set():
+                produce(b.bootstrap, "jmig", 50, start=produced[0])
+                produced[0] += 50
+                time.sleep(0.1)
+
+        feeder = threading.Thread(target=producer, daemon=True)
+        feeder.start()
+        classic = start_java(
+            "GroupMigrationMember", b.bootstrap, "jmig", "jmig-group", "classic", 22000,
+            log_path=tmp_path / "java-classic.log",
+        )
+        try:
+            time.sleep(6)
+            modern = start_java(
+                "GroupMigrationMember", b.bootstrap, "jmig", "jmig-group", "consumer", 6000,
+                log_path=tmp_path / "java-consumer.log",
+            )
+            try:
+                run848 = modern.wait(90)
+            finally:
+                modern.kill()
+            time.sleep(2)
+            stop.set()
+            feeder.join(30)
+            run_classic = classic.wait(90)
+        finally:
+            stop.set()
+            classic.kill()
+        for run in (run848, run_classic):
+            assert run.returncode == 0, run.report()
+            assert not run.events("poll_error") and not run.events("commit_error"), run.report()
+        sizes = [len(e["partitions"]) for e in run_classic.events("assigned")]
+        assert sizes[0] == 4 and 2 in sizes and sizes[-1] == 4, run_classic.report()
+        assert any(len(e["partitions"]) == 2 for e in run848.events("assigned")), run848.report()
+        reads = run848.events("read")[0]["records"] + run_classic.events("read")[0]["records"]
+        assert len(reads) == len(set(reads)), "a record was read twice"
+        assert len(reads) == produced[0], f"{len(reads)} of {produced[0]} records read"
