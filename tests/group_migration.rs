@@ -338,6 +338,11 @@ async fn a_classic_group_converts_to_a_consumer_group_and_back_across_restarts()
     let d = describe_classic(&mut c, "g").await;
     assert_eq!((d.protocol_type.as_str(), d.members.len()), ("consumer", 1));
     assert_eq!(committed(&mut c, "g").await, 8);
+    // The rebalance the downgrade started is still on: the member rejoins.
+    let r: HeartbeatResponse = c
+        .call(ApiKey::Heartbeat, 4, &hb.clone().with_generation_id(epoch))
+        .await;
+    assert_eq!(r.error_code, REBALANCE_IN_PROGRESS);
     // The member rejoins and, alone, leads and takes every partition.
     let r: JoinGroupResponse = c
         .call(ApiKey::JoinGroup, 5, &join_req("g", &k, "consumer", &[]))

@@ -110,13 +110,19 @@ impl Group {
         if snap.state_timestamp > 0 {
             g.state_since = snap.state_timestamp;
         }
+        // Members without a leader: stored in the middle of a rebalance (an
+        // online downgrade, see [`Group::downgraded`]); it starts over.
+        if g.leader.is_none() && !g.members.is_empty() {
+            g.prepare_rebalance(now);
+        }
         g
     }
 
     /// A consumer group gone back to the classic protocol (KIP-848 online
     /// downgrade): generation = the group epoch, the members with their
     /// protocols and assignments, the first one leader, and a rebalance
-    /// started at once so that every member rejoins.
+    /// started at once so that every member rejoins. Its snapshot has no
+    /// leader, so that a restart before the rebalance ends starts it again.
     pub fn downgraded(
         id: &str,
         config: GroupConfig,
@@ -141,11 +147,14 @@ impl Group {
 
     pub fn snapshot(&self) -> GroupSnapshot {
         let protocol = self.protocol.clone().unwrap_or_default();
+        // Stored as Stable or Empty, except after a downgrade (see
+        // [`Group::restore`]): then without the leader.
+        let rebalancing = self.state == GroupState::PreparingRebalance;
         GroupSnapshot {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
-            leader: self.leader.clone(),
+            leader: self.leader.clone().filter(|_| !rebalancing),
             state_timestamp: self.state_since,
             members: self
                 .members

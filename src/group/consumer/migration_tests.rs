@@ -174,6 +174,12 @@ fn classic_members_hand_partitions_over_to_a_new_member_and_get_them_back() {
     assert_eq!(back.members().len(), 2);
     assert_eq!(back.protocol_type(), Some("consumer"));
     assert_eq!(back.protocol(), Some("range"));
+    // Stored without a leader: restored, it rebalances again.
+    let snap = back.snapshot();
+    assert_eq!(snap.leader, None);
+    let restored = Group::restore("g", GroupConfig::default(), snap, 70);
+    assert_eq!(restored.state(), GroupState::PreparingRebalance);
+    assert_eq!(restored.generation(), 4);
     let mut back = back;
     assert_eq!(back.validate_commit("a", None, 4, 60), Ok(()));
     assert_eq!(back.heartbeat("a", None, 4, 60), 27);
