@@ -192,7 +192,7 @@ async fn committed(c: &mut Client, group: &str) -> i64 {
 
 async fn describe848(c: &mut Client, group: &str) -> ConsumerGroupDescribeResponse {
     let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid(group)]);
-    c.call(ApiKey::ConsumerGroupDescribe, 0, &req).await
+    c.call(ApiKey::ConsumerGroupDescribe, 1, &req).await
 }
 
 async fn describe_classic(c: &mut Client, group: &str) -> describe_groups_response::DescribedGroup {
@@ -263,6 +263,16 @@ async fn a_classic_group_converts_to_a_consumer_group_and_back_across_restarts()
     assert_eq!(d.groups[0].error_code, 0);
     assert_eq!(d.groups[0].group_epoch, generation + 1);
     assert_eq!(d.groups[0].members.len(), 2);
+    let kinds: Vec<(String, i8)> = d.groups[0]
+        .members
+        .iter()
+        .map(|m| (m.member_id.to_string(), m.member_type))
+        .collect();
+    assert!(
+        kinds.contains(&(k.clone(), 0)),
+        "{kinds:?}: the classic member"
+    );
+    assert!(kinds.contains(&("n".to_string(), 1)), "{kinds:?}");
     assert_eq!(committed(&mut c, "g").await, 5);
 
     // The classic member rejoins owning nothing and gets half.

@@ -32,6 +32,8 @@ pub struct ConsumerMemberDescription {
     pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// Still on the classic protocol (after an online upgrade).
+    pub classic: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +196,7 @@ impl GroupCoordinator {
                     regex: m.regex.clone(),
                     assignment: m.assigned.clone(),
                     target: g.target(&m.id),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         })
