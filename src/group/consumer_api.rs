@@ -83,7 +83,7 @@ impl GroupCoordinator {
                 let mut converted = match tried {
                     Ok(c) => c,
                     Err(why) => {
-                        tracing::info!(group, reason = %why, "classic group not converted to a consumer group");
+                        info_limited!(group, reason = %why, "classic group not converted to a consumer group");
                         return refuse(
                             ResponseError::GroupIdNotFound,
                             &format!("group '{group}' is a classic group with members: {why}"),
