@@ -148,6 +148,9 @@ pub struct Config {
     pub group_consumer_min_heartbeat_interval_ms: i32,
     #[serde(rename = "group.consumer.max.heartbeat.interval.ms")]
     pub group_consumer_max_heartbeat_interval_ms: i32,
+    /// KIP-848 online migration between classic and consumer groups.
+    #[serde(rename = "group.consumer.migration.policy")]
+    pub group_consumer_migration_policy: crate::group::consumer::MigrationPolicy,
     #[serde(rename = "offsets.retention.minutes")]
     pub offsets_retention_minutes: i64,
     #[serde(rename = "offsets.retention.check.interval.ms")]
@@ -203,6 +206,7 @@ impl Default for Config {
             group_consumer_max_session_timeout_ms: 60_000,
             group_consumer_min_heartbeat_interval_ms: 5_000,
             group_consumer_max_heartbeat_interval_ms: 15_000,
+            group_consumer_migration_policy: Default::default(),
             offsets_retention_minutes: 7 * 24 * 60,
             offsets_retention_check_interval_ms: 600_000,
             offsets_topic_num_partitions: 50,
@@ -469,6 +473,10 @@ impl Config {
             (
                 "group.consumer.max.heartbeat.interval.ms",
                 self.group_consumer_max_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "group.consumer.migration.policy",
+                self.group_consumer_migration_policy.to_string(),
             ),
             (
                 "offsets.retention.minutes",

@@ -110,16 +110,51 @@ impl Group {
         if snap.state_timestamp > 0 {
             g.state_since = snap.state_timestamp;
         }
+        // Members without a leader: stored in the middle of a rebalance (an
+        // online downgrade, see [`Group::downgraded`]); it starts over.
+        if g.leader.is_none() && !g.members.is_empty() {
+            g.prepare_rebalance(now);
+        }
+        g
+    }
+
+    /// A consumer group gone back to the classic protocol (KIP-848 online
+    /// downgrade): generation = the group epoch, the members with their
+    /// protocols and assignments, the first one leader, and a rebalance
+    /// started at once so that every member rejoins. Its snapshot has no
+    /// leader, so that a restart before the rebalance ends starts it again.
+    pub fn downgraded(
+        id: &str,
+        config: GroupConfig,
+        generation: i32,
+        members: Vec<Member>,
+        now: i64,
+    ) -> Self {
+        let mut g = Self::new(id, config, now);
+        g.generation = generation;
+        g.protocol_type = Some(super::consumer_protocol::PROTOCOL_TYPE.to_owned());
+        g.leader = members.first().map(|m| m.id.clone());
+        g.members = members;
+        g.protocol = g.select_protocol();
+        g.state = GroupState::Stable;
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+        } else {
+            g.prepare_rebalance(now);
+        }
         g
     }
 
     pub fn snapshot(&self) -> GroupSnapshot {
         let protocol = self.protocol.clone().unwrap_or_default();
+        // Stored as Stable or Empty, except after a downgrade (see
+        // [`Group::restore`]): then without the leader.
+        let rebalancing = self.state == GroupState::PreparingRebalance;
         GroupSnapshot {
             protocol_type: self.protocol_type.clone().unwrap_or_default(),
             generation: self.generation,
             protocol: self.protocol.clone(),
-            leader: self.leader.clone(),
+            leader: self.leader.clone().filter(|_| !rebalancing),
             state_timestamp: self.state_since,
             members: self
                 .members

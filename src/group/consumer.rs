@@ -18,6 +18,11 @@ use kafka_protocol::error::ResponseError;
 
 use super::assignor::{self, Assignment, MemberSpec};
 
+mod classic_members;
+mod migration;
+
+pub use migration::{MigrationPolicy, NotConvertible};
+
 /// Member epoch meaning "join"; -1 leaves, -2 leaves as a static member.
 pub const JOIN: i32 = 0;
 pub const LEAVE: i32 = -1;
@@ -67,6 +72,17 @@ pub struct ConsumerMember {
     previous_epoch: i32,
     /// The assignment changed since it was last sent.
     send_assignment: bool,
+    /// Set for a member that still speaks the classic protocol (JoinGroup,
+    /// SyncGroup, Heartbeat) inside this group (KIP-848 online migration).
+    pub classic: Option<ClassicMember>,
+}
+
+/// What a member using the classic protocol joined with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassicMember {
+    pub session_timeout_ms: i32,
+    /// (protocol name, ConsumerProtocolSubscription) in its order of preference.
+    pub protocols: Vec<(String, bytes::Bytes)>,
 }
 
 /// A ConsumerGroupHeartbeat, with topic ids already turned into names.
@@ -149,6 +165,7 @@ pub struct MemberSnapshot {
     pub assigned: Assignment,
     pub revoking: Assignment,
     pub target: Assignment,
+    pub classic: Option<ClassicMember>,
 }
 
 fn minus(a: &Assignment, b: &Assignment) -> Assignment {
@@ -225,6 +242,7 @@ impl ConsumerGroup {
                     assigned: m.assigned.clone(),
                     revoking: m.revoking.clone(),
                     target: self.target(&m.id),
+                    classic: m.classic.clone(),
                 })
                 .collect(),
         }
@@ -245,6 +263,10 @@ impl ConsumerGroup {
         g.partitions_seen = snap.partitions_seen;
         for m in snap.members {
             g.target.insert(m.id.clone(), m.target);
+            let session = m
+                .classic
+                .as_ref()
+                .map_or(config.session_timeout_ms, |c| c.session_timeout_ms);
             g.members.insert(
                 m.id.clone(),
                 ConsumerMember {
@@ -261,10 +283,11 @@ impl ConsumerGroup {
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     assigned: m.assigned,
                     revoking: m.revoking,
-                    deadline: now + config.session_timeout_ms as i64,
+                    deadline: now + session as i64,
                     revoke_deadline: now + m.rebalance_timeout_ms.max(0) as i64,
                     previous_epoch: -1,
                     send_assignment: false,
+                    classic: m.classic,
                 },
             );
         }
@@ -386,6 +409,7 @@ impl ConsumerGroup {
                         revoke_deadline: 0,
                         previous_epoch: -1,
                         send_assignment: true,
+                        classic: None,
                     });
                 // A rejoin after a lost answer gets its whole assignment again.
                 m.send_assignment = true;
@@ -397,15 +421,12 @@ impl ConsumerGroup {
                 }
             }
             LEAVE | LEAVE_STATIC => {
-                if self.members.remove(&req.member_id).is_none() {
+                if !self.remove_member(&req.member_id) {
                     return HeartbeatOutcome::error(
                         ResponseError::UnknownMemberId,
                         "unknown member id",
                     );
                 }
-                self.target.remove(&req.member_id);
-                self.epoch += 1;
-                self.dirty = true;
                 tracing::info!(group = %self.id, member = %req.member_id, epoch = self.epoch, "member left");
                 return HeartbeatOutcome {
                     member_id: req.member_id,
@@ -565,19 +586,31 @@ impl ConsumerGroup {
     /// Removes members whose session expired or who kept partitions past
     /// their rebalance timeout.
     pub fn tick(&mut self, now: i64) {
-        let gone: Vec<String> = self
-            .members
+        for id in self.expired(now) {
+            tracing::info!(group = %self.id, member = %id, "member session expired (or it held revoked partitions too long); removed");
+            self.remove_member(&id);
+        }
+    }
+
+    /// Members whose session expired or who kept partitions past their
+    /// rebalance timeout: the next [`ConsumerGroup::tick`] removes them.
+    pub fn expired(&self, now: i64) -> Vec<String> {
+        self.members
             .values()
             .filter(|m| m.deadline <= now || (!is_empty(&m.revoking) && m.revoke_deadline <= now))
             .map(|m| m.id.clone())
-            .collect();
-        for id in gone {
-            tracing::info!(group = %self.id, member = %id, "member session expired (or it held revoked partitions too long); removed");
-            self.members.remove(&id);
-            self.target.remove(&id);
-            self.epoch += 1;
-            self.dirty = true;
+            .collect()
+    }
+
+    /// Removes a member (false: unknown); the group epoch moves on.
+    fn remove_member(&mut self, id: &str) -> bool {
+        if self.members.remove(id).is_none() {
+            return false;
         }
+        self.target.remove(id);
+        self.epoch += 1;
+        self.dirty = true;
+        true
     }
 
     /// OffsetCommit from a member at `epoch` for `partitions` (Kafka's rules
@@ -596,6 +629,13 @@ impl ConsumerGroup {
         let Some(m) = self.members.get(member_id) else {
             return Err(ResponseError::UnknownMemberId.code());
         };
+        // A classic member commits with its generation, which is its epoch.
+        if m.classic.is_some() {
+            return match epoch == m.epoch {
+                true => Ok(()),
+                false => Err(ResponseError::IllegalGeneration.code()),
+            };
+        }
         let holds = |t: &str, p: i32| {
             m.assigned.get(t).is_some_and(|ps| ps.contains(&p))
                 || m.revoking.get(t).is_some_and(|ps| ps.contains(&p))
@@ -629,5 +669,7 @@ fn intersect(a: &Assignment, b: &Assignment) -> Assignment {
     out
 }
 
+#[cfg(test)]
+mod migration_tests;
 #[cfg(test)]
 mod tests;

@@ -7,15 +7,16 @@
 //! `__consumer_offsets` before the heartbeat that caused it is answered, so
 //! after a restart members go on at their epoch with their partitions.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 
 use super::assignor::Assignment;
-use super::consumer::{ConsumerGroup, HeartbeatOutcome, HeartbeatRequest};
-use super::{GroupCoordinator, GroupState, records};
+use super::consumer::{
+    ConsumerGroup, HeartbeatOutcome, HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC,
+};
+use super::{GroupCoordinator, records};
 use crate::broker::Broker;
 
 /// A member as ConsumerGroupDescribe shows it.
@@ -31,6 +32,8 @@ pub struct ConsumerMemberDescription {
     pub regex: Option<String>,
     pub assignment: Assignment,
     pub target: Assignment,
+    /// Still on the classic protocol (after an online upgrade).
+    pub classic: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -66,41 +69,78 @@ impl GroupCoordinator {
             req.member_id = uuid::Uuid::new_v4().simple().to_string();
         }
         let now = broker.now_ms();
-        let (out, written) = {
+        let leaving = matches!(req.epoch, LEAVE | LEAVE_STATIC);
+        let partitions = Self::subscribable(broker);
+        let (out, written, parked) = {
             let mut inner = self.lock();
-            if inner
-                .groups
-                .get(group)
-                .is_some_and(|g| !matches!(g.state(), GroupState::Empty | GroupState::Dead))
-            {
-                return refuse(
-                    ResponseError::GroupIdNotFound,
-                    &format!("group '{group}' is a classic group with members"),
-                );
+            if Self::is_live_classic(&inner, group) {
+                // Only a joining member may convert the group (KIP-848
+                // online upgrade); otherwise, as Kafka: not a consumer group.
+                let tried = match req.epoch {
+                    JOIN => self.upgraded(broker, &inner, group, now),
+                    _ => Err("the member is not joining".to_owned()),
+                };
+                let mut converted = match tried {
+                    Ok(c) => c,
+                    Err(why) => {
+                        info_limited!(group, reason = %why, "classic group not converted to a consumer group");
+                        return refuse(
+                            ResponseError::GroupIdNotFound,
+                            &format!("group '{group}' is a classic group with members: {why}"),
+                        );
+                    }
+                };
+                // A request refused leaves the group classic.
+                let out = converted.heartbeat(req, &partitions, now);
+                if out.error != 0 {
+                    return out;
+                }
+                converted.take_dirty();
+                let record = self.consumer_group_record(group, &converted);
+                let (first, d) = Self::install_upgraded(&mut inner, group, converted);
+                let written = self.append(broker, group, &[first, record]);
+                (out, written, Some(d))
+            } else {
+                // The last consumer-protocol member leaving a group of
+                // classic members: the group goes back to classic instead.
+                let member = [req.member_id.clone()];
+                let known = inner
+                    .consumers
+                    .get(group)
+                    .is_some_and(|g| g.members().any(|m| m.id == req.member_id));
+                if leaving
+                    && known
+                    && let Some(recs) =
+                        self.downgrade_instead(broker, &mut inner, group, &member, now)
+                {
+                    let out = HeartbeatOutcome {
+                        member_id: req.member_id,
+                        epoch: req.epoch,
+                        ..HeartbeatOutcome::default()
+                    };
+                    (out, self.append(broker, group, &recs), None)
+                } else {
+                    // An empty classic group (offsets only) becomes a consumer-protocol one.
+                    inner.groups.remove(group);
+                    let config = broker.consumer_group_config(group);
+                    let g = inner
+                        .consumers
+                        .entry(group.to_owned())
+                        .or_insert_with(|| ConsumerGroup::new(group, config));
+                    g.set_config(config);
+                    let out = g.heartbeat(req, &partitions, now);
+                    if !g.take_dirty() {
+                        return out;
+                    }
+                    // The group changed: stored before the member hears of it.
+                    let record = self.consumer_group_record(group, g);
+                    (out, self.append(broker, group, &[record]), None)
+                }
             }
-            // An empty classic group (offsets only) becomes a consumer-protocol one.
-            inner.groups.remove(group);
-            let config = broker.consumer_group_config(group);
-            let g = inner
-                .consumers
-                .entry(group.to_owned())
-                .or_insert_with(|| ConsumerGroup::new(group, config));
-            g.set_config(config);
-            // Every topic a subscription could name or match; internal ones never.
-            let partitions: BTreeMap<String, i32> = broker
-                .topics()
-                .iter()
-                .filter(|t| t.name != super::OFFSETS_TOPIC)
-                .map(|t| (t.name.clone(), t.partitions.len() as i32))
-                .collect();
-            let out = g.heartbeat(req, &partitions, now);
-            if !g.take_dirty() {
-                return out;
-            }
-            // The group changed: stored before the member hears of it.
-            let record = self.consumer_group_record(group, g);
-            (out, self.append(broker, group, &[record]))
         };
+        if let Some(d) = parked {
+            d.deliver().await;
+        }
         match written {
             Ok((p, last)) => match p.wait_acked(&last, Duration::from_secs(30)).await {
                 Ok(()) => out,
@@ -156,6 +196,7 @@ impl GroupCoordinator {
                     regex: m.regex.clone(),
                     assignment: m.assigned.clone(),
                     target: g.target(&m.id),
+                    classic: m.classic.is_some(),
                 })
                 .collect(),
         })

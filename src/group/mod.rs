@@ -21,6 +21,8 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 mod consumer_api;
+pub mod consumer_protocol;
+mod migration;
 mod offsets;
 pub mod records;
 pub mod types;
@@ -450,14 +452,22 @@ impl GroupCoordinator {
             + PARK_GRACE;
         let now = broker.now_ms();
         let member_id = req.member_id.clone();
+        // A classic member of a consumer group (KIP-848 online migration).
+        let mixed = {
+            let mut inner = self.lock();
+            Self::is_consumer_group(&inner, group)
+                .then(|| self.consumer_group_join(broker, &mut inner, group, req.clone(), now))
+        };
+        if let Some((out, written)) = mixed {
+            return match migration::durable(written).await {
+                Ok(()) => out,
+                Err(c) => error_join(c, &member_id),
+            };
+        }
         let (reply, deliveries) = {
             let mut inner = self.lock();
-            if inner.consumers.get(group).is_some_and(|c| !c.is_empty()) {
-                tracing::warn!(
-                    group,
-                    "JoinGroup for a group that uses the consumer protocol"
-                );
-                return error_join(code(ResponseError::InconsistentGroupProtocol), &member_id);
+            if Self::is_consumer_group(&inner, group) {
+                return error_join(code(ResponseError::RebalanceInProgress), &member_id);
             }
             // An empty consumer-protocol group becomes a classic one.
             inner.consumers.remove(group);
@@ -496,6 +506,10 @@ impl GroupCoordinator {
         let now = broker.now_ms();
         let (reply, deliveries, wait) = {
             let mut inner = self.lock();
+            if Self::is_consumer_group(&inner, group) {
+                let g = inner.consumers.get_mut(group).expect("checked");
+                return g.classic_sync(req, now);
+            }
             let Some(g) = inner.groups.get_mut(group) else {
                 return err(code(ResponseError::UnknownMemberId));
             };
@@ -537,6 +551,9 @@ impl GroupCoordinator {
     ) -> i16 {
         let now = broker.now_ms();
         let mut inner = self.lock();
+        if let Some(c) = inner.consumers.get_mut(group).filter(|c| !c.is_empty()) {
+            return c.classic_heartbeat(member_id, instance_id, generation, now);
+        }
         match inner.groups.get_mut(group) {
             Some(g) => g.heartbeat(member_id, instance_id, generation, now),
             None => code(ResponseError::UnknownMemberId),
@@ -551,6 +568,15 @@ impl GroupCoordinator {
     ) -> Result<Vec<i16>, i16> {
         self.coordinates(broker, group).await?;
         let now = broker.now_ms();
+        let mixed = {
+            let mut inner = self.lock();
+            Self::is_consumer_group(&inner, group)
+                .then(|| self.consumer_group_leave(broker, &mut inner, group, members))
+        };
+        if let Some((codes, written)) = mixed {
+            migration::durable(written).await?;
+            return Ok(codes);
+        }
         let (codes, deliveries) = {
             let mut inner = self.lock();
             let Some(g) = inner.groups.get_mut(group) else {
@@ -600,6 +626,19 @@ impl GroupCoordinator {
             }
             let ids: Vec<String> = inner.consumers.keys().filter(|g| led(g)).cloned().collect();
             for id in ids {
+                let Some(g) = inner.consumers.get_mut(&id) else {
+                    continue;
+                };
+                let expired = g.expired(now);
+                if !expired.is_empty()
+                    && let Some(recs) =
+                        self.downgrade_instead(broker, &mut inner, &id, &expired, now)
+                {
+                    if let Err(c) = self.append(broker, &id, &recs) {
+                        tracing::error!(group = %id, code = c, "could not store the downgraded group");
+                    }
+                    continue;
+                }
                 let Some(g) = inner.consumers.get_mut(&id) else {
                     continue;
                 };
@@ -658,6 +697,8 @@ impl GroupCoordinator {
                         .collect(),
                 })
             }
+            // A consumer group is no classic group: Dead, as Kafka answers.
+            None if Self::is_consumer_group(&inner, group) => None,
             None if inner.offsets.contains_key(group) => Some(GroupDescription {
                 state: GroupState::Empty,
                 protocol_type: String::new(),

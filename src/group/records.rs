@@ -141,8 +141,10 @@ fn get_assignment(buf: &mut &[u8]) -> Result<Assignment> {
 
 pub fn consumer_group_value(g: &ConsumerGroupSnapshot) -> Bytes {
     let mut b = BytesMut::new();
-    // Version 1 added each member's regular expression (at its end).
-    b.put_i16(1);
+    // Version 1 added each member's regular expression (at its end);
+    // version 2 what a member using the classic protocol joined with (its
+    // session timeout, -1 for none, then its protocols).
+    b.put_i16(2);
     b.put_i32(g.epoch);
     b.put_i32(g.assignment_epoch);
     put_str(&mut b, &g.assignor);
@@ -169,13 +171,24 @@ pub fn consumer_group_value(g: &ConsumerGroupSnapshot) -> Bytes {
         put_assignment(&mut b, &m.revoking);
         put_assignment(&mut b, &m.target);
         put_nullable_str(&mut b, m.regex.as_deref());
+        match &m.classic {
+            None => b.put_i32(-1),
+            Some(c) => {
+                b.put_i32(c.session_timeout_ms.max(0));
+                b.put_i32(c.protocols.len() as i32);
+                for (name, meta) in &c.protocols {
+                    put_str(&mut b, name);
+                    put_bytes(&mut b, meta);
+                }
+            }
+        }
     }
     b.freeze()
 }
 
 fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
     let version = get_i16(&mut v)?;
-    if !(0..=1).contains(&version) {
+    if !(0..=2).contains(&version) {
         return Err(DecodeError("unknown consumer group snapshot version"));
     }
     let epoch = get_i32(&mut v)?;
@@ -208,6 +221,20 @@ fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
         } else {
             None
         };
+        let session_timeout_ms = if version >= 2 { get_i32(&mut v)? } else { -1 };
+        let classic = if session_timeout_ms < 0 {
+            None
+        } else {
+            let mut protocols = Vec::new();
+            for _ in 0..get_i32(&mut v)?.max(0) {
+                let name = get_str(&mut v)?;
+                protocols.push((name, get_bytes(&mut v)?));
+            }
+            Some(consumer::ClassicMember {
+                session_timeout_ms,
+                protocols,
+            })
+        };
         members.push(consumer::MemberSnapshot {
             id,
             instance_id,
@@ -222,6 +249,7 @@ fn decode_consumer_group_value(mut v: &[u8]) -> Result<ConsumerGroupSnapshot> {
             assigned,
             revoking,
             target,
+            classic,
         });
     }
     Ok(ConsumerGroupSnapshot {
@@ -459,7 +487,7 @@ mod tests {
         let a: Assignment = [("t".to_string(), [0, 2].into_iter().collect())]
             .into_iter()
             .collect();
-        let g = ConsumerGroupSnapshot {
+        let mut g = ConsumerGroupSnapshot {
             epoch: 7,
             assignment_epoch: 7,
             assignor: "uniform".into(),
@@ -477,9 +505,21 @@ mod tests {
                 rebalance_timeout_ms: 300_000,
                 assigned: a.clone(),
                 revoking: Assignment::new(),
-                target: a,
+                target: a.clone(),
+                classic: None,
             }],
         };
+        // A member using the classic protocol keeps what it joined with.
+        let mut classic = g.members[0].clone();
+        classic.id = "k".into();
+        classic.classic = Some(consumer::ClassicMember {
+            session_timeout_ms: 10_000,
+            protocols: vec![
+                ("range".into(), Bytes::from_static(&[0, 0, 0, 0])),
+                ("cooperative-sticky".into(), Bytes::new()),
+            ],
+        });
+        g.members.push(classic);
         let key = consumer_group_key("g");
         let value = consumer_group_value(&g);
         assert_eq!(

@@ -199,7 +199,8 @@ pub async fn describe(
                                     .with_assignment(describe_assignment(broker, &m.assignment))
                                     .with_target_assignment(describe_assignment(broker, &m.target));
                                 if ctx.version >= 1 {
-                                    r.member_type = 1; // a consumer-protocol member
+                                    // 0: a classic member, 1: a consumer-protocol one.
+                                    r.member_type = if m.classic { 0 } else { 1 };
                                 }
                                 r
                             })

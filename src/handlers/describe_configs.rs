@@ -200,6 +200,9 @@ static BROKER_KEYS: &[BrokerKey] = &[
     key("delete.topic.enable", ConfigType::Boolean, |_| {
         "true".into()
     }),
+    key("group.consumer.migration.policy", ConfigType::String, |c| {
+        c.group_consumer_migration_policy.to_string()
+    }),
     key("group.initial.rebalance.delay.ms", ConfigType::Int, |c| {
         c.group_initial_rebalance_delay_ms.to_string()
     }),
