@@ -594,12 +594,27 @@ async fn every_served_group_version_is_answered() {
             "a classic group is not a consumer group"
         );
     }
+    // OffsetDelete: a KIP-848 member subscribes to "kt", not to "t".
+    let r = delete_offset(&mut c, "kip848-v0", "kt", 0).await;
+    assert_eq!(
+        (r.error_code, r.topics[0].partitions[0].error_code),
+        (0, GROUP_SUBSCRIBED_TO_TOPIC)
+    );
+    let r = delete_offset(&mut c, "kip848-v0", "t", 0).await;
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
     let leave = ConsumerGroupHeartbeatRequest::default()
         .with_group_id(gid("kip848-v0"))
         .with_member_id(s("member-0"))
         .with_member_epoch(-1);
     let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 0, &leave).await;
     assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    // Empty, the group's offsets can go.
+    let r = delete_offset(&mut c, "kip848-v0", "kt", 0).await;
+    assert_eq!((r.error_code, r.topics[0].partitions[0].error_code), (0, 0));
+    assert_eq!(
+        fetch_offsets(&mut c, 8, "kip848-v0", "kt", 2).await,
+        vec![-1, -1]
+    );
 
     for v in range(ApiKey::DeleteGroups) {
         let r: DeleteGroupsResponse = c

@@ -339,6 +339,16 @@ impl ConsumerGroup {
         }
     }
 
+    /// Whether a member subscribes to `topic`, by name or by its regular
+    /// expression (which never matches an internal topic).
+    pub fn subscribes_to(&self, topic: &str) -> bool {
+        self.members.values().any(|m| {
+            m.subscribed.contains(topic)
+                || (!topic.starts_with("__")
+                    && m.compiled.as_ref().is_some_and(|re| re.is_match(topic)))
+        })
+    }
+
     /// What a member subscribes to among `topics`: its names, and the topics
     /// its regular expression matches.
     fn effective(m: &ConsumerMember, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {

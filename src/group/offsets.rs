@@ -209,12 +209,13 @@ impl GroupCoordinator {
         let (out, written) = {
             let mut inner = self.lock();
             let state = inner.groups.get(group).map(|g| g.state());
+            let consumer = inner.consumers.get(group);
             if state == Some(GroupState::Dead)
-                || (state.is_none() && !inner.offsets.contains_key(group))
+                || (state.is_none() && consumer.is_none() && !inner.offsets.contains_key(group))
             {
                 return Err(code(ResponseError::GroupIdNotFound));
             }
-            let subscribed = match inner.groups.get(group) {
+            let mut subscribed = match inner.groups.get(group) {
                 Some(g) if g.state() != GroupState::Empty => {
                     if g.protocol_type() != Some("consumer") {
                         return Err(code(ResponseError::NonEmptyGroup));
@@ -223,6 +224,15 @@ impl GroupCoordinator {
                 }
                 _ => HashSet::new(),
             };
+            // A KIP-848 group's members subscribe by name or by pattern.
+            if let Some(c) = consumer {
+                subscribed.extend(
+                    topics
+                        .iter()
+                        .filter(|(t, _)| c.subscribes_to(t))
+                        .map(|(t, _)| t.clone()),
+                );
+            }
             let mut recs = Vec::new();
             let mut out = Vec::new();
             for (t, parts) in topics {
