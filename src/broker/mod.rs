@@ -37,6 +37,15 @@ pub struct Topic {
     pub overrides: BTreeMap<String, String>,
 }
 
+impl Topic {
+    /// Partition `index`, if the topic has it.
+    pub fn partition(&self, index: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| self.partitions.get(i))
+    }
+}
+
 /// A topic-level failure with Kafka's code and a message for the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicError {
@@ -193,10 +202,7 @@ impl Broker {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| t.partitions.get(i).cloned())
+        self.topic(topic)?.partition(index).cloned()
     }
 
     /// Creates a topic, or checks that it could be created (`validate_only`).

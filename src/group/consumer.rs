@@ -77,6 +77,32 @@ pub struct ConsumerMember {
     pub classic: Option<ClassicMember>,
 }
 
+impl ConsumerMember {
+    /// A member that has just joined: subscribed to nothing, owning nothing.
+    pub(crate) fn new(id: String) -> Self {
+        Self {
+            id,
+            instance_id: None,
+            rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
+            epoch: 0,
+            subscribed: BTreeSet::new(),
+            regex: None,
+            compiled: None,
+            assignor: None,
+            rebalance_timeout_ms: 0,
+            assigned: Assignment::new(),
+            revoking: Assignment::new(),
+            deadline: 0,
+            revoke_deadline: 0,
+            previous_epoch: -1,
+            send_assignment: false,
+            classic: None,
+        }
+    }
+}
+
 /// What a member using the classic protocol joined with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassicMember {
@@ -401,26 +427,7 @@ impl ConsumerGroup {
                 let m = self
                     .members
                     .entry(id.clone())
-                    .or_insert_with(|| ConsumerMember {
-                        id: id.clone(),
-                        instance_id: None,
-                        rack_id: None,
-                        client_id: String::new(),
-                        client_host: String::new(),
-                        epoch: 0,
-                        subscribed: BTreeSet::new(),
-                        regex: None,
-                        compiled: None,
-                        assignor: None,
-                        rebalance_timeout_ms: 0,
-                        assigned: Assignment::new(),
-                        revoking: Assignment::new(),
-                        deadline: 0,
-                        revoke_deadline: 0,
-                        previous_epoch: -1,
-                        send_assignment: true,
-                        classic: None,
-                    });
+                    .or_insert_with(|| ConsumerMember::new(id.clone()));
                 // A rejoin after a lost answer gets its whole assignment again.
                 m.send_assignment = true;
                 if new {

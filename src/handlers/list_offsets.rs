@@ -38,11 +38,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 if ctx.version >= 4 {
                     r.leader_epoch = -1;
                 }
-                let partition = topic.as_ref().and_then(|t| {
-                    usize::try_from(lp.partition_index)
-                        .ok()
-                        .and_then(|i| t.partitions.get(i))
-                });
+                let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
                 let found = match partition {
                     None => Err(ResponseError::UnknownTopicOrPartition.code()),
                     Some(p) => p
@@ -91,11 +87,7 @@ pub async fn handle_v0(ctx: &RequestContext, req: ListOffsetsV0Request) -> ListO
                 .partitions
                 .iter()
                 .map(|lp| {
-                    let partition = topic.as_ref().and_then(|t| {
-                        usize::try_from(lp.partition_index)
-                            .ok()
-                            .and_then(|i| t.partitions.get(i))
-                    });
+                    let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
                     let found = match partition {
                         None => Err(ResponseError::UnknownTopicOrPartition.code()),
                         Some(p) => p

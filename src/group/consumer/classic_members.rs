@@ -112,26 +112,7 @@ impl ConsumerGroup {
         let m = self
             .members
             .entry(id.clone())
-            .or_insert_with(|| ConsumerMember {
-                id: id.clone(),
-                instance_id: None,
-                rack_id: None,
-                client_id: String::new(),
-                client_host: String::new(),
-                epoch: 0,
-                subscribed: Default::default(),
-                regex: None,
-                compiled: None,
-                assignor: None,
-                rebalance_timeout_ms: 0,
-                assigned: Assignment::new(),
-                revoking: Assignment::new(),
-                deadline: 0,
-                revoke_deadline: 0,
-                previous_epoch: -1,
-                send_assignment: false,
-                classic: None,
-            });
+            .or_insert_with(|| ConsumerMember::new(id.clone()));
         let classic = ClassicMember {
             session_timeout_ms: req.session_timeout_ms,
             protocols: req.protocols,
