@@ -97,6 +97,7 @@ impl Partition {
             .map_err(store_error)?;
         let mut replica = Replica::new(me, store.clone(), timing).map_err(replica_error)?;
         replica.set_preferred_leader(voters.first().copied());
+        replica.allow_quiesce();
         let hw = replica.high_watermark();
         let group = format!("{}-{}", spec.topic, spec.index);
         let backing = Backing::Raft(Replicated {

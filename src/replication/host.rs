@@ -3,6 +3,14 @@
 //! produce through the transport. One thread for all groups (not a task per
 //! group) keeps 1,000 idle partitions at a tick loop's cost, and lets the
 //! replicas' fsyncs block without stalling the async runtime.
+//!
+//! Idle partition groups go quiet (their leader says so in a last
+//! heartbeat): a quiet group is not ticked and sends nothing, so thousands
+//! of idle partitions cost a broker almost nothing. What replaces their
+//! heartbeats is one ping per tick to each peer node: when a node falls
+//! silent for an election timeout, the quiet groups it led wake and elect,
+//! and those it followed wake on the leader's side; when it answers again,
+//! the leaders wake to catch it up. Any message or proposal wakes a group.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -85,10 +93,17 @@ enum Input {
     Stop,
 }
 
+/// What the host thread shares with its handle.
+#[derive(Clone, Default)]
+struct Shared {
+    status: Arc<Mutex<HashMap<String, GroupStatus>>>,
+    quiet: Arc<std::sync::atomic::AtomicUsize>,
+}
+
 /// Handle on a running host.
 pub struct Host {
     inputs: mpsc::Sender<Input>,
-    status: Arc<Mutex<HashMap<String, GroupStatus>>>,
+    shared: Shared,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -107,17 +122,17 @@ impl Host {
         tick: Duration,
     ) -> Self {
         let (inputs, rx) = mpsc::channel();
-        let status = Arc::new(Mutex::new(HashMap::new()));
+        let shared = Shared::default();
         let thread = {
-            let status = status.clone();
+            let shared = shared.clone();
             std::thread::Builder::new()
                 .name("raft-host".into())
-                .spawn(move || drive(replicas, appliers, sender, rx, tick, status))
+                .spawn(move || drive(replicas, appliers, sender, rx, tick, shared))
                 .expect("spawn the raft thread")
         };
         Self {
             inputs,
-            status,
+            shared,
             thread: Mutex::new(Some(thread)),
         }
     }
@@ -259,7 +274,12 @@ impl Host {
     }
 
     pub fn status(&self, group: &str) -> Option<GroupStatus> {
-        self.status.lock().ok()?.get(group).copied()
+        self.shared.status.lock().ok()?.get(group).copied()
+    }
+
+    /// How many of this host's groups were quiet at the last tick.
+    pub fn quiet_groups(&self) -> usize {
+        self.shared.quiet.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Stops the thread after its current round and waits for it; the
@@ -285,8 +305,124 @@ impl Drop for Host {
     }
 }
 
-/// A group on the host: name, replica, last status, watcher.
-type Group = (String, Replica, GroupStatus, Option<Watcher>);
+/// A group on the host.
+struct Group {
+    name: String,
+    replica: Replica,
+    last: GroupStatus,
+    watcher: Option<Watcher>,
+    /// Not ticked: its leader said nothing will happen until it wakes.
+    quiet: bool,
+    /// Ticks in a row this leader could have gone quiet.
+    calm: usize,
+}
+
+impl Group {
+    fn new(name: String, replica: Replica, watcher: Option<Watcher>) -> Self {
+        Self {
+            name,
+            replica,
+            last: GroupStatus::default(),
+            watcher,
+            quiet: false,
+            calm: 0,
+        }
+    }
+
+    fn wake(&mut self) {
+        self.quiet = false;
+        self.calm = 0;
+    }
+}
+
+/// What a host knows of the other nodes: each tick it pings every peer (a
+/// message of no group), and a peer heard from by no message for an
+/// election timeout is taken for down. Quiet groups live on this: a quiet
+/// follower elects a new leader only once its leader's node is down, and a
+/// quiet leader wakes to see a follower go and to catch it up when it comes
+/// back.
+struct Liveness {
+    peers: HashMap<u64, Peer>,
+    down_after: Duration,
+}
+
+struct Peer {
+    heard: Instant,
+    live: bool,
+}
+
+impl Liveness {
+    fn new(peers: Vec<u64>, down_after: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            peers: peers
+                .into_iter()
+                .map(|id| {
+                    (
+                        id,
+                        Peer {
+                            heard: now,
+                            live: true,
+                        },
+                    )
+                })
+                .collect(),
+            down_after,
+        }
+    }
+
+    /// Notes a message from `id`; true if it had been taken for down.
+    fn heard(&mut self, id: u64, now: Instant) -> bool {
+        match self.peers.get_mut(&id) {
+            Some(p) => {
+                p.heard = now;
+                !std::mem::replace(&mut p.live, true)
+            }
+            None => false,
+        }
+    }
+
+    /// The peers that just went silent for too long.
+    fn went_down(&mut self, now: Instant) -> Vec<u64> {
+        let mut out = Vec::new();
+        for (&id, p) in &mut self.peers {
+            if p.live && now.saturating_duration_since(p.heard) > self.down_after {
+                p.live = false;
+                out.push(id);
+            }
+        }
+        out
+    }
+
+    /// Unknown nodes count as live (a quiet leader then waits for them).
+    fn is_live(&self, id: u64) -> bool {
+        self.peers.get(&id).is_none_or(|p| p.live)
+    }
+}
+
+/// Ticks a leader must be able to go quiet, in election timeouts: long
+/// enough for a follower that stopped answering to leave its reachable
+/// replicas (and the ISR) first.
+const CALM_ELECTIONS: usize = 2;
+
+/// Wakes the quiet groups `peer` going down or coming back concerns: those
+/// this node leads with `peer` among the voters, and, when it went down,
+/// those it led.
+fn wake_for(peer: u64, down: bool, groups: &mut [Group], touched: &mut [bool]) -> usize {
+    let mut woken = 0;
+    for (g, t) in groups.iter_mut().zip(touched.iter_mut()) {
+        if !g.quiet {
+            continue;
+        }
+        let r = &g.replica;
+        if (r.is_leader() && r.has_voter(peer)) || (down && r.leader() == Some(peer)) {
+            g.wake();
+            *t = true;
+            woken += 1;
+        }
+    }
+    woken
+}
 
 fn drive(
     replicas: HashMap<String, Replica>,
@@ -294,17 +430,23 @@ fn drive(
     sender: Sender,
     inputs: mpsc::Receiver<Input>,
     tick: Duration,
-    status: Arc<Mutex<HashMap<String, GroupStatus>>>,
+    shared: Shared,
 ) {
     let mut groups: Vec<Group> = replicas
         .into_iter()
-        .map(|(name, r)| (name, r, GroupStatus::default(), None))
+        .map(|(name, r)| Group::new(name, r, None))
         .collect();
     let mut index: HashMap<String, usize> = groups
         .iter()
         .enumerate()
-        .map(|(i, g)| (g.0.clone(), i))
+        .map(|(i, g)| (g.name.clone(), i))
         .collect();
+    let status = &shared.status;
+    let peers = sender.peers();
+    let mut liveness = Liveness::new(
+        peers.clone(),
+        tick * super::replica::Timing::default().election_ticks as u32,
+    );
     // Only groups that got input (or a tick) need a `ready` this round.
     let mut touched = vec![true; groups.len()];
     let mut next_tick = Instant::now() + tick;
@@ -317,6 +459,8 @@ fn drive(
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        let now = Instant::now();
+        let mut back = Vec::new();
         // Take everything already waiting, so one ready (one fsync) serves
         // many messages and proposals.
         for input in first.into_iter().chain(inputs.try_iter()) {
@@ -324,44 +468,67 @@ fn drive(
                 Input::Stop => return,
                 Input::Barrier(tx) => barriers.push(tx),
                 Input::Inspect { group, f } => {
-                    f(index.get(&group).map(|&i| &groups[i].1));
+                    f(index.get(&group).map(|&i| &groups[i].replica));
                 }
-                Input::Message(e) => match index.get(&e.group) {
-                    Some(&i) => {
-                        touched[i] = true;
-                        let r = &mut groups[i].1;
-                        match catch_unwind(AssertUnwindSafe(|| r.step(e.message))) {
-                            Ok(Ok(())) => {}
-                            Ok(Err(err)) => {
-                                tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused")
+                Input::Message(e) => {
+                    if liveness.heard(e.from, now) {
+                        back.push(e.from);
+                    }
+                    if e.group.is_empty() {
+                        continue; // a ping
+                    }
+                    match index.get(&e.group) {
+                        Some(&i) => {
+                            touched[i] = true;
+                            let g = &mut groups[i];
+                            // A follower's answer to a heartbeat changes
+                            // nothing for a quiet leader; anything else
+                            // means work.
+                            let answer = e.message.get_msg_type()
+                                == raft::eraftpb::MessageType::MsgHeartbeatResponse
+                                && !e.message.reject;
+                            let r = &mut g.replica;
+                            match catch_unwind(AssertUnwindSafe(|| r.step(e.message))) {
+                                Ok(Ok(())) => {}
+                                Ok(Err(err)) => {
+                                    tracing::warn!(group = %e.group, from = e.from, error = %err, "raft message refused")
+                                }
+                                Err(_) => failed.push(e.group.clone()),
                             }
-                            Err(_) => failed.push(e.group.clone()),
+                            if g.replica.take_quiet_asked() {
+                                g.quiet = true;
+                            } else if !answer {
+                                g.wake();
+                            }
+                        }
+                        None => {
+                            tracing::debug!(group = %e.group, "raft message for a group not here")
                         }
                     }
-                    None => tracing::debug!(group = %e.group, "raft message for a group not here"),
-                },
+                }
                 Input::Add {
                     group,
                     replica,
                     watcher,
                 } => match index.get(&group) {
                     Some(&i) => {
-                        groups[i] = (group, *replica, GroupStatus::default(), watcher);
+                        groups[i] = Group::new(group, *replica, watcher);
                         touched[i] = true;
                     }
                     None => {
                         index.insert(group.clone(), groups.len());
-                        groups.push((group, *replica, GroupStatus::default(), watcher));
+                        groups.push(Group::new(group, *replica, watcher));
                         touched.push(true);
                     }
                 },
                 Input::Remove { group } => {
-                    drop_group(&group, &mut groups, &mut index, &mut touched, &status);
+                    drop_group(&group, &mut groups, &mut index, &mut touched, status);
                 }
                 Input::ProposeAnywhere { group, batch } => {
                     if let Some(&i) = index.get(&group) {
                         touched[i] = true;
-                        if let Err(e) = groups[i].1.propose_anywhere(batch) {
+                        groups[i].wake();
+                        if let Err(e) = groups[i].replica.propose_anywhere(batch) {
                             tracing::debug!(%group, error = %e, "proposal dropped (no leader yet)");
                         }
                     }
@@ -375,9 +542,11 @@ fn drive(
                     let r = match index.get(&group) {
                         Some(&i) => {
                             touched[i] = true;
+                            groups[i].wake();
+                            let r = &mut groups[i].replica;
                             match expect {
-                                Some(at) => groups[i].1.propose_at(batch, at),
-                                None => groups[i].1.propose(batch),
+                                Some(at) => r.propose_at(batch, at),
+                                None => r.propose(batch),
                             }
                         }
                         None => Err(ReplicaError::NotLeader { leader: None }),
@@ -392,7 +561,8 @@ fn drive(
                     let r = match index.get(&group) {
                         Some(&i) => {
                             touched[i] = true;
-                            groups[i].1.propose_command(command)
+                            groups[i].wake();
+                            groups[i].replica.propose_command(command)
                         }
                         None => Err(ReplicaError::NotLeader { leader: None }),
                     };
@@ -400,24 +570,49 @@ fn drive(
                 }
             }
         }
-        if Instant::now() >= next_tick {
+        for peer in back {
+            let woken = wake_for(peer, false, &mut groups, &mut touched);
+            tracing::info!(peer, woken, "raft peer answers again");
+        }
+        let ticked = now >= next_tick;
+        if ticked {
             for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
-                g.1.tick();
-                *t = true;
+                if !g.quiet {
+                    g.replica.tick();
+                    *t = true;
+                }
+            }
+            for &to in &peers {
+                let ping = raft::eraftpb::Message {
+                    to,
+                    ..Default::default()
+                };
+                sender.send("", ping);
+            }
+            for peer in liveness.went_down(now) {
+                let woken = wake_for(peer, true, &mut groups, &mut touched);
+                tracing::warn!(
+                    peer,
+                    woken,
+                    "raft peer silent for an election timeout: taken for down"
+                );
             }
             next_tick += tick;
             if next_tick < Instant::now() {
                 next_tick = Instant::now() + tick;
             }
         }
+        let live = |id| liveness.is_live(id);
         let mut changed = Vec::new();
-        for (t, (name, r, last, watcher)) in touched.iter_mut().zip(groups.iter_mut()) {
+        for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
             if !std::mem::take(t) {
                 continue;
             }
-            if failed.contains(name) {
+            if failed.contains(&g.name) {
                 continue;
             }
+            let name = &g.name;
+            let r = &mut g.replica;
             let Ok(ready) = catch_unwind(AssertUnwindSafe(|| r.ready())) else {
                 failed.push(name.clone());
                 continue;
@@ -435,6 +630,20 @@ fn drive(
                     tracing::error!(group = %name, error = %e, "raft group failed to persist")
                 }
             }
+            if ticked && !g.quiet && r.may_quiesce() && r.is_leader() {
+                if r.can_quiesce(&live) {
+                    g.calm += 1;
+                } else {
+                    g.calm = 0;
+                }
+                if g.calm >= CALM_ELECTIONS * r.timing().election_ticks {
+                    for m in r.quiesce(&live) {
+                        sender.send(name, m);
+                    }
+                    g.quiet = true;
+                    g.calm = 0;
+                }
+            }
             let now = GroupStatus {
                 leader: r.leader(),
                 is_leader: r.is_leader(),
@@ -445,9 +654,9 @@ fn drive(
                 fully_replicated: r.fully_replicated(),
                 leader_ready: r.leader_ready(),
             };
-            if now != *last {
-                *last = now;
-                if let Some(w) = watcher {
+            if now != g.last {
+                g.last = now;
+                if let Some(w) = &mut g.watcher {
                     w(&now);
                 }
                 changed.push((name.clone(), now));
@@ -458,6 +667,12 @@ fn drive(
         {
             s.extend(changed);
         }
+        if ticked {
+            let quiet = groups.iter().filter(|g| g.quiet).count();
+            shared
+                .quiet
+                .store(quiet, std::sync::atomic::Ordering::Relaxed);
+        }
         for b in barriers.drain(..) {
             let _ = b.send(());
         }
@@ -466,11 +681,11 @@ fn drive(
         for group in failed.drain(..) {
             tracing::error!(%group, "raft group failed and was stopped on this broker; restart the broker to reopen it");
             if let Some(&i) = index.get(&group)
-                && let (_, _, _, Some(w)) = &mut groups[i]
+                && let Some(w) = &mut groups[i].watcher
             {
                 w(&GroupStatus::default());
             }
-            drop_group(&group, &mut groups, &mut index, &mut touched, &status);
+            drop_group(&group, &mut groups, &mut index, &mut touched, status);
         }
     }
 }
@@ -487,7 +702,7 @@ fn drop_group(
         groups.swap_remove(i);
         touched.swap_remove(i);
         if let Some(moved) = groups.get(i) {
-            index.insert(moved.0.clone(), i);
+            index.insert(moved.name.clone(), i);
         }
         if let Ok(mut s) = status.lock() {
             s.remove(group);

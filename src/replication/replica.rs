@@ -100,6 +100,10 @@ pub struct Replica {
     /// That entry as last clipped to this replica's own commit, and the
     /// offset after it.
     fully_replicated_at: (u64, i64),
+    /// Whether this group may go quiet when idle (see [`Self::quiesce`]).
+    may_quiesce: bool,
+    /// The leader asked this follower to go quiet and it agreed.
+    quiet_asked: bool,
 }
 
 /// One voter of a group as its leader sees it.
@@ -118,8 +122,12 @@ pub struct VoterProgress {
 
 /// An entry index carried in a message's context (8 bytes, big-endian).
 fn decode_index(context: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(context.try_into().ok()?))
+    Some(u64::from_be_bytes(context.get(..8)?.try_into().ok()?))
 }
+
+/// The byte after the index in a heartbeat's context that asks its follower
+/// to go quiet (see [`Replica::quiesce`]).
+const QUIET: u8 = 1;
 
 fn logger() -> slog::Logger {
     slog::Logger::root(slog::Discard, slog::o!())
@@ -175,6 +183,8 @@ impl Replica {
             fully_replicated: 0,
             fully_replicated_term: 0,
             fully_replicated_at: (0, 0),
+            may_quiesce: false,
+            quiet_asked: false,
         })
     }
 
@@ -240,11 +250,13 @@ impl Replica {
         );
         // The leader's word on what every voter holds (see
         // `fully_replicated`); Raft itself never sees it.
-        let told = if from_leader {
-            decode_index(&std::mem::take(&mut m.context))
+        let context = if from_leader {
+            std::mem::take(&mut m.context)
         } else {
-            None
+            Default::default()
         };
+        let told = decode_index(&context);
+        let quiet = m.get_msg_type() == MessageType::MsgHeartbeat && context.get(8) == Some(&QUIET);
         let (term, from) = (m.term, m.from);
         match m.get_msg_type() {
             // A leader sends a follower the commit index up to what it last
@@ -298,7 +310,122 @@ impl Replica {
         {
             self.fully_replicated = index;
         }
+        self.quiet_asked = quiet
+            && self.may_quiesce
+            && !self.is_leader()
+            && term == self.term()
+            && self.leader() == Some(from);
         Ok(())
+    }
+
+    /// Lets this group go quiet when idle: a leader whose followers hold
+    /// every entry stops heartbeating, and its followers stop counting
+    /// towards an election, so an idle group costs nothing (the host wakes
+    /// it on any input, and when a member's broker stops answering).
+    pub fn allow_quiesce(&mut self) {
+        self.may_quiesce = true;
+    }
+
+    pub fn may_quiesce(&self) -> bool {
+        self.may_quiesce
+    }
+
+    /// Whether the last message stepped was its leader asking this follower
+    /// to go quiet (cleared by the call).
+    pub fn take_quiet_asked(&mut self) -> bool {
+        std::mem::take(&mut self.quiet_asked)
+    }
+
+    pub fn timing(&self) -> Timing {
+        self.timing
+    }
+
+    /// Whether `id` votes in this group.
+    pub fn has_voter(&self, id: u64) -> bool {
+        self.node.raft.prs().conf().voters().contains(id)
+    }
+
+    /// Whether this leader could go quiet now: everything it holds is
+    /// committed and stored, every voter whose broker is `live` holds all of
+    /// it and was heard within a heartbeat interval, those make a majority,
+    /// no leadership transfer is under way, and the preferred leader (if it
+    /// is another, live broker) does not wait for a hand-over.
+    pub fn can_quiesce(&self, live: &dyn Fn(u64) -> bool) -> bool {
+        let raft = &self.node.raft;
+        if !self.may_quiesce
+            || !self.leader_ready()
+            || raft.lead_transferee.is_some()
+            || self.node.has_ready()
+        {
+            return false;
+        }
+        let last = raft.raft_log.last_index();
+        if raft.raft_log.committed != last || !raft.raft_log.unstable.entries.is_empty() {
+            return false;
+        }
+        if self.preferred.is_some_and(|p| p != self.id && live(p)) {
+            return false;
+        }
+        let window = 2 * self.timing.heartbeat_ticks as u64;
+        let (mut voters, mut ready) = (0, 0);
+        for id in raft.prs().conf().voters().ids().iter() {
+            voters += 1;
+            if id == self.id {
+                ready += 1;
+                continue;
+            }
+            if !live(id) {
+                continue;
+            }
+            let caught_up = raft
+                .prs()
+                .get(id)
+                .is_some_and(|pr| pr.matched == last && pr.state == raft::ProgressState::Replicate);
+            let heard = self
+                .last_heard
+                .get(&id)
+                .is_some_and(|&t| self.ticks.saturating_sub(t) <= window);
+            if !(caught_up && heard) {
+                return false;
+            }
+            ready += 1;
+        }
+        // Going quiet or not is a matter of liveness, never of safety: a
+        // wrong guess costs an election timeout, not an entry.
+        ready > voters / 2
+    }
+
+    /// The heartbeats that ask the followers whose broker is `live` to go
+    /// quiet: they carry the commit index and what every voter holds, as
+    /// heartbeats do, and a mark that says no more heartbeats follow until
+    /// the leader wakes. Empty unless [`Self::can_quiesce`].
+    pub fn quiesce(&self, live: &dyn Fn(u64) -> bool) -> Vec<Message> {
+        if !self.can_quiesce(live) {
+            return Vec::new();
+        }
+        let raft = &self.node.raft;
+        let mut context = self.fully_replicated.to_be_bytes().to_vec();
+        context.push(QUIET);
+        let context = bytes::Bytes::from(context);
+        let mut out = Vec::new();
+        for id in raft.prs().conf().voters().ids().iter() {
+            if id == self.id || !live(id) {
+                continue;
+            }
+            let mut m = Message::default();
+            m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+            m.to = id;
+            m.from = self.id;
+            m.term = raft.term;
+            m.commit = raft
+                .prs()
+                .get(id)
+                .map_or(0, |pr| pr.matched)
+                .min(raft.raft_log.committed);
+            m.context = context.clone();
+            out.push(m);
+        }
+        out
     }
 
     /// A new term: what the old leader said no longer comes with a leader

@@ -141,6 +141,11 @@ impl Sender {
         }
     }
 
+    /// The other nodes this sender reaches.
+    pub fn peers(&self) -> Vec<u64> {
+        self.queues.keys().copied().collect()
+    }
+
     /// Queues `message` (for its `to` node) of `group`. Unknown peers and
     /// stopped senders drop it.
     pub fn send(&self, group: &str, message: Message) {
