@@ -34,6 +34,8 @@ pub const VERSION: u16 = 1;
 pub const MAX_FRAME: usize = 64 << 20;
 /// Messages put in one frame at most.
 const MAX_BATCH: usize = 4096;
+/// Bytes a sender puts in one frame, short of a single larger message.
+const FRAME_BUDGET: usize = 8 << 20;
 
 /// One received message: the sender, the Raft group, the message.
 #[derive(Debug, Clone)]
@@ -57,18 +59,50 @@ pub enum FrameError {
 
 /// Encodes messages for one peer as one frame (length prefix included).
 pub fn encode_frame(messages: &[(String, Message)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&(messages.len() as u32).to_be_bytes());
+    encode_frames(messages, usize::MAX).remove(0)
+}
+
+/// Encodes messages for one peer as frames of at most `budget` bytes each
+/// (a message alone over the budget gets a frame of its own; one over
+/// [`MAX_FRAME`] is dropped with a log line, as a receiver would refuse it).
+/// The many groups of a busy node can queue hundreds of megabytes for a
+/// peer that fell behind (each group's appends up to its in-flight window):
+/// one frame of it all would be over the receiver's limit, and the
+/// connection would be closed again and again.
+pub fn encode_frames(messages: &[(String, Message)], budget: usize) -> Vec<Vec<u8>> {
+    fn finish(body: &mut Vec<u8>, count: &mut u32, out: &mut Vec<Vec<u8>>) {
+        let mut frame = Vec::with_capacity(body.len() + 8);
+        frame.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        frame.extend_from_slice(&count.to_be_bytes());
+        frame.append(body);
+        *count = 0;
+        out.push(frame);
+    }
+    let mut out = Vec::new();
+    let (mut body, mut count) = (Vec::new(), 0u32);
     for (group, m) in messages {
         let bytes = m.write_to_bytes().unwrap_or_default();
+        let size = 2 + group.len() + 4 + bytes.len();
+        if size + 4 > MAX_FRAME {
+            tracing::error!(
+                group,
+                bytes = bytes.len(),
+                "raft message over the frame limit: dropped"
+            );
+            continue;
+        }
+        if count > 0 && body.len() + size + 4 > budget {
+            finish(&mut body, &mut count, &mut out);
+        }
         body.extend_from_slice(&(group.len() as u16).to_be_bytes());
         body.extend_from_slice(group.as_bytes());
         body.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
         body.extend_from_slice(&bytes);
+        count += 1;
     }
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    if count > 0 || out.is_empty() {
+        finish(&mut body, &mut count, &mut out);
+    }
     out
 }
 
@@ -201,14 +235,18 @@ async fn peer_loop(
                     Err(_) => break,
                 }
             }
-            let frame = encode_frame(&batch);
-            counters.frames.fetch_add(1, Ordering::Relaxed);
+            let frames = encode_frames(&batch, FRAME_BUDGET);
+            counters
+                .frames
+                .fetch_add(frames.len() as u64, Ordering::Relaxed);
             counters
                 .messages
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
             batch.clear();
             if let Err(e) = async {
-                w.write_all(&frame).await?;
+                for frame in &frames {
+                    w.write_all(frame).await?;
+                }
                 w.flush().await
             }
             .await
@@ -316,6 +354,56 @@ mod tests {
         let mut lying = frame[4..].to_vec();
         lying[..4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(decode_frame(&lying).is_err());
+    }
+
+    /// An append carrying `mib` MiB of entry data.
+    fn big(to: u64, mib: usize) -> Message {
+        let entry = raft::eraftpb::Entry {
+            data: vec![7u8; mib << 20].into(),
+            ..Default::default()
+        };
+        Message {
+            msg_type: MessageType::MsgAppend,
+            to,
+            from: 1,
+            entries: vec![entry].into(),
+            ..Message::default()
+        }
+    }
+
+    #[test]
+    fn frames_stay_within_the_budget() {
+        let msgs: Vec<(String, Message)> = (0..10).map(|i| (format!("g{i}"), big(2, 1))).collect();
+        let frames = encode_frames(&msgs, 3 << 20);
+        assert_eq!(frames.len(), 5, "two 1 MiB messages per 3 MiB frame");
+        let mut back = Vec::new();
+        for f in &frames {
+            assert!(f.len() <= 3 << 20);
+            back.extend(decode_frame(&f[4..]).unwrap());
+        }
+        assert_eq!(back, msgs);
+        // A message over the budget alone still goes, in a frame of its own.
+        assert_eq!(encode_frames(&msgs[..2], 1 << 20).len(), 2);
+    }
+
+    /// 80 MiB queued at once for one peer (more than a receiver accepts in
+    /// one frame) all arrive.
+    #[tokio::test]
+    async fn a_backlog_over_the_frame_limit_arrives_whole() {
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(l, to_channel(tx)));
+        let sender = Sender::start(1, &HashMap::from([(2, addr)]));
+        for i in 0..80 {
+            sender.send(&format!("g{i}"), big(2, 1));
+        }
+        for i in 0..80 {
+            let e = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("messages arrive")
+                .unwrap();
+            assert_eq!(e.group, format!("g{i}"));
+        }
     }
 
     fn to_channel(tx: mpsc::UnboundedSender<Envelope>) -> Deliver {
