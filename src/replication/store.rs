@@ -53,6 +53,8 @@ struct Inner {
     snapshot_term: u64,
     /// While a snapshot is installed: the offset the log restarts at.
     reset_to: Option<i64>,
+    /// Where the state file's next record goes.
+    state_file: checkpoint::Slotted,
 }
 
 /// A shared handle: the Raft node reads through it, the replica writes.
@@ -177,7 +179,8 @@ impl ReplicaStore {
         };
         let (mut snapshot_index, mut snapshot_term) = (log.first_entry_index() - 1, 0);
         let mut reset_to = None;
-        if let Some(text) = checkpoint::read(dir, STATE_FILE) {
+        let (state_file, text) = checkpoint::Slotted::read(dir, STATE_FILE);
+        if let Some(text) = text {
             let lines: Vec<Vec<i64>> = text
                 .lines()
                 .map(|l| checkpoint::numbers(l).unwrap_or_default())
@@ -221,17 +224,18 @@ impl ReplicaStore {
             .commit
             .min(log.last_entry_index())
             .max(snapshot_index);
-        let inner = Inner {
+        let mut inner = Inner {
             log,
             hard_state,
             conf_state,
             snapshot_index,
             snapshot_term,
             reset_to: None,
+            state_file,
         };
         if reset_to.is_some() {
             // Done: the next open must not drop what is appended from now.
-            Self::write_state(&inner)?;
+            Self::write_state(&mut inner)?;
         }
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
@@ -242,7 +246,7 @@ impl ReplicaStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn write_state(inner: &Inner) -> Result<(), StoreError> {
+    fn write_state(inner: &mut Inner) -> Result<(), StoreError> {
         let hs = &inner.hard_state;
         let voters: Vec<String> = inner
             .conf_state
@@ -250,8 +254,9 @@ impl ReplicaStore {
             .iter()
             .map(|v| v.to_string())
             .collect();
-        checkpoint::write_atomic(
-            inner.log.dir(),
+        let dir = inner.log.dir().to_owned();
+        inner.state_file.write(
+            &dir,
             STATE_FILE,
             &format!(
                 "{} {} {}\n{}\n{} {}{}\n",
@@ -302,7 +307,7 @@ impl ReplicaStore {
         let must_sync = hs.term != inner.hard_state.term || hs.vote != inner.hard_state.vote;
         inner.hard_state = hs.clone();
         if must_sync {
-            Self::write_state(&inner)?;
+            Self::write_state(&mut inner)?;
         }
         Ok(())
     }
@@ -356,7 +361,7 @@ impl ReplicaStore {
         };
         inner.snapshot_term = inner.log.entry_term(new_first - 1)?.max(0) as u64;
         inner.snapshot_index = new_first - 1;
-        Self::write_state(&inner)?;
+        Self::write_state(&mut inner)?;
         Ok(inner.log.delete_segments_below(offset)?)
     }
 
@@ -392,7 +397,7 @@ impl ReplicaStore {
         let first = inner.snapshot_index + 1;
         inner.log.reset(base, first)?;
         inner.reset_to = None;
-        Self::write_state(&inner)?;
+        Self::write_state(&mut inner)?;
         tracing::info!(dir = %inner.log.dir().display(), index = first - 1, offset = base, "installed a raft snapshot");
         Ok(())
     }
@@ -453,7 +458,7 @@ impl ReplicaStore {
     /// Writes the hard state and a clean-shutdown marker.
     pub fn close(&self) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        Self::write_state(&inner)?;
+        Self::write_state(&mut inner)?;
         inner.log.close()?;
         Ok(())
     }
