@@ -35,9 +35,13 @@ use crate::replication::transport::{self, Sender};
 /// The controller group's name (its folder in the data folder too).
 pub const CONTROLLER_GROUP: &str = "__cluster_metadata";
 
-/// How often an unanswered proposal is sent again while waiting for its
-/// effect (a proposal made while there is no leader is dropped).
+/// How soon an unanswered proposal is sent again while waiting for its
+/// effect (a proposal made while there is no leader is dropped); the wait
+/// doubles after each try up to [`REPROPOSE_AT_MOST`], so a large record
+/// that takes long to commit and apply (a topic of 20,000 partitions) is
+/// not appended again and again meanwhile.
 const REPROPOSE_EVERY: Duration = Duration::from_millis(500);
+const REPROPOSE_AT_MOST: Duration = Duration::from_secs(4);
 
 pub struct Cluster {
     pub me: u64,
@@ -164,12 +168,14 @@ impl Cluster {
         let batch = metadata::encode(record);
         let mut rx = self.image.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut wait = REPROPOSE_EVERY;
         loop {
             if done(&rx.borrow_and_update()) {
                 return Ok(rx.borrow().clone());
             }
             self.host.propose_anywhere(CONTROLLER_GROUP, batch.clone());
-            let next = (tokio::time::Instant::now() + REPROPOSE_EVERY).min(deadline);
+            let next = (tokio::time::Instant::now() + wait).min(deadline);
+            wait = (wait * 2).min(REPROPOSE_AT_MOST);
             loop {
                 match tokio::time::timeout_at(next, rx.changed()).await {
                     Ok(Ok(())) => {

@@ -1,7 +1,7 @@
 //! The broker's side of a cluster: admin changes go to the controller
 //! quorum, and the broker's topics follow the cluster image.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,20 @@ use crate::topic_config::TopicConfig;
 /// How long an admin request waits for the quorum and for this broker to
 /// apply the result.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long an admin request waits for its effect when it does not say.
+pub const ADMIN_WAIT: Duration = ADMIN_TIMEOUT;
+
+/// How long a request that carries a timeout (CreateTopics' timeout_ms)
+/// waits for its effect: that timeout (Kafka's meaning), or
+/// [`ADMIN_WAIT`] when it is not positive, at most five minutes.
+pub fn admin_wait(timeout_ms: i32) -> Duration {
+    if timeout_ms > 0 {
+        Duration::from_millis(timeout_ms as u64).min(Duration::from_secs(300))
+    } else {
+        ADMIN_WAIT
+    }
+}
 
 fn timed_out(what: &str) -> TopicError {
     TopicError::new(
@@ -37,10 +51,10 @@ impl Broker {
         &self,
         c: &Cluster,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        (partitions, replication_factor): (i32, i16),
         overrides: BTreeMap<String, String>,
         validate_only: bool,
+        wait: Duration,
     ) -> Result<Arc<Topic>, TopicError> {
         crate::topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
@@ -77,7 +91,7 @@ impl Broker {
             configs: overrides,
         };
         let image = c
-            .propose_until(&record, ADMIN_TIMEOUT, |img| img.topics.contains_key(name))
+            .propose_until(&record, wait, |img| img.topics.contains_key(name))
             .await
             .map_err(|_| timed_out("CreateTopics"))?;
         if image.topics[name].topic_id != id.to_string() {
@@ -89,7 +103,7 @@ impl Broker {
         }
         tracing::info!(topic = %name, partitions, replication_factor, %id, "created topic");
         let topic = self
-            .wait_local(|b| b.topic(name).filter(|t| t.id == id))
+            .wait_local(wait, |b| b.topic(name).filter(|t| t.id == id))
             .await
             .ok_or_else(|| timed_out("CreateTopics"))?;
         // A new group elects its preferred replica within a tick or two;
@@ -126,9 +140,11 @@ impl Broker {
         .await
         .map_err(|_| timed_out("DeleteTopics"))?;
         let id = Uuid::parse_str(&info.topic_id).unwrap_or_default();
-        self.wait_local(|b| b.topic(name).is_none_or(|t| t.id != id).then_some(()))
-            .await
-            .ok_or_else(|| timed_out("DeleteTopics"))?;
+        self.wait_local(ADMIN_TIMEOUT, |b| {
+            b.topic(name).is_none_or(|t| t.id != id).then_some(())
+        })
+        .await
+        .ok_or_else(|| timed_out("DeleteTopics"))?;
         tracing::info!(topic = %name, %id, "deleted topic");
         Ok(id)
     }
@@ -190,7 +206,7 @@ impl Broker {
             }
             Some(_) => {}
         }
-        self.wait_local(|b| {
+        self.wait_local(ADMIN_TIMEOUT, |b| {
             b.topic(name)
                 .filter(|t| t.partitions.len() as i32 >= total)
                 .map(drop)
@@ -216,7 +232,7 @@ impl Broker {
         })
         .await
         .map_err(|_| timed_out("AlterConfigs"))?;
-        self.wait_local(|b| {
+        self.wait_local(ADMIN_TIMEOUT, |b| {
             b.topic(name)
                 .is_none_or(|t| t.overrides == overrides)
                 .then_some(())
@@ -229,8 +245,8 @@ impl Broker {
 
     /// Waits (bounded) until this broker's state satisfies `f`: the
     /// reconciler applies the image a moment after the quorum commits.
-    async fn wait_local<T>(&self, f: impl Fn(&Broker) -> Option<T>) -> Option<T> {
-        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+    async fn wait_local<T>(&self, wait: Duration, f: impl Fn(&Broker) -> Option<T>) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(v) = f(self) {
                 return Some(v);
@@ -334,18 +350,31 @@ impl Broker {
     }
 
     /// The brokers clients can reach: (node id, host, port).
+    ///
+    /// This broker is always among them: it answers, so it is up, and a
+    /// client that asked it right after it started (before its
+    /// registration reached the image) finds the controller it is told of
+    /// (itself, see [`Self::controller_id`]) in the same answer.
     pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        let me = || {
+            let (host, port) = self.config.advertised();
+            (self.node_id(), host, port)
+        };
         match &self.cluster {
-            Some(c) => c
-                .image()
-                .brokers
-                .iter()
-                .map(|(id, b)| (*id as i32, b.host.clone(), b.port as i32))
-                .collect(),
-            None => {
-                let (host, port) = self.config.advertised();
-                vec![(self.node_id(), host, port)]
+            Some(c) => {
+                let mut out: Vec<(i32, String, i32)> = c.with_image(|img| {
+                    img.brokers
+                        .iter()
+                        .map(|(id, b)| (*id as i32, b.host.clone(), b.port as i32))
+                        .collect()
+                });
+                if !out.iter().any(|b| b.0 == self.node_id()) {
+                    out.push(me());
+                    out.sort_by_key(|b| b.0);
+                }
+                out
             }
+            None => vec![me()],
         }
     }
 
@@ -360,24 +389,18 @@ impl Broker {
     /// The controller's node id as Metadata reports it: clients send admin
     /// requests there. Any broker can take them (it proposes to the quorum
     /// itself), so in a cluster this is the answering broker, as Kafka's
-    /// KRaft brokers answer with a broker that forwards — once it is
-    /// registered, so that clients find its address in the same answer.
+    /// KRaft brokers answer with a broker that forwards. (Saying -1 while
+    /// this broker was not registered yet left librdkafka waiting for a
+    /// controller until its next metadata refresh, 20 s and more.)
     pub fn controller_id(&self) -> i32 {
-        match &self.cluster {
-            Some(c) => c.with_image(|img| {
-                if img.brokers.contains_key(&c.me) {
-                    self.node_id()
-                } else {
-                    img.brokers.keys().next().map_or(-1, |&id| id as i32)
-                }
-            }),
-            None => self.node_id(),
-        }
+        self.node_id()
     }
 
     /// How many brokers have registered (1 alone).
     pub fn broker_count(&self) -> usize {
-        self.cluster.as_ref().map_or(1, |c| c.image().brokers.len())
+        self.cluster
+            .as_ref()
+            .map_or(1, |c| c.with_image(|img| img.brokers.len()))
     }
 }
 
@@ -399,28 +422,42 @@ pub async fn follow_image(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>
 
 /// How often leaderships are published and placeholders updated.
 const LEADER_TRACKING: Duration = Duration::from_millis(250);
+/// A leadership published and not in the image yet is published again
+/// after this long (the record may have been dropped without a leader).
+const LEADER_REPUBLISH: Duration = Duration::from_secs(2);
+/// Leaderships per published record.
+const LEADERS_PER_RECORD: usize = 1000;
 
 /// Publishes, through the quorum, the leadership of the partitions led
 /// here that the image does not show yet (retried until it does), and tells
 /// the placeholders of partitions held elsewhere who leads them — so every
-/// broker's Metadata names current leaders and epochs.
+/// broker's Metadata names current leaders and epochs. Leaderships go out
+/// a thousand to a record, and one not yet in the image again only after
+/// [`LEADER_REPUBLISH`]: a broker that takes 7,000 leaderships at once
+/// (a restart) writes seven records, not 7,000 four times a second.
 pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>) {
     let mut every = tokio::time::interval(LEADER_TRACKING);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent: HashMap<(String, i32), (u64, std::time::Instant)> = HashMap::new();
     loop {
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
         cluster.note_quorum();
         let topics = b.topics();
-        let mut records = Vec::new();
+        let mut leaders = Vec::new();
+        let now = std::time::Instant::now();
+        sent.retain(|_, (_, at)| now.duration_since(*at) < LEADER_REPUBLISH);
         cluster.with_image(|image| {
             for t in &topics {
                 for p in &t.partitions {
-                    let published = image.leaders.get(&(t.name.clone(), p.index)).copied();
+                    let key = (t.name.clone(), p.index);
+                    let published = image.leaders.get(&key).copied();
                     if p.is_replicated() {
                         let s = p.status();
-                        if s.is_leader && published.is_none_or(|(_, epoch)| epoch < s.term) {
-                            records.push(MetadataRecord::PartitionLeader {
+                        let new = s.is_leader && published.is_none_or(|(_, epoch)| epoch < s.term);
+                        if new && sent.get(&key).is_none_or(|(epoch, _)| *epoch != s.term) {
+                            sent.insert(key, (s.term, now));
+                            leaders.push(metadata::LeaderOf {
                                 name: t.name.clone(),
                                 topic_id: t.id.to_string(),
                                 partition: p.index,
@@ -434,10 +471,13 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                 }
             }
         });
-        for r in &records {
+        while !leaders.is_empty() {
+            let rest = leaders.split_off(leaders.len().min(LEADERS_PER_RECORD));
+            let record = MetadataRecord::PartitionLeaders { leaders };
             cluster
                 .host
-                .propose_anywhere(crate::cluster::CONTROLLER_GROUP, metadata::encode(r));
+                .propose_anywhere(crate::cluster::CONTROLLER_GROUP, metadata::encode(&record));
+            leaders = rest;
         }
     }
 }

@@ -7,7 +7,7 @@
 
 mod cluster;
 mod group_configs;
-pub use cluster::{follow_image, track_leaders};
+pub use cluster::{ADMIN_WAIT, admin_wait, follow_image, track_leaders};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -205,7 +205,9 @@ impl Broker {
         self.topic(topic)?.partition(index).cloned()
     }
 
-    /// Creates a topic, or checks that it could be created (`validate_only`).
+    /// Creates a topic, or checks that it could be created (`validate_only`);
+    /// in a cluster, waits at most `wait` for the quorum and for this
+    /// broker to open it (REQUEST_TIMED_OUT then, the creation goes on).
     pub async fn create_topic(
         &self,
         name: &str,
@@ -213,6 +215,7 @@ impl Broker {
         replication_factor: i16,
         overrides: BTreeMap<String, String>,
         validate_only: bool,
+        wait: std::time::Duration,
     ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)?;
         let partitions = if partitions == -1 {
@@ -242,10 +245,10 @@ impl Broker {
                 .create_topic_in_cluster(
                     c,
                     name,
-                    partitions,
-                    replication_factor,
+                    (partitions, replication_factor),
                     overrides,
                     validate_only,
+                    wait,
                 )
                 .await;
         }
@@ -584,7 +587,7 @@ impl Broker {
             return None;
         }
         match self
-            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .create_topic(name, -1, -1, BTreeMap::new(), false, ADMIN_WAIT)
             .await
         {
             Ok(t) => Some(t),

@@ -300,7 +300,14 @@ impl GroupCoordinator {
         let rf = (broker.config.offsets_topic_replication_factor.max(1) as usize)
             .min(broker.broker_count().max(1)) as i16;
         match broker
-            .create_topic(OFFSETS_TOPIC, self.num_partitions, rf, configs, false)
+            .create_topic(
+                OFFSETS_TOPIC,
+                self.num_partitions,
+                rf,
+                configs,
+                false,
+                crate::broker::ADMIN_WAIT,
+            )
             .await
         {
             Ok(t) => Ok(t),

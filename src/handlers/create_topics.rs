@@ -34,7 +34,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                 format!("topic '{name}' appears more than once in the request"),
             ))
         } else {
-            create_one(ctx, &t, req.validate_only).await
+            create_one(ctx, &t, req.validate_only, req.timeout_ms).await
         };
         match outcome {
             Ok(topic) => {
@@ -98,6 +98,7 @@ async fn create_one(
     ctx: &RequestContext,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
+    timeout_ms: i32,
 ) -> Result<std::sync::Arc<Topic>, (i16, String)> {
     let mut overrides = BTreeMap::new();
     let mut nulls = Vec::new();
@@ -146,7 +147,14 @@ async fn create_one(
         (t.assignments.len() as i32, rf)
     };
     ctx.broker
-        .create_topic(t.name.0.as_str(), partitions, rf, overrides, validate_only)
+        .create_topic(
+            t.name.0.as_str(),
+            partitions,
+            rf,
+            overrides,
+            validate_only,
+            crate::broker::admin_wait(timeout_ms),
+        )
         .await
         .map_err(|e| (e.code, e.message))
 }

@@ -63,6 +63,22 @@ pub enum MetadataRecord {
         leader: u64,
         epoch: u64,
     },
+    /// Many `PartitionLeader`s in one record: a broker that just took the
+    /// leadership of thousands of partitions (a restart) publishes them in
+    /// a few entries, not one each.
+    PartitionLeaders {
+        leaders: Vec<LeaderOf>,
+    },
+}
+
+/// One partition's leader and epoch, as `PartitionLeaders` carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderOf {
+    pub name: String,
+    pub topic_id: String,
+    pub partition: i32,
+    pub leader: u64,
+    pub epoch: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,6 +108,32 @@ pub struct ClusterImage {
 }
 
 impl ClusterImage {
+    fn apply_leader(
+        &mut self,
+        name: &str,
+        topic_id: &str,
+        partition: i32,
+        leader: u64,
+        epoch: u64,
+    ) -> Result<(), String> {
+        let known = self
+            .topics
+            .get(name)
+            .filter(|t| t.topic_id == topic_id)
+            .is_some_and(|t| (0..t.assignment.len() as i32).contains(&partition));
+        if !known {
+            return Err(format!(
+                "no partition {name}-{partition} with id {topic_id}"
+            ));
+        }
+        let key = (name.to_owned(), partition);
+        if self.leaders.get(&key).is_some_and(|(_, e)| *e >= epoch) {
+            return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
+        }
+        self.leaders.insert(key, (leader, epoch));
+        Ok(())
+    }
+
     /// Applies the record at Raft `index`. Indexes at or below `applied` are
     /// ignored (a replay after a restart). Err says why the record changed
     /// nothing; the image is unchanged then, on every broker alike.
@@ -167,22 +209,18 @@ impl ClusterImage {
                 partition,
                 leader,
                 epoch,
-            } => {
-                let known = self
-                    .topics
-                    .get(name)
-                    .filter(|t| &t.topic_id == topic_id)
-                    .is_some_and(|t| (0..t.assignment.len() as i32).contains(partition));
-                if !known {
-                    return Err(format!(
-                        "no partition {name}-{partition} with id {topic_id}"
-                    ));
+            } => self.apply_leader(name, topic_id, *partition, *leader, *epoch),
+            MetadataRecord::PartitionLeaders { leaders } => {
+                let applied = leaders
+                    .iter()
+                    .filter(|l| {
+                        self.apply_leader(&l.name, &l.topic_id, l.partition, l.leader, l.epoch)
+                            .is_ok()
+                    })
+                    .count();
+                if applied == 0 {
+                    return Err(format!("none of {} leaderships is new", leaders.len()));
                 }
-                let key = (name.clone(), *partition);
-                if self.leaders.get(&key).is_some_and(|(_, e)| e >= epoch) {
-                    return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
-                }
-                self.leaders.insert(key, (*leader, *epoch));
                 Ok(())
             }
             MetadataRecord::AlterGroupConfigs { group, configs } => {
@@ -347,6 +385,32 @@ mod tests {
             "another topic's"
         );
         assert_eq!(probe.leaders[&("orders".to_string(), 2)], (3, 4));
+        // Many at once: each applies on its own; the record counts as
+        // applied when any did, and through its JSON form.
+        let of = |partition, epoch, id: &str| LeaderOf {
+            name: "orders".into(),
+            topic_id: id.into(),
+            partition,
+            leader: 1,
+            epoch,
+        };
+        let many = MetadataRecord::PartitionLeaders {
+            leaders: vec![
+                of(0, 2, "id-orders"),
+                of(2, 4, "id-orders"),
+                of(9, 1, "id-orders"),
+            ],
+        };
+        let many = decode(&bytes::Bytes::from(encode(&many))).unwrap();
+        assert!(probe.apply(103, &many).is_ok());
+        assert_eq!(probe.leaders[&("orders".to_string(), 0)], (1, 2));
+        assert_eq!(
+            probe.leaders[&("orders".to_string(), 2)],
+            (3, 4),
+            "not newer"
+        );
+        assert!(!probe.leaders.contains_key(&("orders".to_string(), 9)));
+        assert!(probe.apply(104, &many).is_err(), "nothing new");
         let t = &img.topics["orders"];
         assert_eq!(t.assignment, vec![vec![1, 2], vec![2, 1], vec![2, 3]]);
         assert_eq!(t.configs["retention.ms"], "1000");
