@@ -1,4 +1,5 @@
-//! What idle partitions cost: `cargo bench --bench raft_idle [-- GROUPS]`.
+//! What idle partitions cost: `cargo bench --bench raft_idle [-- GROUPS]
+//! [--awake]`.
 //!
 //! Three nodes in this process, each holding a replica of every one of
 //! GROUPS (default 1,000) partitions, replication factor 3, talking over the
@@ -6,7 +7,9 @@
 //! leader, nothing is produced for 10 seconds, and the process's CPU time over
 //! that window is reported (user + system, from getrusage), with the
 //! messages and frames the transport sent. The three nodes share this
-//! process, so per node it is a third of the total.
+//! process, so per node it is a third of the total. Groups may go quiet
+//! when idle, as a broker's partitions do; `--awake` keeps them ticking and
+//! heartbeating, as every group did before.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +36,7 @@ fn main() {
         .find(|a| !a.starts_with('-'))
         .and_then(|a| a.parse().ok())
         .unwrap_or(1000);
+    let awake = std::env::args().any(|a| a == "--awake");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -71,6 +75,9 @@ fn main() {
                 let mut replica = Replica::new(id, store, Timing::default()).expect("replica");
                 // Preferred leaders rotate over the nodes, as `assign` makes them.
                 replica.set_preferred_leader(Some(1 + g as u64 % 3));
+                if !awake {
+                    replica.allow_quiesce();
+                }
                 replicas.insert(name, replica);
             }
             let sender = Sender::start(id, &peers);
@@ -119,7 +126,10 @@ fn main() {
         // settle first.
         tokio::time::sleep(Duration::from_secs(5)).await;
         let per_node = leaders_per_node(&hosts);
-        eprintln!("leaders per node after hand-overs: {per_node:?}; idle for 10 s…");
+        let quiet: Vec<usize> = hosts.iter().map(|h| h.quiet_groups()).collect();
+        eprintln!(
+            "leaders per node after hand-overs: {per_node:?}; quiet groups per node: {quiet:?}; idle for 10 s…"
+        );
         let count = |f: fn(&transport::Counters) -> u64| -> u64 {
             senders.iter().map(|s| f(&s.counters)).sum()
         };
@@ -134,10 +144,11 @@ fn main() {
         let cpu = cpu_seconds() - cpu0;
         let msgs = count(|c| c.messages.load(Ordering::Relaxed)) - m0;
         let frames = count(|c| c.frames.load(Ordering::Relaxed)) - f0;
-        println!("| groups | replicas | leaders per node | CPU, 3 nodes | CPU per node | raft msgs/s | frames/s | msgs per frame |");
-        println!("|---|---|---|---|---|---|---|---|");
+        let quiet: usize = hosts.iter().map(|h| h.quiet_groups()).sum();
+        println!("| groups | replicas | leaders per node | replicas quiet | CPU, 3 nodes | CPU per node | raft msgs/s | frames/s | msgs per frame |");
+        println!("|---|---|---|---|---|---|---|---|---|");
         println!(
-            "| {groups} | {} | {per_node:?} | {:.1} % of one core | {:.1} % | {:.0} | {:.0} | {:.1} |",
+            "| {groups} | {} | {per_node:?} | {quiet} | {:.1} % of one core | {:.1} % | {:.0} | {:.0} | {:.1} |",
             groups * 3,
             cpu / secs * 100.0,
             cpu / secs * 100.0 / 3.0,
