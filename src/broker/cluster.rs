@@ -262,8 +262,9 @@ impl Broker {
     /// replicas assigned here (placeholders for the other partitions),
     /// grows topics, applies config changes, and closes and removes the
     /// replicas of deleted topics.
-    pub fn reconcile(&self, image: &ClusterImage) {
-        let Some(c) = &self.cluster else { return };
+    pub fn reconcile(&self, image: &ClusterImage) -> bool {
+        let Some(c) = &self.cluster else { return true };
+        let mut all_open = true;
         let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
         for t in self.topics() {
             let current = image.topics.get(&t.name);
@@ -296,10 +297,12 @@ impl Broker {
                         .insert(name.clone(), Arc::new(t));
                 }
                 Err(e) => {
-                    tracing::error!(topic = %name, error = %e, "could not open the topic's replicas")
+                    all_open = false;
+                    tracing::error!(topic = %name, error = %e, "could not open the topic's replicas; trying again in a second")
                 }
             }
         }
+        all_open
     }
 
     /// The topic as the image describes it, reusing the partitions already
@@ -320,7 +323,8 @@ impl Broker {
                 p.set_config(config.clone());
             }
         }
-        for (i, replicas) in info.assignment.iter().enumerate().skip(partitions.len()) {
+        let opened_before = partitions.len();
+        for (i, replicas) in info.assignment.iter().enumerate().skip(opened_before) {
             let spec = ReplicaSpec {
                 data_dir: &self.config.data_dir,
                 topic: name,
@@ -331,7 +335,17 @@ impl Broker {
                 replicas: replicas.iter().map(|&r| r as i32).collect(),
             };
             let p = if replicas.contains(&c.me) {
-                Partition::open_replicated(spec, c.me, c.host.clone(), c.timing)?
+                match Partition::open_replicated(spec, c.me, c.host.clone(), c.timing) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // None of this attempt's replicas stays on the
+                        // Raft host; the next attempt opens them again.
+                        for p in &partitions[opened_before..] {
+                            p.detach();
+                        }
+                        return Err(e);
+                    }
+                }
             } else {
                 Partition::remote(spec)
             };
@@ -411,11 +425,21 @@ pub async fn follow_image(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster>
     loop {
         let image = rx.borrow_and_update().clone();
         let Some(b) = broker.upgrade() else { return };
-        if let Err(e) = tokio::task::spawn_blocking(move || b.reconcile(&image)).await {
-            tracing::error!(error = %e, "reconciling with the cluster image failed");
-        }
-        if rx.changed().await.is_err() {
-            return;
+        let all_open = match tokio::task::spawn_blocking(move || b.reconcile(&image)).await {
+            Ok(all_open) => all_open,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciling with the cluster image failed");
+                false
+            }
+        };
+        if all_open {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        } else {
+            // Something could not be opened (a full disk, say): again in a
+            // second, or sooner if the image moves.
+            let _ = tokio::time::timeout(Duration::from_secs(1), rx.changed()).await;
         }
     }
 }

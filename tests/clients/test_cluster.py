@@ -558,3 +558,41 @@ def test_group_coordinator_moves_with_its_partition_leader(cluster):
         "the new member did not resume at the committed offsets "
         f"({len(seen)} + {len(rest)} records, {len(set(seen) & set(rest))} read twice)"
     )
+
+
+def test_a_replica_that_could_not_open_is_opened_once_it_can(cluster):
+    """A broker that cannot open one replica of a new topic (here a file
+    sits where the partition's folder goes) leaves none of that attempt's
+    replicas running, says so, tries again every second, and once the way
+    is clear holds the topic and receives its records like the others."""
+    node = 3
+    blocker = cluster.brokers[node].data_dir / "stuck-1"
+    blocker.write_text("in the way")
+    admin = AdminClient({"bootstrap.servers": cluster.brokers[1].bootstrap})
+    admin.create_topics([NewTopic("stuck", 2, 3)])["stuck"].result(30)
+    log = cluster.brokers[node].log_path
+    deadline = time.time() + 30
+    while log.read_text(errors="replace").count("could not open the topic's replicas") < 2:
+        assert time.time() < deadline, "no failed (and retried) open in the log"
+        time.sleep(0.2)
+    blocker.unlink()
+    for p in range(2):
+        cluster.leader("stuck", p, timeout=30)
+    marker = b"written-after-the-way-cleared"
+    for p in range(2):
+        # Leadership may still move to the preferred replica meanwhile.
+        deadline = time.time() + 30
+        while (code := produce_raw(cluster.port(cluster.leader("stuck", p)[0]), "stuck", p, marker)[0]) != 0:
+            assert code == NOT_LEADER_OR_FOLLOWER and time.time() < deadline, f"produce: error {code}"
+            time.sleep(0.2)
+    deadline = time.time() + 30
+    while True:
+        held = {
+            f.parent.name
+            for f in cluster.brokers[node].data_dir.rglob("*.log")
+            if f.parent.name.startswith("stuck-") and marker in f.read_bytes()
+        }
+        if held == {"stuck-0", "stuck-1"}:
+            break
+        assert time.time() < deadline, f"node {node} holds the record only in {held}"
+        time.sleep(0.2)
