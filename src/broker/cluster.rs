@@ -473,13 +473,28 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
         sent.retain(|_, (_, at)| now.duration_since(*at) < LEADER_REPUBLISH);
         cluster.with_image(|image| {
             for t in &topics {
+                // The image's leaders of this topic in one walk (not a key
+                // built per partition: this runs over every partition four
+                // times a second).
+                let mut known = vec![None; t.partitions.len()];
+                let range = (t.name.clone(), i32::MIN)..=(t.name.clone(), i32::MAX);
+                for ((_, i), v) in image.leaders.range(range) {
+                    if let Some(slot) = usize::try_from(*i).ok().and_then(|i| known.get_mut(i)) {
+                        *slot = Some(*v);
+                    }
+                }
                 for p in &t.partitions {
-                    let key = (t.name.clone(), p.index);
-                    let published = image.leaders.get(&key).copied();
+                    let published = usize::try_from(p.index)
+                        .ok()
+                        .and_then(|i| known.get(i).copied().flatten());
                     if p.is_replicated() {
                         let s = p.status();
                         let new = s.is_leader && published.is_none_or(|(_, epoch)| epoch < s.term);
-                        if new && sent.get(&key).is_none_or(|(epoch, _)| *epoch != s.term) {
+                        if !new {
+                            continue;
+                        }
+                        let key = (t.name.clone(), p.index);
+                        if sent.get(&key).is_none_or(|(epoch, _)| *epoch != s.term) {
                             sent.insert(key, (s.term, now));
                             leaders.push(metadata::LeaderOf {
                                 name: t.name.clone(),
