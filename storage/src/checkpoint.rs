@@ -119,7 +119,10 @@ impl Slotted {
         let text = slot.get(SLOT_HEAD..SLOT_HEAD + len)?;
         let mut sum = crc32c::crc32c(&slot[4..16]);
         sum = crc32c::crc32c_append(sum, text);
-        (sum == crc).then(|| Some((seq, String::from_utf8(text.to_vec()).ok()?)))?
+        if sum != crc {
+            return None;
+        }
+        Some((seq, String::from_utf8(text.to_vec()).ok()?))
     }
 
     fn slot(seq: u64, text: &[u8]) -> Vec<u8> {
