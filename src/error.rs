@@ -34,6 +34,10 @@ pub enum BrokerError {
     NotEnoughReplicas,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("a newer transaction coordinator wrote this producer's last marker")]
+    TransactionCoordinatorFenced,
+    #[error("invalid transaction state: {0}")]
+    InvalidTxnState(String),
     #[error("storage failure: {0}")]
     Storage(StorageError),
 }
@@ -73,6 +77,10 @@ impl BrokerError {
             BrokerError::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
             BrokerError::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::TransactionCoordinatorFenced => {
+                ResponseError::TransactionCoordinatorFenced
+            }
+            BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
             BrokerError::Storage(StorageError::CorruptBatch { .. }) => {
                 ResponseError::CorruptMessage
             }

@@ -41,3 +41,4 @@ pub mod replication;
 pub mod retention;
 pub mod server;
 pub mod topic_config;
+pub mod txn;

@@ -163,6 +163,23 @@ impl ProducerStateManager {
         entry.last_timestamp = batch.max_timestamp;
     }
 
+    /// A transaction marker written with the producer's epoch: a newer
+    /// epoch (the coordinator bumped it, fencing the old incarnation)
+    /// becomes the producer's, whose sequences then start again at 0.
+    pub fn observe_marker(&mut self, producer_id: i64, epoch: i16) {
+        if let Some(entry) = self.producers.get_mut(&producer_id)
+            && epoch > entry.epoch
+        {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+    }
+
+    /// The producer's current epoch here, if it wrote here.
+    pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
+        self.producers.get(&producer_id).map(|e| e.epoch)
+    }
+
     /// Every producer this partition remembers, by producer id.
     pub fn active_producers(&self) -> Vec<ActiveProducer> {
         let mut out: Vec<ActiveProducer> = self

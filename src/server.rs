@@ -70,6 +70,20 @@ pub async fn run(
         Arc::downgrade(&broker),
         stop_rx.clone(),
     ));
+    tokio::spawn(crate::txn::run_timers(
+        Arc::downgrade(&broker),
+        Duration::from_millis(
+            broker
+                .config
+                .transaction_abort_timed_out_transaction_cleanup_interval_ms,
+        ),
+        Duration::from_millis(
+            broker
+                .config
+                .transaction_remove_expired_transaction_cleanup_interval_ms,
+        ),
+        stop_rx.clone(),
+    ));
     tokio::spawn(run_retention(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::spawn(run_cleaner(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::pin!(shutdown);

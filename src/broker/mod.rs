@@ -70,6 +70,8 @@ pub struct Broker {
     pub fetch_sessions: crate::handlers::fetch_session::FetchSessions,
     /// Consumer groups and committed offsets.
     pub groups: GroupCoordinator,
+    /// Transactional ids and their transactions.
+    pub txns: crate::txn::TxnCoordinator,
     clock: Arc<dyn Clock>,
     metadata: Mutex<MetadataStore>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -134,12 +136,17 @@ impl Broker {
         if let Some(t) = topics.get(OFFSETS_TOPIC) {
             groups.load(t, clock.now_ms())?;
         }
+        let txns = crate::txn::TxnCoordinator::new(crate::txn::TxnConfig::from(&config));
+        if let Some(t) = topics.get(crate::txn::TXN_TOPIC) {
+            txns.load(t)?;
+        }
         Ok(Arc::new(Self {
             config,
             versions,
             data_available,
             fetch_sessions: Default::default(),
             groups,
+            txns,
             clock,
             metadata: Mutex::new(store),
             topics: RwLock::new(topics),

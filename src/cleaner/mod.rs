@@ -153,12 +153,43 @@ pub struct CleanOutput {
     pub stats: CleanStats,
 }
 
+/// The aborted transactions of a log: producer id → (first offset, marker
+/// offset) ranges. A transactional data batch inside one of its producer's
+/// ranges was aborted: its records never count (as Kafka's cleaner reads
+/// the aborted-transaction index).
+#[derive(Debug, Clone, Default)]
+pub struct Aborted(std::sync::Arc<std::collections::HashMap<i64, Vec<(i64, i64)>>>);
+
+impl Aborted {
+    pub fn new(txns: &[crate::txn::partition::AbortedTxn]) -> Self {
+        let mut map: std::collections::HashMap<i64, Vec<(i64, i64)>> = Default::default();
+        for a in txns {
+            map.entry(a.producer_id)
+                .or_default()
+                .push((a.first_offset, a.last_offset));
+        }
+        Self(std::sync::Arc::new(map))
+    }
+
+    /// Whether the batch is data of an aborted transaction.
+    pub fn contains(&self, h: &BatchHeader) -> bool {
+        h.is_transactional()
+            && !h.is_control()
+            && self.0.get(&h.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|&(first, last)| first <= h.base_offset && h.base_offset <= last)
+            })
+    }
+}
+
 /// Fills the map from the dirty part `[first_dirty, end)`. Returns where the
 /// map stops covering the log: every keyed record below it is in the map.
+/// Aborted records shadow nothing: they are not in the map.
 fn build_map(
     sealed: &[SealedSegment],
-    first_dirty: i64,
-    end: i64,
+    (first_dirty, end): (i64, i64),
+    aborted: &Aborted,
     map: &mut OffsetMap,
     stats: &mut CleanStats,
 ) -> Result<i64, String> {
@@ -179,7 +210,7 @@ fn build_map(
                 return Ok(map_end);
             }
             stats.bytes_read += bytes.len() as u64;
-            if !h.is_control() {
+            if !h.is_control() && !aborted.contains(&h) {
                 if !map.has_room_for(h.record_count.max(0) as usize) {
                     return Ok(map_end);
                 }
@@ -207,11 +238,33 @@ fn build_map(
 /// such limit: the later record travels with them.
 pub fn clean(
     sealed: &[SealedSegment],
+    range: (i64, i64),
+    p: &CompactionPolicy,
+    map_memory: u64,
+    now: i64,
+    tombstone_limit: i64,
+) -> Result<CleanOutput, String> {
+    clean_with(
+        sealed,
+        range,
+        p,
+        map_memory,
+        now,
+        tombstone_limit,
+        &Aborted::default(),
+    )
+}
+
+/// [`clean`] of a log with aborted transactions: their records go (each
+/// batch stays, emptied, like any batch that loses every record).
+pub fn clean_with(
+    sealed: &[SealedSegment],
     (first_dirty, end): (i64, i64),
     p: &CompactionPolicy,
     map_memory: u64,
     now: i64,
     tombstone_limit: i64,
+    aborted: &Aborted,
 ) -> Result<CleanOutput, String> {
     let mut stats = CleanStats::default();
     let expected_keys: usize = sealed
@@ -222,7 +275,7 @@ pub fn clean(
         .map(|(h, _)| h.record_count.max(0) as usize)
         .sum();
     let mut map = OffsetMap::new(map_memory, expected_keys);
-    let map_end = build_map(sealed, first_dirty, end, &mut map, &mut stats)?;
+    let map_end = build_map(sealed, (first_dirty, end), aborted, &mut map, &mut stats)?;
     if map_end <= first_dirty {
         return Err(format!(
             "log.cleaner.dedupe.buffer.size ({map_memory} bytes) cannot hold the keys of one batch"
@@ -253,7 +306,11 @@ pub fn clean(
                 None
             } else {
                 let recs = records::records(&bytes, &h)?;
+                let aborted = aborted.contains(&h);
                 let keep = |r: &&RecordRef| {
+                    if aborted {
+                        return false;
+                    }
                     if r.offset >= map_end {
                         return true;
                     }
@@ -330,13 +387,16 @@ pub fn clean(
 }
 
 /// How far a pass may reach in one log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Bounds {
     /// Only what is committed is cleaned: below it, no replica's log can
-    /// change any more.
+    /// change any more. With transactions, the last stable offset: records
+    /// of a transaction still open are neither shadowed nor removed.
     pub high_watermark: i64,
     /// Tombstones at or above it stay (see [`clean`]).
     pub tombstone_limit: i64,
+    /// The log's aborted transactions.
+    pub aborted: Aborted,
 }
 
 /// One pass over a log: plan, clean without holding the log, then swap each
@@ -360,8 +420,16 @@ pub fn run_pass<G: DerefMut<Target = Log>>(
         return Ok(None);
     };
     let limit = bounds.tombstone_limit.min(bounds.high_watermark);
-    let out = clean(&sealed, (first_dirty, end), policy, map_memory, now, limit)
-        .map_err(BrokerError::CorruptMessage)?;
+    let out = clean_with(
+        &sealed,
+        (first_dirty, end),
+        policy,
+        map_memory,
+        now,
+        limit,
+        &bounds.aborted,
+    )
+    .map_err(BrokerError::CorruptMessage)?;
     drop(sealed);
     for group in &out.groups {
         let mut log = log()?;

@@ -242,3 +242,102 @@ fn control_batches_stay_whole() {
     assert!(out.groups.is_empty(), "nothing to remove: {:?}", out.stats);
     assert_eq!(out.stats.records_removed, 0);
 }
+
+/// One sealed segment of (producer id, marker, key, value) batches, one
+/// record each, at offsets from 0: transactional data when `marker` is
+/// None and the producer id is set, a COMMIT/ABORT marker otherwise.
+fn txn_segment(spec: &[(i64, Option<crate::txn::partition::Marker>, &str, &str)]) -> SealedSegment {
+    let mut bytes = Vec::new();
+    for (offset, &(pid, marker, k, v)) in spec.iter().enumerate() {
+        let (mk, mv) = crate::txn::partition::marker_record(
+            marker.unwrap_or(crate::txn::partition::Marker::Commit),
+            0,
+        );
+        let rec = match marker {
+            Some(_) => RecordSpec {
+                key: Some(&mk),
+                value: Some(&mv),
+                timestamp: 1,
+            },
+            None => RecordSpec {
+                key: Some(k.as_bytes()),
+                value: Some(v.as_bytes()),
+                timestamp: 1,
+            },
+        };
+        let mut b = batch::build(
+            &[rec],
+            BuildOptions {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: if pid >= 0 && marker.is_none() { 0 } else { -1 },
+                control: marker.is_some(),
+                transactional: pid >= 0,
+            },
+        );
+        b[..8].copy_from_slice(&(offset as i64).to_be_bytes());
+        bytes.extend(b);
+    }
+    SealedSegment {
+        info: SegmentInfo {
+            base_offset: 0,
+            next_offset: spec.len() as i64,
+            size_bytes: bytes.len() as u64,
+            max_timestamp: 1,
+            created_ms: 0,
+        },
+        bytes: Bytes::from(bytes),
+    }
+}
+
+#[test]
+fn aborted_records_shadow_nothing_and_are_removed() {
+    use crate::txn::partition::{AbortedTxn, Marker};
+    let seg = txn_segment(&[
+        (1, None, "a", "committed"),
+        (1, Some(Marker::Commit), "", ""),
+        (2, None, "a", "aborted"),
+        (2, Some(Marker::Abort), "", ""),
+        (-1, None, "b", "plain"),
+    ]);
+    let aborted = Aborted::new(&[AbortedTxn {
+        producer_id: 2,
+        first_offset: 2,
+        last_offset: 3,
+    }]);
+    let sealed = vec![seg];
+    let left = |out: &CleanOutput| {
+        let bytes = Bytes::from(out.groups[0].to_vec());
+        let mut left = Vec::new();
+        let mut markers = 0;
+        for b in batches(&bytes) {
+            let (h, b) = b.unwrap();
+            if h.is_control() {
+                markers += 1;
+                continue;
+            }
+            for r in records::records(&b, &h).unwrap() {
+                left.push((
+                    r.offset,
+                    String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                ));
+            }
+        }
+        (left, markers)
+    };
+    let out = clean_with(&sealed, (0, 5), &policy(), 1 << 20, 0, i64::MAX, &aborted).unwrap();
+    let (kept, markers) = left(&out);
+    assert_eq!(
+        kept,
+        vec![(0, "committed".to_owned()), (4, "plain".to_owned())],
+        "the committed value is not shadowed by the aborted one, which goes"
+    );
+    assert_eq!(markers, 2, "markers stay");
+    // Not knowing the aborted transaction, the aborted value would shadow
+    // the committed one: what happened before the cleaner knew of them.
+    let blind = clean(&sealed, (0, 5), &policy(), 1 << 20, 0, i64::MAX).unwrap();
+    assert_eq!(
+        left(&blind).0,
+        vec![(2, "aborted".to_owned()), (4, "plain".to_owned())]
+    );
+}

@@ -25,7 +25,10 @@ pub mod consumer_protocol;
 mod migration;
 mod offsets;
 pub mod records;
+mod txn_offsets;
 pub mod types;
+
+pub use txn_offsets::TxnCommit;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -123,6 +126,8 @@ struct Inner {
     /// In a cluster: the Raft term in which each `__consumer_offsets`
     /// partition led here was loaded.
     loaded_terms: HashMap<i32, u64>,
+    /// Offsets of open transactions, by producer id.
+    txn_offsets: HashMap<i64, txn_offsets::Pending>,
 }
 
 /// What replaying partitions of `__consumer_offsets` found.
@@ -131,6 +136,8 @@ struct Loaded {
     offsets: HashMap<String, BTreeMap<(String, i32), Committed>>,
     snapshots: HashMap<String, Option<classic::GroupSnapshot>>,
     consumer_snapshots: HashMap<String, Option<consumer::ConsumerGroupSnapshot>>,
+    /// Offsets of transactions with no marker yet, by producer id.
+    pending: HashMap<i64, txn_offsets::Pending>,
     records: usize,
 }
 
@@ -338,11 +345,18 @@ impl GroupCoordinator {
             mut offsets,
             snapshots,
             consumer_snapshots,
+            pending,
             records,
         } = loaded;
         let mut inner = self.lock();
         offsets.retain(|_, m| !m.is_empty());
         let (n_offsets, n_groups) = (offsets.len(), snapshots.len());
+        for p in inner.txn_offsets.values_mut() {
+            p.retain(|g, _| !owned(g));
+        }
+        for (pid, groups) in pending {
+            inner.txn_offsets.entry(pid).or_default().extend(groups);
+        }
         inner.offsets.retain(|g, _| !owned(g));
         inner.groups.retain(|g, _| !owned(g));
         inner.consumers.retain(|g, _| !owned(g));
@@ -815,9 +829,12 @@ fn error_join(c: i16, member_id: &str) -> JoinOutcome {
     }
 }
 
-/// Reads one partition of `__consumer_offsets` into `loaded` (later records
-/// win).
-fn read_partition(p: &Partition, loaded: &mut Loaded) -> Result<(), crate::error::BrokerError> {
+/// Calls `f` with every record of a partition, up to its high watermark,
+/// with its offset.
+pub fn for_each_record(
+    p: &Partition,
+    mut f: impl FnMut(i64, &kafka_protocol::records::Record),
+) -> Result<(), crate::error::BrokerError> {
     let mut offset = p.log_start_offset();
     let end = p.high_watermark();
     while offset < end {
@@ -827,45 +844,97 @@ fn read_partition(p: &Partition, loaded: &mut Loaded) -> Result<(), crate::error
         }
         let sets = RecordBatchDecoder::decode_all(&mut chunk)
             .map_err(|e| crate::error::BrokerError::CorruptMessage(format!("{p:?}: {e}")))?;
+        let before = offset;
         for r in sets.into_iter().flat_map(|s| s.records) {
             offset = offset.max(r.offset + 1);
-            if r.control {
-                continue;
-            }
-            let Some(key) = r.key.as_deref() else {
-                continue;
-            };
-            loaded.records += 1;
-            match records::decode(key, r.value.as_deref()) {
-                Ok(Entry::Offset {
-                    group,
-                    topic,
-                    partition,
-                    value,
-                }) => {
-                    let map = loaded.offsets.entry(group).or_default();
-                    match value {
-                        Some(v) => {
-                            map.insert((topic, partition), committed(v, r.offset));
-                        }
-                        None => {
-                            map.remove(&(topic, partition));
-                        }
-                    }
-                }
-                Ok(Entry::Group { group, value }) => {
-                    loaded.snapshots.insert(group, value);
-                }
-                Ok(Entry::ConsumerGroup { group, value }) => {
-                    loaded.consumer_snapshots.insert(group, value);
-                }
-                Err(e) => {
-                    tracing::warn!(partition = ?p, offset = r.offset, error = %e, "skipped a record")
-                }
-            }
+            f(r.offset, &r);
+        }
+        if offset == before {
+            break;
         }
     }
     Ok(())
+}
+
+/// Reads one partition of `__consumer_offsets` into `loaded` (later records
+/// win; a transaction's offsets count once its COMMIT marker is read).
+fn read_partition(p: &Partition, loaded: &mut Loaded) -> Result<(), crate::error::BrokerError> {
+    for_each_record(p, |offset, r| {
+        if r.control {
+            if r.transactional
+                && let Some(groups) = loaded.pending.get_mut(&r.producer_id)
+            {
+                let commit = r.key.as_deref().is_some_and(|k| k.len() >= 4 && k[3] == 1);
+                let here: Vec<String> = groups
+                    .iter()
+                    .filter(|(_, (i, _))| *i == p.index)
+                    .map(|(g, _)| g.clone())
+                    .collect();
+                for group in here {
+                    let (_, offsets) = groups.remove(&group).unwrap_or_default();
+                    if !commit {
+                        continue;
+                    }
+                    let map = loaded.offsets.entry(group).or_default();
+                    for (key, c) in offsets {
+                        if map
+                            .get(&key)
+                            .is_none_or(|old| old.record_offset < c.record_offset)
+                        {
+                            map.insert(key, c);
+                        }
+                    }
+                }
+            }
+            return;
+        }
+        let Some(key) = r.key.as_deref() else {
+            return;
+        };
+        loaded.records += 1;
+        match records::decode(key, r.value.as_deref()) {
+            Ok(Entry::Offset {
+                group,
+                topic,
+                partition,
+                value: Some(v),
+            }) if r.transactional => {
+                loaded
+                    .pending
+                    .entry(r.producer_id)
+                    .or_default()
+                    .entry(group)
+                    .or_insert_with(|| (p.index, HashMap::new()))
+                    .1
+                    .insert((topic, partition), committed(v, offset));
+            }
+            Ok(Entry::Offset {
+                group,
+                topic,
+                partition,
+                value,
+            }) => {
+                let map = loaded.offsets.entry(group).or_default();
+                match value {
+                    Some(v) => {
+                        map.insert((topic, partition), committed(v, offset));
+                    }
+                    None => {
+                        map.remove(&(topic, partition));
+                    }
+                }
+            }
+            Ok(Entry::Group { group, value }) => {
+                loaded.snapshots.insert(group, value);
+            }
+            Ok(Entry::ConsumerGroup { group, value }) => {
+                loaded.consumer_snapshots.insert(group, value);
+            }
+            Err(e) => {
+                tracing::warn!(partition = ?p, offset, error = %e, "skipped a record")
+            }
+        }
+    })
 }
 
 /// Ticks the coordinator until the broker is gone or shutdown starts.

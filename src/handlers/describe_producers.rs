@@ -1,8 +1,8 @@
 //! DescribeProducers: the idempotent producers each partition's leader
 //! remembers (admin describeProducers, `kafka-transactions.sh
 //! describe-producers`): id, epoch, last sequence and the last batch's
-//! timestamp. Sluice has no transactions, so the coordinator epoch and the
-//! current transaction's start offset are always -1.
+//! timestamp, the coordinator epoch of its last transaction marker and where
+//! its transaction under way began (-1 when none).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_producers_response::{
@@ -41,13 +41,15 @@ pub async fn handle(
                             producers
                                 .into_iter()
                                 .map(|a| {
+                                    let (txn_start, coordinator_epoch) =
+                                        p.transaction_of(a.producer_id);
                                     ProducerState::default()
                                         .with_producer_id(ProducerId(a.producer_id))
                                         .with_producer_epoch(a.producer_epoch.into())
                                         .with_last_sequence(a.last_sequence)
                                         .with_last_timestamp(a.last_timestamp)
-                                        .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(-1)
+                                        .with_coordinator_epoch(coordinator_epoch.unwrap_or(-1))
+                                        .with_current_txn_start_offset(txn_start.unwrap_or(-1))
                                 })
                                 .collect(),
                         ),

@@ -8,8 +8,10 @@
 use std::time::{Duration, Instant};
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use super::fetch_session::{Answered, Context, FetchPart, TopicKey};
 use super::{RequestContext, str_bytes};
@@ -152,10 +154,32 @@ fn collect(
         }
         let remaining = max_bytes.saturating_sub(total);
         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-        match p.read(fp.fetch_offset, limit.max(1)) {
-            Ok(r) => {
+        let read = if read_committed {
+            p.read_committed(fp.fetch_offset, limit.max(1)).map(|r| {
+                let aborted = r
+                    .aborted
+                    .iter()
+                    .map(|a| {
+                        AbortedTransaction::default()
+                            .with_producer_id(ProducerId(a.producer_id))
+                            .with_first_offset(a.first_offset)
+                    })
+                    .collect();
+                (r.fetch, r.last_stable_offset, Some(aborted))
+            })
+        } else {
+            p.read(fp.fetch_offset, limit.max(1)).map(|r| {
+                let hw = r.high_watermark;
+                (r, hw, None)
+            })
+        };
+        match read {
+            Ok((r, lso, aborted)) => {
                 pd.high_watermark = r.high_watermark;
-                pd.last_stable_offset = r.high_watermark;
+                pd.last_stable_offset = lso;
+                if aborted.is_some() {
+                    pd.aborted_transactions = aborted;
+                }
                 if ctx.version >= 5 {
                     pd.log_start_offset = r.log_start_offset;
                 }

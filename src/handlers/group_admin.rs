@@ -1,5 +1,5 @@
 //! Finding and administering groups: FindCoordinator (one key before v4, a
-//! batch from v4), DescribeGroups, ListGroups, DeleteGroups.
+//! batch from v4; groups and transactional ids), DescribeGroups, ListGroups, DeleteGroups.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
@@ -19,6 +19,7 @@ use crate::group::classic::GroupState;
 
 /// FindCoordinator key types.
 const GROUP: i8 = 0;
+const TRANSACTION: i8 = 1;
 
 /// (error, node, host, port, message) for one key.
 async fn locate(
@@ -28,15 +29,30 @@ async fn locate(
 ) -> (i16, i32, String, i32, Option<String>) {
     let none =
         |code: ResponseError, msg: &str| (code.code(), -1, String::new(), -1, Some(msg.to_owned()));
+    if key_type == TRANSACTION {
+        if key.is_empty() {
+            return none(ResponseError::InvalidRequest, "empty transactional id");
+        }
+        return match ctx.broker.txns.txn_partition(&ctx.broker, key).await {
+            Err(code) => (
+                code,
+                -1,
+                String::new(),
+                -1,
+                Some("transaction coordinator unavailable".into()),
+            ),
+            Ok(p) => leader_of(
+                ctx,
+                &p,
+                "the transactional id's partition has no leader right now",
+            ),
+        };
+    }
     if key_type != GROUP {
-        warn_limited!(
-            key,
-            key_type,
-            "FindCoordinator for transactions: not served yet"
-        );
+        warn_limited!(key, key_type, "FindCoordinator with an unknown key type");
         return none(
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported yet",
+            ResponseError::InvalidRequest,
+            "unknown coordinator key type",
         );
     }
     if key.is_empty() {
@@ -60,12 +76,24 @@ async fn locate(
         }
     };
     // The coordinator is the leader of the group's partition.
+    leader_of(ctx, &p, "the group's partition has no leader right now")
+}
+
+/// The leader of a coordinator's partition, as FindCoordinator answers it.
+fn leader_of(
+    ctx: &RequestContext,
+    p: &crate::partition::Partition,
+    unavailable: &str,
+) -> (i16, i32, String, i32, Option<String>) {
     let leader = p.leader(ctx.broker.node_id()).0;
     match leader.and_then(|id| Some((id, ctx.broker.broker_address(id)?))) {
         Some((id, (host, port))) => (0, id, host, port, None),
-        None => none(
-            ResponseError::CoordinatorNotAvailable,
-            "the group's partition has no leader right now",
+        None => (
+            ResponseError::CoordinatorNotAvailable.code(),
+            -1,
+            String::new(),
+            -1,
+            Some(unavailable.to_owned()),
         ),
     }
 }

@@ -1,5 +1,6 @@
-//! InitProducerId for idempotent producers: a fresh producer id, epoch 0.
-//! Transactions are not served yet, so a transactional id is refused.
+//! InitProducerId: a fresh producer id at epoch 0 for an idempotent
+//! producer; for a transactional one, its transactional id's producer id
+//! with a new epoch, from the transaction coordinator.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
@@ -11,8 +12,31 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     if let Some(txn) = &req.transactional_id {
-        warn_limited!(transactional_id = %txn.0, "transactions are not supported yet");
-        return resp.with_error_code(ResponseError::InvalidRequest.code());
+        // KIP-360 (v3+): a producer recovering names the id and epoch it had.
+        let expected = (ctx.version >= 3 && req.producer_id.0 >= 0)
+            .then_some((req.producer_id.0, req.producer_epoch));
+        return match ctx
+            .broker
+            .txns
+            .init_producer_id(
+                &ctx.broker,
+                txn.0.as_str(),
+                req.transaction_timeout_ms,
+                expected,
+            )
+            .await
+        {
+            Ok((id, epoch)) => resp
+                .with_producer_id(ProducerId(id))
+                .with_producer_epoch(epoch),
+            Err(code) => {
+                let code = super::txn::fenced_for(code, ctx.version, 4);
+                if code != ResponseError::ConcurrentTransactions.code() {
+                    warn_limited!(transactional_id = %txn.0, code, "InitProducerId refused");
+                }
+                resp.with_error_code(code)
+            }
+        };
     }
     match ctx.broker.allocate_producer_id() {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),

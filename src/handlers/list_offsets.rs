@@ -24,6 +24,8 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 
 pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    // isolation_level arrived with v2.
+    let read_committed = ctx.version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = ctx.broker.topic(t.name.0.as_str());
@@ -43,7 +45,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                     None => Err(ResponseError::UnknownTopicOrPartition.code()),
                     Some(p) => p
                         .check_leader_epoch(lp.current_leader_epoch)
-                        .and_then(|()| lookup(p, lp.timestamp)),
+                        .and_then(|()| lookup(p, lp.timestamp, read_committed)),
                 };
                 match found {
                     Ok(Some((ts, off, epoch))) => {
@@ -182,10 +184,15 @@ impl LogShape {
 }
 
 /// (timestamp, offset, leader epoch of that offset) for the query, `None`
-/// when no record qualifies.
-fn lookup(p: &Partition, query: i64) -> Result<Option<(i64, i64, i32)>, i16> {
+/// when no record qualifies. A read_committed consumer's answers stop at
+/// the last stable offset instead of the high watermark.
+fn lookup(p: &Partition, query: i64, read_committed: bool) -> Result<Option<(i64, i64, i32)>, i16> {
     p.check_reads().map_err(|e| e.code())?;
-    let hw = p.high_watermark();
+    let hw = if read_committed {
+        p.last_stable_offset().map_err(|e| e.code())?
+    } else {
+        p.high_watermark()
+    };
     let current = p.leader_epoch();
     match query {
         LATEST => Ok(Some((-1, hw, current))),

@@ -42,6 +42,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod txn;
 
 /// Everything a handler knows about the request it serves.
 pub struct RequestContext {
@@ -87,6 +88,13 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -161,6 +169,13 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
         DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
         DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
+        AddPartitionsToTxn => m::AddPartitionsToTxnRequest => txn::add_partitions,
+        AddOffsetsToTxn => m::AddOffsetsToTxnRequest => txn::add_offsets,
+        EndTxn => m::EndTxnRequest => txn::end_txn,
+        TxnOffsetCommit => m::TxnOffsetCommitRequest => txn::txn_offset_commit,
+        WriteTxnMarkers => m::WriteTxnMarkersRequest => txn::write_txn_markers,
+        DescribeTransactions => m::DescribeTransactionsRequest => txn::describe_transactions,
+        ListTransactions => m::ListTransactionsRequest => txn::list_transactions,
     )
 }
 
@@ -246,6 +261,13 @@ macro_rules! request_types {
             ListConfigResources => m::ListConfigResourcesRequest,
             DescribeProducers => m::DescribeProducersRequest,
             DescribeQuorum => m::DescribeQuorumRequest,
+            AddPartitionsToTxn => m::AddPartitionsToTxnRequest,
+            AddOffsetsToTxn => m::AddOffsetsToTxnRequest,
+            EndTxn => m::EndTxnRequest,
+            TxnOffsetCommit => m::TxnOffsetCommitRequest,
+            WriteTxnMarkers => m::WriteTxnMarkersRequest,
+            DescribeTransactions => m::DescribeTransactionsRequest,
+            ListTransactions => m::ListTransactionsRequest,
         )
     };
 }

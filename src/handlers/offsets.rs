@@ -119,6 +119,10 @@ fn reported(c: Option<Committed>) -> (i64, i32, String) {
 pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetchResponse {
     let v = ctx.version;
     let groups = &ctx.broker.groups;
+    // KIP-447 (v7+): an offset an open transaction is committing is
+    // unstable; the consumer retries until the transaction ends.
+    let require_stable = v >= 7 && req.require_stable;
+    let unstable = |group: &str, t: &str, p: i32| require_stable && groups.has_pending(group, t, p);
     if v >= 8 {
         let mut errors = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
@@ -139,25 +143,34 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
                         .collect()
                 });
+                let id = g.group_id.0.as_str();
                 let topics = groups
-                    .fetch(g.group_id.0.as_str(), wanted.as_deref())
+                    .fetch(id, wanted.as_deref())
                     .into_iter()
                     .map(|(t, parts)| {
+                        let partitions = parts
+                            .into_iter()
+                            .map(|(p, c)| {
+                                if unstable(id, &t, p) {
+                                    return OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(
+                                            ResponseError::UnstableOffsetCommit.code(),
+                                        );
+                                }
+                                let (offset, epoch, meta) = reported(c);
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(Some(str_bytes(meta)))
+                            })
+                            .collect();
                         OffsetFetchResponseTopics::default()
                             .with_name(topic_name(&t))
-                            .with_partitions(
-                                parts
-                                    .into_iter()
-                                    .map(|(p, c)| {
-                                        let (offset, epoch, meta) = reported(c);
-                                        OffsetFetchResponsePartitions::default()
-                                            .with_partition_index(p)
-                                            .with_committed_offset(offset)
-                                            .with_committed_leader_epoch(epoch)
-                                            .with_metadata(Some(str_bytes(meta)))
-                                    })
-                                    .collect(),
-                            )
+                            .with_partitions(partitions)
                     })
                     .collect();
                 OffsetFetchResponseGroup::default()
@@ -209,6 +222,16 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
                     parts
                         .into_iter()
                         .map(|(p, c)| {
+                            if unstable(group, &t, p) {
+                                let mut r = OffsetFetchResponsePartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(-1)
+                                    .with_error_code(ResponseError::UnstableOffsetCommit.code());
+                                if v >= 5 {
+                                    r.committed_leader_epoch = -1;
+                                }
+                                return r;
+                            }
                             let (offset, epoch, meta) = reported(c);
                             let mut r = OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)

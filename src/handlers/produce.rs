@@ -40,10 +40,20 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .cloned();
             let outcome = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
-            } else if name == crate::group::OFFSETS_TOPIC {
+            } else if name == crate::group::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC {
                 // Only the group coordinator writes there, as in Kafka.
                 warn_limited!(topic = %name, "produce to an internal topic refused");
                 Err(ResponseError::InvalidTopicException.code())
+            } else if req.transactional_id.is_none()
+                && pd
+                    .records
+                    .as_ref()
+                    .is_some_and(|r| any_batch(r, |a| a & 0x10 != 0))
+            {
+                // Kafka's answer to transactional records without a
+                // transactional id.
+                warn_limited!(topic = %name, "transactional batch without a transactional id");
+                Err(ResponseError::TransactionalIdAuthorizationFailed.code())
             } else if ctx.version < 7 && pd.records.as_ref().is_some_and(uses_zstd) {
                 // zstd arrived with Produce v7 (KIP-110); older clients may not read it.
                 warn_limited!(topic = %name, version = ctx.version, "zstd batch in a produce request below v7");
@@ -63,7 +73,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
-                    Some(records) => match p.append(&records) {
+                    Some(records) => match append(ctx, &req.transactional_id, &p, &records) {
                         Ok(res) => {
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
@@ -136,9 +146,38 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     Some(ProduceResponse::default().with_responses(responses))
 }
 
+/// Appends one partition's records; transactional batches are checked
+/// against the producer's transaction under the partition's lock (KIP-890
+/// part 1: a partition not added to the transaction is refused).
+fn append(
+    ctx: &RequestContext,
+    transactional_id: &Option<kafka_protocol::messages::TransactionalId>,
+    p: &crate::partition::Partition,
+    records: &bytes::Bytes,
+) -> Result<crate::partition::AppendResult, BrokerError> {
+    let Some(txn) = transactional_id else {
+        return p.append(records);
+    };
+    let verify = |h: &sluice_storage::BatchHeader| {
+        ctx.broker.txns.verify(
+            txn.0.as_str(),
+            h.producer_id,
+            h.producer_epoch,
+            &p.topic,
+            p.index,
+        )
+    };
+    p.append_verified(records, &verify)
+}
+
 /// Whether any v2 batch of a records field is zstd-compressed (attribute
 /// codec 4). Reads only lengths and attributes; validation comes later.
 fn uses_zstd(records: &bytes::Bytes) -> bool {
+    any_batch(records, |attrs| attrs & 0x7 == 4)
+}
+
+/// Whether the attributes of any v2 batch of a records field match.
+fn any_batch(records: &bytes::Bytes, matches: impl Fn(i16) -> bool) -> bool {
     let mut pos = 0usize;
     while pos + 23 <= records.len() {
         let len = i32::from_be_bytes([
@@ -148,7 +187,7 @@ fn uses_zstd(records: &bytes::Bytes) -> bool {
             records[pos + 11],
         ]);
         let attrs = i16::from_be_bytes([records[pos + 21], records[pos + 22]]);
-        if attrs & 0x7 == 4 {
+        if matches(attrs) {
             return true;
         }
         if len <= 0 {

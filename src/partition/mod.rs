@@ -17,7 +17,9 @@
 //! is a placeholder that answers NOT_LEADER_OR_FOLLOWER.
 
 mod raft;
+mod txn;
 pub use raft::ReplicaSpec;
+pub use txn::ReadCommitted;
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -35,8 +37,13 @@ use crate::producer_state::{ActiveProducer, ProducerBatch, ProducerStateManager,
 use crate::replication::host::GroupStatus;
 use crate::replication::store::StoreLog;
 use crate::topic_config::TopicConfig;
+use crate::txn::partition::{PartitionTxns, marker_of};
 
 pub use raft::Replicated;
+
+/// Checks a transactional batch before it is appended (see
+/// [`Partition::append_verified`]).
+pub type Verify<'a> = dyn Fn(&BatchHeader) -> Result<(), BrokerError> + 'a;
 
 /// Result of appending the batches of one produce request to one partition.
 #[derive(Debug, Default)]
@@ -64,6 +71,8 @@ pub struct FetchResult {
 
 struct State {
     producers: ProducerStateManager,
+    /// Open and aborted transactions (rebuilt with the producer state).
+    txns: PartitionTxns,
     config: TopicConfig,
     /// The Raft term the producer state was rebuilt in (replicated only).
     producers_term: u64,
@@ -196,7 +205,8 @@ impl Partition {
         let dir = data_dir.join(format!("{topic}-{index}"));
         let log = Log::open(&dir, config.log_config(), clock.clone())?;
         let mut producers = ProducerStateManager::default();
-        rebuild_producer_state(&log, &mut producers)?;
+        let mut txns = PartitionTxns::default();
+        rebuild_producer_state(&log, &mut producers, &mut txns)?;
         let hw = log.log_end_offset();
         let (high_watermark, _) = watch::channel(hw);
         let partition = Arc::new(Self {
@@ -206,6 +216,7 @@ impl Partition {
             replicas: Vec::new(),
             state: Mutex::new(State {
                 producers,
+                txns,
                 config,
                 producers_term: 0,
                 next: None,
@@ -416,7 +427,16 @@ impl Partition {
                 segment_bytes: c.segment_bytes,
             }
         };
-        let high_watermark = self.high_watermark();
+        // Nothing of a transaction still open is cleaned (the last stable
+        // offset), and aborted records shadow nothing and go.
+        let (high_watermark, aborted) = {
+            let state = self.lock();
+            let hw = self.high_watermark();
+            (
+                state.txns.last_stable_offset(hw),
+                cleaner::Aborted::new(&state.txns.aborted_between(0, i64::MAX)),
+            )
+        };
         let tombstone_limit = match &self.backing {
             // Only what every replica holds: see `cleaner::clean`.
             Backing::Raft(_) => self.status().fully_replicated,
@@ -425,6 +445,7 @@ impl Partition {
         let bounds = Bounds {
             high_watermark,
             tombstone_limit,
+            aborted,
         };
         cleaner::run_pass(|| self.log(), &policy, bounds, map_memory, now)
     }
@@ -474,6 +495,26 @@ impl Partition {
     /// Validates and appends the batches of one produce request, atomically with
     /// respect to other producers of this partition.
     pub fn append(&self, records: &Bytes) -> Result<AppendResult, BrokerError> {
+        self.append_checked(records, None)
+    }
+
+    /// [`Self::append`], with each transactional batch first checked by
+    /// `verify` under the partition's lock (KIP-890 part 1: the transaction
+    /// coordinator confirms the partition is part of the producer's
+    /// transaction under way, and no marker can come in between).
+    pub fn append_verified(
+        &self,
+        records: &Bytes,
+        verify: &Verify<'_>,
+    ) -> Result<AppendResult, BrokerError> {
+        self.append_checked(records, Some(verify))
+    }
+
+    fn append_checked(
+        &self,
+        records: &Bytes,
+        verify: Option<&Verify<'_>>,
+    ) -> Result<AppendResult, BrokerError> {
         self.check_serving()?;
         let mut batches = split_batches(records)?;
         let (codec, compacted, max_sent) = {
@@ -532,6 +573,13 @@ impl Partition {
             (state.config.max_message_bytes, state.config.log_append_time);
         let state = &mut *state;
         for (h, b) in &batches {
+            if h.is_control() {
+                // Only the transaction coordinator writes markers (as Kafka
+                // refuses control batches from clients).
+                return Err(BrokerError::InvalidRecord(
+                    "a client may not produce control batches".into(),
+                ));
+            }
             if b.len() > max_message_bytes {
                 return Err(BrokerError::MessageTooLarge {
                     size: b.len(),
@@ -549,6 +597,18 @@ impl Partition {
                     "record count {} does not match last offset delta {}",
                     h.record_count, h.last_offset_delta
                 )));
+            }
+        }
+        for (h, _) in &batches {
+            if h.is_transactional() {
+                match verify {
+                    Some(verify) => verify(h)?,
+                    None => {
+                        return Err(BrokerError::InvalidRecord(
+                            "a transactional batch needs a transactional id".into(),
+                        ));
+                    }
+                }
             }
         }
         let log_append_time = append_time.then(|| self.clock.now_ms());
@@ -576,6 +636,9 @@ impl Partition {
                     state
                         .producers
                         .observe(&pb, info.first_offset, info.last_offset);
+                    state
+                        .txns
+                        .observe(h, info.first_offset, info.last_offset, None);
                     first.get_or_insert(info.first_offset);
                     last = info.last_offset;
                 }
@@ -738,15 +801,35 @@ fn cut_at_offset(records: Bytes, limit: i64) -> Bytes {
     records.slice(..pos.min(records.len()))
 }
 
+/// Rebuilds the producer state and the transactions from the log's batch
+/// headers (and the one record of each transaction marker).
 fn rebuild_producer_state(
     log: &Log,
     producers: &mut ProducerStateManager,
+    txns: &mut PartitionTxns,
 ) -> Result<(), BrokerError> {
+    let mut failed = None;
     log.for_each_header(log.log_start_offset(), |h| {
         if !h.is_control() {
             producers.observe(&producer_batch(h), h.base_offset, h.last_offset());
+            txns.observe(h, h.base_offset, h.last_offset(), None);
+        } else if h.is_transactional() && failed.is_none() {
+            match log.read(h.base_offset, 1) {
+                Ok(r) => {
+                    let marker = marker_of(h, &r.records);
+                    if marker.is_some() {
+                        producers.observe_marker(h.producer_id, h.producer_epoch);
+                    }
+                    txns.observe(h, h.base_offset, h.last_offset(), marker);
+                }
+                Err(e) => failed = Some(e),
+            }
         }
     })?;
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    txns.truncate_head(log.log_start_offset());
     Ok(())
 }
 
@@ -882,7 +965,7 @@ mod tests {
                 producer_id: 42,
                 producer_epoch: 0,
                 base_sequence: seq,
-                control: false,
+                ..BuildOptions::default()
             },
         ))
     }

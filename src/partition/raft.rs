@@ -144,6 +144,7 @@ impl Partition {
             replicas: spec.replicas,
             state: Mutex::new(State {
                 producers: ProducerStateManager::default(),
+                txns: Default::default(),
                 config: spec.config,
                 producers_term: 0,
                 next: None,
@@ -261,6 +262,13 @@ impl Partition {
                         offset: p.last_offset + 1,
                     });
                     state.producers.observe(&pb, p.base_offset, p.last_offset);
+                    let marker = crate::txn::partition::marker_of(h, batch);
+                    if marker.is_some() {
+                        state
+                            .producers
+                            .observe_marker(h.producer_id, h.producer_epoch);
+                    }
+                    state.txns.observe(h, p.base_offset, p.last_offset, marker);
                     out.entry = Some((p.index, p.term));
                     (p.base_offset, p.last_offset)
                 }
@@ -293,8 +301,10 @@ impl Partition {
         if r.refused.swap(false, Ordering::SeqCst) || state.producers_term != status.term {
             blocking(|| r.host.barrier());
             let mut producers = ProducerStateManager::default();
-            rebuild_producer_state(&r.store.log(), &mut producers)?;
+            let mut txns = crate::txn::partition::PartitionTxns::default();
+            rebuild_producer_state(&r.store.log(), &mut producers, &mut txns)?;
             state.producers = producers;
+            state.txns = txns;
             state.producers_term = status.term;
             state.next = None;
         }

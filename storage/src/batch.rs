@@ -219,6 +219,8 @@ pub struct BuildOptions {
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub control: bool,
+    /// Part of a transaction (data, or a COMMIT/ABORT marker with `control`).
+    pub transactional: bool,
 }
 
 impl Default for BuildOptions {
@@ -228,6 +230,7 @@ impl Default for BuildOptions {
             producer_epoch: -1,
             base_sequence: -1,
             control: false,
+            transactional: false,
         }
     }
 }
@@ -279,7 +282,12 @@ pub fn build(records: &[RecordSpec<'_>], opts: BuildOptions) -> Vec<u8> {
     b.extend_from_slice(&(-1i32).to_be_bytes());
     b.push(2);
     b.extend_from_slice(&[0; 4]);
-    let attrs: i16 = if opts.control { ATTR_CONTROL } else { 0 };
+    let attrs: i16 = if opts.control { ATTR_CONTROL } else { 0 }
+        | if opts.transactional {
+            ATTR_TRANSACTIONAL
+        } else {
+            0
+        };
     b.extend_from_slice(&attrs.to_be_bytes());
     b.extend_from_slice(&((records.len() - 1) as i32).to_be_bytes());
     b.extend_from_slice(&base_ts.to_be_bytes());
@@ -330,7 +338,7 @@ mod tests {
                 producer_id: 7,
                 producer_epoch: 1,
                 base_sequence: 3,
-                control: false,
+                ..BuildOptions::default()
             },
         );
         let h = validate(&b).unwrap();

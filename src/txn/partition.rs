@@ -1,0 +1,279 @@
+//! The transactions of one partition, as its log tells them: which producers
+//! have a transaction open here (from the offset of its first batch), which
+//! transactions were aborted (Kafka's aborted-transaction index), and so the
+//! last stable offset.
+//!
+//! Like the idempotent-producer state it is a pure function of the log:
+//! [`PartitionTxns::observe`] is fed every batch on append and, at startup
+//! or when a replica becomes leader, while the log is re-read.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use sluice_storage::BatchHeader;
+
+/// A COMMIT or ABORT marker (a control record's type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Marker {
+    Abort,
+    Commit,
+}
+
+impl Marker {
+    /// The control record's type field: 0 = ABORT, 1 = COMMIT.
+    pub fn kind(self) -> i16 {
+        match self {
+            Marker::Abort => 0,
+            Marker::Commit => 1,
+        }
+    }
+}
+
+/// An aborted transaction: what a read_committed consumer must skip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The offset of its ABORT marker.
+    pub last_offset: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    first_offset: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct PartitionTxns {
+    open: HashMap<i64, Open>,
+    /// By marker offset, ascending.
+    aborted: Vec<AbortedTxn>,
+    /// The coordinator epoch of each producer's last marker.
+    coordinator_epochs: HashMap<i64, i32>,
+}
+
+/// The marker a batch is, if it is a transaction's COMMIT or ABORT (a
+/// control batch of the transactional kind; Raft's own control entries are
+/// not transactional). Unknown control types are not markers.
+pub fn marker_of(h: &BatchHeader, batch: &Bytes) -> Option<(Marker, i32)> {
+    if !h.is_control() || !h.is_transactional() || h.producer_id < 0 {
+        return None;
+    }
+    let records = crate::cleaner::records::records(batch, h).ok()?;
+    let r = records.first()?;
+    let key = r.key.as_deref()?;
+    if key.len() < 4 {
+        return None;
+    }
+    let marker = match i16::from_be_bytes([key[2], key[3]]) {
+        0 => Marker::Abort,
+        1 => Marker::Commit,
+        _ => return None,
+    };
+    // Value: version (int16), coordinator epoch (int32).
+    let coordinator_epoch = r
+        .value
+        .as_deref()
+        .filter(|v| v.len() >= 6)
+        .map_or(0, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
+    Some((marker, coordinator_epoch))
+}
+
+/// The key and value of a marker's one control record.
+pub fn marker_record(marker: Marker, coordinator_epoch: i32) -> ([u8; 4], [u8; 6]) {
+    let mut key = [0u8; 4];
+    key[2..4].copy_from_slice(&marker.kind().to_be_bytes());
+    let mut value = [0u8; 6];
+    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
+    (key, value)
+}
+
+impl PartitionTxns {
+    /// Records a batch now in the log at `first..=last`; `marker` when it is
+    /// a COMMIT or ABORT marker (see [`marker_of`]).
+    pub fn observe(
+        &mut self,
+        h: &BatchHeader,
+        first: i64,
+        last: i64,
+        marker: Option<(Marker, i32)>,
+    ) {
+        if let Some((m, coordinator_epoch)) = marker {
+            self.coordinator_epochs
+                .insert(h.producer_id, coordinator_epoch);
+            if let Some(open) = self.open.remove(&h.producer_id)
+                && m == Marker::Abort
+            {
+                self.aborted.push(AbortedTxn {
+                    producer_id: h.producer_id,
+                    first_offset: open.first_offset,
+                    last_offset: last,
+                });
+            }
+            return;
+        }
+        if h.is_transactional() && !h.is_control() && h.producer_id >= 0 {
+            self.open.entry(h.producer_id).or_insert(Open {
+                first_offset: first,
+            });
+        }
+    }
+
+    /// Whether `producer_id` has a transaction open on this partition.
+    pub fn is_open(&self, producer_id: i64) -> bool {
+        self.open.contains_key(&producer_id)
+    }
+
+    /// The first offset of the transaction `producer_id` has open here.
+    pub fn open_since(&self, producer_id: i64) -> Option<i64> {
+        self.open.get(&producer_id).map(|o| o.first_offset)
+    }
+
+    /// The coordinator epoch of the producer's last marker here.
+    pub fn coordinator_epoch(&self, producer_id: i64) -> Option<i32> {
+        self.coordinator_epochs.get(&producer_id).copied()
+    }
+
+    /// The first offset of the oldest open transaction.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.open.values().map(|o| o.first_offset).min()
+    }
+
+    /// The last stable offset for a high watermark: nothing at or above the
+    /// first offset of an open transaction is stable.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.first_unstable_offset()
+            .map_or(high_watermark, |f| f.min(high_watermark))
+    }
+
+    /// The aborted transactions a read of `from..upto` must know of: those
+    /// whose range meets it (ended at or after `from`, started before
+    /// `upto`), by first offset.
+    pub fn aborted_between(&self, from: i64, upto: i64) -> Vec<AbortedTxn> {
+        let start = self.aborted.partition_point(|a| a.last_offset < from);
+        let mut out: Vec<AbortedTxn> = self.aborted[start..]
+            .iter()
+            .filter(|a| a.first_offset < upto)
+            .copied()
+            .collect();
+        out.sort_by_key(|a| a.first_offset);
+        out
+    }
+
+    /// Forgets aborted transactions wholly below the log start.
+    pub fn truncate_head(&mut self, log_start: i64) {
+        let n = self.aborted.partition_point(|a| a.last_offset < log_start);
+        self.aborted.drain(..n);
+    }
+
+    /// The producers with a transaction open, and where each began.
+    pub fn open_transactions(&self) -> Vec<(i64, i64)> {
+        let mut v: Vec<(i64, i64)> = self
+            .open
+            .iter()
+            .map(|(&pid, o)| (pid, o.first_offset))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_storage::batch::{BuildOptions, RecordSpec, build};
+
+    fn header(pid: i64, transactional: bool, marker: Option<Marker>) -> (BatchHeader, Bytes) {
+        let (key, value) = marker_record(marker.unwrap_or(Marker::Commit), 3);
+        let spec = if marker.is_some() {
+            RecordSpec {
+                key: Some(&key),
+                value: Some(&value),
+                timestamp: 1,
+            }
+        } else {
+            RecordSpec {
+                key: Some(b"k"),
+                value: Some(b"v"),
+                timestamp: 1,
+            }
+        };
+        let b = Bytes::from(build(
+            &[spec],
+            BuildOptions {
+                producer_id: pid,
+                producer_epoch: 0,
+                base_sequence: if marker.is_some() { -1 } else { 0 },
+                control: marker.is_some(),
+                transactional,
+            },
+        ));
+        (BatchHeader::parse(&b).unwrap(), b)
+    }
+
+    fn feed(t: &mut PartitionTxns, pid: i64, offset: i64, marker: Option<Marker>) {
+        let (h, b) = header(pid, true, marker);
+        t.observe(&h, offset, offset, marker_of(&h, &b));
+    }
+
+    #[test]
+    fn markers_are_read_back_from_their_batch() {
+        let (h, b) = header(5, true, Some(Marker::Abort));
+        assert_eq!(marker_of(&h, &b), Some((Marker::Abort, 3)));
+        let (h, b) = header(5, true, Some(Marker::Commit));
+        assert_eq!(marker_of(&h, &b), Some((Marker::Commit, 3)));
+        // Data, and a control batch outside a transaction, are not markers.
+        let (h, b) = header(5, true, None);
+        assert_eq!(marker_of(&h, &b), None);
+        let (h, b) = header(5, false, Some(Marker::Commit));
+        assert_eq!(marker_of(&h, &b), None);
+    }
+
+    #[test]
+    fn the_last_stable_offset_stops_at_the_oldest_open_transaction() {
+        let mut t = PartitionTxns::default();
+        assert_eq!(t.last_stable_offset(10), 10);
+        feed(&mut t, 1, 3, None);
+        feed(&mut t, 2, 5, None);
+        feed(&mut t, 1, 6, None);
+        assert_eq!(t.last_stable_offset(10), 3);
+        assert_eq!(t.last_stable_offset(2), 2);
+        feed(&mut t, 1, 7, Some(Marker::Commit));
+        assert_eq!(t.last_stable_offset(10), 5);
+        feed(&mut t, 2, 8, Some(Marker::Abort));
+        assert_eq!(t.last_stable_offset(10), 10);
+        assert_eq!(
+            t.aborted_between(0, 10),
+            vec![AbortedTxn {
+                producer_id: 2,
+                first_offset: 5,
+                last_offset: 8
+            }]
+        );
+        assert!(t.open_transactions().is_empty());
+    }
+
+    #[test]
+    fn a_read_learns_only_the_aborted_transactions_it_overlaps() {
+        let mut t = PartitionTxns::default();
+        for (pid, first, last) in [(1, 0, 2), (2, 3, 9), (3, 10, 12)] {
+            feed(&mut t, pid, first, None);
+            feed(&mut t, pid, last, Some(Marker::Abort));
+        }
+        let ids = |v: Vec<AbortedTxn>| v.into_iter().map(|a| a.producer_id).collect::<Vec<_>>();
+        assert_eq!(ids(t.aborted_between(0, 100)), vec![1, 2, 3]);
+        assert_eq!(ids(t.aborted_between(3, 10)), vec![2]);
+        assert_eq!(ids(t.aborted_between(9, 11)), vec![2, 3]);
+        assert_eq!(ids(t.aborted_between(13, 20)), Vec::<i64>::new());
+        t.truncate_head(10);
+        assert_eq!(ids(t.aborted_between(0, 100)), vec![3]);
+    }
+
+    #[test]
+    fn a_marker_without_an_open_transaction_records_no_abort() {
+        let mut t = PartitionTxns::default();
+        feed(&mut t, 4, 0, Some(Marker::Abort));
+        assert!(t.aborted_between(0, 10).is_empty());
+        assert_eq!(t.coordinator_epoch(4), Some(3));
+    }
+}
