@@ -387,16 +387,34 @@ pub fn clean_with(
 }
 
 /// How far a pass may reach in one log.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bounds {
     /// Only what is committed is cleaned: below it, no replica's log can
-    /// change any more. With transactions, the last stable offset: records
-    /// of a transaction still open are neither shadowed nor removed.
+    /// change any more.
     pub high_watermark: i64,
     /// Tombstones at or above it stay (see [`clean`]).
     pub tombstone_limit: i64,
-    /// The log's aborted transactions.
-    pub aborted: Aborted,
+}
+
+/// The transactions of the sealed segments as the cleaner must know them,
+/// read from the segments themselves (so every replica, leader or not,
+/// knows them the same way): the aborted ones, whose records go, and the
+/// first offset of a transaction no marker in the sealed segments ends
+/// (still open, or ended in the active segment), from which nothing is
+/// cleaned — its records could yet be aborted.
+pub fn sealed_txns(sealed: &[SealedSegment]) -> Result<(Aborted, Option<i64>), String> {
+    let mut txns = crate::txn::partition::PartitionTxns::default();
+    for s in sealed {
+        for b in batches(&s.bytes) {
+            let (h, bytes) = b?;
+            let marker = crate::txn::partition::marker_of(&h, &bytes);
+            txns.observe(&h, h.base_offset, h.last_offset(), marker);
+        }
+    }
+    Ok((
+        Aborted::new(&txns.aborted_between(0, i64::MAX)),
+        txns.first_unstable_offset(),
+    ))
 }
 
 /// One pass over a log: plan, clean without holding the log, then swap each
@@ -416,10 +434,12 @@ pub fn run_pass<G: DerefMut<Target = Log>>(
         (log.sealed_segments()?, log.first_dirty_offset())
     };
     let stats: Vec<_> = sealed.iter().map(segment_stat).collect();
-    let Some(end) = plan(&stats, first_dirty, bounds.high_watermark, policy, now) else {
+    let (aborted, first_open) = sealed_txns(&sealed).map_err(BrokerError::CorruptMessage)?;
+    let high_watermark = bounds.high_watermark.min(first_open.unwrap_or(i64::MAX));
+    let Some(end) = plan(&stats, first_dirty, high_watermark, policy, now) else {
         return Ok(None);
     };
-    let limit = bounds.tombstone_limit.min(bounds.high_watermark);
+    let limit = bounds.tombstone_limit.min(high_watermark);
     let out = clean_with(
         &sealed,
         (first_dirty, end),
@@ -427,7 +447,7 @@ pub fn run_pass<G: DerefMut<Target = Log>>(
         map_memory,
         now,
         limit,
-        &bounds.aborted,
+        &aborted,
     )
     .map_err(BrokerError::CorruptMessage)?;
     drop(sealed);

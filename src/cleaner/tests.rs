@@ -341,3 +341,26 @@ fn aborted_records_shadow_nothing_and_are_removed() {
         vec![(2, "aborted".to_owned()), (4, "plain".to_owned())]
     );
 }
+
+#[test]
+fn the_cleaner_reads_transactions_from_the_sealed_segments() {
+    use crate::txn::partition::Marker;
+    let seg = txn_segment(&[
+        (1, None, "a", "one"),
+        (2, None, "a", "two"),
+        (1, Some(Marker::Abort), "", ""),
+        (3, None, "b", "open"),
+        (2, Some(Marker::Commit), "", ""),
+    ]);
+    let (aborted, first_open) = sealed_txns(&[seg]).unwrap();
+    assert_eq!(first_open, Some(3), "producer 3 has no marker yet");
+    let h = |pid: i64, offset: i64| {
+        let b = txn_segment(&[(pid, None, "k", "v")]);
+        let mut h = BatchHeader::parse(&b.bytes).unwrap();
+        h.base_offset = offset;
+        h
+    };
+    assert!(aborted.contains(&h(1, 0)));
+    assert!(!aborted.contains(&h(2, 1)), "committed");
+    assert!(!aborted.contains(&h(1, 5)), "after its abort marker");
+}

@@ -48,6 +48,20 @@ impl GroupCoordinator {
             Ok(p) => p,
             Err(code) => return vec![code; items.len()],
         };
+        let prepared = match broker
+            .txns
+            .prepare_check(
+                broker,
+                &p,
+                c.transactional_id,
+                c.producer_id,
+                c.producer_epoch,
+            )
+            .await
+        {
+            Ok(prepared) => prepared,
+            Err(e) => return vec![txn_code(&e); items.len()],
+        };
         let now = broker.now_ms();
         let mut codes = vec![0i16; items.len()];
         let mut recs = Vec::new();
@@ -98,27 +112,17 @@ impl GroupCoordinator {
             // Checked against the transaction under the partition's lock, so
             // no marker can slip in between (KIP-890 part 1).
             let index = p.index;
-            let verify = |h: &sluice_storage::BatchHeader| {
-                broker.txns.verify(
-                    c.transactional_id,
-                    h.producer_id,
-                    h.producer_epoch,
-                    OFFSETS_TOPIC,
-                    index,
-                )
+            let verify = |h: &sluice_storage::BatchHeader,
+                          t: &crate::txn::partition::PartitionTxns| {
+                broker
+                    .txns
+                    .check(prepared, c.transactional_id, h, t, OFFSETS_TOPIC, index)
             };
             match p.append_verified(&batch, &verify) {
                 Ok(r) => r,
                 Err(e) => {
                     warn_limited!(group, error = %e, "transactional offset commit refused");
-                    let c = match e {
-                        BrokerError::InvalidProducerEpoch { .. } => {
-                            code(ResponseError::ProducerFenced)
-                        }
-                        BrokerError::InvalidTxnState(_) => code(ResponseError::InvalidTxnState),
-                        _ => code(ResponseError::CoordinatorNotAvailable),
-                    };
-                    return vec![c; items.len()];
+                    return vec![txn_code(&e); items.len()];
                 }
             }
         };
@@ -176,6 +180,16 @@ impl GroupCoordinator {
             .txn_offsets
             .values()
             .any(|p| p.get(group).is_some_and(|(_, o)| o.contains_key(&key)))
+    }
+}
+
+/// The TxnOffsetCommit code of a refused transactional check.
+fn txn_code(e: &BrokerError) -> i16 {
+    match e {
+        BrokerError::InvalidProducerEpoch { .. } => code(ResponseError::ProducerFenced),
+        BrokerError::InvalidTxnState(_) => code(ResponseError::InvalidTxnState),
+        BrokerError::NotLeaderOrFollower => code(ResponseError::NotCoordinator),
+        _ => code(ResponseError::CoordinatorNotAvailable),
     }
 }
 

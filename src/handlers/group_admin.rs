@@ -33,7 +33,12 @@ async fn locate(
         if key.is_empty() {
             return none(ResponseError::InvalidRequest, "empty transactional id");
         }
-        return match ctx.broker.txns.txn_partition(&ctx.broker, key).await {
+        return match ctx
+            .broker
+            .txns
+            .txn_partition_anywhere(&ctx.broker, key)
+            .await
+        {
             Err(code) => (
                 code,
                 -1,

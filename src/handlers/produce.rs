@@ -73,7 +73,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
             } else if let Some(p) = partition {
                 match pd.records {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
-                    Some(records) => match append(ctx, &req.transactional_id, &p, &records) {
+                    Some(records) => match append(ctx, &req.transactional_id, &p, &records).await {
                         Ok(res) => {
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
@@ -149,7 +149,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
 /// Appends one partition's records; transactional batches are checked
 /// against the producer's transaction under the partition's lock (KIP-890
 /// part 1: a partition not added to the transaction is refused).
-fn append(
+async fn append(
     ctx: &RequestContext,
     transactional_id: &Option<kafka_protocol::messages::TransactionalId>,
     p: &crate::partition::Partition,
@@ -158,16 +158,30 @@ fn append(
     let Some(txn) = transactional_id else {
         return p.append(records);
     };
-    let verify = |h: &sluice_storage::BatchHeader| {
-        ctx.broker.txns.verify(
-            txn.0.as_str(),
-            h.producer_id,
-            h.producer_epoch,
-            &p.topic,
-            p.index,
-        )
+    let Some((pid, epoch)) = first_transactional(records) else {
+        return p.append(records);
+    };
+    let txns = &ctx.broker.txns;
+    let prepared = txns
+        .prepare_check(&ctx.broker, p, txn.0.as_str(), pid, epoch)
+        .await?;
+    let verify = |h: &sluice_storage::BatchHeader, t: &crate::txn::partition::PartitionTxns| {
+        txns.check(prepared, txn.0.as_str(), h, t, &p.topic, p.index)
     };
     p.append_verified(records, &verify)
+}
+
+/// The producer id and epoch of the first transactional batch, if any.
+fn first_transactional(records: &bytes::Bytes) -> Option<(i64, i16)> {
+    let mut pos = 0usize;
+    while pos + 61 <= records.len() {
+        let h = sluice_storage::BatchHeader::parse(&records[pos..]).ok()?;
+        if h.is_transactional() {
+            return Some((h.producer_id, h.producer_epoch));
+        }
+        pos += h.total_size();
+    }
+    None
 }
 
 /// Whether any v2 batch of a records field is zstd-compressed (attribute

@@ -47,6 +47,7 @@ pub fn fenced_for(code: i16, version: i16, first_fenced_version: i16) -> i16 {
 fn partitions_of(
     ctx: &RequestContext,
     topics: &[AddPartitionsToTxnTopic],
+    verify_only: bool,
 ) -> (Vec<(String, i32)>, bool) {
     let mut all = Vec::new();
     let mut unknown = false;
@@ -57,8 +58,10 @@ fn partitions_of(
             let exists = topic
                 .as_ref()
                 .is_some_and(|t| p >= 0 && (p as usize) < t.partitions.len());
-            // Only the coordinator adds `__consumer_offsets` (AddOffsetsToTxn).
-            unknown |= !exists || name == OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC;
+            // Only the coordinator adds `__consumer_offsets` (AddOffsetsToTxn);
+            // a group coordinator may verify it.
+            let internal = (name == OFFSETS_TOPIC && !verify_only) || name == crate::txn::TXN_TOPIC;
+            unknown |= !exists || internal;
             all.push((name.to_owned(), p));
         }
     }
@@ -97,11 +100,11 @@ async fn add_one(
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
-    let (wanted, unknown) = partitions_of(ctx, topics);
+    let (wanted, unknown) = partitions_of(ctx, topics, verify_only);
     if unknown {
         let broker = &ctx.broker;
         return topic_results(topics, |t, p| {
-            let exists = t != OFFSETS_TOPIC
+            let exists = (t != OFFSETS_TOPIC || verify_only)
                 && t != crate::txn::TXN_TOPIC
                 && broker
                     .topic(t)
@@ -455,7 +458,7 @@ pub async fn list_transactions(
     let listed = ctx
         .broker
         .txns
-        .list()
+        .list(&ctx.broker)
         .into_iter()
         .filter(|t| states.is_empty() || states.contains(&t.state))
         .filter(|t| {

@@ -19,7 +19,7 @@
 mod raft;
 mod txn;
 pub use raft::ReplicaSpec;
-pub use txn::ReadCommitted;
+pub use txn::{ReadCommitted, TxnGuard};
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
@@ -41,9 +41,10 @@ use crate::txn::partition::{PartitionTxns, marker_of};
 
 pub use raft::Replicated;
 
-/// Checks a transactional batch before it is appended (see
+/// Checks a transactional batch before it is appended, under the partition's
+/// lock, with the partition's transactions at hand (see
 /// [`Partition::append_verified`]).
-pub type Verify<'a> = dyn Fn(&BatchHeader) -> Result<(), BrokerError> + 'a;
+pub type Verify<'a> = dyn Fn(&BatchHeader, &PartitionTxns) -> Result<(), BrokerError> + 'a;
 
 /// Result of appending the batches of one produce request to one partition.
 #[derive(Debug, Default)]
@@ -427,16 +428,8 @@ impl Partition {
                 segment_bytes: c.segment_bytes,
             }
         };
-        // Nothing of a transaction still open is cleaned (the last stable
-        // offset), and aborted records shadow nothing and go.
-        let (high_watermark, aborted) = {
-            let state = self.lock();
-            let hw = self.high_watermark();
-            (
-                state.txns.last_stable_offset(hw),
-                cleaner::Aborted::new(&state.txns.aborted_between(0, i64::MAX)),
-            )
-        };
+        // Transactions: the pass reads them from the segments it cleans.
+        let high_watermark = self.high_watermark();
         let tombstone_limit = match &self.backing {
             // Only what every replica holds: see `cleaner::clean`.
             Backing::Raft(_) => self.status().fully_replicated,
@@ -445,7 +438,6 @@ impl Partition {
         let bounds = Bounds {
             high_watermark,
             tombstone_limit,
-            aborted,
         };
         cleaner::run_pass(|| self.log(), &policy, bounds, map_memory, now)
     }
@@ -599,10 +591,17 @@ impl Partition {
                 )));
             }
         }
+        if let (Backing::Raft(r), true) = (
+            &self.backing,
+            batches.iter().any(|(h, _)| h.is_transactional()),
+        ) {
+            // The transactions of this term's log, before they are checked.
+            self.refresh_producer_state(r, state)?;
+        }
         for (h, _) in &batches {
             if h.is_transactional() {
                 match verify {
-                    Some(verify) => verify(h)?,
+                    Some(verify) => verify(h, &state.txns)?,
                     None => {
                         return Err(BrokerError::InvalidRecord(
                             "a transactional batch needs a transactional id".into(),

@@ -19,7 +19,33 @@ pub struct ReadCommitted {
     pub aborted: Vec<AbortedTxn>,
 }
 
+/// Where a producer stands on this partition before a transactional append
+/// is verified with a remote coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnGuard {
+    /// Its transaction at this epoch is open here already: the partition
+    /// was verified before (a marker would have ended it).
+    Open,
+    /// A fresh guard token (see `PartitionTxns::guard`).
+    Token(u64),
+}
+
 impl Partition {
+    /// Takes a KIP-890 verification guard for the producer, unless its
+    /// transaction at `epoch` is open here already.
+    pub fn txn_guard(&self, producer_id: i64, epoch: i16) -> Result<TxnGuard, BrokerError> {
+        self.check_serving()?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if let Backing::Raft(r) = &self.backing {
+            self.refresh_producer_state(r, state)?;
+        }
+        if state.txns.open_epoch(producer_id) == Some(epoch) {
+            return Ok(TxnGuard::Open);
+        }
+        Ok(TxnGuard::Token(state.txns.guard(producer_id)))
+    }
+
     /// Appends a COMMIT or ABORT marker for `producer_id`'s transaction on
     /// this partition (WriteTxnMarkers). A producer whose current epoch here
     /// is newer than the marker's gets INVALID_PRODUCER_EPOCH, a coordinator

@@ -229,7 +229,6 @@ impl SimCluster {
         let bounds = Bounds {
             high_watermark: r.high_watermark(),
             tombstone_limit: r.fully_replicated(),
-            ..Bounds::default()
         };
         let store = r.store();
         let pass = cleaner::run_pass(|| Ok(store.log()), policy, bounds, 1 << 20, now);

@@ -26,6 +26,7 @@
 //! lock.
 
 pub mod partition;
+mod peers;
 pub mod records;
 
 use std::collections::{BTreeSet, HashMap};
@@ -34,6 +35,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::ApiKey;
 use sluice_storage::batch::{BuildOptions, RecordSpec, build};
 use tokio::sync::watch;
 
@@ -150,6 +152,18 @@ impl TxnConfig {
     }
 }
 
+/// How a partition checks a transactional batch (see
+/// [`TxnCoordinator::prepare_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCheck {
+    /// Ask this broker's coordinator.
+    Local,
+    /// The producer's transaction at this epoch is open on the partition.
+    Open,
+    /// The remote coordinator confirmed; valid while the guard stands.
+    Guarded(u64),
+}
+
 /// A transaction as ListTransactions reports it.
 #[derive(Debug, Clone)]
 pub struct ListedTxn {
@@ -162,6 +176,9 @@ pub struct ListedTxn {
 #[derive(Default)]
 struct Inner {
     txns: HashMap<String, TxnMeta>,
+    /// In a cluster: the Raft term in which each `__transaction_state`
+    /// partition led here was loaded.
+    loaded_terms: HashMap<i32, u64>,
     /// The epoch a transactional id had before the coordinator fenced it on
     /// a timeout (KIP-588: its producer may then claim the bumped epoch).
     fenced_from: HashMap<String, i16>,
@@ -170,6 +187,8 @@ struct Inner {
 pub struct TxnCoordinator {
     config: TxnConfig,
     inner: Mutex<Inner>,
+    /// Connections to other brokers (markers, verification).
+    peers: peers::Peers,
 }
 
 /// The marker ending a transaction in `state`.
@@ -186,6 +205,7 @@ impl TxnCoordinator {
         Self {
             config,
             inner: Mutex::new(Inner::default()),
+            peers: Default::default(),
         }
     }
 
@@ -199,22 +219,13 @@ impl TxnCoordinator {
 
     // ------------------------------------------------------------ the log
 
-    /// The `__transaction_state` partition of a transactional id when this
-    /// broker coordinates it, creating the topic on first use.
-    pub async fn txn_partition(
+    /// The `__transaction_state` partition of a transactional id, wherever
+    /// it is led, creating the topic on first use (FindCoordinator).
+    pub async fn txn_partition_anywhere(
         &self,
         broker: &Broker,
         transactional_id: &str,
     ) -> Result<Arc<Partition>, Code> {
-        if broker.cluster().is_some() {
-            // The coordinator would have to send markers to partitions led
-            // elsewhere; until it can, a cluster does not offer one.
-            warn_limited!(
-                transactional_id,
-                "transactions are served on a single broker only"
-            );
-            return Err(code(ResponseError::CoordinatorNotAvailable));
-        }
         let topic = match broker.topic(TXN_TOPIC) {
             Some(t) => t,
             None => self.create_topic(broker).await?,
@@ -225,6 +236,91 @@ impl TxnCoordinator {
             .get(i as usize)
             .cloned()
             .ok_or(code(ResponseError::CoordinatorNotAvailable))
+    }
+
+    /// The `__transaction_state` partition of a transactional id when this
+    /// broker coordinates it: it leads the partition and has loaded what
+    /// the partition holds since it became leader. NOT_COORDINATOR sends
+    /// the client to FindCoordinator.
+    pub async fn txn_partition(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+    ) -> Result<Arc<Partition>, Code> {
+        let p = self
+            .txn_partition_anywhere(broker, transactional_id)
+            .await?;
+        if p.check_serving().is_err() {
+            return Err(code(ResponseError::NotCoordinator));
+        }
+        if p.is_replicated() {
+            let term = p.status().term;
+            let loaded = self.lock().loaded_terms.get(&p.index) == Some(&term);
+            if !loaded {
+                self.load_led_partition(broker, &p, term).await?;
+            }
+        }
+        Ok(p)
+    }
+
+    /// Whether this broker coordinates the id now (for the timers and
+    /// ListTransactions: no waiting, no loading).
+    fn leads_locked(&self, inner: &Inner, broker: &Broker, transactional_id: &str) -> bool {
+        let Some(topic) = broker.topic(TXN_TOPIC) else {
+            return false;
+        };
+        let i = crate::group::partition_for(transactional_id, topic.partitions.len() as i32);
+        let Some(p) = topic.partitions.get(i as usize) else {
+            return false;
+        };
+        p.check_serving().is_ok()
+            && (!p.is_replicated() || inner.loaded_terms.get(&p.index) == Some(&p.status().term))
+    }
+
+    /// A new leader of a `__transaction_state` partition replays it once
+    /// the entries of earlier terms are committed, replacing the ids of that
+    /// partition. Transactions it finds prepared are completed by the timer;
+    /// open ones are aborted when past their timeout.
+    async fn load_led_partition(
+        &self,
+        broker: &Broker,
+        p: &Arc<Partition>,
+        term: u64,
+    ) -> Result<(), Code> {
+        let end = p.log_end_offset();
+        let ready = p.wait_leader_ready(Duration::from_secs(10)).await.is_ok();
+        if !ready
+            || (end > 0
+                && p.wait_durable(end - 1, Duration::from_secs(10))
+                    .await
+                    .is_err())
+        {
+            return Err(code(ResponseError::CoordinatorLoadInProgress));
+        }
+        let loaded = read_partition(p).map_err(|e| {
+            tracing::error!(partition = ?p, error = %e, "could not load {TXN_TOPIC}");
+            code(ResponseError::CoordinatorLoadInProgress)
+        })?;
+        let n = broker
+            .topic(TXN_TOPIC)
+            .map_or(1, |t| t.partitions.len() as i32);
+        let index = p.index;
+        let mut inner = self.lock();
+        inner
+            .txns
+            .retain(|id, _| crate::group::partition_for(id, n) != index);
+        let count = loaded.len();
+        inner.txns.extend(loaded);
+        inner.loaded_terms.insert(index, term);
+        tracing::info!(partition = ?p, term, transactional_ids = count, "now coordinating the transactional ids of this partition");
+        Ok(())
+    }
+
+    /// The coordinator epoch markers carry: the term of the id's
+    /// `__transaction_state` partition (0 on a single broker), so a partition
+    /// refuses markers from a coordinator that lost its place.
+    fn coordinator_epoch(p: &Partition) -> i32 {
+        p.leader_epoch()
     }
 
     async fn create_topic(&self, broker: &Broker) -> Result<Arc<Topic>, Code> {
@@ -321,33 +417,8 @@ impl TxnCoordinator {
     /// removes the id).
     pub fn load(&self, topic: &Topic) -> Result<(), BrokerError> {
         let mut txns: HashMap<String, TxnMeta> = HashMap::new();
-        let mut n = 0usize;
         for p in &topic.partitions {
-            crate::group::for_each_record(p, |offset, r| {
-                let Some(key) = r.key.as_deref() else {
-                    return;
-                };
-                n += 1;
-                let id = match records::decode_key(key) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        tracing::warn!(partition = ?p, offset, error = %e, "skipped a record");
-                        return;
-                    }
-                };
-                match r.value.as_deref().map(records::decode_value) {
-                    None => {
-                        txns.remove(&id);
-                    }
-                    Some(Ok(mut m)) => {
-                        m.written = offset;
-                        txns.insert(id, m);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(partition = ?p, offset, error = %e, "skipped a record")
-                    }
-                }
-            })?;
+            txns.extend(read_partition(p)?);
         }
         let pending = txns.values().filter(|m| m.state.preparing()).count();
         let open = txns
@@ -355,7 +426,6 @@ impl TxnCoordinator {
             .filter(|m| m.state == TxnState::Ongoing)
             .count();
         tracing::info!(
-            records = n,
             transactional_ids = txns.len(),
             open,
             completing = pending,
@@ -597,6 +667,170 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// Prepares the KIP-890 check of a transactional append by `producer_id`
+    /// at `epoch` to partition `p`, for `transactional_id`: done under the
+    /// partition's lock by [`Self::check`]. When this broker coordinates the
+    /// id, the check asks the coordinator's state there; otherwise the
+    /// coordinator is asked now (AddPartitionsToTxn with verify_only) and a
+    /// guard left on the partition makes sure no marker came in between.
+    pub async fn prepare_check(
+        &self,
+        broker: &Broker,
+        p: &Partition,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<TxnCheck, BrokerError> {
+        if broker.cluster().is_none() {
+            return Ok(TxnCheck::Local);
+        }
+        let coordinator = self
+            .txn_partition_anywhere(broker, transactional_id)
+            .await
+            .map_err(|_| BrokerError::NotEnoughReplicas)?;
+        if coordinator.check_serving().is_ok() {
+            self.txn_partition(broker, transactional_id)
+                .await
+                .map_err(|_| BrokerError::NotEnoughReplicas)?;
+            return Ok(TxnCheck::Local);
+        }
+        let token = match p.txn_guard(producer_id, epoch)? {
+            crate::partition::TxnGuard::Open => return Ok(TxnCheck::Open),
+            crate::partition::TxnGuard::Token(t) => t,
+        };
+        let me = broker.node_id();
+        let Some(node) = coordinator.leader(me).0.filter(|&n| n != me) else {
+            return Err(BrokerError::NotEnoughReplicas);
+        };
+        let c = self
+            .remote_verify(
+                broker,
+                node,
+                transactional_id,
+                producer_id,
+                epoch,
+                &p.topic,
+                p.index,
+            )
+            .await;
+        match c {
+            0 => Ok(TxnCheck::Guarded(token)),
+            c if c == code(ResponseError::InvalidTxnState) => {
+                Err(BrokerError::InvalidTxnState(format!(
+                    "{}-{} is not part of a transaction under way of {transactional_id}",
+                    p.topic, p.index
+                )))
+            }
+            c if c == code(ResponseError::ProducerFenced)
+                || c == code(ResponseError::InvalidProducerEpoch) =>
+            {
+                Err(BrokerError::InvalidProducerEpoch {
+                    current: -1,
+                    got: epoch,
+                })
+            }
+            c if c == code(ResponseError::InvalidProducerIdMapping) => {
+                Err(BrokerError::InvalidTxnState(format!(
+                    "producer {producer_id} is not the producer of {transactional_id}"
+                )))
+            }
+            // The coordinator moved or is loading: the producer retries
+            // (Kafka answers NOT_ENOUGH_REPLICAS here too).
+            _ => Err(BrokerError::NotEnoughReplicas),
+        }
+    }
+
+    /// The check [`Self::prepare_check`] prepared, run under the partition's
+    /// lock for each transactional batch.
+    pub fn check(
+        &self,
+        prepared: TxnCheck,
+        transactional_id: &str,
+        h: &sluice_storage::BatchHeader,
+        txns: &partition::PartitionTxns,
+        topic: &str,
+        index: i32,
+    ) -> Result<(), BrokerError> {
+        let open_here = txns.open_epoch(h.producer_id) == Some(h.producer_epoch);
+        let ok = match prepared {
+            TxnCheck::Local => {
+                return self.verify(
+                    transactional_id,
+                    h.producer_id,
+                    h.producer_epoch,
+                    topic,
+                    index,
+                );
+            }
+            TxnCheck::Open => open_here,
+            TxnCheck::Guarded(token) => open_here || txns.guarded(h.producer_id, token),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(BrokerError::InvalidTxnState(format!(
+                "the transaction of producer {} on {topic}-{index} ended while it was verified",
+                h.producer_id
+            )))
+        }
+    }
+
+    /// AddPartitionsToTxn with verify_only to the coordinator on `node`:
+    /// the partition's code (COORDINATOR_NOT_AVAILABLE when unreachable).
+    #[allow(clippy::too_many_arguments)]
+    async fn remote_verify(
+        &self,
+        broker: &Broker,
+        node: i32,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        index: i32,
+    ) -> Code {
+        use crate::handlers::str_bytes;
+        use kafka_protocol::messages::add_partitions_to_txn_request::{
+            AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+        };
+        use kafka_protocol::messages::{
+            AddPartitionsToTxnRequest, AddPartitionsToTxnResponse, ProducerId, TopicName,
+            TransactionalId,
+        };
+        let req = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(vec![
+                    AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(str_bytes(topic)))
+                        .with_partitions(vec![index]),
+                ]),
+        ]);
+        let resp: AddPartitionsToTxnResponse = match self
+            .peers
+            .call(broker, node, ApiKey::AddPartitionsToTxn, 4, &req)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(transactional_id, node, error = %e, "transaction verification failed");
+                return code(ResponseError::CoordinatorNotAvailable);
+            }
+        };
+        if resp.error_code != 0 {
+            return resp.error_code;
+        }
+        resp.results_by_transaction
+            .first()
+            .and_then(|t| t.topic_results.first())
+            .and_then(|t| t.results_by_partition.first())
+            .map_or(code(ResponseError::CoordinatorNotAvailable), |p| {
+                p.partition_error_code
+            })
+    }
+
     /// EndTxn: commits or aborts the transaction under way.
     pub async fn end_txn(
         &self,
@@ -665,6 +899,7 @@ impl TxnCoordinator {
     /// Writes the markers of a transaction in PrepareCommit / PrepareAbort
     /// and then stores it complete.
     async fn complete(&self, broker: &Broker, transactional_id: &str) -> Result<(), Code> {
+        let p = self.txn_partition(broker, transactional_id).await?;
         let Some(m) = self.lock().txns.get(transactional_id).cloned() else {
             return Ok(());
         };
@@ -672,54 +907,23 @@ impl TxnCoordinator {
             return Ok(());
         }
         let marker = marker_for(m.state);
-        let mut written = Vec::new();
-        let mut failed = false;
-        for (topic, index) in &m.partitions {
-            let Some(p) = broker.partition(topic, *index) else {
-                // Deleted since: nothing left to mark.
-                continue;
-            };
-            match p.append_marker(m.producer_id, m.epoch, marker, 0) {
-                Ok(Some(r)) => written.push((p, r)),
-                Ok(None) => {
-                    // Nothing open: no marker needed, or another completer
-                    // (the timer, a retried EndTxn) wrote it just now. Its
-                    // marker must be durable before this one answers too.
-                    let end = p.log_end_offset();
-                    let r = AppendResult {
-                        base_offset: end - 1,
-                        last_offset: end - 1,
-                        ..AppendResult::default()
-                    };
-                    written.push((p, r));
-                }
-                Err(e) => {
-                    tracing::warn!(transactional_id, partition = ?p, error = %e, "could not write a transaction marker");
-                    failed = true;
-                }
+        let coordinator_epoch = Self::coordinator_epoch(&p);
+        // Leaders move (a failover, a restart): the partitions whose marker
+        // failed are tried again, each time at their leader then.
+        let mut todo: Vec<(String, i32)> = m.partitions.iter().cloned().collect();
+        for backoff in [0u64, 100, 300, 1000, 2000] {
+            if todo.is_empty() {
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            todo = self
+                .write_markers(broker, &m, marker, coordinator_epoch, todo)
+                .await;
         }
-        for (p, r) in &written {
-            match p.wait_acked(r, PERSIST_WAIT).await {
-                Ok(()) => {
-                    if &*p.topic == crate::group::OFFSETS_TOPIC {
-                        broker.groups.complete_txn(
-                            p.index,
-                            m.producer_id,
-                            marker == Marker::Commit,
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(transactional_id, partition = ?p, error = %e, "a transaction marker did not become durable");
-                    failed = true;
-                }
-            }
-        }
-        if failed {
+        if !todo.is_empty() {
+            tracing::warn!(transactional_id, partitions = ?todo, "transaction markers not all written; will retry");
             return Err(code(ResponseError::CoordinatorNotAvailable));
         }
-        let p = self.txn_partition(broker, transactional_id).await?;
         let now = broker.now_ms();
         let mut inner = self.lock();
         let Some(current) = inner.txns.get(transactional_id).cloned() else {
@@ -743,6 +947,174 @@ impl TxnCoordinator {
         Ok(())
     }
 
+    /// Writes the transaction's marker on `partitions`: here for those this
+    /// broker leads, with WriteTxnMarkers to the leader for the others.
+    /// Returns the partitions whose marker is not durable yet.
+    async fn write_markers(
+        &self,
+        broker: &Broker,
+        m: &TxnMeta,
+        marker: Marker,
+        coordinator_epoch: i32,
+        partitions: Vec<(String, i32)>,
+    ) -> Vec<(String, i32)> {
+        let me = broker.node_id();
+        let mut failed = Vec::new();
+        let mut local = Vec::new();
+        let mut remote: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
+        for (topic, index) in partitions {
+            let Some(p) = broker.partition(&topic, index) else {
+                // Deleted since: nothing left to mark.
+                continue;
+            };
+            if p.check_serving().is_ok() {
+                local.push(p);
+                continue;
+            }
+            match p.leader(me).0 {
+                Some(leader) if leader != me => {
+                    remote.entry(leader).or_default().push((topic, index))
+                }
+                _ => failed.push((topic, index)),
+            }
+        }
+        let local_part = async {
+            let mut failed = Vec::new();
+            let mut written = Vec::new();
+            for p in local {
+                match p.append_marker(m.producer_id, m.epoch, marker, coordinator_epoch) {
+                    Ok(Some(r)) => written.push((p, r)),
+                    Ok(None) => {
+                        // Nothing open: no marker needed, or another
+                        // completer (the timer, a retried EndTxn) wrote it
+                        // just now. Its marker must be durable before this
+                        // one answers too.
+                        let end = p.log_end_offset();
+                        let r = AppendResult {
+                            base_offset: end - 1,
+                            last_offset: end - 1,
+                            ..AppendResult::default()
+                        };
+                        written.push((p, r));
+                    }
+                    Err(
+                        e @ (BrokerError::TransactionCoordinatorFenced
+                        | BrokerError::InvalidProducerEpoch { .. }),
+                    ) => {
+                        // A newer coordinator or producer epoch owns the
+                        // partition's producer state: retrying cannot help.
+                        tracing::warn!(producer_id = m.producer_id, partition = ?p, error = %e, "a transaction marker was refused for good");
+                    }
+                    Err(e) => {
+                        tracing::info!(producer_id = m.producer_id, partition = ?p, error = %e, "could not write a transaction marker");
+                        failed.push((p.topic.to_string(), p.index));
+                    }
+                }
+            }
+            for (p, r) in &written {
+                match p.wait_acked(r, PERSIST_WAIT).await {
+                    Ok(()) => {
+                        if &*p.topic == crate::group::OFFSETS_TOPIC {
+                            broker.groups.complete_txn(
+                                p.index,
+                                m.producer_id,
+                                marker == Marker::Commit,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(producer_id = m.producer_id, partition = ?p, error = %e, "a transaction marker did not become durable");
+                        failed.push((p.topic.to_string(), p.index));
+                    }
+                }
+            }
+            failed
+        };
+        let remote_part = async {
+            let mut failed = Vec::new();
+            for (leader, parts) in remote {
+                failed.extend(
+                    self.send_markers(broker, leader, m, marker, coordinator_epoch, parts)
+                        .await,
+                );
+            }
+            failed
+        };
+        let (a, b) = tokio::join!(local_part, remote_part);
+        failed.extend(a);
+        failed.extend(b);
+        failed
+    }
+
+    /// WriteTxnMarkers to the leader of `partitions`; returns those that
+    /// failed.
+    async fn send_markers(
+        &self,
+        broker: &Broker,
+        leader: i32,
+        m: &TxnMeta,
+        marker: Marker,
+        coordinator_epoch: i32,
+        partitions: Vec<(String, i32)>,
+    ) -> Vec<(String, i32)> {
+        use kafka_protocol::messages::write_txn_markers_request::{
+            WritableTxnMarker, WritableTxnMarkerTopic,
+        };
+        use kafka_protocol::messages::{
+            ProducerId, TopicName, WriteTxnMarkersRequest, WriteTxnMarkersResponse,
+        };
+        let mut topics: Vec<WritableTxnMarkerTopic> = Vec::new();
+        for (t, p) in &partitions {
+            match topics.last_mut() {
+                Some(last) if last.name.0.as_str() == t => last.partition_indexes.push(*p),
+                _ => topics.push(
+                    WritableTxnMarkerTopic::default()
+                        .with_name(TopicName(crate::handlers::str_bytes(t.clone())))
+                        .with_partition_indexes(vec![*p]),
+                ),
+            }
+        }
+        let req = WriteTxnMarkersRequest::default().with_markers(vec![
+            WritableTxnMarker::default()
+                .with_producer_id(ProducerId(m.producer_id))
+                .with_producer_epoch(m.epoch)
+                .with_transaction_result(marker == Marker::Commit)
+                .with_coordinator_epoch(coordinator_epoch)
+                .with_topics(topics),
+        ]);
+        let resp: WriteTxnMarkersResponse = match self
+            .peers
+            .call(broker, leader, ApiKey::WriteTxnMarkers, 1, &req)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(producer_id = m.producer_id, leader, error = %e, "transaction markers not sent");
+                return partitions;
+            }
+        };
+        let mut failed = Vec::new();
+        for t in resp.markers.iter().flat_map(|m| &m.topics) {
+            for p in &t.partitions {
+                let c = p.error_code;
+                if c == 0 || c == code(ResponseError::UnknownTopicOrPartition) {
+                    continue;
+                }
+                if c == code(ResponseError::TransactionCoordinatorFenced)
+                    || c == code(ResponseError::InvalidProducerEpoch)
+                {
+                    // A newer coordinator or producer epoch owns the
+                    // partition's producer state: retrying cannot help.
+                    tracing::warn!(producer_id = m.producer_id, topic = %t.name.0, partition = p.partition_index, code = c, "a transaction marker was refused for good");
+                    continue;
+                }
+                tracing::info!(producer_id = m.producer_id, topic = %t.name.0, partition = p.partition_index, leader, code = c, "a transaction marker was refused");
+                failed.push((t.name.0.to_string(), p.partition_index));
+            }
+        }
+        failed
+    }
+
     // ------------------------------------------------------------ timers
 
     /// Aborts transactions past their timeout (bumping the epoch, so the
@@ -757,6 +1129,9 @@ impl TxnCoordinator {
             let mut completing = Vec::new();
             let mut expired = Vec::new();
             for (id, m) in &inner.txns {
+                if broker.cluster().is_some() && !self.leads_locked(&inner, broker, id) {
+                    continue;
+                }
                 match m.state {
                     TxnState::Ongoing if now - m.start_ms > m.timeout_ms as i64 => {
                         timed_out.push(id.clone())
@@ -862,11 +1237,12 @@ impl TxnCoordinator {
     }
 
     /// Every transactional id this broker coordinates.
-    pub fn list(&self) -> Vec<ListedTxn> {
-        let mut out: Vec<ListedTxn> = self
-            .lock()
+    pub fn list(&self, broker: &Broker) -> Vec<ListedTxn> {
+        let inner = self.lock();
+        let mut out: Vec<ListedTxn> = inner
             .txns
             .iter()
+            .filter(|(id, _)| self.leads_locked(&inner, broker, id))
             .map(|(id, m)| ListedTxn {
                 transactional_id: id.clone(),
                 producer_id: m.producer_id,
@@ -904,4 +1280,38 @@ pub async fn run_timers(
         }
         b.txns.tick(&b, expire).await;
     }
+}
+
+/// The transactional ids one `__transaction_state` partition holds (later
+/// records win, a null value removes the id).
+fn read_partition(p: &Partition) -> Result<HashMap<String, TxnMeta>, BrokerError> {
+    let mut txns: HashMap<String, TxnMeta> = HashMap::new();
+    crate::group::for_each_record(p, |offset, r| {
+        if r.control {
+            return;
+        }
+        let Some(key) = r.key.as_deref() else {
+            return;
+        };
+        let id = match records::decode_key(key) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(partition = ?p, offset, error = %e, "skipped a record");
+                return;
+            }
+        };
+        match r.value.as_deref().map(records::decode_value) {
+            None => {
+                txns.remove(&id);
+            }
+            Some(Ok(mut m)) => {
+                m.written = offset;
+                txns.insert(id, m);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(partition = ?p, offset, error = %e, "skipped a record")
+            }
+        }
+    })?;
+    Ok(txns)
 }

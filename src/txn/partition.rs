@@ -41,6 +41,7 @@ pub struct AbortedTxn {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Open {
     first_offset: i64,
+    epoch: i16,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +51,12 @@ pub struct PartitionTxns {
     aborted: Vec<AbortedTxn>,
     /// The coordinator epoch of each producer's last marker.
     coordinator_epochs: HashMap<i64, i32>,
+    /// KIP-890 verification guards: a leader asking a remote coordinator
+    /// whether this partition is in a producer's transaction leaves a token
+    /// here first; a marker for the producer removes it, so an answer that
+    /// a marker overtook no longer lets a batch in.
+    guards: HashMap<i64, u64>,
+    next_guard: u64,
 }
 
 /// The marker a batch is, if it is a transaction's COMMIT or ABORT (a
@@ -101,6 +108,7 @@ impl PartitionTxns {
         if let Some((m, coordinator_epoch)) = marker {
             self.coordinator_epochs
                 .insert(h.producer_id, coordinator_epoch);
+            self.guards.remove(&h.producer_id);
             if let Some(open) = self.open.remove(&h.producer_id)
                 && m == Marker::Abort
             {
@@ -115,6 +123,7 @@ impl PartitionTxns {
         if h.is_transactional() && !h.is_control() && h.producer_id >= 0 {
             self.open.entry(h.producer_id).or_insert(Open {
                 first_offset: first,
+                epoch: h.producer_epoch,
             });
         }
     }
@@ -122,6 +131,23 @@ impl PartitionTxns {
     /// Whether `producer_id` has a transaction open on this partition.
     pub fn is_open(&self, producer_id: i64) -> bool {
         self.open.contains_key(&producer_id)
+    }
+
+    /// The epoch of the batch that opened the producer's transaction here.
+    pub fn open_epoch(&self, producer_id: i64) -> Option<i16> {
+        self.open.get(&producer_id).map(|o| o.epoch)
+    }
+
+    /// Leaves a fresh verification guard for the producer (see `guards`).
+    pub fn guard(&mut self, producer_id: i64) -> u64 {
+        self.next_guard += 1;
+        self.guards.insert(producer_id, self.next_guard);
+        self.next_guard
+    }
+
+    /// Whether the producer's guard is still `token`.
+    pub fn guarded(&self, producer_id: i64, token: u64) -> bool {
+        self.guards.get(&producer_id) == Some(&token)
     }
 
     /// The first offset of the transaction `producer_id` has open here.
@@ -267,6 +293,19 @@ mod tests {
         assert_eq!(ids(t.aborted_between(13, 20)), Vec::<i64>::new());
         t.truncate_head(10);
         assert_eq!(ids(t.aborted_between(0, 100)), vec![3]);
+    }
+
+    #[test]
+    fn a_marker_removes_the_producers_verification_guard() {
+        let mut t = PartitionTxns::default();
+        let g = t.guard(7);
+        assert!(t.guarded(7, g));
+        let newer = t.guard(7);
+        assert!(!t.guarded(7, g) && t.guarded(7, newer));
+        feed(&mut t, 7, 0, Some(Marker::Abort));
+        assert!(!t.guarded(7, newer));
+        feed(&mut t, 7, 1, None);
+        assert_eq!(t.open_epoch(7), Some(0));
     }
 
     #[test]
