@@ -805,3 +805,42 @@ async fn an_open_transaction_and_its_offsets_survive_a_restart() {
     drop(c);
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn an_idle_transactional_id_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| {
+        c.transaction_abort_timed_out_transaction_cleanup_interval_ms = 100;
+        c.transaction_remove_expired_transaction_cleanup_interval_ms = 100;
+        c.transactional_id_expiration_ms = 1_000;
+    })
+    .await;
+    let mut c = broker.client().await;
+    create_topic(&mut c, "t", 1).await;
+    let mut t = Txn::start(&mut c, "idle").await;
+    let first_pid = t.pid;
+    assert_eq!(t.add(3, "t", vec![0]).await, vec![NONE]);
+    assert_eq!(t.produce("t", 0, 1, "x").await.0, NONE);
+    assert_eq!(t.end(3, true).await, NONE);
+    assert_eq!(describe(&mut c, "idle").await.error_code, NONE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while describe(&mut c, "idle").await.error_code != TRANSACTIONAL_ID_NOT_FOUND {
+        assert!(tokio::time::Instant::now() < deadline, "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+    broker.stop().await;
+    // Its tombstone is in the log: gone after a restart too, and the id
+    // starts over with a new producer id.
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        describe(&mut c, "idle").await.error_code,
+        TRANSACTIONAL_ID_NOT_FOUND
+    );
+    let t = Txn::start(&mut c, "idle").await;
+    assert_ne!(t.pid, first_pid);
+    assert_eq!(t.epoch, 0);
+    drop(c);
+    broker.stop().await;
+}

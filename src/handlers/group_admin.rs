@@ -57,7 +57,7 @@ async fn locate(
         warn_limited!(key, key_type, "FindCoordinator with an unknown key type");
         return none(
             ResponseError::InvalidRequest,
-            "unknown coordinator key type",
+            "unknown coordinator key type (share groups are not served)",
         );
     }
     if key.is_empty() {

@@ -379,7 +379,10 @@ impl Partition {
         if plan.roll_active {
             log.roll()?;
         }
-        let Some(below) = plan.delete_below.map(|o| o.min(hw)) else {
+        // Nor anything of a transaction still open (the last stable
+        // offset): its first records stay until a marker ends it.
+        let stable = state.txns.last_stable_offset(hw);
+        let Some(below) = plan.delete_below.map(|o| o.min(stable)) else {
             return Ok(None);
         };
         let before = log.log_start_offset();

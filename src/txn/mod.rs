@@ -457,6 +457,17 @@ impl TxnCoordinator {
         let p = self.txn_partition(broker, transactional_id).await?;
         // At most one abort of a transaction left open, then the bump.
         for _ in 0..2 {
+            // Markers a previous coordinator left unwritten come first.
+            let preparing = self
+                .lock()
+                .txns
+                .get(transactional_id)
+                .is_some_and(|m| m.state.preparing());
+            if preparing {
+                self.complete(broker, transactional_id)
+                    .await
+                    .map_err(|_| code(ResponseError::ConcurrentTransactions))?;
+            }
             let now = broker.now_ms();
             let (r, result, abort) = {
                 let mut inner = self.lock();
@@ -842,8 +853,9 @@ impl TxnCoordinator {
     ) -> Result<(), Code> {
         let p = self.txn_partition(broker, transactional_id).await?;
         let now = broker.now_ms();
-        // Ok(Some(record)) to wait for, Ok(None) for a retry of an EndTxn
-        // carried out (wait for its record), Err for a refusal.
+        // Ok(Ok(record)) to wait for; Ok(Err(offset)) for a retry of an
+        // EndTxn carried out (wait for its record at offset), or -2 for one
+        // whose markers are outstanding; Err for a refusal.
         let decided: Result<Result<AppendResult, i64>, Code> = {
             let mut inner = self.lock();
             match Self::check_producer(&inner, transactional_id, producer_id, epoch) {
@@ -862,8 +874,10 @@ impl TxnCoordinator {
                     (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
                         Ok(Err(m.written))
                     }
+                    // A retry after the coordinator moved: the outcome is
+                    // stored, the markers may not be; finish them now.
                     (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                        Err(code(ResponseError::ConcurrentTransactions))
+                        Ok(Err(-2))
                     }
                     (state, _) => {
                         warn_limited!(
@@ -879,6 +893,12 @@ impl TxnCoordinator {
         };
         let r = match decided? {
             Ok(r) => r,
+            Err(-2) => {
+                return self
+                    .complete(broker, transactional_id)
+                    .await
+                    .map_err(|_| code(ResponseError::ConcurrentTransactions));
+            }
             Err(written) => return Self::durable_at(&p, written).await,
         };
         Self::durable(&p, &r).await?;

@@ -15,19 +15,28 @@ were acknowledged and its offsets sent, its records tagged "abort". After
 an abort a worker rewinds to the group's committed offsets; after a fatal
 error (fenced) it makes a new producer (init_transactions) and rewinds; a
 commit that keeps failing has an unknown outcome, settled by a new
-producer's init_transactions. Workers pause 0.4 s after each commit while
-the faults run (so that the input lasts through them), then go flat out
-until the group's committed offsets pass the last input record.
+producer's init_transactions. A transactional call still blocked 5 s past
+its own timeout counts as wedged (librdkafka's send_offsets_to_transaction
+can wait forever for a group coordinator that went away: librdkafka issues
+#5456, #5511): the producer is abandoned and a new one made. Workers pause
+0.6 s after each commit while the faults run (so that the input lasts
+through them), then go flat out until the group's committed offsets pass
+the last input record.
 
-Faults (one at a time, each healed before the next, within a bounded
-schedule): kill -9 (down 3 s, then restarted) of the transaction
-coordinator of a worker's transactional id (the broker FindCoordinator
-names: the leader of the id's `__transaction_state` partition), of the
-leader of an output partition, of the group coordinator (the leader of the
-group's `__consumer_offsets` partition); one broker (a transaction
-coordinator, then the group coordinator) cut off from its peers by the
-fault proxies for 6 s, then healed. After each: every broker agrees on the
-leaders again, and some worker commits again.
+Faults (SCHEDULE: one at a time, each healed before the next; none begins
+after 90 s): kill -9 (down 3 s, then restarted) of the transaction
+coordinator of a worker's transactional id (the broker every broker's
+FindCoordinator names; the leader of the id's `__transaction_state`
+partition is printed next to it), of an output partition's leader, of the
+group coordinator (the leader of the group's `__consumer_offsets`
+partition), of an input partition's leader; a transaction coordinator, an
+output partition's leader and the group coordinator each cut off from its
+peers by the fault proxies for 6 s, then healed. Of the holders of a role
+(three workers' coordinators, three partitions' leaders) the broker hit
+least so far is chosen; what else the broker held is reported. After each
+fault: every broker agrees on the leaders of the topics' and the
+coordinators' partitions again, and some worker commits again (else a
+problem is recorded). The internal topics have 10 partitions each.
 
 Checker (all brokers up, the network healed, the workers stopped, no
 transaction open on the output: last stable offset = high watermark):
@@ -52,9 +61,15 @@ group's committed offsets (OffsetFetch, require_stable). Asserted:
   "at or past it", not "at the high watermark").
 
 A summary (transactions committed/aborted, records, faults, the longest
-time without any commit, and per fault how long until the next commit) is
-printed (`pytest -s`) and, when SLUICE_FAULT_REPORT names a file, appended
-to it as Markdown tables.
+time without a commit by any worker, and per fault the commits while it
+lasted and how long until the next commit) is printed (`pytest -s`) and,
+when SLUICE_FAULT_REPORT names a file, appended to it as Markdown tables.
+
+Every wait is bounded. Without a transaction coordinator in the cluster the
+test fails within about 35 s, saying so: init_transactions must complete
+within 30 s. Worker logs: worker-N.jsonl and worker-N.stderr in the
+test's tmp_path (a worker still running when stopped first dumps its
+Python stacks to its stderr).
 
 test_harness_on_one_broker runs the same workers and checker on a single
 broker (transactions work there), with the broker killed -9 and restarted
@@ -62,6 +77,7 @@ once: the harness itself is checked, so a failure of the cluster test is
 the cluster's."""
 
 import collections
+import concurrent.futures
 import json
 import os
 import signal
@@ -90,7 +106,7 @@ PER_PARTITION = 1000
 WORKERS = 3
 BATCH = 10
 ABORT_EVERY = 7
-PACE = 0.4  # s after each commit while faults run
+PACE = 0.6  # s after each commit while faults run
 TXN_TIMEOUT_MS = 10_000
 INIT_TIMEOUT = 30  # the first init_transactions of each worker
 FIRST_COMMIT_TIMEOUT = 30
@@ -104,7 +120,6 @@ DRAIN_TIMEOUT = 60
 
 TXN_TOPIC, OFFSETS_TOPIC = "__transaction_state", "__consumer_offsets"
 TRANSACTION, GROUP_KEY = 1, 0  # FindCoordinator key types
-COORDINATOR_NOT_AVAILABLE = 15
 
 CONFIG = (
     '"group.initial.rebalance.delay.ms" = 1000\n'
@@ -113,15 +128,19 @@ CONFIG = (
     '"offsets.topic.num.partitions" = 10\n'
 )
 
-# The fault schedule: (what, whose role). Roles: ("txn", worker),
-# ("group",), ("out", partition).
+# The fault schedule: (what, whose role). Roles: "txn" (the transaction
+# coordinator of a worker's id), "group" (the group coordinator), "out" and
+# "in" (the leader of an output or input partition). Of a role's holders
+# (one per worker or partition) the broker hit least so far is chosen.
 SCHEDULE = [
-    ("kill", ("txn", 0)),
-    ("kill", ("out", 0)),
-    ("kill", ("group",)),
-    ("cut", ("txn", 1)),
-    ("kill", ("txn", 2)),
-    ("cut", ("group",)),
+    ("kill", "txn"),
+    ("kill", "out"),
+    ("kill", "group"),
+    ("cut", "txn"),
+    ("cut", "out"),
+    ("kill", "in"),
+    ("kill", "txn"),
+    ("cut", "group"),
 ]
 
 
@@ -208,28 +227,30 @@ def partition_count(cluster, topic):
 # Reading back.
 
 
-def list_ends(bootstrap, topic, partitions, committed, timeout=30.0):
+def list_ends(admin, topic, partitions, committed, timeout=30.0):
+    """ListOffsets latest (read_committed: the last stable offsets), retried
+    through transient errors."""
     level = IsolationLevel.READ_COMMITTED if committed else IsolationLevel.READ_UNCOMMITTED
-    admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.time() + timeout
     while True:
         try:
             req = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
             futs = admin.list_offsets(req, isolation_level=level, request_timeout=10)
             return {tp.partition: f.result(timeout=15).offset for tp, f in futs.items()}
-        except KafkaException as e:
+        except (KafkaException, concurrent.futures.TimeoutError) as e:
             if time.time() > deadline:
-                raise AssertionError(f"ListOffsets {topic} ({level}) failed for {timeout}s: {e}") from e
+                raise AssertionError(f"ListOffsets {topic} ({level}) failed for {timeout}s: {e!r}") from e
             time.sleep(0.3)
 
 
 def wait_stable(bootstrap, topic, partitions, timeout=45.0):
     """Waits until no transaction is open on the topic (last stable offsets =
     high watermarks); returns the ends."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     deadline = time.time() + timeout
     while True:
-        hw = list_ends(bootstrap, topic, partitions, committed=False)
-        lso = list_ends(bootstrap, topic, partitions, committed=True)
+        hw = list_ends(admin, topic, partitions, committed=False)
+        lso = list_ends(admin, topic, partitions, committed=True)
         if lso == hw:
             return hw
         if time.time() > deadline:
@@ -339,8 +360,8 @@ def prefill(bootstrap):
 
 
 class Workers:
-    """The worker processes and the JSON lines they print (with the time the
-    test read each)."""
+    """The worker processes and the JSON lines they print (each also kept in
+    worker-N.jsonl)."""
 
     def __init__(self, bootstrap, tmp_path, need, pace, deadline):
         self.bootstrap = bootstrap
@@ -394,12 +415,6 @@ class Workers:
     def go_fast(self):
         self.fast_file.touch()
 
-    def stderr_tail(self, w, lines=15):
-        try:
-            return "\n".join((self.dir / f"worker-{w}.stderr").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
     def wait_ready(self, cluster_ports):
         """Every worker's first init_transactions done within INIT_TIMEOUT, then
         a first commit within FIRST_COMMIT_TIMEOUT; fails the test at once,
@@ -418,8 +433,8 @@ class Workers:
             errors += [f"worker {e['w']} {e.get('where')}: {e.get('error')}" for e in self.of("error")][:6]
             pytest.fail(
                 f"init_transactions did not complete within {INIT_TIMEOUT}s for workers "
-                f"{sorted(set(range(WORKERS)) - inited)} (done: {sorted(inited)}): no transaction coordinator "
-                f"for the transactional ids.\n  " + "\n  ".join(errors)
+                f"{sorted(set(range(WORKERS)) - inited)} (done: {sorted(inited)}): the transactional producers "
+                f"found no working transaction coordinator.\n  " + "\n  ".join(errors)
                 + f"\n  FindCoordinator(TRANSACTION) now, (error, node) by broker: {answers}",
                 pytrace=False,
             )
@@ -481,45 +496,72 @@ class Nemesis:
         self.workers = workers
         self.faults = []
         self.problems = []
+        self.hits = collections.Counter()
 
-    def locate(self, role):
+    def locate(self, role, timeout=15.0):
         """The node holding `role` now, and a note on how it was found."""
         c = self.cluster
+        if role[0] == "in":
+            return c.leader(INPUT, role[1], timeout=timeout)[0], f"{INPUT}-{role[1]}"
         if role[0] == "txn":
-            node = agreed_coordinator(c, tid(role[1]), TRANSACTION)
+            node = agreed_coordinator(c, tid(role[1]), TRANSACTION, timeout)
             n = partition_count(c, TXN_TOPIC)
             if n:
                 part = coordinator_partition(tid(role[1]), n)
-                leader = c.leader(TXN_TOPIC, part, timeout=10)[0]
+                leader = c.leader(TXN_TOPIC, part, timeout=timeout)[0]
                 note = f"{TXN_TOPIC}-{part} led by {leader}"
                 if leader != node:
                     note += f" (FindCoordinator says {node})"
                 return node, note
             return node, f"{TXN_TOPIC} not in Metadata"
         if role[0] == "group":
-            node = agreed_coordinator(c, GROUP, GROUP_KEY)
+            node = agreed_coordinator(c, GROUP, GROUP_KEY, timeout)
             n = partition_count(c, OFFSETS_TOPIC)
             part = coordinator_partition(GROUP, n or 50)
-            leader = c.leader(OFFSETS_TOPIC, part, timeout=10)[0]
+            leader = c.leader(OFFSETS_TOPIC, part, timeout=timeout)[0]
             note = f"{OFFSETS_TOPIC}-{part} led by {leader}"
             return node, note + ("" if leader == node else f" (FindCoordinator says {node})")
-        node = c.leader(OUTPUT, role[1], timeout=10)[0]
+        node = c.leader(OUTPUT, role[1], timeout=timeout)[0]
         return node, f"{OUTPUT}-{role[1]}"
 
     def roles_of(self, node):
         """Every tracked role `node` holds now (best effort)."""
         held = []
-        for role in [("txn", w) for w in range(WORKERS)] + [("group",)] + [("out", p) for p in range(PARTITIONS)]:
+        for role in self.candidates("txn") + self.candidates("group") + self.candidates("out"):
             try:
-                if self.locate(role)[0] == node:
+                if self.locate(role, timeout=3.0)[0] == node:
                     held.append(name(role))
             except AssertionError:
                 pass
         for p in range(PARTITIONS):
             v = self.cluster.partition_view(node, INPUT, p)
             if v and v["leader"] == node:
-                held.append(f"in-{p} leader")
+                held.append(name(("in", p)))
         return held
+
+    @staticmethod
+    def candidates(kind):
+        if kind == "txn":
+            return [("txn", w) for w in range(WORKERS)]
+        if kind in ("out", "in"):
+            return [(kind, p) for p in range(PARTITIONS)]
+        return [("group",)]
+
+    def pick(self, kind):
+        """(role, node, note): of the holders of a role of `kind`, the one on
+        the broker hit least so far (and not by the last fault, if it can)."""
+        found, error = [], None
+        for i, role in enumerate(self.candidates(kind)):
+            try:
+                node, note = self.locate(role, timeout=10.0 if error is None else 3.0)
+            except AssertionError as e:
+                error = e
+                continue
+            last = self.faults[-1]["node"] if self.faults else None
+            found.append((self.hits[node], node == last, i, role, node, note))
+        if not found:
+            raise error
+        return min(found)[3:]
 
     def tracked_partitions(self):
         parts = [(INPUT, p) for p in range(PARTITIONS)] + [(OUTPUT, p) for p in range(PARTITIONS)]
@@ -541,7 +583,7 @@ class Nemesis:
 
     def run(self, schedule, budget):
         began = time.time()
-        for i, (kind, role) in enumerate(schedule):
+        for i, (kind, what) in enumerate(schedule):
             if time.time() - began > budget:
                 print(f"  schedule budget of {budget}s spent: faults {i + 1}.. not injected")
                 break
@@ -549,11 +591,12 @@ class Nemesis:
                 print(f"  the workers are done: faults {i + 1}.. not injected")
                 break
             try:
-                node, note = self.locate(role)
+                role, node, note = self.pick(what)
             except AssertionError as e:
-                self.problems.append(f"fault {i + 1} ({kind} {name(role)}): could not locate it: {e}")
+                self.problems.append(f"fault {i + 1} ({kind} {what}): could not locate it: {e}")
                 print(f"  !! fault {i + 1}: {e}")
                 continue
+            self.hits[node] += 1
             also = [r for r in self.roles_of(node) if r != name(role)]
             f = {"n": i + 1, "kind": kind, "role": name(role), "node": node, "note": note, "also": also}
             f["at"] = time.time()
@@ -596,6 +639,8 @@ class Nemesis:
 
 
 def name(role):
+    if role[0] == "in":
+        return f"{INPUT}-{role[1]} leader"
     if role[0] == "txn":
         return f"txn coordinator of worker {role[1]}"
     if role[0] == "group":
@@ -761,7 +806,7 @@ def stalls(workers):
     return gap, at
 
 
-def report(title, counts, faults, gap, gap_at, started, errors):
+def report(title, counts, faults, gap, errors):
     lines = [f"\n### {title}\n", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     lines.append(f"| longest time without a commit | {fmt(gap)} s |")
@@ -785,13 +830,13 @@ def report(title, counts, faults, gap, gap_at, started, errors):
             fh.write(text)
 
 
-def verify(bootstrap, where, need, workers, title, faults=(), extra_problems=()):
+def verify(bootstrap, where, need, workers, title, faults=(), planned=0, extra_problems=()):
     started = time.time()
     out_ends = wait_stable(bootstrap, OUTPUT, PARTITIONS)
     rc_log = read_topic(bootstrap, OUTPUT, out_ends, "read_committed")
     ru_log = read_topic(bootstrap, OUTPUT, out_ends, "read_uncommitted")
     committed = group_committed(bootstrap)
-    input_hw = list_ends(bootstrap, INPUT, PARTITIONS, committed=False)
+    input_hw = list_ends(AdminClient({"bootstrap.servers": bootstrap}), INPUT, PARTITIONS, committed=False)
     problems, counts = check(where, need, rc_log, ru_log, committed, input_hw, workers)
     print(f"  read back in {time.time() - started:.1f}s: output ends {out_ends}, group offsets {committed}, "
           f"input high watermarks {input_hw}, last input records end at {need}")
@@ -799,9 +844,9 @@ def verify(bootstrap, where, need, workers, title, faults=(), extra_problems=())
     for e in workers.of("done"):
         errors.update(e.get("errors", {}))
     gap, gap_at = stalls(workers)
-    if faults:
-        counts["faults injected"] = len(faults)
-    report(title, counts, faults, gap, gap_at, started, errors)
+    if planned:
+        counts["faults injected"] = f"{len(faults)} of {planned}"
+    report(title, counts, faults, gap, errors)
     if gap is not None:
         near = [f for f in faults if f["at"] - 1 <= gap_at <= f.get("healed", f["at"]) + PROGRESS_TIMEOUT]
         print(f"  longest time without a commit: {gap:.2f}s from {time.strftime('%H:%M:%S', time.localtime(gap_at))}"
@@ -857,8 +902,8 @@ def test_exactly_once_through_broker_faults(cluster, tmp_path):
     workers.start()
     try:
         workers.wait_ready({n: cluster.port(n) for n in NODES})
-        print(f"  workers committing after {time.monotonic() - t0:.1f}s; coordinators: "
-              + ", ".join(f"{name(r)} = {nemesis.locate(r)[0]}" for r in [("txn", w) for w in range(WORKERS)] + [("group",)]))
+        print(f"  workers committing after {time.monotonic() - t0:.1f}s; roles by broker: "
+              f"{ {n: nemesis.roles_of(n) for n in NODES} }")
         schedule_began = time.monotonic()
         try:
             nemesis.run(SCHEDULE, SCHEDULE_BUDGET)
@@ -873,12 +918,17 @@ def test_exactly_once_through_broker_faults(cluster, tmp_path):
         print(f"  workers {'finished' if drained else 'still running'} after {time.monotonic() - t0:.1f}s")
     finally:
         workers.stop()
-    nemesis.converge()
     extra = list(nemesis.problems)
+    if not nemesis.faults:
+        extra.append("no fault was injected")
+    try:
+        nemesis.converge()
+    except AssertionError as e:
+        extra.append(f"after the faults and the workers: {e}")
     for e in workers.of("done"):
         print(f"  worker {e['w']}: {e['reason']}, {e.get('counts')}")
     verify(cluster.bootstrap, where, need, workers, "Transactions under faults, three brokers",
-           nemesis.faults, extra)
+           nemesis.faults, len(SCHEDULE), extra)
     print(f"  total {time.monotonic() - t0:.1f}s")
 
 
@@ -919,6 +969,6 @@ def test_harness_on_one_broker(broker, tmp_path):
         workers.stop()
     for e in workers.of("done"):
         print(f"  worker {e['w']}: {e['reason']}, {e.get('counts')}")
-    verify(broker.bootstrap, where, need, workers, "Harness check, one broker", faults)
+    verify(broker.bootstrap, where, need, workers, "Harness check, one broker", faults, 1)
     assert workers.of("abort"), "some transactions were aborted"
     print(f"  total {time.monotonic() - t0:.1f}s")
