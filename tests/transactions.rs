@@ -523,7 +523,8 @@ async fn every_served_version_of_the_transaction_apis_works() {
 
     // The offsets of the committed transactions count, those aborted not.
     let (code, offset) = offset_fetch(&mut c, "g2", "t").await;
-    assert_eq!((code, offset), (NONE, 4));
+    let last = *range(ApiKey::EndTxn).end() as i64;
+    assert_eq!((code, offset), (NONE, last));
 
     for v in range(ApiKey::WriteTxnMarkers) {
         // A marker for a producer with nothing open here writes nothing.
@@ -842,5 +843,85 @@ async fn an_idle_transactional_id_expires() {
     assert_ne!(t.pid, first_pid);
     assert_eq!(t.epoch, 0);
     drop(c);
+    broker.stop().await;
+}
+
+/// Produce v12 of one transactional batch (transaction version 2).
+async fn produce_v12(t: &mut Txn<'_>, topic: &str, n: usize, tag: &str) -> i16 {
+    let batch = txn_batch(t.pid, t.epoch, t.seq, n, tag);
+    let r: ProduceResponse =
+        t.c.call(
+            ApiKey::Produce,
+            12,
+            &ProduceRequest::default()
+                .with_transactional_id(Some(TransactionalId(s(&t.id))))
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(TopicName(s(topic)))
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(batch)),
+                        ]),
+                ]),
+        )
+        .await;
+    let code = r.responses[0].partition_responses[0].error_code;
+    if code == NONE {
+        t.seq += n as i32;
+    }
+    code
+}
+
+#[tokio::test]
+async fn transaction_version_2_adds_partitions_on_the_broker_and_bumps_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    create_topic(&mut c, "t", 1).await;
+    let mut t = Txn::start(&mut c, "tv2").await;
+    let first_epoch = t.epoch;
+    // No AddPartitionsToTxn: Produce v12 adds the partition.
+    assert_eq!(produce_v12(&mut t, "t", 2, "one").await, NONE);
+    // No AddOffsetsToTxn: TxnOffsetCommit v5 adds the group's partition.
+    assert_eq!(t.commit_offset(5, "g", "t", 2).await, NONE);
+    let d = describe(t.c, "tv2").await;
+    assert_eq!(d.transaction_state.as_str(), "Ongoing");
+    assert_eq!(d.topics.len(), 2, "t and __consumer_offsets: {d:?}");
+    // EndTxn v5 bumps the epoch and says so.
+    let r: EndTxnResponse =
+        t.c.call(
+            ApiKey::EndTxn,
+            5,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(s("tv2")))
+                .with_producer_id(ProducerId(t.pid))
+                .with_producer_epoch(t.epoch)
+                .with_committed(true),
+        )
+        .await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (NONE, t.pid, first_epoch + 1)
+    );
+    // A retry of it (with the epoch it was sent with) is answered the same.
+    assert_eq!(t.end(5, true).await, NONE);
+    // Anything still in flight at the old epoch is fenced by the markers.
+    assert_eq!(
+        produce_v12(&mut t, "t", 1, "late").await,
+        INVALID_PRODUCER_EPOCH
+    );
+    // The next transaction runs at the new epoch, sequences from 0.
+    t.epoch = r.producer_epoch;
+    t.seq = 0;
+    assert_eq!(produce_v12(&mut t, "t", 1, "two").await, NONE);
+    assert_eq!(t.end(5, false).await, NONE);
+    let (values, hw, lso, aborted) = fetch(t.c, "t", 0, true).await;
+    assert_eq!(values, vec!["one0", "one1"]);
+    assert_eq!((hw, lso), (5, 5), "2 records, a marker, 1 record, a marker");
+    assert_eq!(aborted, vec![(t.pid, 3)]);
+    assert_eq!(offset_fetch(&mut c, "g", "t").await, (NONE, 2));
     broker.stop().await;
 }

@@ -285,6 +285,9 @@ pub fn clean_with(
     stats.map_bytes = map.memory_bytes();
 
     let tombstone_horizon = now.saturating_sub(p.delete_retention_ms);
+    // Whether each producer's transaction seen so far still holds a record
+    // after this pass (until its marker).
+    let mut txn_kept: std::collections::HashMap<i64, bool> = Default::default();
     let group_limit = p.segment_bytes.min(MAX_GROUP_BYTES) as usize;
     let mut groups: Vec<(CleanedSegment, bool)> = Vec::new();
     for s in sealed.iter().take_while(|s| s.info.base_offset < map_end) {
@@ -302,7 +305,23 @@ pub fn clean_with(
             let (h, bytes) = b?;
             let at = pos..pos + bytes.len();
             pos = at.end;
-            let rebuilt = if h.is_control() || h.base_offset >= map_end {
+            let marker = h.is_control() && h.is_transactional() && h.producer_id >= 0;
+            let rebuilt = if marker && h.base_offset < map_end {
+                // A marker goes like a tombstone (past delete.retention.ms,
+                // below what every replica holds) once its transaction has
+                // no record left: it guards nothing then.
+                let guards = txn_kept.remove(&h.producer_id).unwrap_or(false);
+                if !guards && drop_tombstones && h.base_offset < tombstone_limit {
+                    stats.records_read += h.record_count.max(0) as u64;
+                    stats.records_removed += h.record_count.max(0) as u64;
+                    Some(records::rebuild(&bytes, &h, &[])?)
+                } else {
+                    None
+                }
+            } else if h.is_control() || h.base_offset >= map_end {
+                if h.is_transactional() && !h.is_control() {
+                    txn_kept.insert(h.producer_id, true);
+                }
                 None
             } else {
                 let recs = records::records(&bytes, &h)?;
@@ -321,6 +340,9 @@ pub fn clean_with(
                     latest && !expired_tombstone
                 };
                 let kept: Vec<&RecordRef> = recs.iter().filter(keep).collect();
+                if h.is_transactional() {
+                    *txn_kept.entry(h.producer_id).or_default() |= !kept.is_empty();
+                }
                 stats.records_read += recs.len() as u64;
                 stats.records_removed += (recs.len() - kept.len()) as u64;
                 (kept.len() < recs.len())

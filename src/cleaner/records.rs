@@ -97,7 +97,10 @@ pub fn records(batch: &Bytes, h: &BatchHeader) -> Result<Vec<RecordRef>, String>
 /// records is stored as an empty, uncompressed batch.
 pub fn rebuild(original: &[u8], h: &BatchHeader, kept: &[&RecordRef]) -> Result<Vec<u8>, String> {
     if kept.is_empty() {
-        return Ok(batch::with_records(original, &[], 0, h.attributes & !0x7));
+        // An empty batch is no longer part of a transaction (or a marker):
+        // nothing in it needs one, and a marker that guards nothing can go.
+        let attributes = h.attributes & !(0x7 | batch::ATTR_TRANSACTIONAL | batch::ATTR_CONTROL);
+        return Ok(batch::with_records(original, &[], 0, attributes));
     }
     let mut raw = BytesMut::with_capacity(kept.iter().map(|r| r.raw.len()).sum());
     for r in kept {

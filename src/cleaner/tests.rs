@@ -364,3 +364,69 @@ fn the_cleaner_reads_transactions_from_the_sealed_segments() {
     assert!(!aborted.contains(&h(2, 1)), "committed");
     assert!(!aborted.contains(&h(1, 5)), "after its abort marker");
 }
+
+#[test]
+fn markers_go_once_they_guard_nothing_past_delete_retention() {
+    use crate::txn::partition::{AbortedTxn, Marker};
+    let sealed = vec![txn_segment(&[
+        (1, None, "a", "one"),
+        (1, Some(Marker::Commit), "", ""),
+        (2, None, "a", "aborted"),
+        (2, Some(Marker::Abort), "", ""),
+        (3, None, "b", "kept"),
+        (3, Some(Marker::Commit), "", ""),
+        (-1, None, "a", "two"),
+    ])];
+    let aborted = Aborted::new(&[AbortedTxn {
+        producer_id: 2,
+        first_offset: 2,
+        last_offset: 3,
+    }]);
+    // (records left, markers left, transactional batches left)
+    let shape = |out: &CleanOutput| {
+        let bytes = Bytes::from(out.groups[0].to_vec());
+        let (mut values, mut markers, mut transactional) = (Vec::new(), Vec::new(), 0);
+        for b in batches(&bytes) {
+            let (h, b) = b.unwrap();
+            if h.is_control() {
+                markers.push(h.base_offset);
+                continue;
+            }
+            transactional += h.is_transactional() as usize;
+            for r in records::records(&b, &h).unwrap() {
+                values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        (values, markers, transactional)
+    };
+    // Past delete.retention.ms (1 s) and below what every replica holds:
+    // the markers of transactions with nothing left go; the one whose "b"
+    // is still there stays.
+    let out = clean_with(
+        &sealed,
+        (0, 7),
+        &policy(),
+        1 << 20,
+        5_000,
+        i64::MAX,
+        &aborted,
+    )
+    .unwrap();
+    assert_eq!(
+        shape(&out),
+        (vec!["kept".to_owned(), "two".to_owned()], vec![5], 1)
+    );
+    // What is left reads as no transaction open and none aborted.
+    let cleaned = SealedSegment {
+        bytes: Bytes::from(out.groups[0].to_vec()),
+        ..sealed[0].clone()
+    };
+    let (left_aborted, open) = sealed_txns(&[cleaned]).unwrap();
+    assert_eq!(open, None);
+    assert!(left_aborted.0.is_empty());
+    // Too young, or not yet on every replica: every marker stays.
+    for (now, limit) in [(500, i64::MAX), (5_000, 0)] {
+        let out = clean_with(&sealed, (0, 7), &policy(), 1 << 20, now, limit, &aborted).unwrap();
+        assert_eq!(shape(&out).1, vec![1, 3, 5], "now {now}, limit {limit}");
+    }
+}

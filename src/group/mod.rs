@@ -626,6 +626,32 @@ impl GroupCoordinator {
         };
         {
             let mut inner = self.lock();
+            // Requests parked for a group this broker no longer coordinates
+            // (its partition's leadership moved) are answered now, as Kafka
+            // does, not when their rebalance timeout runs out: the members
+            // go to the new coordinator.
+            let lost: Vec<(String, String)> = inner
+                .join_waiters
+                .keys()
+                .filter(|(g, _)| !led(g))
+                .cloned()
+                .collect();
+            for key in lost {
+                if let Some(tx) = inner.join_waiters.remove(&key) {
+                    let _ = tx.send(error_join(code(ResponseError::NotCoordinator), &key.1));
+                }
+            }
+            let lost: Vec<(String, String)> = inner
+                .sync_waiters
+                .keys()
+                .filter(|(g, _)| !led(g))
+                .cloned()
+                .collect();
+            for key in lost {
+                if let Some(tx) = inner.sync_waiters.remove(&key) {
+                    let _ = tx.send(SyncOutcome::error(code(ResponseError::NotCoordinator)));
+                }
+            }
             let ids: Vec<String> = inner.groups.keys().filter(|g| led(g)).cloned().collect();
             for id in ids {
                 if let Some(g) = inner.groups.get_mut(&id) {

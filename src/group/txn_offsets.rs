@@ -33,6 +33,9 @@ pub struct TxnCommit<'a> {
     pub member_id: &'a str,
     pub instance_id: Option<&'a str>,
     pub generation: i32,
+    /// TxnOffsetCommit v5 (transaction version 2): the group's partition
+    /// joins the transaction here (the client sends no AddOffsetsToTxn).
+    pub add: bool,
 }
 
 impl GroupCoordinator {
@@ -54,8 +57,8 @@ impl GroupCoordinator {
                 broker,
                 &p,
                 c.transactional_id,
-                c.producer_id,
-                c.producer_epoch,
+                (c.producer_id, c.producer_epoch),
+                c.add,
             )
             .await
         {

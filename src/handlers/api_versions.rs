@@ -11,14 +11,24 @@ use super::RequestContext;
 /// (feature, lowest supported, highest supported = finalized level).
 /// metadata.version 7..27 (3.3-IV3 to 4.1-IV1) is what the APIs served here
 /// match; kraft.version 0: the controller quorum is a static voter set;
-/// group.version 1: KIP-848 consumer groups; transaction.version 0: no
-/// transactions yet (so the Java producer never picks transaction version 2).
+/// group.version 1: KIP-848 consumer groups; transaction.version 2:
+/// KIP-890 part 2 (the epoch bumped with every transaction, partitions
+/// added by the brokers), as a new Kafka 4 cluster finalizes it; clients that
+/// do not know it use version 1.
 pub const FEATURES: &[(&str, i16, i16)] = &[
     ("metadata.version", 7, 27),
     ("kraft.version", 0, 0),
     ("group.version", 0, 1),
-    ("transaction.version", 0, 0),
+    ("transaction.version", 0, 2),
 ];
+
+/// The finalized transaction.version.
+pub fn transaction_version() -> i16 {
+    FEATURES
+        .iter()
+        .find(|f| f.0 == "transaction.version")
+        .map_or(0, |f| f.2)
+}
 
 /// librdkafka before 2.2.0 (Debian's kcat has 2.0.2) cannot skip tagged
 /// fields in an ApiVersions answer: it gets none.

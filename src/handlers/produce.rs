@@ -162,8 +162,11 @@ async fn append(
         return p.append(records);
     };
     let txns = &ctx.broker.txns;
+    // Produce v12 from a producer on transaction version 2 (KIP-890 part
+    // 2): the partition joins the transaction here.
+    let add = ctx.version >= 12 && crate::handlers::api_versions::transaction_version() >= 2;
     let prepared = txns
-        .prepare_check(&ctx.broker, p, txn.0.as_str(), pid, epoch)
+        .prepare_check(&ctx.broker, p, txn.0.as_str(), (pid, epoch), add)
         .await?;
     let verify = |h: &sluice_storage::BatchHeader, t: &crate::txn::partition::PartitionTxns| {
         txns.check(prepared, txn.0.as_str(), h, t, &p.topic, p.index)

@@ -235,10 +235,15 @@ pub async fn end_txn(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse
             req.producer_id.0,
             req.producer_epoch,
             req.committed,
+            // v5: transaction version 2 (KIP-890 part 2).
+            ctx.version >= 5,
         )
         .await
     {
-        Ok(()) => resp,
+        Ok((id, epoch)) if ctx.version >= 5 => resp
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(epoch),
+        Ok(_) => resp,
         Err(c) => resp.with_error_code(fenced_for(c, ctx.version, 2)),
     }
 }
@@ -288,6 +293,7 @@ pub async fn txn_offset_commit(
             } else {
                 -1
             },
+            add: ctx.version >= 5,
         };
         ctx.broker
             .groups

@@ -152,6 +152,18 @@ impl TxnConfig {
     }
 }
 
+/// What an EndTxn found to do.
+enum Decided {
+    /// PrepareCommit / PrepareAbort stored: wait for it, then the markers.
+    Prepared(AppendResult),
+    /// Transaction version 2: only the epoch bumped (an empty abort).
+    Bumped(AppendResult),
+    /// Prepared earlier; the markers are outstanding.
+    Complete,
+    /// A retry of an EndTxn carried out: its record is at this offset.
+    Done(i64),
+}
+
 /// How a partition checks a transactional batch (see
 /// [`TxnCoordinator::prepare_check`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -684,25 +696,48 @@ impl TxnCoordinator {
     /// id, the check asks the coordinator's state there; otherwise the
     /// coordinator is asked now (AddPartitionsToTxn with verify_only) and a
     /// guard left on the partition makes sure no marker came in between.
+    ///
+    /// With `add` (transaction version 2: Produce v12, TxnOffsetCommit v5)
+    /// the partition is added to the transaction instead of only checked
+    /// (KIP-890 part 2: the client sends no AddPartitionsToTxn).
     pub async fn prepare_check(
         &self,
         broker: &Broker,
         p: &Partition,
         transactional_id: &str,
-        producer_id: i64,
-        epoch: i16,
+        (producer_id, epoch): (i64, i16),
+        add: bool,
     ) -> Result<TxnCheck, BrokerError> {
-        if broker.cluster().is_none() {
-            return Ok(TxnCheck::Local);
-        }
-        let coordinator = self
-            .txn_partition_anywhere(broker, transactional_id)
-            .await
-            .map_err(|_| BrokerError::NotEnoughReplicas)?;
-        if coordinator.check_serving().is_ok() {
-            self.txn_partition(broker, transactional_id)
-                .await
-                .map_err(|_| BrokerError::NotEnoughReplicas)?;
+        let local = match broker.cluster() {
+            None => true,
+            Some(_) => {
+                let coordinator = self
+                    .txn_partition_anywhere(broker, transactional_id)
+                    .await
+                    .map_err(|_| BrokerError::NotEnoughReplicas)?;
+                coordinator.check_serving().is_ok()
+            }
+        };
+        if local {
+            if add {
+                let added = self
+                    .add_partitions(
+                        broker,
+                        transactional_id,
+                        producer_id,
+                        epoch,
+                        &[(p.topic.to_string(), p.index)],
+                        false,
+                    )
+                    .await
+                    .map(|codes| codes.first().copied().unwrap_or(0));
+                let c = added.unwrap_or_else(|c| c);
+                verification_error(c, p, transactional_id, producer_id, epoch)?;
+            } else {
+                self.txn_partition(broker, transactional_id)
+                    .await
+                    .map_err(|_| BrokerError::NotEnoughReplicas)?;
+            }
             return Ok(TxnCheck::Local);
         }
         let token = match p.txn_guard(producer_id, epoch)? {
@@ -710,45 +745,25 @@ impl TxnCoordinator {
             crate::partition::TxnGuard::Token(t) => t,
         };
         let me = broker.node_id();
+        let coordinator = self
+            .txn_partition_anywhere(broker, transactional_id)
+            .await
+            .map_err(|_| BrokerError::NotEnoughReplicas)?;
         let Some(node) = coordinator.leader(me).0.filter(|&n| n != me) else {
             return Err(BrokerError::NotEnoughReplicas);
         };
         let c = self
-            .remote_verify(
+            .remote_add(
                 broker,
                 node,
                 transactional_id,
-                producer_id,
-                epoch,
-                &p.topic,
-                p.index,
+                (producer_id, epoch),
+                (&p.topic, p.index),
+                !add,
             )
             .await;
-        match c {
-            0 => Ok(TxnCheck::Guarded(token)),
-            c if c == code(ResponseError::InvalidTxnState) => {
-                Err(BrokerError::InvalidTxnState(format!(
-                    "{}-{} is not part of a transaction under way of {transactional_id}",
-                    p.topic, p.index
-                )))
-            }
-            c if c == code(ResponseError::ProducerFenced)
-                || c == code(ResponseError::InvalidProducerEpoch) =>
-            {
-                Err(BrokerError::InvalidProducerEpoch {
-                    current: -1,
-                    got: epoch,
-                })
-            }
-            c if c == code(ResponseError::InvalidProducerIdMapping) => {
-                Err(BrokerError::InvalidTxnState(format!(
-                    "producer {producer_id} is not the producer of {transactional_id}"
-                )))
-            }
-            // The coordinator moved or is loading: the producer retries
-            // (Kafka answers NOT_ENOUGH_REPLICAS here too).
-            _ => Err(BrokerError::NotEnoughReplicas),
-        }
+        verification_error(c, p, transactional_id, producer_id, epoch)?;
+        Ok(TxnCheck::Guarded(token))
     }
 
     /// The check [`Self::prepare_check`] prepared, run under the partition's
@@ -786,18 +801,17 @@ impl TxnCoordinator {
         }
     }
 
-    /// AddPartitionsToTxn with verify_only to the coordinator on `node`:
-    /// the partition's code (COORDINATOR_NOT_AVAILABLE when unreachable).
-    #[allow(clippy::too_many_arguments)]
-    async fn remote_verify(
+    /// AddPartitionsToTxn (v4, a broker's form) to the coordinator on
+    /// `node`, verifying or adding the partition: its code
+    /// (COORDINATOR_NOT_AVAILABLE when unreachable).
+    async fn remote_add(
         &self,
         broker: &Broker,
         node: i32,
         transactional_id: &str,
-        producer_id: i64,
-        epoch: i16,
-        topic: &str,
-        index: i32,
+        (producer_id, epoch): (i64, i16),
+        (topic, index): (&str, i32),
+        verify_only: bool,
     ) -> Code {
         use crate::handlers::str_bytes;
         use kafka_protocol::messages::add_partitions_to_txn_request::{
@@ -812,7 +826,7 @@ impl TxnCoordinator {
                 .with_transactional_id(TransactionalId(str_bytes(transactional_id)))
                 .with_producer_id(ProducerId(producer_id))
                 .with_producer_epoch(epoch)
-                .with_verify_only(true)
+                .with_verify_only(verify_only)
                 .with_topics(vec![
                     AddPartitionsToTxnTopic::default()
                         .with_name(TopicName(str_bytes(topic)))
@@ -843,6 +857,14 @@ impl TxnCoordinator {
     }
 
     /// EndTxn: commits or aborts the transaction under way.
+    ///
+    /// With `bump` (EndTxn v5, transaction version 2, KIP-890 part 2) the
+    /// epoch goes up by one with every transaction: the markers carry the new
+    /// epoch, which fences anything the producer still had in flight at the
+    /// old one, and the answer tells the producer its (producer id, epoch)
+    /// for the next transaction — a new producer id at epoch 0 once the
+    /// epoch is used up. A retry of such an EndTxn comes with the epoch
+    /// before the bump.
     pub async fn end_txn(
         &self,
         broker: &Broker,
@@ -850,15 +872,27 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), Code> {
+        bump: bool,
+    ) -> Result<(i64, i16), Code> {
         let p = self.txn_partition(broker, transactional_id).await?;
         let now = broker.now_ms();
-        // Ok(Ok(record)) to wait for; Ok(Err(offset)) for a retry of an
-        // EndTxn carried out (wait for its record at offset), or -2 for one
-        // whose markers are outstanding; Err for a refusal.
-        let decided: Result<Result<AppendResult, i64>, Code> = {
+        let decided: Result<Decided, Code> = {
             let mut inner = self.lock();
+            let retried = bump
+                && inner.txns.get(transactional_id).is_some_and(|m| {
+                    m.producer_id == producer_id
+                        && m.epoch == epoch.wrapping_add(1)
+                        && m.state
+                            == if commit {
+                                TxnState::CompleteCommit
+                            } else {
+                                TxnState::CompleteAbort
+                            }
+                });
             match Self::check_producer(&inner, transactional_id, producer_id, epoch) {
+                Err(_) if retried => Ok(Decided::Done(
+                    inner.txns.get(transactional_id).map_or(-1, |m| m.written),
+                )),
                 Err(c) => Err(c),
                 Ok(m) => match (m.state, commit) {
                     (TxnState::Ongoing, _) => {
@@ -868,16 +902,39 @@ impl TxnCoordinator {
                         } else {
                             TxnState::PrepareAbort
                         };
+                        if bump {
+                            next.epoch = next.epoch.saturating_add(1);
+                        }
                         self.store(&mut inner, &p, transactional_id, next, now)
-                            .map(Ok)
+                            .map(Decided::Prepared)
+                    }
+                    // Transaction version 2: aborting with nothing under way
+                    // only bumps the epoch.
+                    (
+                        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort,
+                        false,
+                    ) if bump => {
+                        let mut next = m;
+                        next.state = TxnState::CompleteAbort;
+                        if next.epoch >= i16::MAX - 1 {
+                            next.producer_id = broker.allocate_producer_id().map_err(|e| {
+                                tracing::error!(error = %e, "could not allocate a producer id");
+                                code(ResponseError::CoordinatorNotAvailable)
+                            })?;
+                            next.epoch = 0;
+                        } else {
+                            next.epoch += 1;
+                        }
+                        self.store(&mut inner, &p, transactional_id, next, now)
+                            .map(Decided::Bumped)
                     }
                     (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => {
-                        Ok(Err(m.written))
+                        Ok(Decided::Done(m.written))
                     }
                     // A retry after the coordinator moved: the outcome is
                     // stored, the markers may not be; finish them now.
                     (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                        Ok(Err(-2))
+                        Ok(Decided::Complete)
                     }
                     (state, _) => {
                         warn_limited!(
@@ -891,29 +948,33 @@ impl TxnCoordinator {
                 },
             }
         };
-        let r = match decided? {
-            Ok(r) => r,
-            Err(-2) => {
-                return self
-                    .complete(broker, transactional_id)
-                    .await
-                    .map_err(|_| code(ResponseError::ConcurrentTransactions));
+        match decided? {
+            Decided::Prepared(r) => {
+                Self::durable(&p, &r).await?;
+                // The outcome is decided; markers are the coordinator's to
+                // finish. They are written before the answer, so the
+                // producer's next transaction does not meet
+                // CONCURRENT_TRANSACTIONS; if they fail the timer tries again.
+                if let Err(c) = self.complete(broker, transactional_id).await {
+                    tracing::warn!(
+                        transactional_id,
+                        code = c,
+                        "markers not all written; will retry"
+                    );
+                }
             }
-            Err(written) => return Self::durable_at(&p, written).await,
-        };
-        Self::durable(&p, &r).await?;
-        // The outcome is decided; markers are the coordinator's to finish.
-        // They are written before the answer, so the producer's next
-        // transaction does not meet CONCURRENT_TRANSACTIONS; if they fail
-        // the timer tries again.
-        if let Err(c) = self.complete(broker, transactional_id).await {
-            tracing::warn!(
-                transactional_id,
-                code = c,
-                "markers not all written; will retry"
-            );
+            Decided::Bumped(r) => Self::durable(&p, &r).await?,
+            Decided::Complete => self
+                .complete(broker, transactional_id)
+                .await
+                .map_err(|_| code(ResponseError::ConcurrentTransactions))?,
+            Decided::Done(written) => Self::durable_at(&p, written).await?,
         }
-        Ok(())
+        Ok(self
+            .lock()
+            .txns
+            .get(transactional_id)
+            .map_or((-1, -1), |m| (m.producer_id, m.epoch)))
     }
 
     /// Writes the markers of a transaction in PrepareCommit / PrepareAbort
@@ -960,6 +1021,15 @@ impl TxnCoordinator {
         };
         next.partitions.clear();
         next.start_ms = -1;
+        if next.epoch == i16::MAX {
+            // Transaction version 2 used the epochs up: the next transaction
+            // runs under a new producer id (the markers carried the old one).
+            next.producer_id = broker.allocate_producer_id().map_err(|e| {
+                tracing::error!(error = %e, "could not allocate a producer id");
+                code(ResponseError::CoordinatorNotAvailable)
+            })?;
+            next.epoch = 0;
+        }
         // Not waited for: a later request's own record comes after it, and
         // a crash before it is durable only writes the markers again.
         self.store(&mut inner, &p, transactional_id, next, now)?;
@@ -1299,6 +1369,42 @@ pub async fn run_timers(
             last_expiry = std::time::Instant::now();
         }
         b.txns.tick(&b, expire).await;
+    }
+}
+
+/// A coordinator's answer about a partition, as the partition leader's
+/// produce error: INVALID_TXN_STATE and INVALID_PRODUCER_EPOCH as they are; a
+/// coordinator moving or loading makes the producer retry
+/// (NOT_ENOUGH_REPLICAS, as Kafka answers).
+fn verification_error(
+    c: Code,
+    p: &Partition,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+) -> Result<(), BrokerError> {
+    match c {
+        0 => Ok(()),
+        c if c == code(ResponseError::InvalidTxnState) => {
+            Err(BrokerError::InvalidTxnState(format!(
+                "{}-{} is not part of a transaction under way of {transactional_id}",
+                p.topic, p.index
+            )))
+        }
+        c if c == code(ResponseError::ProducerFenced)
+            || c == code(ResponseError::InvalidProducerEpoch) =>
+        {
+            Err(BrokerError::InvalidProducerEpoch {
+                current: -1,
+                got: epoch,
+            })
+        }
+        c if c == code(ResponseError::InvalidProducerIdMapping) => {
+            Err(BrokerError::InvalidTxnState(format!(
+                "producer {producer_id} is not the producer of {transactional_id}"
+            )))
+        }
+        _ => Err(BrokerError::NotEnoughReplicas),
     }
 }
 

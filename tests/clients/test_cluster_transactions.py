@@ -63,7 +63,8 @@ group's committed offsets (OffsetFetch, require_stable). Asserted:
 A summary (transactions committed/aborted, records, faults, the longest
 time without a commit by any worker, and per fault the commits while it
 lasted and how long until the next commit) is printed (`pytest -s`) and,
-when SLUICE_FAULT_REPORT names a file, appended to it as Markdown tables.
+when SLUICE_FAULT_REPORT names a file, appended to it as Markdown tables
+(by the cluster test only).
 
 Every wait is bounded. Without a transaction coordinator in the cluster the
 test fails within about 35 s, saying so: init_transactions must complete
@@ -806,7 +807,7 @@ def stalls(workers):
     return gap, at
 
 
-def report(title, counts, faults, gap, errors):
+def report(title, counts, faults, gap, errors, to_file):
     lines = [f"\n### {title}\n", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     lines.append(f"| longest time without a commit | {fmt(gap)} s |")
@@ -825,12 +826,12 @@ def report(title, counts, faults, gap, errors):
     text = "\n".join(lines) + "\n"
     print(text)
     path = os.environ.get("SLUICE_FAULT_REPORT")
-    if path:
+    if path and to_file:
         with open(path, "a") as fh:
             fh.write(text)
 
 
-def verify(bootstrap, where, need, workers, title, faults=(), planned=0, extra_problems=()):
+def verify(bootstrap, where, need, workers, title, faults=(), planned=0, extra_problems=(), to_file=True):
     started = time.time()
     out_ends = wait_stable(bootstrap, OUTPUT, PARTITIONS)
     rc_log = read_topic(bootstrap, OUTPUT, out_ends, "read_committed")
@@ -846,7 +847,7 @@ def verify(bootstrap, where, need, workers, title, faults=(), planned=0, extra_p
     gap, gap_at = stalls(workers)
     if planned:
         counts["faults injected"] = f"{len(faults)} of {planned}"
-    report(title, counts, faults, gap, errors)
+    report(title, counts, faults, gap, errors, to_file)
     if gap is not None:
         near = [f for f in faults if f["at"] - 1 <= gap_at <= f.get("healed", f["at"]) + PROGRESS_TIMEOUT]
         print(f"  longest time without a commit: {gap:.2f}s from {time.strftime('%H:%M:%S', time.localtime(gap_at))}"
@@ -969,6 +970,6 @@ def test_harness_on_one_broker(broker, tmp_path):
         workers.stop()
     for e in workers.of("done"):
         print(f"  worker {e['w']}: {e['reason']}, {e.get('counts')}")
-    verify(broker.bootstrap, where, need, workers, "Harness check, one broker", faults, 1)
+    verify(broker.bootstrap, where, need, workers, "Harness check, one broker", faults, 1, to_file=False)
     assert workers.of("abort"), "some transactions were aborted"
     print(f"  total {time.monotonic() - t0:.1f}s")

@@ -1,6 +1,6 @@
 """One exactly-once consume-transform-produce worker of
-test_cluster_transactions.py, run as its own process (librdkafka clients
-with their own threads; the test kills nothing here, it only kills brokers).
+test_cluster_transactions.py, run as its own process (the test kills
+brokers, never a worker; it only stops the workers still running at the end).
 
 The loop of a real application: a consumer in the group (read_committed,
 no auto commit) and a transactional producer; per batch: begin, produce one
@@ -12,7 +12,10 @@ After any abort the consumer is rewound to the group's committed offsets;
 after a fatal error (fenced) the producer is made again (init_transactions)
 and the consumer rewound; a commit that keeps failing with a retriable error
 has an unknown outcome: the producer is made again, whose init_transactions
-completes or aborts it at the coordinator, and the consumer rewound.
+completes or aborts it at the coordinator, and the consumer rewound. A
+transactional call still blocked GRACE s past its own timeout (API_TIMEOUT)
+is wedged (see Wedged): the producer is abandoned, never touched again, and
+a new one made, which fences it.
 
 Input record: key "<p>-<seq>", value "in-<p>-<seq>", on input partition p.
 Output record: key "<p>-<seq>", value "<p>-<seq>|<txn>|<k>/<n>|<tag>" on
@@ -21,17 +24,20 @@ spans the output partitions (their leaders on different brokers); <txn> is
 "w<worker>.<incarnation>.<number>", <k> the record's place in the
 transaction of <n> records, <tag> "ok" or "abort" (aborted on purpose).
 
-Prints one JSON object a line on stdout (field "ev"): start, init,
-init_failed (then exits 3: the first init_transactions did not complete in
-`init_timeout` s), commit / abort / unknown (per transaction, with "t", the
-wall clock), error, rewind, producer (made again), consumer (made again),
-stale (a batch that crossed a rebalance, dropped), done (with counts).
+Prints one JSON object a line on stdout (fields "ev", "w" the worker, "t"
+the wall clock): start; init (each producer incarnation); init_failed (then
+exits 3: the first init_transactions did not complete in `init_timeout` s);
+per transaction one of commit, abort (deliberate or after an error; never
+committed) or unknown; error; wedged; rewind; consumer (made again); stale
+(a batch that crossed a rebalance, dropped); done (with counts); crash.
 Pacing: `pace` s of sleep after each commit, unless the file `fast_file`
 exists. Stops when the group's committed offsets reach `need` (per input
 partition: after the last input record) or at `deadline` (wall clock).
 
 Usage: python txn_worker.py '<json config>' (see main); TXN_WORKER_DEBUG
-in the environment sets the producer's librdkafka `debug` (to stderr)."""
+and TXN_WORKER_CONSUMER_DEBUG in the environment set the producer's and the
+consumer's librdkafka `debug` (e.g. "eos,protocol", "cgrp,protocol"; to
+the worker's stderr)."""
 
 import collections
 import faulthandler
@@ -225,8 +231,10 @@ class Worker:
             bounded(old.close, 15, "consumer.close")
             COUNTS["consumers_remade"] += 1
             say("consumer", why="made again")
+        debug = {"debug": os.environ["TXN_WORKER_CONSUMER_DEBUG"]} if os.environ.get("TXN_WORKER_CONSUMER_DEBUG") else {}
         c = Consumer(
             {
+                **debug,
                 "bootstrap.servers": self.cfg["bootstrap"],
                 "group.id": self.cfg["group"],
                 "client.id": f"txn-worker-{self.w}",
