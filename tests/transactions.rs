@@ -925,3 +925,58 @@ async fn transaction_version_2_adds_partitions_on_the_broker_and_bumps_the_epoch
     assert_eq!(offset_fetch(&mut c, "g", "t").await, (NONE, 2));
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn retention_keeps_a_transaction_still_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        TestBroker::start_with(dir.path(), |c| c.log_retention_check_interval_ms = 50).await;
+    let mut c = broker.client().await;
+    // Batches of 10 records are ~250 bytes: a segment holds about four.
+    let r = common::create_topic_with(
+        &mut c,
+        "kept",
+        &[("segment.bytes", "1000"), ("retention.bytes", "2000")],
+    )
+    .await;
+    assert_eq!(r.topics[0].error_code, NONE);
+    let mut t = Txn::start(&mut c, "long").await;
+    assert_eq!(t.add(3, "kept", vec![0]).await, vec![NONE]);
+    assert_eq!(t.produce("kept", 0, 10, "open").await, (NONE, 0));
+    for _ in 0..40 {
+        let (code, _) = produce(t.c, None, "kept", 0, common::batch(10, 1_000, None)).await;
+        assert_eq!(code, NONE);
+    }
+    // Retention runs every 50 ms: give it several rounds. The open
+    // transaction's first records stay (log start 0).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let earliest = |r: ListOffsetsResponse| r.topics[0].partitions[0].offset;
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(TopicName(s("kept")))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-2),
+                ]),
+        ]);
+    let r: ListOffsetsResponse = t.c.call(ApiKey::ListOffsets, 7, &req).await;
+    assert_eq!(earliest(r), 0, "the open transaction's start stays");
+    // Once it commits, retention goes on.
+    assert_eq!(t.end(3, true).await, NONE);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r: ListOffsetsResponse = t.c.call(ApiKey::ListOffsets, 7, &req).await;
+        if earliest(r) > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention never went on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.stop().await;
+}
