@@ -274,27 +274,25 @@ async fn transactional_runs_commit_what_they_report() {
     let broker = TestBroker::start(dir.path()).await;
     // Two producers over three partitions: bt-0 writes partitions 0 and 2
     // (five records to each per transaction), bt-1 partition 1.
-    let a = args(
-        &broker,
-        &[
-            "--topic",
-            "tx",
-            "--transactional-id",
-            "bt",
-            "--records-per-txn",
-            "10",
-            "--count",
-            "1000",
-            "--acks",
-            "-1",
-            "--partitions",
-            "3",
-            "--producers",
-            "2",
-            "--message-size",
-            "100",
-        ],
-    );
+    let flags = vec![
+        "--topic",
+        "tx",
+        "--transactional-id",
+        "bt",
+        "--records-per-txn",
+        "10",
+        "--count",
+        "1000",
+        "--acks",
+        "-1",
+        "--partitions",
+        "3",
+        "--producers",
+        "2",
+        "--message-size",
+        "100",
+    ];
+    let a = args(&broker, &flags);
     let r = bench::run(&a).await.unwrap();
     assert_eq!(
         (r.messages, r.transactions, r.consumed),
@@ -337,11 +335,22 @@ async fn transactional_runs_commit_what_they_report() {
     let hw: i64 = read.ends.iter().map(|(hw, _)| hw).sum();
     assert_eq!(hw, 1150, "the offsets are the records and the markers");
 
-    // A second run of the same ids fences the first incarnation's epoch and
-    // goes on committing; consume-only reading then stops at the latest
-    // offsets although markers take offsets too.
-    let again = bench::run(&a).await.unwrap();
+    // A second run of the same ids takes new epochs and goes on committing,
+    // now in batches of three records (a transaction's five records to a
+    // partition in two produce requests, sequences continuing); consume-only
+    // reading then stops at the latest offsets although markers take
+    // offsets too.
+    let mut smaller = flags.clone();
+    smaller.extend(["--batch-size", "300"]);
+    let again = bench::run(&args(&broker, &smaller)).await.unwrap();
     assert_eq!((again.messages, again.transactions), (1000, 100));
+    let read = read_all(&broker, "tx", 3, 1).await;
+    assert!(read.ends.iter().all(|(hw, lso)| hw == lso) && !read.aborted_listed);
+    assert_eq!(
+        read.records.iter().filter(|(_, r)| !r.control).count(),
+        2000
+    );
+    assert_eq!(read.ends.iter().map(|(hw, _)| hw).sum::<i64>(), 2300);
     let all = bench::run(&args(
         &broker,
         &["--topic", "tx", "--consume-only", "--consumers", "2"],

@@ -107,7 +107,9 @@ pub struct BenchArgs {
     /// n (0, 1, …) is transactional id ID-n and commits every
     /// --records-per-txn records as one transaction, spread evenly over its
     /// partitions (a transaction of fewer records than partitions writes one
-    /// record to each of the next partitions in turn). Reports commit
+    /// record to each of the next partitions in turn); each produce request
+    /// carries a batch (up to --batch-size) for each of the transaction's
+    /// partitions, as a Kafka producer's does. Reports commit
     /// latency (EndTxn round trip) and transaction latency
     /// (AddPartitionsToTxn sent to EndTxn answered); records count once
     /// committed. Consumers read committed records only.

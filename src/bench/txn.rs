@@ -7,9 +7,10 @@
 //! `--records-per-txn` records adds the partitions it will write
 //! (AddPartitionsToTxn), produces the records to the partitions' leader as
 //! transactional batches (sequences continuing per partition, as an
-//! idempotent producer's; up to `--in-flight` requests outstanding; at most
-//! `--batch-size` bytes per request) and commits (EndTxn) once every produce
-//! is answered. A transaction's records are spread evenly over the
+//! idempotent producer's; each request carries a batch of at most
+//! `--batch-size` bytes for every partition with records left, up to
+//! `--in-flight` requests outstanding) and commits (EndTxn) once every
+//! produce is answered. A transaction's records are spread evenly over the
 //! producer's partitions; one with fewer records than partitions writes one
 //! record to each of the next partitions in turn.
 //!
@@ -181,8 +182,11 @@ impl Producer {
         }
     }
 
-    /// Produces one transaction's records, at most `in_flight` requests
-    /// outstanding, and waits for every answer.
+    /// Produces one transaction's records and waits for every answer. As a
+    /// Kafka producer drains all its batches for one broker into one
+    /// request, each request carries a batch of at most `--batch-size`
+    /// bytes for each partition with records left; at most `--in-flight`
+    /// requests are outstanding.
     async fn produce(
         &mut self,
         args: &BenchArgs,
@@ -191,45 +195,48 @@ impl Producer {
         stats: &Stats,
     ) -> Result<()> {
         let per_batch = (args.batch_size / args.message_size.max(1)).max(1) as u64;
+        let mut left: Vec<(i32, u64)> = shares.to_vec();
         let mut pending: VecDeque<(i32, Instant, u64)> = VecDeque::new();
-        for &(partition, records) in shares {
-            let mut left = records;
-            while left > 0 {
-                let n = left.min(per_batch);
-                left -= n;
+        while left.iter().any(|(_, n)| *n > 0) {
+            let mut data = Vec::new();
+            let mut in_request = 0;
+            for (partition, records) in left.iter_mut().filter(|(_, n)| *n > 0) {
+                let n = (*records).min(per_batch);
+                *records -= n;
+                in_request += n;
                 let stamp = Stamp {
                     producer_id: self.producer_id,
                     epoch: self.epoch,
-                    sequence: self.sequences.take(partition, n),
+                    sequence: self.sequences.take(*partition, n),
                     transactional: true,
                 };
-                let records =
-                    super::batch(n as usize, args.message_size, compression, Some(stamp))?;
-                let req = ProduceRequest::default()
-                    .with_transactional_id(Some(self.id.clone()))
-                    .with_acks(-1)
-                    .with_timeout_ms(30_000)
-                    .with_topic_data(vec![
-                        TopicProduceData::default()
-                            .with_name(self.topic.clone())
-                            .with_partition_data(vec![
-                                PartitionProduceData::default()
-                                    .with_index(partition)
-                                    .with_records(Some(records)),
-                            ]),
-                    ]);
-                if pending.len() >= args.in_flight.max(1) {
-                    let oldest = pending.pop_front().expect("one is pending");
-                    self.acked(oldest, stats).await?;
-                }
-                let sent = Instant::now();
-                let correlation = self
-                    .leader
-                    .0
-                    .send(ApiKey::Produce, self.produce_v, &req)
-                    .await?;
-                pending.push_back((correlation, sent, n));
+                let batch = super::batch(n as usize, args.message_size, compression, Some(stamp))?;
+                data.push(
+                    PartitionProduceData::default()
+                        .with_index(*partition)
+                        .with_records(Some(batch)),
+                );
             }
+            let req = ProduceRequest::default()
+                .with_transactional_id(Some(self.id.clone()))
+                .with_acks(-1)
+                .with_timeout_ms(30_000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(self.topic.clone())
+                        .with_partition_data(data),
+                ]);
+            if pending.len() >= args.in_flight.max(1) {
+                let oldest = pending.pop_front().expect("one is pending");
+                self.acked(oldest, stats).await?;
+            }
+            let sent = Instant::now();
+            let correlation = self
+                .leader
+                .0
+                .send(ApiKey::Produce, self.produce_v, &req)
+                .await?;
+            pending.push_back((correlation, sent, in_request));
         }
         while let Some(oldest) = pending.pop_front() {
             self.acked(oldest, stats).await?;
