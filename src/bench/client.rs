@@ -170,7 +170,7 @@ pub fn failure(what: &str, code: i16, gave_up: bool) -> Error {
     };
     let hint = match code {
         COORDINATOR_NOT_AVAILABLE => {
-            ": no transaction coordinator is available for this id (Sluice serves transactions on a single broker, not yet in a cluster)"
+            ": the broker has no transaction coordinator for this id yet (a cluster may still be electing the leader of its __transaction_state partition; a broker without transactions never has one)"
         }
         PRODUCER_FENCED | INVALID_PRODUCER_EPOCH => {
             ": another producer with the same transactional id took over (this one is fenced), or the transaction ran past its timeout"
