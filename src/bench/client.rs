@@ -1,13 +1,18 @@
 //! A small Kafka wire client for the load generator: one connection, the
 //! versions negotiated with ApiVersions, requests written and answers read on
-//! separate halves so that several requests can be in flight.
+//! separate halves so that several requests can be in flight; answers
+//! awaited for a bounded time, retries of retriable errors bounded too, and
+//! error codes named for people.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
+    ProducerId, RequestHeader, ResponseHeader, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,6 +21,28 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The longest wait for an answer in [`answer`] (produce requests carry a
+/// 30 s timeout of their own).
+pub const ANSWER_WAIT: Duration = Duration::from_secs(40);
+/// How long [`Retry`] retries an error before the run gives up.
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+/// The transaction timeout InitProducerId asks for (Kafka's default).
+pub const TXN_TIMEOUT_MS: i32 = 60_000;
+
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const CONCURRENT_TRANSACTIONS: i16 = 51;
+pub const OPERATION_NOT_ATTEMPTED: i16 = 55;
+pub const PRODUCER_FENCED: i16 = 90;
+/// Errors a producer waits out: the coordinator loading or moving, or the
+/// previous transaction still completing.
+pub const RETRIABLE: &[i16] = &[
+    COORDINATOR_LOAD_IN_PROGRESS,
+    COORDINATOR_NOT_AVAILABLE,
+    CONCURRENT_TRANSACTIONS,
+];
 
 /// The request-writing half, with the versions the broker serves.
 pub struct Sender {
@@ -129,5 +156,111 @@ impl Receiver {
             return Err("trailing bytes in a response".into());
         }
         Ok(resp)
+    }
+}
+
+/// A broker's error code for a person: what failed, the error's name and
+/// code, and for the transactional ones a hint.
+pub fn failure(what: &str, code: i16, gave_up: bool) -> Error {
+    let name = ResponseError::try_from_code(code).map_or("no error".to_owned(), |e| e.to_string());
+    let retried = if gave_up {
+        format!(", still after {} s of retries", RETRY_FOR.as_secs())
+    } else {
+        String::new()
+    };
+    let hint = match code {
+        COORDINATOR_NOT_AVAILABLE => {
+            ": the broker has no transaction coordinator for this id yet (a cluster may still be electing the leader of its __transaction_state partition; a broker without transactions never has one)"
+        }
+        PRODUCER_FENCED | INVALID_PRODUCER_EPOCH => {
+            ": another producer with the same transactional id took over (this one is fenced), or the transaction ran past its timeout"
+        }
+        CONCURRENT_TRANSACTIONS => ": the id's previous transaction was still completing",
+        _ => "",
+    };
+    format!("{what} failed: {name} (error {code}){retried}{hint}").into()
+}
+
+/// Retries of one request while its error is one worth waiting out, for at
+/// most [`RETRY_FOR`].
+pub struct Retry {
+    what: String,
+    until: Instant,
+    pause: Duration,
+}
+
+impl Retry {
+    pub fn new(what: String, pause: Duration) -> Self {
+        Self {
+            what,
+            until: Instant::now() + RETRY_FOR,
+            pause,
+        }
+    }
+
+    /// After a pause, Ok to try again; the error for a person when `code`
+    /// is not `retriable` or the retries have run out.
+    pub async fn after(&self, code: i16, retriable: &[i16]) -> Result<()> {
+        if !retriable.contains(&code) {
+            return Err(failure(&self.what, code, false));
+        }
+        if Instant::now() + self.pause > self.until {
+            return Err(failure(&self.what, code, true));
+        }
+        tokio::time::sleep(self.pause).await;
+        Ok(())
+    }
+}
+
+/// Reads the answer to `correlation`, waiting at most [`ANSWER_WAIT`].
+pub async fn answer<Resp: Decodable + HeaderVersion>(
+    rx: &mut Receiver,
+    key: ApiKey,
+    correlation: i32,
+    version: i16,
+) -> Result<Resp> {
+    tokio::time::timeout(ANSWER_WAIT, rx.recv(correlation, version))
+        .await
+        .map_err(|_| format!("no answer to {key:?} within {} s", ANSWER_WAIT.as_secs()))?
+}
+
+/// One request and its answer.
+pub async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+    tx: &mut Sender,
+    rx: &mut Receiver,
+    key: ApiKey,
+    version: i16,
+    req: &Req,
+) -> Result<Resp> {
+    let correlation = tx.send(key, version, req).await?;
+    answer(rx, key, correlation, version).await
+}
+
+/// A producer id and epoch from InitProducerId: an idempotent producer's
+/// (no transactional id), or the transactional id's, from its coordinator.
+pub async fn init_producer_id(
+    tx: &mut Sender,
+    rx: &mut Receiver,
+    transactional_id: Option<&str>,
+) -> Result<(i64, i16)> {
+    let v = tx.version(ApiKey::InitProducerId, 0..=4)?;
+    let req = InitProducerIdRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|id| TransactionalId(StrBytes::from_string(id.to_owned()))),
+        )
+        .with_transaction_timeout_ms(TXN_TIMEOUT_MS)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let what = match transactional_id {
+        Some(id) => format!("InitProducerId of transactional id {id}"),
+        None => "InitProducerId".to_owned(),
+    };
+    let retry = Retry::new(what, Duration::from_millis(20));
+    loop {
+        let r: InitProducerIdResponse = call(tx, rx, ApiKey::InitProducerId, v, &req).await?;
+        if r.error_code == 0 {
+            return Ok((r.producer_id.0, r.producer_epoch));
+        }
+        retry.after(r.error_code, RETRIABLE).await?;
     }
 }

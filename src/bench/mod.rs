@@ -7,9 +7,17 @@
 //! Each message carries its send time (microseconds since the epoch) in its
 //! first 8 bytes, so consumers, reading from where the run started, measure
 //! end-to-end latency. Latencies go into HDR histograms.
+//!
+//! Producers are plain (no producer id), idempotent (`--idempotent`: a
+//! producer id from InitProducerId, sequences per partition) or
+//! transactional (`--transactional-id`, see `txn`: every
+//! `--records-per-txn` records are one committed transaction, whose commit
+//! latency goes into a histogram of its own; consumers then read with
+//! isolation level read_committed).
 
 pub mod chart;
 pub mod client;
+mod txn;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +98,26 @@ pub struct BenchArgs {
     /// distribution to this file.
     #[arg(long)]
     pub chart: Option<std::path::PathBuf>,
+    /// Idempotent producers, as Kafka's enable.idempotence: each producer
+    /// connection takes a producer id (InitProducerId) and numbers its
+    /// batches per partition. Needs --acks -1.
+    #[arg(long)]
+    pub idempotent: bool,
+    /// Transactional producers (idempotent too; needs --acks -1): producer
+    /// n (0, 1, …) is transactional id ID-n and commits every
+    /// --records-per-txn records as one transaction, spread evenly over its
+    /// partitions (a transaction of fewer records than partitions writes one
+    /// record to each of the next partitions in turn); each produce request
+    /// carries a batch (up to --batch-size) for each of the transaction's
+    /// partitions, as a Kafka producer's does. Reports commit
+    /// latency (EndTxn round trip) and transaction latency
+    /// (AddPartitionsToTxn sent to EndTxn answered); records count once
+    /// committed. Consumers read committed records only.
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// Records per transaction, with --transactional-id.
+    #[arg(long, default_value_t = 100)]
+    pub records_per_txn: u64,
 }
 
 /// Throughput during one second of the run.
@@ -115,6 +143,13 @@ pub struct Report {
     pub timeline: Vec<Sample>,
     /// (percentile, produce latency in ms), for the latency chart.
     pub produce_latency_distribution: Vec<(f64, f64)>,
+    /// Committed transactions (--transactional-id), and their rate.
+    pub transactions: u64,
+    pub transactions_per_sec: f64,
+    /// EndTxn's round trip.
+    pub commit_latency_ms: Percentiles,
+    /// From sending AddPartitionsToTxn to EndTxn's answer.
+    pub transaction_latency_ms: Percentiles,
 }
 
 #[derive(Debug, Clone, Copy, serde::Serialize, Default)]
@@ -148,6 +183,10 @@ struct Stats {
     target: AtomicU64,
     produce_latency: Mutex<Histogram<u64>>,
     e2e_latency: Mutex<Histogram<u64>>,
+    /// Committed transactions and their latencies (see `txn`).
+    transactions: AtomicU64,
+    commit_latency: Mutex<Histogram<u64>>,
+    transaction_latency: Mutex<Histogram<u64>>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -178,6 +217,20 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     if !matches!(args.acks, -1..=1) {
         return Err("--acks must be 0, 1 or -1".into());
     }
+    if let Some(id) = &args.transactional_id {
+        if id.is_empty() {
+            return Err("--transactional-id needs a name".into());
+        }
+        if args.records_per_txn == 0 {
+            return Err("--records-per-txn must be at least 1".into());
+        }
+    }
+    if (args.idempotent || args.transactional_id.is_some()) && args.acks != -1 {
+        return Err(
+            "--idempotent and --transactional-id need --acks -1, as Kafka's idempotent producer does"
+                .into(),
+        );
+    }
     let compression = codec(&args.compression)?;
     let (partitions, leader) = prepare_topic(args).await?;
     // Produce and fetch go to the partitions' leader (in a cluster it may
@@ -199,6 +252,9 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
         target: AtomicU64::new(u64::MAX),
         produce_latency: Mutex::new(histogram()),
         e2e_latency: Mutex::new(histogram()),
+        transactions: AtomicU64::new(0),
+        commit_latency: Mutex::new(histogram()),
+        transaction_latency: Mutex::new(histogram()),
     });
     let mut consumers = Vec::new();
     for c in 0..args.consumers {
@@ -207,8 +263,16 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
             .copied()
             .filter(|(p, _)| *p as usize % args.consumers == c)
             .collect();
+        // Reading from the start stops at the latest offsets (markers of
+        // transactions take offsets too, so counting records would not do).
+        let ends = args.consume_only.then(|| latest.clone());
         if !mine.is_empty() {
-            consumers.push(tokio::spawn(consume(args.clone(), mine, stats.clone())));
+            consumers.push(tokio::spawn(consume(
+                args.clone(),
+                mine,
+                ends,
+                stats.clone(),
+            )));
         }
     }
     let started = Instant::now();
@@ -218,7 +282,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     } else {
         args.producers.max(1)
     };
-    let mut producers = Vec::new();
+    let mut producers = tokio::task::JoinSet::new();
     for i in 0..producers_n {
         let quota = args.count / producers_n as u64
             + u64::from((i as u64) < args.count % producers_n as u64);
@@ -230,15 +294,27 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
                 .collect()
         };
         let rate = args.rate / producers_n as u64;
-        producers.push(tokio::spawn(produce(
-            args.clone(),
-            mine,
-            quota,
-            deadline,
-            rate,
-            compression,
-            stats.clone(),
-        )));
+        match &args.transactional_id {
+            Some(id) => producers.spawn(txn::produce(
+                args.clone(),
+                format!("{id}-{i}"),
+                mine,
+                quota,
+                deadline,
+                rate,
+                compression,
+                stats.clone(),
+            )),
+            None => producers.spawn(produce(
+                args.clone(),
+                mine,
+                quota,
+                deadline,
+                rate,
+                compression,
+                stats.clone(),
+            )),
+        };
     }
     let timeline = Arc::new(Mutex::new(Vec::new()));
     let progress = tokio::spawn(progress(
@@ -248,21 +324,14 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
         args.json,
         timeline.clone(),
     ));
-    for p in producers {
-        p.await??;
+    // The first producer to fail ends the run (dropping the set stops the
+    // others).
+    while let Some(p) = producers.join_next().await {
+        p??;
     }
     let seconds = started.elapsed().as_secs_f64();
     let produced = stats.produced.load(Ordering::Relaxed);
-    if args.consume_only {
-        let available: i64 = latest
-            .iter()
-            .zip(&starts)
-            .map(|((_, l), (_, s))| (l - s).max(0))
-            .sum();
-        stats.target.store(available as u64, Ordering::Relaxed);
-    } else {
-        stats.target.store(produced, Ordering::Relaxed);
-    }
+    stats.target.store(produced, Ordering::Relaxed);
     for c in consumers {
         match tokio::time::timeout(Duration::from_secs(60), c).await {
             Err(_) => return Err("consumers did not read everything within 60 s".into()),
@@ -288,6 +357,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
     drop(produce_latency);
     let timeline = timeline.lock().await.clone();
     let mb = |bytes: f64, s: f64| bytes / 1e6 / s.max(1e-9);
+    let transactions = stats.transactions.load(Ordering::Relaxed);
     Ok(Report {
         messages: produced,
         message_size: args.message_size,
@@ -303,6 +373,10 @@ pub async fn run(args: &BenchArgs) -> Result<Report> {
         end_to_end_latency_ms: Percentiles::of(&*stats.e2e_latency.lock().await),
         timeline,
         produce_latency_distribution,
+        transactions,
+        transactions_per_sec: transactions as f64 / seconds.max(1e-9),
+        commit_latency_ms: Percentiles::of(&*stats.commit_latency.lock().await),
+        transaction_latency_ms: Percentiles::of(&*stats.transaction_latency.lock().await),
     })
 }
 
@@ -313,11 +387,12 @@ async fn progress(
     quiet: bool,
     timeline: Arc<Mutex<Vec<Sample>>>,
 ) {
-    let (mut last_p, mut last_c) = (0u64, 0u64);
+    let (mut last_p, mut last_c, mut last_t) = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     loop {
         tick.tick().await;
+        let t = stats.transactions.load(Ordering::Relaxed);
         let p = stats.produced.load(Ordering::Relaxed);
         let c = stats.consumed.load(Ordering::Relaxed);
         let p99 = Percentiles::of(&*stats.produce_latency.lock().await).p99;
@@ -328,13 +403,24 @@ async fn progress(
             consumed_per_sec: (c - last_c) as f64,
         });
         if !quiet {
+            let txns = if t > 0 {
+                let commit = Percentiles::of(&*stats.commit_latency.lock().await);
+                format!(
+                    "  {:>7} txn/s  commit p50 {:.2} ms p99 {:.2} ms",
+                    t - last_t,
+                    commit.p50,
+                    commit.p99
+                )
+            } else {
+                String::new()
+            };
             eprintln!(
-                "{second:>6.1} s  {p:>12} msgs  {:>10.0} msgs/s  {:>8.1} MB/s  produce p99 {p99:.2} ms  consumed {c}",
+                "{second:>6.1} s  {p:>12} msgs  {:>10.0} msgs/s  {:>8.1} MB/s  produce p99 {p99:.2} ms{txns}  consumed {c}",
                 (p - last_p) as f64,
                 ((p - last_p) * size as u64) as f64 / 1e6,
             );
         }
-        (last_p, last_c) = (p, c);
+        (last_p, last_c, last_t) = (p, c, t);
     }
 }
 
@@ -462,8 +548,34 @@ async fn list_offsets(args: &BenchArgs, partitions: i32, spec: i64) -> Result<Ve
     }
 }
 
+/// The producer fields of an idempotent or transactional batch.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    producer_id: i64,
+    epoch: i16,
+    /// The batch's base sequence.
+    sequence: i32,
+    transactional: bool,
+}
+
+/// The next base sequence of each partition of one producer id and epoch:
+/// batches continue where the previous one to the partition ended.
+#[derive(Debug, Default)]
+struct Sequences(std::collections::HashMap<i32, i32>);
+
+impl Sequences {
+    /// The base sequence of the next `n` records to `partition`.
+    fn take(&mut self, partition: i32, n: u64) -> i32 {
+        let next = self.0.entry(partition).or_insert(0);
+        let base = *next;
+        // Kafka wraps a sequence past i32::MAX to 0.
+        *next = ((base as i64 + n as i64) % (i32::MAX as i64 + 1)) as i32;
+        base
+    }
+}
+
 /// One batch of `n` messages whose values start with the send time.
-fn batch(n: usize, size: usize, compression: Compression) -> Result<Bytes> {
+fn batch(n: usize, size: usize, compression: Compression, stamp: Option<Stamp>) -> Result<Bytes> {
     let sent = now_us().to_be_bytes();
     let now_ms = (now_us() / 1000) as i64;
     let records: Vec<Record> = (0..n)
@@ -471,15 +583,21 @@ fn batch(n: usize, size: usize, compression: Compression) -> Result<Bytes> {
             let mut value = vec![0u8; size.max(8)];
             value[..8].copy_from_slice(&sent);
             Record {
-                transactional: false,
+                transactional: stamp.is_some_and(|s| s.transactional),
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
+                producer_id: stamp.map_or(-1, |s| s.producer_id),
+                producer_epoch: stamp.map_or(-1, |s| s.epoch),
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: i as i32 - 1,
+                // The encoder keeps records in one batch while offset minus
+                // sequence stays the same: without a producer id the
+                // sequences count up from -1 (base sequence -1).
+                sequence: match stamp {
+                    Some(s) => s.sequence.wrapping_add(i as i32),
+                    None => i as i32 - 1,
+                },
                 timestamp: now_ms,
                 key: None,
                 value: Some(Bytes::from(value)),
@@ -510,6 +628,12 @@ async fn produce(
 ) -> Result<()> {
     let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
     let v = tx.version(ApiKey::Produce, 3..=9)?;
+    let producer = if args.idempotent {
+        Some(client::init_producer_id(&mut tx, &mut rx, None).await?)
+    } else {
+        None
+    };
+    let mut sequences = Sequences::default();
     let per_batch = (args.batch_size / args.message_size.max(1)).max(1) as u64;
     let permits = Arc::new(Semaphore::new(args.in_flight.max(1)));
     let (ack_tx, mut ack_rx) =
@@ -524,13 +648,11 @@ async fn produce(
             for t in &resp.responses {
                 for p in &t.partition_responses {
                     if p.error_code != 0 {
-                        return Err::<(), client::Error>(
-                            format!(
-                                "produce to partition {} failed: error {}",
-                                p.index, p.error_code
-                            )
-                            .into(),
-                        );
+                        return Err::<(), client::Error>(client::failure(
+                            &format!("produce to partition {}", p.index),
+                            p.error_code,
+                            false,
+                        ));
                     }
                 }
             }
@@ -568,9 +690,15 @@ async fn produce(
             }
             n = n.min(due - sent);
         }
-        let records = batch(n as usize, args.message_size, compression)?;
         let partition = partitions[next % partitions.len()];
         next += 1;
+        let stamp = producer.map(|(producer_id, epoch)| Stamp {
+            producer_id,
+            epoch,
+            sequence: sequences.take(partition, n),
+            transactional: false,
+        });
+        let records = batch(n as usize, args.message_size, compression, stamp)?;
         let req = ProduceRequest::default()
             .with_acks(acks)
             .with_timeout_ms(30_000)
@@ -599,20 +727,34 @@ async fn produce(
     Ok(())
 }
 
+/// Reads `partitions` from their offsets until the producers' total
+/// (`stats.target`) has been read, or with `ends`, until every partition
+/// reaches its end. Control batches (transaction markers) count as no
+/// records; with --transactional-id only committed records are read.
 async fn consume(
     args: BenchArgs,
     mut partitions: Vec<(i32, i64)>,
+    ends: Option<Vec<(i32, i64)>>,
     stats: Arc<Stats>,
 ) -> Result<()> {
     let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
     let v = tx.version(ApiKey::Fetch, 4..=11)?;
-    while stats.consumed.load(Ordering::Relaxed) < stats.target.load(Ordering::Relaxed) {
+    let isolation_level = i8::from(args.transactional_id.is_some() && !args.consume_only);
+    let done = |partitions: &[(i32, i64)]| match &ends {
+        Some(ends) => partitions.iter().all(|(p, at)| {
+            ends.iter()
+                .find(|(q, _)| q == p)
+                .is_none_or(|(_, end)| at >= end)
+        }),
+        None => stats.consumed.load(Ordering::Relaxed) >= stats.target.load(Ordering::Relaxed),
+    };
+    while !done(&partitions) {
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_wait_ms(100)
             .with_min_bytes(1)
             .with_max_bytes(64 << 20)
-            .with_isolation_level(0)
+            .with_isolation_level(isolation_level)
             .with_session_epoch(-1)
             .with_topics(vec![
                 FetchTopic::default()
@@ -661,25 +803,56 @@ async fn consume(
                         let delta = i32::from_be_bytes(
                             records[pos + 23..pos + 27].try_into().expect("4 bytes"),
                         );
+                        let attributes = i16::from_be_bytes(
+                            records[pos + 21..pos + 23].try_into().expect("2 bytes"),
+                        );
                         let n = i32::from_be_bytes(
                             records[pos + 57..pos + 61].try_into().expect("4 bytes"),
                         );
                         if len <= 0 || pos + 12 + len as usize > records.len() {
                             break;
                         }
-                        count += n.max(0) as u64;
+                        if attributes & 0x20 == 0 {
+                            count += n.max(0) as u64;
+                        }
                         last = Some(base + delta as i64);
                         pos += 12 + len as usize;
                     }
                 } else {
+                    // read_committed: the broker sends what lies below the
+                    // last stable offset, aborted records too, and names the
+                    // aborted transactions (producer id, first offset); a
+                    // consumer skips a producer's records from that offset
+                    // to its marker.
+                    let mut aborted: Vec<(i64, i64)> = p
+                        .aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|a| (a.first_offset, a.producer_id.0))
+                        .collect();
+                    aborted.sort_unstable();
+                    let mut aborted = aborted.into_iter().peekable();
+                    let mut skipping = std::collections::HashSet::new();
                     for set in RecordBatchDecoder::decode_all(&mut records)? {
                         for r in set.records {
+                            last = Some(r.offset);
+                            while let Some((_, producer)) =
+                                aborted.next_if(|(first, _)| *first <= r.offset)
+                            {
+                                skipping.insert(producer);
+                            }
+                            if r.control {
+                                skipping.remove(&r.producer_id);
+                                continue;
+                            }
+                            if r.transactional && skipping.contains(&r.producer_id) {
+                                continue;
+                            }
                             if let Some(v) = r.value.as_ref().filter(|v| v.len() >= 8) {
                                 let sent = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
                                 h.saturating_record(now.saturating_sub(sent).max(1));
                             }
                             count += 1;
-                            last = Some(r.offset);
                         }
                     }
                 }
@@ -716,10 +889,30 @@ pub fn table(args: &BenchArgs, r: &Report) -> String {
         args.producers,
         args.consumers
     );
+    match &args.transactional_id {
+        Some(id) => {
+            let ids = match args.producers.max(1) {
+                1 => format!("id {id}-0"),
+                n => format!("ids {id}-0 to {id}-{}", n - 1),
+            };
+            s += &format!(
+                "transactional ({ids}), {} records per transaction; consumers read committed\n\n",
+                args.records_per_txn
+            )
+        }
+        None if args.idempotent => s += "idempotent producers\n\n",
+        None => {}
+    }
     s += &format!(
         "produced   {:>12} msgs in {:.2} s   {:>12.0} msgs/s   {:>9.1} MB/s\n",
         r.messages, r.seconds, r.messages_per_sec, r.mb_per_sec
     );
+    if args.transactional_id.is_some() {
+        s += &format!(
+            "committed  {:>12} txns                {:>12.0} txns/s\n",
+            r.transactions, r.transactions_per_sec
+        );
+    }
     s += &format!(
         "consumed   {:>12} msgs                {:>9.1} MB/s\n\n",
         r.consumed, r.consume_mb_per_sec
@@ -729,6 +922,10 @@ pub fn table(args: &BenchArgs, r: &Report) -> String {
         "latency (ms)", "p50", "p99", "p99.9", "max"
     );
     s += &row("produce", &r.produce_latency_ms);
+    if r.transactions > 0 {
+        s += &row("commit (EndTxn)", &r.commit_latency_ms);
+        s += &row("transaction", &r.transaction_latency_ms);
+    }
     if r.consumed > 0 {
         s += &row("end to end", &r.end_to_end_latency_ms);
     }
