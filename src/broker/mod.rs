@@ -589,6 +589,34 @@ impl Broker {
     }
 
     /// Auto-creates `name` with the broker defaults if allowed.
+    /// Creates a coordinator's internal topic (`__consumer_offsets`,
+    /// `__transaction_state`) on first use: `rf` capped by the brokers there
+    /// are. One that another request created meanwhile is fine;
+    /// COORDINATOR_NOT_AVAILABLE otherwise, so the client retries.
+    pub async fn create_internal_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        rf: i16,
+        configs: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, i16> {
+        let unavailable = ResponseError::CoordinatorNotAvailable.code();
+        let rf = (rf.max(1) as usize).min(self.broker_count().max(1)) as i16;
+        match self
+            .create_topic(name, partitions, rf, configs, false, ADMIN_WAIT)
+            .await
+        {
+            Ok(t) => Ok(t),
+            Err(e) if e.code == ResponseError::TopicAlreadyExists.code() => {
+                self.topic(name).ok_or(unavailable)
+            }
+            Err(e) => {
+                tracing::error!(topic = name, error = %e.message, "could not create an internal topic");
+                Err(unavailable)
+            }
+        }
+    }
+
     pub async fn auto_create(&self, name: &str) -> Option<Arc<Topic>> {
         if !self.config.auto_create_topics_enable {
             return None;

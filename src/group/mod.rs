@@ -230,11 +230,7 @@ impl GroupCoordinator {
         group: &str,
     ) -> Result<Arc<Partition>, i16> {
         let p = self.offsets_partition_anywhere(broker, group).await?;
-        if p.check_serving().is_err() {
-            return Err(code(ResponseError::NotCoordinator));
-        }
-        if p.is_replicated() {
-            let term = p.status().term;
+        if let Some(term) = p.coordinator_term()? {
             let loaded = self.lock().loaded_terms.get(&p.index) == Some(&term);
             if !loaded {
                 self.load_led_partition(broker, &p, term).await?;
@@ -253,14 +249,7 @@ impl GroupCoordinator {
         p: &Arc<Partition>,
         term: u64,
     ) -> Result<(), i16> {
-        let end = p.log_end_offset();
-        let ready = p.wait_leader_ready(Duration::from_secs(10)).await.is_ok();
-        if !ready
-            || (end > 0
-                && p.wait_durable(end - 1, Duration::from_secs(10))
-                    .await
-                    .is_err())
-        {
+        if !p.caught_up_as_leader().await {
             return Err(code(ResponseError::CoordinatorLoadInProgress));
         }
         let mut loaded = Loaded::default();
@@ -303,29 +292,14 @@ impl GroupCoordinator {
             ("cleanup.policy".to_owned(), "compact".to_owned()),
             ("segment.bytes".to_owned(), self.segment_bytes.to_string()),
         ]);
-        // offsets.topic.replication.factor, capped by the brokers there are.
-        let rf = (broker.config.offsets_topic_replication_factor.max(1) as usize)
-            .min(broker.broker_count().max(1)) as i16;
-        match broker
-            .create_topic(
+        broker
+            .create_internal_topic(
                 OFFSETS_TOPIC,
                 self.num_partitions,
-                rf,
+                broker.config.offsets_topic_replication_factor,
                 configs,
-                false,
-                crate::broker::ADMIN_WAIT,
             )
             .await
-        {
-            Ok(t) => Ok(t),
-            Err(e) if e.code == code(ResponseError::TopicAlreadyExists) => broker
-                .topic(OFFSETS_TOPIC)
-                .ok_or(code(ResponseError::CoordinatorNotAvailable)),
-            Err(e) => {
-                tracing::error!(error = %e.message, "could not create {OFFSETS_TOPIC}");
-                Err(code(ResponseError::CoordinatorNotAvailable))
-            }
-        }
     }
 
     /// Replays `__consumer_offsets`: committed offsets, and groups with their

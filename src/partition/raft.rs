@@ -346,6 +346,29 @@ impl Partition {
         Ok(self.log_start_offset())
     }
 
+    /// For a coordinator of this partition's keys (groups, transactional
+    /// ids): NOT_COORDINATOR unless this broker serves the partition; the
+    /// Raft term it leads in when replicated (a new term means the
+    /// coordinator must load the partition again), None alone.
+    pub fn coordinator_term(&self) -> Result<Option<u64>, i16> {
+        if self.check_serving().is_err() {
+            return Err(kafka_protocol::error::ResponseError::NotCoordinator.code());
+        }
+        Ok(self.is_replicated().then(|| self.status().term))
+    }
+
+    /// A new leader of a coordinator's partition (`__consumer_offsets`,
+    /// `__transaction_state`) may replay it once it has committed an entry
+    /// of its term and everything its log held when asked (the high
+    /// watermark catches up when its first entry commits): its log then
+    /// holds every entry that may have been acknowledged. False after 10 s.
+    pub async fn caught_up_as_leader(&self) -> bool {
+        let end = self.log_end_offset();
+        let wait = std::time::Duration::from_secs(10);
+        self.wait_leader_ready(wait).await.is_ok()
+            && (end <= 0 || self.wait_durable(end - 1, wait).await.is_ok())
+    }
+
     /// Waits until this replica leads and has committed an entry of its
     /// term (see [`Replica::leader_ready`]).
     pub async fn wait_leader_ready(&self, timeout: std::time::Duration) -> Result<(), BrokerError> {

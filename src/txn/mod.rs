@@ -262,11 +262,7 @@ impl TxnCoordinator {
         let p = self
             .txn_partition_anywhere(broker, transactional_id)
             .await?;
-        if p.check_serving().is_err() {
-            return Err(code(ResponseError::NotCoordinator));
-        }
-        if p.is_replicated() {
-            let term = p.status().term;
+        if let Some(term) = p.coordinator_term()? {
             let loaded = self.lock().loaded_terms.get(&p.index) == Some(&term);
             if !loaded {
                 self.load_led_partition(broker, &p, term).await?;
@@ -299,14 +295,7 @@ impl TxnCoordinator {
         p: &Arc<Partition>,
         term: u64,
     ) -> Result<(), Code> {
-        let end = p.log_end_offset();
-        let ready = p.wait_leader_ready(Duration::from_secs(10)).await.is_ok();
-        if !ready
-            || (end > 0
-                && p.wait_durable(end - 1, Duration::from_secs(10))
-                    .await
-                    .is_err())
-        {
+        if !p.caught_up_as_leader().await {
             return Err(code(ResponseError::CoordinatorLoadInProgress));
         }
         let loaded = read_partition(p).map_err(|e| {
@@ -346,26 +335,14 @@ impl TxnCoordinator {
             ),
             ("min.insync.replicas".to_owned(), min_isr.to_string()),
         ]);
-        match broker
-            .create_topic(
+        broker
+            .create_internal_topic(
                 TXN_TOPIC,
                 self.config.num_partitions,
-                rf as i16,
+                self.config.replication_factor,
                 configs,
-                false,
-                crate::broker::ADMIN_WAIT,
             )
             .await
-        {
-            Ok(t) => Ok(t),
-            Err(e) if e.code == code(ResponseError::TopicAlreadyExists) => broker
-                .topic(TXN_TOPIC)
-                .ok_or(code(ResponseError::CoordinatorNotAvailable)),
-            Err(e) => {
-                tracing::error!(error = %e.message, "could not create {TXN_TOPIC}");
-                Err(code(ResponseError::CoordinatorNotAvailable))
-            }
-        }
     }
 
     /// Appends one id's record (None: its tombstone) to its partition.

@@ -274,17 +274,18 @@ def test_create_topics_response_cluster_rf3(cluster):
 
 def test_describe_features(broker):
     """describeFeatures shows what Sluice honours: KIP-848 groups
-    (group.version 1), no transactions (transaction.version 0, so not
-    finalized), and the metadata.version its APIs match."""
+    (group.version 1), transactions with the epoch bumped per transaction
+    (transaction.version 2, KIP-890), and the metadata.version its APIs
+    match."""
     run = run_java("AdminChecks", "features", broker.bootstrap, timeout=60)
     assert run.returncode == 0, run.report()
     [f] = run.lines
     assert f["ok"], f
     assert f["supported"]["group.version"] == [0, 1], f
-    assert f["supported"]["transaction.version"] == [0, 0], f
+    assert f["supported"]["transaction.version"] == [0, 2], f
     assert f["finalized"].get("group.version") == 1, f
     assert f["finalized"].get("metadata.version") == 27, f
-    assert "transaction.version" not in f["finalized"], f
+    assert f["finalized"].get("transaction.version") == 2, f
 
 
 def test_describe_log_dirs(broker):

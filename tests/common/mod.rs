@@ -166,10 +166,21 @@ pub fn decode_response<Resp: Decodable + HeaderVersion>(
 
 /// A v2 record batch with `n` records `key-i` / `value-i`, as a producer builds it.
 pub fn batch(n: usize, first_timestamp: i64, producer: Option<(i64, i16, i32)>) -> Bytes {
+    batch_of(n, first_timestamp, producer, false, "value-")
+}
+
+/// [`batch`], transactional or not, the values `{prefix}{i}`.
+pub fn batch_of(
+    n: usize,
+    first_timestamp: i64,
+    producer: Option<(i64, i16, i32)>,
+    transactional: bool,
+    prefix: &str,
+) -> Bytes {
     let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
@@ -186,7 +197,7 @@ pub fn batch(n: usize, first_timestamp: i64, producer: Option<(i64, i16, i32)>) 
             },
             timestamp: first_timestamp + i as i64,
             key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(format!("value-{i}"))),
+            value: Some(Bytes::from(format!("{prefix}{i}"))),
             headers: Default::default(),
         })
         .collect();
