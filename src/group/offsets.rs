@@ -121,21 +121,8 @@ impl GroupCoordinator {
             if let Err(c) = check {
                 return vec![c; items.len()];
             }
-            for (i, item) in items.iter().enumerate() {
-                if item.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    codes[i] = code(ResponseError::OffsetMetadataTooLarge);
-                    continue;
-                }
-                let value = OffsetValue {
-                    offset: item.offset,
-                    leader_epoch: item.leader_epoch,
-                    metadata: item.metadata.clone(),
-                    commit_timestamp: now,
-                };
-                recs.push((
-                    records::offset_key(group, &item.topic, item.partition),
-                    Some(records::offset_value(&value)),
-                ));
+            for (i, key, value) in offset_records(group, items, now, &mut codes) {
+                recs.push((key, Some(records::offset_value(&value))));
                 written.push((i, value));
             }
             if recs.is_empty() {
@@ -294,6 +281,36 @@ fn subscribed_topics(g: &Group) -> HashSet<String> {
         if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut meta, version.clamp(0, 3)) {
             out.extend(sub.topics.into_iter().map(|t| t.to_string()));
         }
+    }
+    out
+}
+
+/// The offset records of a commit's items, with each item's index: items
+/// whose metadata is over offset.metadata.max.bytes get
+/// OFFSET_METADATA_TOO_LARGE in `codes` and no record.
+pub(super) fn offset_records(
+    group: &str,
+    items: &[CommitItem],
+    now: i64,
+    codes: &mut [i16],
+) -> Vec<(usize, bytes::Bytes, OffsetValue)> {
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        if item.metadata.len() > OFFSET_METADATA_MAX_BYTES {
+            codes[i] = code(ResponseError::OffsetMetadataTooLarge);
+            continue;
+        }
+        let value = OffsetValue {
+            offset: item.offset,
+            leader_epoch: item.leader_epoch,
+            metadata: item.metadata.clone(),
+            commit_timestamp: now,
+        };
+        out.push((
+            i,
+            records::offset_key(group, &item.topic, item.partition),
+            value,
+        ));
     }
     out
 }

@@ -12,11 +12,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use sluice_storage::batch::{BuildOptions, RecordSpec};
 
-use super::records::{self, OffsetValue};
-use super::{
-    CommitItem, Committed, GroupCoordinator, Inner, OFFSET_METADATA_MAX_BYTES, OFFSETS_TOPIC, code,
-    committed,
-};
+use super::records;
+use super::{CommitItem, Committed, GroupCoordinator, Inner, OFFSETS_TOPIC, code, committed};
 use crate::broker::Broker;
 use crate::error::BrokerError;
 
@@ -74,21 +71,8 @@ impl GroupCoordinator {
             if let Err(e) = validate(&mut inner, group, c, items, now) {
                 return vec![e; items.len()];
             }
-            for (i, item) in items.iter().enumerate() {
-                if item.metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                    codes[i] = code(ResponseError::OffsetMetadataTooLarge);
-                    continue;
-                }
-                let value = OffsetValue {
-                    offset: item.offset,
-                    leader_epoch: item.leader_epoch,
-                    metadata: item.metadata.clone(),
-                    commit_timestamp: now,
-                };
-                recs.push((
-                    records::offset_key(group, &item.topic, item.partition),
-                    records::offset_value(&value),
-                ));
+            for (i, key, value) in super::offsets::offset_records(group, items, now, &mut codes) {
+                recs.push((key, records::offset_value(&value)));
                 written.push((i, value));
             }
             if recs.is_empty() {
