@@ -951,3 +951,116 @@ async fn retention_keeps_a_transaction_still_open() {
     }
     broker.stop().await;
 }
+
+/// EndTxn v5 that uses the last epoch (transaction version 2): the markers
+/// carry the old producer id, the answer a new one at epoch 0, and a retry
+/// naming the old id is still recognised — after a restart too, since the
+/// previous producer id is kept in the id's record (value version 1).
+#[tokio::test]
+async fn a_retried_end_txn_after_the_producer_id_rotated_is_recognised() {
+    use sluice::txn::{TxnMeta, TxnState, records};
+    use sluice_storage::{AppendOptions, Log, LogConfig, SystemClock};
+
+    let one_partition = |c: &mut sluice::config::Config| c.transaction_state_log_num_partitions = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), one_partition).await;
+    let mut c = broker.client().await;
+    create_topic(&mut c, "t", 1).await;
+    let r = init(&mut c, 5, "rot", 20_000).await;
+    assert_eq!(r.error_code, NONE);
+    let pid = r.producer_id.0;
+    drop(c);
+    broker.stop().await;
+
+    // The id as it stands after 32,765 transactions.
+    {
+        let mut log = Log::open(
+            &dir.path().join("__transaction_state-0"),
+            LogConfig::default(),
+            std::sync::Arc::new(SystemClock),
+        )
+        .unwrap();
+        let meta = TxnMeta {
+            producer_id: pid,
+            prev_producer_id: -1,
+            epoch: i16::MAX - 2,
+            timeout_ms: 20_000,
+            state: TxnState::CompleteCommit,
+            partitions: Default::default(),
+            start_ms: -1,
+            last_update_ms: 1,
+            client_version: 2,
+            written: -1,
+        };
+        let (key, value) = (records::key("rot"), records::value(&meta));
+        let batch = sluice_storage::batch::build(
+            &[sluice_storage::batch::RecordSpec {
+                key: Some(&key),
+                value: Some(&value),
+                timestamp: 1,
+            }],
+            Default::default(),
+        );
+        log.append(&batch, &AppendOptions::default()).unwrap();
+        log.close().unwrap();
+    }
+
+    let broker = TestBroker::start_with(dir.path(), one_partition).await;
+    let mut c = broker.client().await;
+    let r = init(&mut c, 5, "rot", 20_000).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (NONE, pid, i16::MAX - 1)
+    );
+    let mut t = Txn {
+        c: &mut c,
+        id: "rot".into(),
+        pid,
+        epoch: i16::MAX - 1,
+        seq: 0,
+    };
+    assert_eq!(t.add(3, "t", vec![0]).await, vec![NONE]);
+    assert_eq!(t.produce("t", 0, 2, "last-epoch").await.0, NONE);
+    let end_v5 = |pid: i64| {
+        EndTxnRequest::default()
+            .with_transactional_id(TransactionalId(s("rot")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(i16::MAX - 1)
+            .with_committed(true)
+    };
+    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 5, &end_v5(pid)).await;
+    assert_eq!(r.error_code, NONE);
+    let next = r.producer_id.0;
+    assert!(next >= 0 && next != pid, "a new producer id: {next}");
+    assert_eq!(r.producer_epoch, 0);
+    let (values, _, lso, _) = fetch(&mut c, "t", 0, true).await;
+    assert_eq!((values.len(), lso), (2, 3), "committed under the old id");
+
+    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 5, &end_v5(pid)).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (NONE, next, 0),
+        "the retry is answered as the first was"
+    );
+    drop(c);
+    broker.stop().await;
+
+    let broker = TestBroker::start_with(dir.path(), one_partition).await;
+    let mut c = broker.client().await;
+    let r: EndTxnResponse = c.call(ApiKey::EndTxn, 5, &end_v5(pid)).await;
+    assert_eq!(
+        (r.error_code, r.producer_id.0, r.producer_epoch),
+        (NONE, next, 0),
+        "the previous producer id survived the restart"
+    );
+    // Any other epoch of the old id is fenced.
+    let r: EndTxnResponse = c
+        .call(
+            ApiKey::EndTxn,
+            5,
+            &end_v5(pid).with_producer_epoch(i16::MAX - 2),
+        )
+        .await;
+    assert_ne!(r.error_code, NONE);
+    broker.stop().await;
+}

@@ -304,6 +304,7 @@ fn aborted_records_shadow_nothing_and_are_removed() {
         producer_id: 2,
         first_offset: 2,
         last_offset: 3,
+        last_stable_offset: 4,
     }]);
     let sealed = vec![seg];
     let left = |out: &CleanOutput| {
@@ -381,6 +382,7 @@ fn markers_go_once_they_guard_nothing_past_delete_retention() {
         producer_id: 2,
         first_offset: 2,
         last_offset: 3,
+        last_stable_offset: 4,
     }]);
     // (records left, markers left, transactional batches left)
     let shape = |out: &CleanOutput| {

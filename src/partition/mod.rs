@@ -37,7 +37,7 @@ use crate::producer_state::{ActiveProducer, ProducerBatch, ProducerStateManager,
 use crate::replication::host::GroupStatus;
 use crate::replication::store::StoreLog;
 use crate::topic_config::TopicConfig;
-use crate::txn::partition::{PartitionTxns, marker_of};
+use crate::txn::partition::PartitionTxns;
 
 pub use raft::Replicated;
 
@@ -84,7 +84,7 @@ struct State {
 /// Where the partition's log lives.
 enum Backing {
     /// A single broker's log.
-    Local(Mutex<Log>),
+    Local(Box<Mutex<Log>>),
     /// A replica of the partition's Raft group.
     Raft(Replicated),
     /// Not on this broker.
@@ -222,7 +222,7 @@ impl Partition {
                 producers_term: 0,
                 next: None,
             }),
-            backing: Backing::Local(Mutex::new(log)),
+            backing: Backing::Local(Box::new(Mutex::new(log))),
             status: watch::channel(GroupStatus::default()).0,
             high_watermark,
             flush_requested: Notify::new(),
@@ -803,35 +803,23 @@ fn cut_at_offset(records: Bytes, limit: i64) -> Bytes {
     records.slice(..pos.min(records.len()))
 }
 
-/// Rebuilds the producer state and the transactions from the log's batch
-/// headers (and the one record of each transaction marker).
+/// Rebuilds the producer state from the log's batch headers, and takes the
+/// transactions from the log's own record of them.
 fn rebuild_producer_state(
     log: &Log,
     producers: &mut ProducerStateManager,
     txns: &mut PartitionTxns,
 ) -> Result<(), BrokerError> {
-    let mut failed = None;
     log.for_each_header(log.log_start_offset(), |h| {
         if !h.is_control() {
             producers.observe(&producer_batch(h), h.base_offset, h.last_offset());
-            txns.observe(h, h.base_offset, h.last_offset(), None);
-        } else if h.is_transactional() && failed.is_none() {
-            match log.read(h.base_offset, 1) {
-                Ok(r) => {
-                    let marker = marker_of(h, &r.records);
-                    if marker.is_some() {
-                        producers.observe_marker(h.producer_id, h.producer_epoch);
-                    }
-                    txns.observe(h, h.base_offset, h.last_offset(), marker);
-                }
-                Err(e) => failed = Some(e),
-            }
+        } else if h.is_transactional() && h.producer_id >= 0 {
+            // A COMMIT or ABORT marker (Raft's control entries are not
+            // transactional): it bumps the producer's epoch if newer.
+            producers.observe_marker(h.producer_id, h.producer_epoch);
         }
     })?;
-    if let Some(e) = failed {
-        return Err(e.into());
-    }
-    txns.truncate_head(log.log_start_offset());
+    *txns = PartitionTxns::from_log(log)?;
     Ok(())
 }
 

@@ -76,6 +76,7 @@ impl TxnCoordinator {
         if next.epoch == i16::MAX {
             // Transaction version 2 used the epochs up: the next transaction
             // runs under a new producer id (the markers carried the old one).
+            next.prev_producer_id = next.producer_id;
             next.producer_id = broker.allocate_producer_id().map_err(|e| {
                 tracing::error!(error = %e, "could not allocate a producer id");
                 code(ResponseError::CoordinatorNotAvailable)

@@ -118,6 +118,9 @@ impl TxnState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TxnMeta {
     pub producer_id: i64,
+    /// The producer id before the last rotation (-1: none): a retried
+    /// EndTxn of the transaction that used the epochs up names it.
+    pub prev_producer_id: i64,
     pub epoch: i16,
     pub timeout_ms: i32,
     pub state: TxnState,
@@ -126,6 +129,9 @@ pub struct TxnMeta {
     /// When the transaction under way began (-1: none).
     pub start_ms: i64,
     pub last_update_ms: i64,
+    /// The transaction version the client uses (2: KIP-890 part 2, an
+    /// epoch bump per transaction; 0: not known to be 2).
+    pub client_version: i16,
     /// The offset of the last record written for this id (-1: none since
     /// start): an answer that writes nothing waits for it to be durable.
     pub written: i64,
@@ -455,12 +461,14 @@ impl TxnCoordinator {
                         })?;
                         let meta = TxnMeta {
                             producer_id: pid,
+                            prev_producer_id: -1,
                             epoch: 0,
                             timeout_ms,
                             state: TxnState::Empty,
                             partitions: BTreeSet::new(),
                             start_ms: -1,
                             last_update_ms: now,
+                            client_version: 0,
                             written: -1,
                         };
                         let r = self.store(&mut inner, &p, transactional_id, meta, now)?;
@@ -488,6 +496,7 @@ impl TxnCoordinator {
                         } else {
                             let mut next = m.clone();
                             if m.epoch >= i16::MAX - 1 {
+                                next.prev_producer_id = next.producer_id;
                                 next.producer_id = broker.allocate_producer_id().map_err(|e| {
                                     tracing::error!(error = %e, "could not allocate a producer id");
                                     code(ResponseError::CoordinatorNotAvailable)
@@ -632,10 +641,14 @@ impl TxnCoordinator {
         let now = broker.now_ms();
         let decided: Result<Decided, Code> = {
             let mut inner = self.lock();
+            // A retry names the epoch before the bump, and the producer id
+            // before a rotation if that bump used the epochs up.
             let retried = bump
                 && inner.txns.get(transactional_id).is_some_and(|m| {
-                    m.producer_id == producer_id
-                        && m.epoch == epoch.wrapping_add(1)
+                    let same = m.producer_id == producer_id && m.epoch == epoch.wrapping_add(1);
+                    let rotated =
+                        m.prev_producer_id == producer_id && m.epoch == 0 && epoch == i16::MAX - 1;
+                    (same || rotated)
                         && m.state
                             == if commit {
                                 TxnState::CompleteCommit
@@ -658,6 +671,7 @@ impl TxnCoordinator {
                         };
                         if bump {
                             next.epoch = next.epoch.saturating_add(1);
+                            next.client_version = 2;
                         }
                         self.store(&mut inner, &p, transactional_id, next, now)
                             .map(Decided::Prepared)
@@ -670,7 +684,9 @@ impl TxnCoordinator {
                     ) if bump => {
                         let mut next = m;
                         next.state = TxnState::CompleteAbort;
+                        next.client_version = 2;
                         if next.epoch >= i16::MAX - 1 {
+                            next.prev_producer_id = next.producer_id;
                             next.producer_id = broker.allocate_producer_id().map_err(|e| {
                                 tracing::error!(error = %e, "could not allocate a producer id");
                                 code(ResponseError::CoordinatorNotAvailable)

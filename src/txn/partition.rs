@@ -1,56 +1,26 @@
-//! The transactions of one partition, as its log tells them: which producers
-//! have a transaction open here (from the offset of its first batch), which
-//! transactions were aborted (Kafka's aborted-transaction index), and so the
-//! last stable offset.
+//! The transactions of one partition as its leader predicts them: the log's
+//! own record of them ([`sluice_storage::txn`]: which producers have a
+//! transaction open, the coordinator epoch of each one's last marker, the
+//! aborted transactions) brought up to date with every batch the leader
+//! appends or proposes, plus the KIP-890 verification guards.
 //!
-//! Like the idempotent-producer state it is a pure function of the log:
-//! [`PartitionTxns::observe`] is fed every batch on append and, at startup
-//! or when a replica becomes leader, while the log is re-read.
+//! It is rebuilt from the log ([`PartitionTxns::from_log`]) at startup and
+//! when a replica becomes leader: the log keeps the aborted-transaction
+//! index per segment, so that costs no replay of the whole log.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use sluice_storage::BatchHeader;
+use sluice_storage::txn::TxnState;
+use sluice_storage::{BatchHeader, Log};
 
-/// A COMMIT or ABORT marker (a control record's type).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Marker {
-    Abort,
-    Commit,
-}
-
-impl Marker {
-    /// The control record's type field: 0 = ABORT, 1 = COMMIT.
-    pub fn kind(self) -> i16 {
-        match self {
-            Marker::Abort => 0,
-            Marker::Commit => 1,
-        }
-    }
-}
-
-/// An aborted transaction: what a read_committed consumer must skip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AbortedTxn {
-    pub producer_id: i64,
-    pub first_offset: i64,
-    /// The offset of its ABORT marker.
-    pub last_offset: i64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Open {
-    first_offset: i64,
-    epoch: i16,
-}
+pub use sluice_storage::txn::{AbortedTxn, Marker, marker_record};
 
 #[derive(Debug, Default)]
 pub struct PartitionTxns {
-    open: HashMap<i64, Open>,
+    state: TxnState,
     /// By marker offset, ascending.
     aborted: Vec<AbortedTxn>,
-    /// The coordinator epoch of each producer's last marker.
-    coordinator_epochs: HashMap<i64, i32>,
     /// KIP-890 verification guards: a leader asking a remote coordinator
     /// whether this partition is in a producer's transaction leaves a token
     /// here first; a marker for the producer removes it, so an answer that
@@ -59,43 +29,25 @@ pub struct PartitionTxns {
     next_guard: u64,
 }
 
-/// The marker a batch is, if it is a transaction's COMMIT or ABORT (a
-/// control batch of the transactional kind; Raft's own control entries are
-/// not transactional). Unknown control types are not markers.
+/// The marker a batch is, if it is a transaction's COMMIT or ABORT (see
+/// [`sluice_storage::txn::marker_of`]).
 pub fn marker_of(h: &BatchHeader, batch: &Bytes) -> Option<(Marker, i32)> {
-    if !h.is_control() || !h.is_transactional() || h.producer_id < 0 {
-        return None;
-    }
-    let records = crate::cleaner::records::records(batch, h).ok()?;
-    let r = records.first()?;
-    let key = r.key.as_deref()?;
-    if key.len() < 4 {
-        return None;
-    }
-    let marker = match i16::from_be_bytes([key[2], key[3]]) {
-        0 => Marker::Abort,
-        1 => Marker::Commit,
-        _ => return None,
-    };
-    // Value: version (int16), coordinator epoch (int32).
-    let coordinator_epoch = r
-        .value
-        .as_deref()
-        .filter(|v| v.len() >= 6)
-        .map_or(0, |v| i32::from_be_bytes([v[2], v[3], v[4], v[5]]));
-    Some((marker, coordinator_epoch))
-}
-
-/// The key and value of a marker's one control record.
-pub fn marker_record(marker: Marker, coordinator_epoch: i32) -> ([u8; 4], [u8; 6]) {
-    let mut key = [0u8; 4];
-    key[2..4].copy_from_slice(&marker.kind().to_be_bytes());
-    let mut value = [0u8; 6];
-    value[2..6].copy_from_slice(&coordinator_epoch.to_be_bytes());
-    (key, value)
+    sluice_storage::txn::marker_of(h, batch)
 }
 
 impl PartitionTxns {
+    /// The transactions of `log` as it stands, without the aborted ones
+    /// wholly below its start.
+    pub fn from_log(log: &Log) -> Result<Self, sluice_storage::StorageError> {
+        let mut txns = Self {
+            state: log.txn_state().clone(),
+            aborted: log.aborted_txns()?,
+            ..Self::default()
+        };
+        txns.truncate_head(log.log_start_offset());
+        Ok(txns)
+    }
+
     /// Records a batch now in the log at `first..=last`; `marker` when it is
     /// a COMMIT or ABORT marker (see [`marker_of`]).
     pub fn observe(
@@ -105,37 +57,22 @@ impl PartitionTxns {
         last: i64,
         marker: Option<(Marker, i32)>,
     ) {
-        if let Some((m, coordinator_epoch)) = marker {
-            self.coordinator_epochs
-                .insert(h.producer_id, coordinator_epoch);
+        if marker.is_some() {
             self.guards.remove(&h.producer_id);
-            if let Some(open) = self.open.remove(&h.producer_id)
-                && m == Marker::Abort
-            {
-                self.aborted.push(AbortedTxn {
-                    producer_id: h.producer_id,
-                    first_offset: open.first_offset,
-                    last_offset: last,
-                });
-            }
-            return;
         }
-        if h.is_transactional() && !h.is_control() && h.producer_id >= 0 {
-            self.open.entry(h.producer_id).or_insert(Open {
-                first_offset: first,
-                epoch: h.producer_epoch,
-            });
+        if let Some(a) = self.state.observe(h, first, last, marker) {
+            self.aborted.push(a);
         }
     }
 
     /// Whether `producer_id` has a transaction open on this partition.
     pub fn is_open(&self, producer_id: i64) -> bool {
-        self.open.contains_key(&producer_id)
+        self.state.open.contains_key(&producer_id)
     }
 
     /// The epoch of the batch that opened the producer's transaction here.
     pub fn open_epoch(&self, producer_id: i64) -> Option<i16> {
-        self.open.get(&producer_id).map(|o| o.epoch)
+        self.state.open.get(&producer_id).map(|o| o.epoch)
     }
 
     /// Leaves a fresh verification guard for the producer (see `guards`).
@@ -152,17 +89,17 @@ impl PartitionTxns {
 
     /// The first offset of the transaction `producer_id` has open here.
     pub fn open_since(&self, producer_id: i64) -> Option<i64> {
-        self.open.get(&producer_id).map(|o| o.first_offset)
+        self.state.open.get(&producer_id).map(|o| o.first_offset)
     }
 
     /// The coordinator epoch of the producer's last marker here.
     pub fn coordinator_epoch(&self, producer_id: i64) -> Option<i32> {
-        self.coordinator_epochs.get(&producer_id).copied()
+        self.state.coordinator_epochs.get(&producer_id).copied()
     }
 
     /// The first offset of the oldest open transaction.
     pub fn first_unstable_offset(&self) -> Option<i64> {
-        self.open.values().map(|o| o.first_offset).min()
+        self.state.first_unstable_offset()
     }
 
     /// The last stable offset for a high watermark: nothing at or above the
@@ -195,6 +132,7 @@ impl PartitionTxns {
     /// The producers with a transaction open, and where each began.
     pub fn open_transactions(&self) -> Vec<(i64, i64)> {
         let mut v: Vec<(i64, i64)> = self
+            .state
             .open
             .iter()
             .map(|(&pid, o)| (pid, o.first_offset))
@@ -243,19 +181,6 @@ mod tests {
     }
 
     #[test]
-    fn markers_are_read_back_from_their_batch() {
-        let (h, b) = header(5, true, Some(Marker::Abort));
-        assert_eq!(marker_of(&h, &b), Some((Marker::Abort, 3)));
-        let (h, b) = header(5, true, Some(Marker::Commit));
-        assert_eq!(marker_of(&h, &b), Some((Marker::Commit, 3)));
-        // Data, and a control batch outside a transaction, are not markers.
-        let (h, b) = header(5, true, None);
-        assert_eq!(marker_of(&h, &b), None);
-        let (h, b) = header(5, false, Some(Marker::Commit));
-        assert_eq!(marker_of(&h, &b), None);
-    }
-
-    #[test]
     fn the_last_stable_offset_stops_at_the_oldest_open_transaction() {
         let mut t = PartitionTxns::default();
         assert_eq!(t.last_stable_offset(10), 10);
@@ -273,7 +198,8 @@ mod tests {
             vec![AbortedTxn {
                 producer_id: 2,
                 first_offset: 5,
-                last_offset: 8
+                last_offset: 8,
+                last_stable_offset: 9,
             }]
         );
         assert!(t.open_transactions().is_empty());

@@ -12,6 +12,8 @@
 //! - [`log`]: ordered segments: append, read, roll, truncate, retention deletes,
 //!   durability (group commit), recovery at open; `log::clean` swaps in the
 //!   segments a compactor rewrote, crash-safely.
+//! - [`txn`]: transactions as the log records them (open ones, coordinator epochs)
+//!   and the per-segment aborted-transaction index (`.txnindex`).
 //! - [`checkpoint`]: the small files beside the segments (recovery point, log start,
 //!   clean-shutdown marker).
 //! - [`fs`]: the file-system seam (real files, or faults injected by tests).
@@ -27,6 +29,7 @@ pub mod index;
 pub mod log;
 pub mod open_files;
 pub mod segment;
+pub mod txn;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -17,9 +17,11 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN, LOG_START, RECOVERY_POINT};
 use crate::clock::Clock;
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, RealFs};
-use crate::segment::{self, Segment, SegmentOptions};
+use crate::segment::{self, SEGMENT_FILES, Segment, SegmentOptions};
+use crate::txn::{SegmentTxns, TxnState};
 
 mod clean;
+mod txns;
 pub use clean::{CLEANER_CHECKPOINT, CleanedSegment, SWAP_MARKER, SealedSegment};
 
 /// Per-log settings (Kafka topic configs in brackets).
@@ -122,6 +124,11 @@ pub struct Log {
     oldest_unflushed_ms: Option<i64>,
     /// The clean-shutdown marker is on disk.
     closed: bool,
+    /// Transactions at the log end (see [`crate::txn`]).
+    txns: TxnState,
+    /// The active segment's transactions: the state at its base and what
+    /// its markers aborted (written to its `.txnindex` when it is sealed).
+    active_txns: SegmentTxns,
 }
 
 impl std::fmt::Debug for Log {
@@ -184,7 +191,7 @@ impl Log {
         let (doomed, kept): (Vec<i64>, Vec<i64>) =
             bases.into_iter().partition(|&b| b < cp_first_base);
         for base in doomed {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in SEGMENT_FILES {
                 let _ = std::fs::remove_file(segment::file_name(dir, base, ext));
             }
         }
@@ -197,9 +204,15 @@ impl Log {
         };
         let mut segments: Vec<Segment> = Vec::with_capacity(kept.len());
         let mut next_entry = cp_first_entry;
+        // The first segment recovery checks: its transaction index and
+        // those after it are rebuilt.
+        let mut checked = None;
         for (i, &base) in kept.iter().enumerate() {
             let may_hold_unflushed = kept.get(i + 1).is_none_or(|&next| next > recovery_point);
             let validate = !clean && may_hold_unflushed;
+            if validate && checked.is_none() {
+                checked = Some(segments.len());
+            }
             let (seg, outcome) =
                 Segment::open(dir, fs.as_ref(), base, next_entry, &opts, validate, now)?;
             next_entry += seg.entries();
@@ -217,7 +230,7 @@ impl Log {
             if cut {
                 // Everything after the damage is unreachable: offsets must be dense.
                 for &later in &kept[i + 1..] {
-                    for ext in ["log", "index", "timeindex"] {
+                    for ext in SEGMENT_FILES {
                         let _ = std::fs::remove_file(segment::file_name(dir, later, ext));
                     }
                 }
@@ -253,13 +266,17 @@ impl Log {
             batches_since_flush: 0,
             oldest_unflushed_ms: None,
             closed: false,
+            txns: TxnState::default(),
+            active_txns: SegmentTxns::default(),
         };
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
         }
         if fresh {
+            log.active_txns.base_offset = log.active().base_offset;
             return Ok(log);
         }
+        log.recover_txns(checked.unwrap_or(usize::MAX))?;
         if !clean && log.is_pristine() && start.is_none() && recovery_point == 0 {
             // An empty log closed (or cut short) before its first write.
             return Ok(log);
@@ -354,6 +371,7 @@ impl Log {
         let seg = self.segments.last_mut().expect("active segment");
         let position = seg.append(fs.as_ref(), batch, &header, prefix)?;
         let entry_index = seg.first_entry + seg.entries() - 1;
+        self.observe_txn(&header, batch, base);
         self.batches_since_flush += 1;
         self.oldest_unflushed_ms
             .get_or_insert_with(|| self.clock.now_ms());
@@ -399,6 +417,7 @@ impl Log {
             self.clock.now_ms(),
         )?;
         self.segments.push(seg);
+        self.roll_txns(base, base)?;
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(())
     }
@@ -505,7 +524,7 @@ impl Log {
             self.recovery_point = offset;
             self.write_recovery_point()?;
         }
-        Ok(())
+        self.replay_active_txns()
     }
 
     /// Deletes whole segments that end at or below `offset`, never the active one,
@@ -570,6 +589,11 @@ impl Log {
             self.clock.now_ms(),
         )?;
         self.segments.push(seg);
+        self.txns = TxnState::default();
+        self.active_txns = SegmentTxns {
+            base_offset,
+            ..SegmentTxns::default()
+        };
         self.log_start_offset = base_offset;
         self.durable_offset = base_offset;
         self.recovery_point = base_offset;

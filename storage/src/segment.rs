@@ -1,4 +1,5 @@
-//! One segment: `{base_offset:020}.log` plus its `.index` and `.timeindex`, and an
+//! One segment: `{base_offset:020}.log` plus its `.index` and `.timeindex` (and
+//! `.txnindex`, kept by the log: see [`crate::txn`]), and an
 //! in-memory dense map of batch positions (one entry per batch, i.e. per Raft
 //! entry).
 //!
@@ -28,6 +29,9 @@ use crate::error::{Result, StorageError};
 use crate::fs::FileSystem;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::open_files::{FileSlot, OpenFile};
+
+/// The files of a segment, by extension (see also [`crate::txn`]).
+pub const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
 
 pub fn file_name(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
@@ -462,7 +466,7 @@ impl Segment {
     pub fn delete(self, dir: &Path) -> Result<()> {
         let base = self.base_offset;
         drop(self);
-        for ext in ["log", "index", "timeindex"] {
+        for ext in SEGMENT_FILES {
             let p = file_name(dir, base, ext);
             match std::fs::remove_file(&p) {
                 Ok(()) => {}

@@ -10,10 +10,11 @@
 //! consumer holds stay valid, and the swap never renumbers anything.
 //!
 //! Swap protocol (each step durable before the next):
-//! 1. every replacement is written to `{base:020}.cleaned` and fsynced;
+//! 1. every replacement is written to `{base:020}.cleaned` and fsynced, with
+//!    its transaction index in `{base:020}.txnindex.cleaned`;
 //! 2. the `cleaner-swap` marker names each replacement and the segments it
 //!    replaces, and the new first dirty offset;
-//! 3. each `.cleaned` file is renamed over the `.log` of its first original
+//! 3. each `.cleaned` file is renamed over the `.log` (and `.txnindex`) of its first original
 //!    (an atomic replace), the other originals' files are deleted, the
 //!    `cleaner-checkpoint` (first dirty offset) is written;
 //! 4. the marker is removed.
@@ -36,6 +37,10 @@ use crate::segment::{self, Segment};
 
 pub const SWAP_MARKER: &str = "cleaner-swap";
 pub const CLEANER_CHECKPOINT: &str = "cleaner-checkpoint";
+/// The transaction index of a cleaned segment, until the swap: the state at
+/// its first original's base and the aborted transactions of all of them
+/// (their entries stay true when the cleaner drops the aborted records).
+const TXN_CLEANED: &str = "txnindex.cleaned";
 
 /// A sealed segment's bytes, read without holding the log.
 #[derive(Clone)]
@@ -106,8 +111,13 @@ fn apply_swap(dir: &Path, groups: &[Vec<i64>], first_dirty: i64) -> Result<()> {
             let log = segment::file_name(dir, base, "log");
             std::fs::rename(&cleaned, &log).map_err(|e| StorageError::io(&log, e))?;
         }
+        let txns = segment::file_name(dir, base, TXN_CLEANED);
+        if txns.exists() {
+            let index = segment::file_name(dir, base, "txnindex");
+            std::fs::rename(&txns, &index).map_err(|e| StorageError::io(&index, e))?;
+        }
         for &other in &group[1..] {
-            for ext in ["log", "index", "timeindex"] {
+            for ext in segment::SEGMENT_FILES {
                 remove_if_present(&segment::file_name(dir, other, ext))?;
             }
         }
@@ -230,6 +240,7 @@ impl Log {
     pub fn replace_segments(&mut self, cleaned: &[CleanedSegment], first_dirty: i64) -> Result<()> {
         let sealed = self.segments.len() - 1;
         let mut spans = Vec::with_capacity(cleaned.len());
+        let mut txns = Vec::with_capacity(cleaned.len());
         for c in cleaned {
             let first = *c.replaces.first().ok_or_else(|| {
                 StorageError::InvalidBatch("a cleaned segment replaces nothing".into())
@@ -250,6 +261,7 @@ impl Log {
             let originals: Vec<&Segment> = self.segments[start..end].iter().collect();
             check_rewrite(&originals, &c.chunks)?;
             spans.push((start, end));
+            txns.push(self.merged_txns(start, end)?);
         }
         for w in spans.windows(2) {
             if w[1].0 < w[0].1 {
@@ -277,6 +289,9 @@ impl Log {
             self.fs
                 .sync(&file)
                 .map_err(|e| StorageError::io(&path, e))?;
+        }
+        for t in &txns {
+            t.write(&segment::file_name(&self.dir, t.base_offset, TXN_CLEANED))?;
         }
         // 2. The marker: from here on the swap is finished at open if cut short.
         let mut marker = String::new();
