@@ -1003,6 +1003,18 @@ def markers_cluster(tmp_path):
     try:
         try:
             c.start()
+            # Partitions are spread over the brokers registered when the
+            # topic is created: wait for all of them.
+            deadline = time.time() + 20
+            while True:
+                try:
+                    listed = {n: sorted(metadata(c.port(n), [])["brokers"]) for n in NODES}
+                except (OSError, struct.error, AssertionError) as e:
+                    listed = repr(e)
+                if listed == {n: list(NODES) for n in NODES}:
+                    break
+                assert time.time() < deadline, f"the brokers never all registered: {listed}"
+                time.sleep(0.1)
             # One replica each, spread over the brokers: the partitions led
             # away from the coordinator stay led by the same broker while
             # the coordinator is cut off.
