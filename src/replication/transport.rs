@@ -383,7 +383,6 @@ async fn accept_link(
             let Some(kafka) = kafka else {
                 return Err("inter-broker Kafka requests are not served here".into());
             };
-            let _ = stream.set_nodelay(true);
             kafka
                 .try_send(KafkaLink { from, stream, addr })
                 .map_err(|e| format!("Kafka link from node {from} not taken: {e}"))
