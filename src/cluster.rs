@@ -1,9 +1,9 @@
 //! A broker in a cluster: the controller quorum and the node's Raft host.
 //!
 //! Every broker listed in `controller.quorum.voters` runs:
-//! - the internal listener (broker-to-broker Raft traffic, see
-//!   [`crate::replication::transport`]) and one [`Host`] thread that drives
-//!   every Raft group of this node;
+//! - the internal listener (broker-to-broker Raft traffic, and the Kafka
+//!   requests other brokers send, see [`crate::replication::transport`]) and
+//!   one [`Host`] thread that drives every Raft group of this node;
 //! - a replica of the controller group `__cluster_metadata`, whose committed
 //!   records ([`MetadataRecord`]) every broker applies to its
 //!   [`ClusterImage`] — rebuilt from the group's log at start;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sluice_storage::{Clock, LogConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::error::BrokerError;
@@ -30,7 +30,7 @@ use crate::replication::host::{Applier, Host};
 use crate::replication::metadata::{self, ClusterImage, MetadataRecord};
 use crate::replication::replica::{Replica, Timing};
 use crate::replication::store::ReplicaStore;
-use crate::replication::transport::{self, Sender};
+use crate::replication::transport::{self, KafkaLink, Sender};
 
 /// The controller group's name (its folder in the data folder too).
 pub const CONTROLLER_GROUP: &str = "__cluster_metadata";
@@ -43,6 +43,10 @@ pub const CONTROLLER_GROUP: &str = "__cluster_metadata";
 const REPROPOSE_EVERY: Duration = Duration::from_millis(500);
 const REPROPOSE_AT_MOST: Duration = Duration::from_secs(4);
 
+/// Inter-broker Kafka connections accepted on the internal listener and
+/// not yet taken by the server (it takes them once it serves clients).
+const KAFKA_LINKS_QUEUED: usize = 64;
+
 pub struct Cluster {
     pub me: u64,
     pub voters: Vec<(u64, SocketAddr)>,
@@ -51,6 +55,9 @@ pub struct Cluster {
     image: watch::Sender<ClusterImage>,
     /// When (ms since the epoch) a controller leader was last known here.
     quorum_seen: AtomicU64,
+    /// Inter-broker Kafka connections from the internal listener, until the
+    /// server takes them ([`Self::take_kafka_links`]).
+    kafka_links: std::sync::Mutex<Option<mpsc::Receiver<KafkaLink>>>,
 }
 
 /// How long without a controller leader before a broker counts itself cut
@@ -109,7 +116,12 @@ impl Cluster {
             sender,
             Duration::from_millis(config.raft_tick_ms.max(1)),
         ));
-        tokio::spawn(transport::serve(listener, host.deliver()));
+        let (kafka_tx, kafka_rx) = mpsc::channel(KAFKA_LINKS_QUEUED);
+        tokio::spawn(transport::serve_with_kafka(
+            listener,
+            host.deliver(),
+            kafka_tx,
+        ));
         tracing::info!(node = me, internal = %bind, voters = ?ids, "joined the controller quorum");
         Ok(Arc::new(Self {
             me,
@@ -118,7 +130,27 @@ impl Cluster {
             timing,
             image,
             quorum_seen: AtomicU64::new(now_ms()),
+            kafka_links: std::sync::Mutex::new(Some(kafka_rx)),
         }))
+    }
+
+    /// Node `node`'s internal address (its `controller.quorum.voters`
+    /// entry), where the Raft transport and other brokers' Kafka requests
+    /// reach it.
+    pub fn internal_address(&self, node: u64) -> Option<SocketAddr> {
+        self.voters
+            .iter()
+            .find(|(id, _)| *id == node)
+            .map(|(_, a)| *a)
+    }
+
+    /// The inter-broker Kafka connections the internal listener accepts,
+    /// for the one server that serves them (None once taken).
+    pub fn take_kafka_links(&self) -> Option<mpsc::Receiver<KafkaLink>> {
+        self.kafka_links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     pub fn image(&self) -> ClusterImage {

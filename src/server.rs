@@ -5,17 +5,52 @@
 //! connections (`max.connections`): past it, new connections wait in the kernel's
 //! backlog until one closes. On shutdown every connection is told to stop after
 //! the request it is serving, then every partition is flushed and marked clean.
+//!
+//! In a cluster the same loop serves the Kafka connections other brokers
+//! open on the internal listener (their hello already read, see
+//! [`crate::replication::transport`]): served exactly as a client's, stopped
+//! alike, but not counted against `max.connections` (Kafka, too, keeps its
+//! inter-broker listener's connections out of reach of that broker-wide
+//! limit), so clients filling it cannot hold up transaction markers.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::connection;
+use crate::replication::transport::KafkaLink;
+
+/// The next client connection, once `limit` has room for it.
+async fn accept_client(
+    listener: &TcpListener,
+    limit: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+    let permit = limit
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore is never closed");
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, permit))
+}
+
+/// The next inter-broker Kafka connection; never, alone or once the
+/// internal listener has stopped.
+async fn next_link(links: &mut Option<mpsc::Receiver<KafkaLink>>) -> KafkaLink {
+    if let Some(rx) = links {
+        if let Some(link) = rx.recv().await {
+            return link;
+        }
+        *links = None;
+    }
+    std::future::pending().await
+}
 
 /// Runs a retention pass every `log.retention.check.interval.ms`, on a
 /// blocking thread (segment deletion touches the disk).
@@ -87,16 +122,14 @@ pub async fn run(
     tokio::spawn(run_retention(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::spawn(run_cleaner(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::pin!(shutdown);
+    let mut links = broker.cluster().and_then(|c| c.take_kafka_links());
     tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
     loop {
-        let permit = tokio::select! {
+        let (stream, peer, permit, from) = tokio::select! {
             _ = &mut shutdown => break,
-            permit = limit.clone().acquire_owned() => permit.expect("semaphore is never closed"),
-        };
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+            link = next_link(&mut links) => (link.stream, link.addr, None, Some(link.from)),
+            accepted = accept_client(&listener, &limit) => match accepted {
+                Ok((stream, peer, permit)) => (stream, peer, Some(permit), None),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn_limited!(error = %e, "accept failed");
@@ -109,7 +142,15 @@ pub async fn run(
         let broker = broker.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
-            connection::serve(broker, stream, peer, stop).await;
+            let served = connection::serve(broker, stream, peer, stop);
+            match from {
+                None => served.await,
+                Some(node) => {
+                    served
+                        .instrument(tracing::info_span!("inter_broker", from = node))
+                        .await
+                }
+            }
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow without bound.

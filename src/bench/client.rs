@@ -57,11 +57,20 @@ pub struct Receiver {
 }
 
 pub async fn connect(addr: &str) -> Result<(Sender, Receiver)> {
+    connect_with_hello(addr, &[]).await
+}
+
+/// As [`connect`], writing `hello` first: a broker's internal listener
+/// takes Kafka requests after the hello of an inter-broker link.
+pub async fn connect_with_hello(addr: &str, hello: &[u8]) -> Result<(Sender, Receiver)> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
+    let (r, mut w) = stream.into_split();
+    if !hello.is_empty() {
+        w.write_all(hello).await?;
+    }
     let mut tx = Sender {
         half: w,
         next_correlation: 1,

@@ -1,6 +1,14 @@
-//! Broker-to-broker transport for Raft messages: one TCP connection per peer
-//! on the internal listener, messages of every Raft group batched per
-//! destination.
+//! The internal (broker-to-broker) listener and the transport of Raft
+//! messages over it: one TCP connection per peer, messages of every Raft
+//! group batched per destination.
+//!
+//! A connection to the internal listener opens with a hello naming what it
+//! carries: Raft messages (magic "SLRT", below), or Kafka requests from
+//! another broker (magic "SLKF": WriteTxnMarkers, AddPartitionsToTxn
+//! verify_only; after the hello the connection is served exactly as a
+//! client's, see [`serve_with_kafka`]). Both hellos have the same layout,
+//! parsed in one place ([`parse_hello`]). Anything else is refused: the
+//! connection is closed with a log line.
 //!
 //! A sender keeps one outgoing connection per peer. Whatever is queued for a
 //! peer when its connection is ready to write goes out as one frame, so the
@@ -9,7 +17,7 @@
 //! what matters. The connection is re-established with a capped backoff.
 //!
 //! ```text
-//! hello:  magic "SLRT" (4) · version u16 (= 1) · sender node id u64
+//! hello:  magic "SLRT" or "SLKF" (4) · version u16 (= 1) · sender node id u64
 //! frame:  length u32 (of what follows) · count u32 ·
 //!         count × ( group length u16 · group (UTF-8) · message length u32 ·
 //!                   raft Message in protobuf )
@@ -29,13 +37,68 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// The hello of a connection carrying Raft messages.
 pub const MAGIC: &[u8; 4] = b"SLRT";
+/// The hello of a connection carrying Kafka requests from another broker.
+pub const KAFKA_MAGIC: &[u8; 4] = b"SLKF";
+/// The version of both hellos.
 pub const VERSION: u16 = 1;
+/// Bytes of a hello: magic, version, sender node id.
+pub const HELLO_LEN: usize = 14;
+/// How long an accepted connection may take to send its hello.
+const HELLO_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_FRAME: usize = 64 << 20;
 /// Messages put in one frame at most.
 const MAX_BATCH: usize = 4096;
 /// Bytes a sender puts in one frame, short of a single larger message.
 const FRAME_BUDGET: usize = 8 << 20;
+
+/// What a connection to the internal listener carries, as its hello says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkKind {
+    Raft,
+    Kafka,
+}
+
+/// The hello opening a connection of `kind` from node `me`.
+pub fn hello(kind: LinkKind, me: u64) -> [u8; HELLO_LEN] {
+    let magic = match kind {
+        LinkKind::Raft => MAGIC,
+        LinkKind::Kafka => KAFKA_MAGIC,
+    };
+    let mut out = [0u8; HELLO_LEN];
+    out[..4].copy_from_slice(magic);
+    out[4..6].copy_from_slice(&VERSION.to_be_bytes());
+    out[6..].copy_from_slice(&me.to_be_bytes());
+    out
+}
+
+/// What a hello announces, and the sender's node id; Err for anything
+/// that is not a hello of this version.
+pub fn parse_hello(hello: &[u8; HELLO_LEN]) -> Result<(LinkKind, u64), String> {
+    let kind = match &hello[..4] {
+        m if m == MAGIC => LinkKind::Raft,
+        m if m == KAFKA_MAGIC => LinkKind::Kafka,
+        _ => return Err("not a Sluice peer (bad hello)".into()),
+    };
+    let version = u16::from_be_bytes([hello[4], hello[5]]);
+    if version != VERSION {
+        return Err(format!("unknown hello version {version}"));
+    }
+    let mut from = [0u8; 8];
+    from.copy_from_slice(&hello[6..]);
+    Ok((kind, u64::from_be_bytes(from)))
+}
+
+/// A connection from another broker that announced Kafka requests, its
+/// hello read: the rest is served as a client connection.
+#[derive(Debug)]
+pub struct KafkaLink {
+    /// The sender's node id, from the hello.
+    pub from: u64,
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+}
 
 /// One received message: the sender, the Raft group, the message.
 #[derive(Debug, Clone)]
@@ -221,11 +284,7 @@ async fn peer_loop(
         backoff = Duration::from_millis(50);
         let _ = stream.set_nodelay(true);
         let mut w = BufWriter::new(stream);
-        let mut hello = Vec::with_capacity(14);
-        hello.extend_from_slice(MAGIC);
-        hello.extend_from_slice(&VERSION.to_be_bytes());
-        hello.extend_from_slice(&me.to_be_bytes());
-        if w.write_all(&hello).await.is_err() {
+        if w.write_all(&hello(LinkKind::Raft, me)).await.is_err() {
             continue;
         }
         loop {
@@ -265,9 +324,28 @@ async fn peer_loop(
 /// Where received messages go; false means "stop reading".
 pub type Deliver = Arc<dyn Fn(Envelope) -> bool + Send + Sync>;
 
-/// Accepts peers on the internal listener and hands every message to
-/// `deliver`. Runs until the listener fails.
+/// Accepts peers on the internal listener and hands every Raft message to
+/// `deliver`; Kafka links are refused. Runs until the listener fails.
 pub async fn serve(listener: TcpListener, deliver: Deliver) {
+    serve_links(listener, deliver, None).await
+}
+
+/// As [`serve`], and hands every connection that announced Kafka requests
+/// to `kafka` (the broker serves them as client connections); refused
+/// when `kafka` is full or closed.
+pub async fn serve_with_kafka(
+    listener: TcpListener,
+    deliver: Deliver,
+    kafka: mpsc::Sender<KafkaLink>,
+) {
+    serve_links(listener, deliver, Some(kafka)).await
+}
+
+async fn serve_links(
+    listener: TcpListener,
+    deliver: Deliver,
+    kafka: Option<mpsc::Sender<KafkaLink>>,
+) {
     loop {
         let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
@@ -277,24 +355,42 @@ pub async fn serve(listener: TcpListener, deliver: Deliver) {
             }
         };
         let deliver = deliver.clone();
+        let kafka = kafka.clone();
         tokio::spawn(async move {
-            if let Err(e) = read_peer(stream, &deliver).await {
-                tracing::warn!(peer = %addr, error = %e, "closing raft connection");
+            if let Err(e) = accept_link(stream, addr, &deliver, kafka).await {
+                tracing::warn!(peer = %addr, error = %e, "closing internal connection");
             }
         });
     }
 }
 
-async fn read_peer(mut stream: TcpStream, deliver: &Deliver) -> Result<(), String> {
-    let mut hello = [0u8; 14];
-    stream
-        .read_exact(&mut hello)
-        .await
-        .map_err(|e| e.to_string())?;
-    if &hello[..4] != MAGIC || u16::from_be_bytes([hello[4], hello[5]]) != VERSION {
-        return Err("not a Sluice raft peer (bad hello)".into());
+/// Reads a connection's hello and serves it as what it announced.
+async fn accept_link(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    deliver: &Deliver,
+    kafka: Option<mpsc::Sender<KafkaLink>>,
+) -> Result<(), String> {
+    let mut bytes = [0u8; HELLO_LEN];
+    match tokio::time::timeout(HELLO_WAIT, stream.read_exact(&mut bytes)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => return Err(format!("no hello: {e}")),
+        Err(_) => return Err(format!("no hello in {HELLO_WAIT:?}")),
     }
-    let from = u64::from_be_bytes(hello[6..14].try_into().expect("8 bytes"));
+    match parse_hello(&bytes)? {
+        (LinkKind::Raft, from) => read_peer(stream, from, deliver).await,
+        (LinkKind::Kafka, from) => {
+            let Some(kafka) = kafka else {
+                return Err("inter-broker Kafka requests are not served here".into());
+            };
+            kafka
+                .try_send(KafkaLink { from, stream, addr })
+                .map_err(|e| format!("Kafka link from node {from} not taken: {e}"))
+        }
+    }
+}
+
+async fn read_peer(mut stream: TcpStream, from: u64, deliver: &Deliver) -> Result<(), String> {
     let mut body = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -442,6 +538,75 @@ mod tests {
             frames < 200,
             "2000 queued messages went out in {frames} frames"
         );
+    }
+
+    #[test]
+    fn hellos_round_trip_and_others_are_refused() {
+        for kind in [LinkKind::Raft, LinkKind::Kafka] {
+            assert_eq!(parse_hello(&hello(kind, 42)), Ok((kind, 42)));
+        }
+        assert_eq!(&hello(LinkKind::Kafka, 7)[..6], b"SLKF\x00\x01");
+        let mut newer = hello(LinkKind::Kafka, 7);
+        newer[5] = 2;
+        assert!(parse_hello(&newer).is_err());
+        assert!(parse_hello(b"GET / HTTP/1.1").is_err());
+        assert!(parse_hello(&[0u8; HELLO_LEN]).is_err());
+    }
+
+    /// Reads from `s` until it is closed; false when it is still open
+    /// after 5 s.
+    async fn closed(s: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn kafka_links_are_handed_over_after_their_hello() {
+        let (l, addr) = listener().await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (links_tx, mut links) = mpsc::channel(4);
+        tokio::spawn(serve_with_kafka(l, to_channel(tx), links_tx));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(LinkKind::Kafka, 3)).await.unwrap();
+        s.write_all(b"request").await.unwrap();
+        let mut link = tokio::time::timeout(Duration::from_secs(5), links.recv())
+            .await
+            .expect("the link is handed over")
+            .unwrap();
+        assert_eq!(link.from, 3);
+        assert_eq!(link.addr, s.local_addr().unwrap());
+        // The hello is consumed; what follows it is left for the server.
+        let mut rest = [0u8; 7];
+        link.stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"request");
+        // Garbage and a short hello are closed, and not handed over.
+        let mut junk = TcpStream::connect(addr).await.unwrap();
+        junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(closed(&mut junk).await);
+        let mut short = TcpStream::connect(addr).await.unwrap();
+        short
+            .write_all(&hello(LinkKind::Kafka, 3)[..5])
+            .await
+            .unwrap();
+        short.shutdown().await.unwrap();
+        assert!(closed(&mut short).await);
+        assert!(links.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn kafka_links_are_refused_where_nothing_serves_them() {
+        let (l, addr) = listener().await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve(l, to_channel(tx)));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(LinkKind::Kafka, 3)).await.unwrap();
+        assert!(closed(&mut s).await);
     }
 
     #[tokio::test]

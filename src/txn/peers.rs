@@ -1,9 +1,13 @@
-//! Requests from this broker to other brokers' Kafka listeners, as Kafka's
-//! brokers send them: WriteTxnMarkers from a transaction coordinator to
-//! partition leaders, and the KIP-890 verification (AddPartitionsToTxn with
-//! verify_only) from a partition leader to a transaction coordinator. One
-//! connection per peer, one request at a time on it, dropped on any error
-//! and made again on the next call.
+//! Kafka requests from this broker to other brokers, as Kafka's brokers
+//! send them on their inter-broker listener: WriteTxnMarkers from a
+//! transaction coordinator to partition leaders, and the KIP-890
+//! verification (AddPartitionsToTxn with verify_only) from a partition
+//! leader to a transaction coordinator. They go to the peer's internal
+//! listener (its `controller.quorum.voters` address, as the Raft transport),
+//! after the inter-broker Kafka hello: so a broker cut off from its peers
+//! reaches none of them this way either. One connection per peer, one
+//! request at a time on it, dropped on any error and made again on the
+//! next call.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +16,9 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
-use crate::bench::client::{Receiver, Sender, connect};
+use crate::bench::client::{Receiver, Sender, connect_with_hello};
 use crate::broker::Broker;
+use crate::replication::transport::{LinkKind, hello};
 
 /// How long one request to a peer may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,15 +53,20 @@ impl Peers {
         Req: Encodable + HeaderVersion,
         Resp: Decodable + HeaderVersion,
     {
-        let (host, port) = broker
-            .broker_address(node)
-            .ok_or_else(|| format!("broker {node} is not registered"))?;
+        let cluster = broker
+            .cluster()
+            .ok_or_else(|| format!("no broker {node}: this broker runs alone"))?;
+        let addr = u64::try_from(node)
+            .ok()
+            .and_then(|n| cluster.internal_address(n))
+            .ok_or_else(|| format!("broker {node} is not a controller quorum voter"))?;
+        let me = cluster.me;
         let conn = self.conn(node);
         let mut slot = conn.lock().await;
         let attempt = async {
             if slot.is_none() {
                 *slot = Some(
-                    connect(&format!("{host}:{port}"))
+                    connect_with_hello(&addr.to_string(), &hello(LinkKind::Kafka, me))
                         .await
                         .map_err(|e| e.to_string())?,
                 );

@@ -185,14 +185,17 @@ class WrongLeader(AssertionError):
 
 
 class FaultyNetwork:
-    """The state shared by every node's proxy: which nodes are cut off, and
-    the connections currently carried."""
+    """The state shared by every node's proxy: which nodes are cut off, the
+    connections currently carried, and the inter-broker Kafka links seen
+    ({(sender, receiver): count}, carried and refused apart)."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.cut = set()
         self.links = []
         self.unknown_hellos = 0
+        self.kafka_links = collections.Counter()
+        self.refused_kafka_links = collections.Counter()
         self.proxies = []
 
     def blocked(self, sender, receiver):
@@ -252,9 +255,18 @@ class _Link:
                 self.net.links.remove(self)
 
 
+# The hellos a broker opens a connection to a peer's internal listener
+# with: magic (4) · version u16 · sender node id u64. SLRT carries Raft
+# messages, SLKF Kafka requests from broker to broker (transaction markers,
+# AddPartitionsToTxn verify_only).
+RAFT_HELLO, KAFKA_HELLO = b"SLRT", b"SLKF"
+
+
 class Proxy:
     """A TCP forwarder on a free loopback port in front of node `node`'s real
-    internal listener on `target_port`."""
+    internal listener on `target_port`. It reads the sender from each
+    connection's hello, so `isolate` cuts Raft and inter-broker Kafka links
+    alike."""
 
     def __init__(self, net: FaultyNetwork, node: int, target_port: int):
         self.net, self.node, self.target_port = net, node, target_port
@@ -277,7 +289,8 @@ class Proxy:
             conn.settimeout(10)
             hello = _recv_exact(conn, 4)
             sender = None
-            if hello == b"SLRT":
+            kafka = hello == KAFKA_HELLO
+            if hello in (RAFT_HELLO, KAFKA_HELLO):
                 hello += _recv_exact(conn, 10)
                 sender = struct.unpack(">Q", hello[6:14])[0]
             else:
@@ -286,6 +299,9 @@ class Proxy:
             conn.settimeout(None)
             with self.net.lock:
                 refused = self.net.blocked(sender, self.node)
+                if kafka:
+                    seen = self.net.refused_kafka_links if refused else self.net.kafka_links
+                    seen[(sender, self.node)] += 1
             if refused:
                 conn.close()
                 return

@@ -8,12 +8,15 @@ Every broker's internal (broker-to-broker) listener sits behind a
 fault-injecting proxy run by the test: `--controller-voters` names the
 proxies, `--internal-listen` the real ports behind them. The Raft transport
 opens one connection per directed pair of nodes and starts it with a hello
-naming the sender ("SLRT" · version u16 · node id u64), so a proxy knows both
-ends of every connection it carries. Cutting node X closes and refuses every
-connection from X and every connection to X: X can neither send to nor hear
-from its peers (clients can still reach it), a full partition of X from the
-quorum. A connection that does not start with that hello is forwarded with an
-unknown sender, and then only cut when its destination is cut off.
+naming the sender ("SLRT" · version u16 · node id u64); the brokers' Kafka
+requests to each other (transaction markers, AddPartitionsToTxn
+verify_only) go to the same listeners after a hello of the same layout
+("SLKF"), so a proxy knows both ends of every connection it carries. Cutting
+node X closes and refuses every connection from X and every connection to X:
+X can neither send to nor hear from its peers (clients can still reach it), a
+full partition of X from the quorum. A connection that does not start with
+one of those hellos is forwarded with an unknown sender, and then only cut
+when its destination is cut off.
 
 A value counts as acknowledged only when librdkafka's delivery report for it
 (acks=all) has no error. The checker reads each partition from offset 0 up to
@@ -71,7 +74,7 @@ def cluster(tmp_path):
     finally:
         c.shutdown()
         if c.net.unknown_hellos:
-            print(f"proxies carried {c.net.unknown_hellos} connections without a Raft hello (sender unknown)")
+            print(f"proxies carried {c.net.unknown_hellos} connections without a hello (sender unknown)")
         for n, b in c.brokers.items():
             text = b.log_path.read_text(errors="replace") if b.log_path.exists() else ""
             if "panicked" in text:

@@ -75,7 +75,12 @@ Python stacks to its stderr).
 test_harness_on_one_broker runs the same workers and checker on a single
 broker (transactions work there), with the broker killed -9 and restarted
 once: the harness itself is checked, so a failure of the cluster test is
-the cluster's."""
+the cluster's.
+
+test_markers_go_through_the_internal_listeners_and_wait_out_a_cut checks
+that the brokers' own Kafka requests (the leaders' verification, the
+coordinator's WriteTxnMarkers) travel through the fault proxies, so that a
+cut stops them: a cut-off coordinator's markers arrive only after the heal."""
 
 import collections
 import concurrent.futures
@@ -973,3 +978,195 @@ def test_harness_on_one_broker(broker, tmp_path):
     verify(broker.bootstrap, where, need, workers, "Harness check, one broker", faults, 1, to_file=False)
     assert workers.of("abort"), "some transactions were aborted"
     print(f"  total {time.monotonic() - t0:.1f}s")
+
+
+# ---------------------------------------------------------------------------
+# Transaction markers travel between brokers over the internal listeners.
+
+MARKERS_TOPIC, MARKERS_TID = "txn-markers", "txn-markers-producer"
+# One replica per __transaction_state partition: the coordinator of an id
+# stays its coordinator while cut off (no other broker can take over its
+# partition), so what it can still reach is all that decides whether its
+# markers arrive.
+MARKERS_CONFIG = (
+    '"transaction.state.log.num.partitions" = 3\n'
+    '"transaction.state.log.replication.factor" = 1\n'
+    '"transaction.state.log.min.isr" = 1\n'
+    '"transaction.abort.timed.out.transaction.cleanup.interval.ms" = 500\n'
+)
+MARKERS_CUT_HOLD = 2.0  # s the markers are kept cut off once they were tried
+
+
+@pytest.fixture
+def markers_cluster(tmp_path):
+    c = Cluster(tmp_path, config=MARKERS_CONFIG)
+    try:
+        try:
+            c.start()
+            # Partitions are spread over the brokers registered when the
+            # topic is created: wait for all of them.
+            deadline = time.time() + 20
+            while True:
+                try:
+                    listed = {n: sorted(metadata(c.port(n), [])["brokers"]) for n in NODES}
+                except (OSError, struct.error, AssertionError) as e:
+                    listed = repr(e)
+                if listed == {n: list(NODES) for n in NODES}:
+                    break
+                assert time.time() < deadline, f"the brokers never all registered: {listed}"
+                time.sleep(0.1)
+            # One replica each, spread over the brokers: the partitions led
+            # away from the coordinator stay led by the same broker while
+            # the coordinator is cut off.
+            c.create_topic(MARKERS_TOPIC, 3, 1)
+        except BaseException:
+            for n, b in c.brokers.items():
+                print(f"--- broker {n} log (tail) ---\n{b.log_tail()}")
+            raise
+        yield c
+        crashed = c.crashed()
+        assert not crashed, f"brokers exited on their own: {crashed}"
+    finally:
+        c.shutdown()
+
+
+def _acked_produce(producer, partitions, value):
+    errors = []
+    for p in partitions:
+        producer.produce(MARKERS_TOPIC, value=value, partition=p,
+                         on_delivery=lambda err, msg: errors.append(err) if err else None)
+    assert producer.flush(15) == 0, "transactional records not delivered in 15 s"
+    assert not errors, f"transactional records failed: {errors}"
+
+
+def test_markers_go_through_the_internal_listeners_and_wait_out_a_cut(markers_cluster):
+    """A transaction whose coordinator C leads none of its partitions: the
+    partition leaders verify its appends with C and C sends them the markers,
+    all through the fault proxies (inter-broker Kafka links, hello "SLKF").
+    With C cut off by the proxies after the commit was asked for, C still
+    decides it (its __transaction_state partition has no other replica) and
+    tries to send the markers — the proxies refuse them — and the records
+    stay invisible to read_committed (last stable offset below the high
+    watermark) until the cut heals; then the markers arrive and the records
+    are read."""
+    cluster = markers_cluster
+    net = cluster.net
+    producer = Producer({
+        "bootstrap.servers": cluster.bootstrap,
+        "transactional.id": MARKERS_TID,
+        "transaction.timeout.ms": 60_000,
+        "linger.ms": 0,
+    })
+    producer.init_transactions(30)
+    coordinator = agreed_coordinator(cluster, MARKERS_TID, TRANSACTION)
+    leaders = {p: cluster.leader(MARKERS_TOPIC, p)[0] for p in range(3)}
+    remote = [p for p, leader in leaders.items() if leader != coordinator]
+    others = sorted({leaders[p] for p in remote})
+    print(f"\n  coordinator {coordinator}; leaders {leaders}; partitions led elsewhere {remote}")
+    assert remote, f"every partition of {MARKERS_TOPIC} is led by the coordinator {coordinator}"
+
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    consumer = Consumer({
+        "bootstrap.servers": cluster.bootstrap,
+        "group.id": "txn-markers-reader",
+        "enable.auto.commit": False,
+        "isolation.level": "read_committed",
+        "fetch.wait.max.ms": 100,
+    })
+    seen = collections.Counter()
+
+    def read(seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            for m in consumer.consume(num_messages=100, timeout=0.2):
+                if not m.error():
+                    seen[m.value().decode()] += 1
+
+    try:
+        consumer.assign([TopicPartition(MARKERS_TOPIC, p, 0) for p in remote])
+
+        # A transaction through healthy links: verification from the
+        # leaders to C, markers from C to the leaders, all proxied.
+        producer.begin_transaction()
+        _acked_produce(producer, remote, b"first")
+        producer.commit_transaction(30)
+        with net.lock:
+            links = dict(net.kafka_links)
+        print(f"  inter-broker Kafka links carried by the proxies: {links}")
+        for leader in others:
+            assert links.get((coordinator, leader), 0) >= 1, (
+                f"no inter-broker Kafka link from the coordinator {coordinator} to the leader {leader} "
+                f"went through the proxies: {links}")
+            assert links.get((leader, coordinator), 0) >= 1, (
+                f"no verification link from the leader {leader} to the coordinator {coordinator} "
+                f"went through the proxies: {links}")
+        deadline = time.time() + 20
+        while seen["first"] < len(remote):
+            assert time.time() < deadline, f"the first transaction's records were not all read: {dict(seen)}"
+            read(0.5)
+
+        # The second transaction's records are acknowledged, then C is cut
+        # off, then the commit is asked for.
+        producer.begin_transaction()
+        _acked_produce(producer, remote, b"second")
+        with net.lock:
+            refused_before = {leader: net.refused_kafka_links[(coordinator, leader)] for leader in others}
+        net.isolate(coordinator)
+        cut_at = time.time()
+        outcome = {}
+
+        def commit():
+            try:
+                producer.commit_transaction(90)
+                outcome["ok"] = time.time()
+            except KafkaException as e:
+                outcome["error"] = e
+
+        committer = threading.Thread(target=commit, daemon=True)
+        committer.start()
+        try:
+            # C decides the commit and tries its markers: the proxies refuse
+            # C's links to every leader.
+            deadline = time.time() + 20
+            while True:
+                with net.lock:
+                    tried = all(net.refused_kafka_links[(coordinator, leader)] > refused_before[leader]
+                                for leader in others)
+                if tried:
+                    break
+                assert seen["second"] == 0, (
+                    f"read_committed read the second transaction while its coordinator was cut off: {dict(seen)}")
+                assert time.time() < deadline, (
+                    f"the coordinator {coordinator} never tried to reach the leaders {others} while cut off: "
+                    f"refused links {dict(net.refused_kafka_links)}, carried {dict(net.kafka_links)}")
+                read(0.2)
+            tried_at = time.time()
+            print(f"  markers tried and refused {tried_at - cut_at:.1f}s into the cut")
+            read(MARKERS_CUT_HOLD)
+            hw = list_ends(admin, MARKERS_TOPIC, 3, committed=False)
+            lso = list_ends(admin, MARKERS_TOPIC, 3, committed=True)
+            assert "ok" not in outcome, f"the commit completed while its coordinator was cut off: {outcome}"
+            assert seen["second"] == 0, f"read_committed read the second transaction during the cut: {dict(seen)}"
+            for p in remote:
+                assert lso[p] < hw[p], (
+                    f"{MARKERS_TOPIC}-{p}: last stable offset {lso[p]} reached the high watermark {hw[p]} "
+                    f"while the coordinator was cut off: a marker arrived")
+        finally:
+            net.heal()
+        healed_at = time.time()
+
+        deadline = time.time() + 30
+        while seen["second"] < len(remote):
+            assert time.time() < deadline, (
+                f"the second transaction was not read within 30 s of the heal: {dict(seen)}; "
+                f"refused links {dict(net.refused_kafka_links)}")
+            read(0.2)
+        print(f"  the second transaction read {time.time() - healed_at:.1f}s after the heal")
+        committer.join(60)
+        assert not committer.is_alive(), "commit_transaction still blocked 60 s after the heal"
+        assert "ok" in outcome, f"commit_transaction failed: {outcome.get('error')!r}"
+        ends = wait_stable(cluster.bootstrap, MARKERS_TOPIC, 3, timeout=20)
+        print(f"  stable at {ends}")
+    finally:
+        consumer.close()
+        producer.flush(5)
