@@ -21,14 +21,17 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Parsed, RequestContext};
+use crate::security::Session;
 
 pub async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    session: Session,
     mut stop: watch::Receiver<bool>,
 ) {
-    tracing::debug!(%peer, "connection opened");
+    tracing::debug!(%peer, listener = %session.listener, "connection opened");
+    let session = Arc::new(session);
     let (mut reader, writer) = stream.into_split();
     let mut writer = BufWriter::with_capacity(64 * 1024, writer);
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
@@ -43,7 +46,7 @@ pub async fn serve(
                     return;
                 }
             };
-            match process(&broker, frame, peer).await {
+            match process(&broker, frame, peer, &session).await {
                 Ok(Some(response)) => {
                     if let Err(e) = writer.write_all(&response).await {
                         tracing::debug!(%peer, error = %e, "write failed");
@@ -86,7 +89,12 @@ pub async fn serve(
 }
 
 /// Serves one request frame; `None` means "no response" (acks=0 produce).
-async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result<Option<Bytes>> {
+async fn process(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    peer: SocketAddr,
+    session: &Arc<Session>,
+) -> Result<Option<Bytes>> {
     let (key, version, header, body) = match handlers::parse_request(frame, &broker.versions)? {
         Parsed::Request {
             key,
@@ -124,6 +132,7 @@ async fn process(broker: &Arc<Broker>, frame: Bytes, peer: SocketAddr) -> Result
         header,
         version,
         peer,
+        session: session.clone(),
     };
     handlers::handle(ctx, key, body).instrument(span).await
 }

@@ -39,6 +39,7 @@ pub mod producer_state;
 pub mod recompress;
 pub mod replication;
 pub mod retention;
+pub mod security;
 pub mod server;
 pub mod topic_config;
 pub mod txn;

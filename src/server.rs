@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::broker::Broker;
 use crate::connection;
 use crate::replication::transport::KafkaLink;
+use crate::security::Session;
 
 /// The next client connection, once `limit` has room for it.
 async fn accept_client(
@@ -142,7 +143,11 @@ pub async fn run(
         let broker = broker.clone();
         let stop = stop_rx.clone();
         connections.spawn(async move {
-            let served = connection::serve(broker, stream, peer, stop);
+            let session = match from {
+                None => Session::plaintext("PLAINTEXT", peer.ip()),
+                Some(node) => Session::inter_broker(node, peer.ip()),
+            };
+            let served = connection::serve(broker, stream, peer, session, stop);
             match from {
                 None => served.await,
                 Some(node) => {

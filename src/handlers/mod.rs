@@ -50,6 +50,8 @@ pub struct RequestContext {
     pub header: RequestHeader,
     pub version: i16,
     pub peer: SocketAddr,
+    /// Who sent the request (see [`crate::security`]).
+    pub session: Arc<crate::security::Session>,
 }
 
 /// (API, lowest served version, highest served version).
