@@ -244,13 +244,27 @@ async fn produce(
     (p.error_code, p.base_offset)
 }
 
-/// (values read, last stable offset, aborted producer ids) of a fetch.
+/// (values read, high watermark, last stable offset, aborted transactions)
+/// of a fetch from offset 0.
 async fn fetch(
     c: &mut Client,
     topic: &str,
     partition: i32,
     read_committed: bool,
 ) -> (Vec<String>, i64, i64, Vec<(i64, i64)>) {
+    let (values, hw, lso, aborted, _) = fetch_at(c, topic, partition, 0, read_committed).await;
+    (values, hw, lso, aborted)
+}
+
+/// A fetch from `offset`: as [`fetch`], and the offset after the last
+/// record returned.
+async fn fetch_at(
+    c: &mut Client,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    read_committed: bool,
+) -> (Vec<String>, i64, i64, Vec<(i64, i64)>, i64) {
     let r: FetchResponse = c
         .call(
             ApiKey::Fetch,
@@ -266,7 +280,7 @@ async fn fetch(
                         .with_partitions(vec![
                             FetchPartition::default()
                                 .with_partition(partition)
-                                .with_fetch_offset(0)
+                                .with_fetch_offset(offset)
                                 .with_partition_max_bytes(1 << 20),
                         ]),
                 ]),
@@ -287,9 +301,11 @@ async fn fetch(
     let mut skipping = std::collections::HashSet::new();
     let mut records = p.records.clone().unwrap_or_default();
     let mut values = Vec::new();
+    let mut next = offset;
     if !records.is_empty() {
         for set in RecordBatchDecoder::decode_all(&mut records).unwrap() {
             for rec in set.records {
+                next = next.max(rec.offset + 1);
                 let pid = rec.producer_id;
                 if let Some(i) = pending
                     .iter()
@@ -315,7 +331,13 @@ async fn fetch(
             }
         }
     }
-    (values, p.high_watermark, p.last_stable_offset, aborted)
+    (
+        values,
+        p.high_watermark,
+        p.last_stable_offset,
+        aborted,
+        next,
+    )
 }
 
 async fn list_offset(c: &mut Client, topic: &str, isolation: i8) -> i64 {
@@ -1062,5 +1084,93 @@ async fn a_retried_end_txn_after_the_producer_id_rotated_is_recognised() {
         )
         .await;
     assert_ne!(r.error_code, NONE);
+    broker.stop().await;
+}
+
+/// Aborted transactions spread over many segments stay skipped by
+/// read_committed reads after restarts: with the segments' `.txnindex`
+/// files, and with the files lost (rebuilt from the segments).
+#[tokio::test]
+async fn aborted_transactions_in_sealed_segments_stay_aborted_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let r = common::create_topic_with(&mut c, "seg", &[("segment.bytes", "1024")]).await;
+    assert_eq!(r.topics[0].error_code, NONE);
+    let mut committed = Vec::new();
+    {
+        let mut t = Txn::start(&mut c, "segs").await;
+        for i in 0..30 {
+            let commit = i % 3 != 1;
+            assert_eq!(t.add(3, "seg", vec![0]).await, vec![NONE]);
+            let tag = format!("{}{i}", if commit { "c" } else { "a" });
+            assert_eq!(t.produce("seg", 0, 3, &format!("{tag}-")).await.0, NONE);
+            assert_eq!(t.end(3, commit).await, NONE);
+            if commit {
+                committed.push(tag);
+            }
+        }
+    }
+    // Every record of the partition, read_committed, fetch after fetch.
+    async fn read_all(c: &mut Client) -> Vec<String> {
+        let (mut offset, mut out) = (0, Vec::new());
+        loop {
+            let (values, hw, _, _, next) = fetch_at(c, "seg", 0, offset, true).await;
+            out.extend(values);
+            if next >= hw || next == offset {
+                return out;
+            }
+            offset = next;
+        }
+    }
+    let tags = |values: &[String]| {
+        let mut t: Vec<String> = values
+            .iter()
+            .map(|v| v.split('-').next().unwrap().to_owned())
+            .collect();
+        t.dedup();
+        t
+    };
+    assert_eq!(tags(&read_all(&mut c).await), committed);
+    drop(c);
+    broker.stop().await;
+
+    let part = dir.path().join("seg-0");
+    let indexes = |ext: &str| {
+        std::fs::read_dir(&part)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == ext)
+            })
+            .count()
+    };
+    assert!(indexes("log") >= 4, "the transactions span many segments");
+    assert!(indexes("txnindex") >= indexes("log") - 1);
+
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    assert_eq!(tags(&read_all(&mut c).await), committed, "after a restart");
+    drop(c);
+    broker.stop().await;
+
+    for e in std::fs::read_dir(&part).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_some_and(|x| x == "txnindex") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    assert_eq!(
+        tags(&read_all(&mut c).await),
+        committed,
+        "after a restart without the index files"
+    );
+    assert!(indexes("txnindex") >= indexes("log") - 1, "rebuilt");
+    drop(c);
     broker.stop().await;
 }
