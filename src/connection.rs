@@ -4,6 +4,11 @@
 //! what keeps an idempotent producer's pipelined batches in sequence order.
 //! Frames already buffered are all answered before the socket is flushed, so a
 //! pipelining client gets its responses in few writes.
+//!
+//! The stream is a plain TCP stream or a TLS stream over one (SSL and
+//! SASL_SSL listeners, handshake done by the server): reads and writes never
+//! overlap on a connection, so the stream is not split, and a plain TCP
+//! stream is served exactly as before, without any TLS layer in between.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +19,7 @@ use sluice_protocol::Result;
 use sluice_protocol::codec::encode_response;
 use sluice_protocol::frame::FrameDecoder;
 use sluice_protocol::header::api_name;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -23,17 +27,17 @@ use crate::broker::Broker;
 use crate::handlers::{self, Parsed, RequestContext};
 use crate::security::Session;
 
-pub async fn serve(
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     session: Session,
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, listener = %session.listener, "connection opened");
     let session = Arc::new(session);
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    // Writes are buffered; reads go straight to the stream underneath.
+    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
@@ -69,7 +73,7 @@ pub async fn serve(
             buf.reserve(64 * 1024);
         }
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
+            read = writer.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
                         warn_limited!(%peer, bytes = buf.len(), "connection closed inside a frame");
