@@ -691,6 +691,12 @@ mod tests {
         assert_eq!(c.log_segment_bytes, d.log_segment_bytes);
         assert_eq!(c.message_max_bytes, d.message_max_bytes);
         assert_eq!(c.auto_create_topics_enable, d.auto_create_topics_enable);
+        assert_eq!(
+            c.listener_security_protocol_map,
+            d.listener_security_protocol_map
+        );
+        assert!(c.listeners.is_none() && c.ssl.is_empty());
+        assert_eq!(c.listener_specs().unwrap(), d.listener_specs().unwrap());
     }
 
     #[test]

@@ -15,9 +15,15 @@ use kafka_protocol::messages::{
     ProducerId, RequestHeader, ResponseHeader, TransactionalId,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// How the bench reaches brokers over TLS (SSL listeners): the rustls
+/// client configuration; None for plaintext.
+pub type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T> = std::result::Result<T, Error>;
@@ -46,18 +52,37 @@ pub const RETRIABLE: &[i16] = &[
 
 /// The request-writing half, with the versions the broker serves.
 pub struct Sender {
-    half: OwnedWriteHalf,
+    half: WriteHalf,
     next_correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
 }
 
 /// The answer-reading half.
 pub struct Receiver {
-    half: OwnedReadHalf,
+    half: ReadHalf,
 }
 
-pub async fn connect(addr: &str) -> Result<(Sender, Receiver)> {
-    connect_with_hello(addr, &[]).await
+/// A connection to `addr`, over TLS when `tls` is set.
+pub async fn connect(addr: &str, tls: &Tls) -> Result<(Sender, Receiver)> {
+    let Some(config) = tls else {
+        return connect_with_hello(addr, &[]).await;
+    };
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    stream.set_nodelay(true)?;
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let stream = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))?;
+    let (r, w) = tokio::io::split(stream);
+    handshake(Box::new(w), Box::new(r)).await
 }
 
 /// As [`connect`], writing `hello` first: a broker's internal listener
@@ -71,6 +96,11 @@ pub async fn connect_with_hello(addr: &str, hello: &[u8]) -> Result<(Sender, Rec
     if !hello.is_empty() {
         w.write_all(hello).await?;
     }
+    handshake(Box::new(w), Box::new(r)).await
+}
+
+/// Asks the broker's API versions on a new connection.
+async fn handshake(w: WriteHalf, r: ReadHalf) -> Result<(Sender, Receiver)> {
     let mut tx = Sender {
         half: w,
         next_correlation: 1,
@@ -132,6 +162,9 @@ impl Sender {
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
         self.half.write_all(&frame).await?;
+        // A plain TCP half writes through; a TLS half may keep records
+        // until flushed.
+        self.half.flush().await?;
         Ok(correlation)
     }
 }

@@ -41,6 +41,16 @@ use client::Result;
 /// Flags of `sluice bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
+    /// Connect over TLS (an SSL listener), trusting the CA certificates in
+    /// this PEM file.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: the client certificate chain (PEM) to present, for a
+    /// listener with ssl.client.auth; its key in --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Bootstrap address (host:port) of any Kafka-compatible broker.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
@@ -424,10 +434,41 @@ async fn progress(
     }
 }
 
+impl BenchArgs {
+    /// The TLS client configuration of --tls-ca (and --tls-cert/--tls-key).
+    pub fn tls(&self) -> Result<client::Tls> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let Some(ca) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca: {e}"))? {
+            roots.add(cert.map_err(|e| format!("--tls-ca: {e}"))?)?;
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+        let config = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => builder.with_client_auth_cert(
+                CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| format!("--tls-cert: {e}"))?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|e| format!("--tls-cert: {e}"))?,
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key: {e}"))?,
+            )?,
+            _ => builder.with_no_client_auth(),
+        };
+        Ok(Some(std::sync::Arc::new(config)))
+    }
+}
+
 /// Creates the topic if needed; returns its partition count and the
 /// address of the broker that leads them all.
 async fn prepare_topic(args: &BenchArgs) -> Result<(i32, String)> {
-    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let (mut tx, mut rx) = client::connect(&args.bootstrap, &args.tls()?).await?;
     let v = tx.version(ApiKey::CreateTopics, 2..=4)?;
     let req = CreateTopicsRequest::default()
         .with_topics(vec![
@@ -502,7 +543,7 @@ async fn prepare_topic(args: &BenchArgs) -> Result<(i32, String)> {
 
 /// Offsets of every partition at `spec` (-1 latest, -2 earliest).
 async fn list_offsets(args: &BenchArgs, partitions: i32, spec: i64) -> Result<Vec<(i32, i64)>> {
-    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let (mut tx, mut rx) = client::connect(&args.bootstrap, &args.tls()?).await?;
     let v = tx.version(ApiKey::ListOffsets, 1..=5)?;
     let req = ListOffsetsRequest::default()
         .with_replica_id(BrokerId(-1))
@@ -626,7 +667,7 @@ async fn produce(
     compression: Compression,
     stats: Arc<Stats>,
 ) -> Result<()> {
-    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let (mut tx, mut rx) = client::connect(&args.bootstrap, &args.tls()?).await?;
     let v = tx.version(ApiKey::Produce, 3..=9)?;
     let producer = if args.idempotent {
         Some(client::init_producer_id(&mut tx, &mut rx, None).await?)
@@ -737,7 +778,7 @@ async fn consume(
     ends: Option<Vec<(i32, i64)>>,
     stats: Arc<Stats>,
 ) -> Result<()> {
-    let (mut tx, mut rx) = client::connect(&args.bootstrap).await?;
+    let (mut tx, mut rx) = client::connect(&args.bootstrap, &args.tls()?).await?;
     let v = tx.version(ApiKey::Fetch, 4..=11)?;
     let isolation_level = i8::from(args.transactional_id.is_some() && !args.consume_only);
     let done = |partitions: &[(i32, i64)]| match &ends {

@@ -45,8 +45,8 @@ use super::client::{
 use super::{BenchArgs, Sequences, Stamp, Stats};
 
 /// The address of the transaction coordinator of `id`.
-async fn find_coordinator(bootstrap: &str, id: &str) -> Result<String> {
-    let (mut tx, mut rx) = client::connect(bootstrap).await?;
+async fn find_coordinator(bootstrap: &str, tls: &client::Tls, id: &str) -> Result<String> {
+    let (mut tx, mut rx) = client::connect(bootstrap, tls).await?;
     let v = tx.version(ApiKey::FindCoordinator, 1..=4)?;
     let key = StrBytes::from_string(id.to_owned());
     let req = if v >= 4 {
@@ -124,12 +124,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 
 impl Producer {
     async fn start(args: &BenchArgs, id: &str) -> Result<Self> {
-        let address = find_coordinator(&args.bootstrap, id).await?;
-        let (mut tx, mut rx) = client::connect(&address).await?;
+        let tls = args.tls()?;
+        let address = find_coordinator(&args.bootstrap, &tls, id).await?;
+        let (mut tx, mut rx) = client::connect(&address, &tls).await?;
         let add_v = tx.version(ApiKey::AddPartitionsToTxn, 0..=3)?;
         let end_v = tx.version(ApiKey::EndTxn, 0..=4)?;
         let (producer_id, epoch) = client::init_producer_id(&mut tx, &mut rx, Some(id)).await?;
-        let leader = client::connect(&args.bootstrap).await?;
+        let leader = client::connect(&args.bootstrap, &tls).await?;
         let produce_v = leader.0.version(ApiKey::Produce, 3..=9)?;
         Ok(Self {
             id: TransactionalId(StrBytes::from_string(id.to_owned())),

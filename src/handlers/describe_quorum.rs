@@ -115,10 +115,19 @@ pub async fn handle(ctx: &RequestContext, req: DescribeQuorumRequest) -> Describ
         .client_id
         .as_deref()
         .is_some_and(|c| c.starts_with(FORWARDED));
+    // The forward is a plain Kafka connection: to the leader's address on
+    // a PLAINTEXT listener (none: answered here, as when the leader is
+    // unreachable).
+    let plaintext = broker.config.listener_specs().ok().and_then(|specs| {
+        specs
+            .into_iter()
+            .find(|l| l.protocol == crate::security::SecurityProtocol::Plaintext)
+            .map(|l| l.name)
+    });
     let leader = status
         .leader
         .filter(|&l| l != cluster.me)
-        .and_then(|l| broker.broker_address(l as i32));
+        .and_then(|l| broker.broker_address_on(plaintext.as_deref()?, l as i32));
     if let (false, Some((host, port))) = (forwarded, leader) {
         let client_id = format!("{FORWARDED}-{}", cluster.me);
         let asked = forward(&host, port, ctx.version, &client_id, &req);
