@@ -77,9 +77,28 @@ impl Broker {
         )
     }
 
+    /// May `session` perform `op` on some resource of type `kind`?
+    pub fn authorize_any(&self, session: &Session, op: AclOperation, kind: ResourceType) -> bool {
+        if !self.acl.authorizer.enabled || session.inter_broker {
+            return true;
+        }
+        let acls = self.acls();
+        self.acl.authorizer.authorize_any(
+            acls.iter(),
+            &session.principal,
+            session.client_host,
+            op,
+            kind,
+        )
+    }
+
     /// KIP-430: the bitfield of the operations `session` may perform on the
     /// resource (every operation of its type without an authorizer).
     pub fn authorized_operations(&self, session: &Session, kind: ResourceType, name: &str) -> i32 {
+        // Nothing is reported on a resource the principal may not describe.
+        if !self.authorize(session, AclOperation::Describe, kind, name) {
+            return 0;
+        }
         operations_bitfield(
             kind.operations()
                 .iter()

@@ -52,6 +52,33 @@ impl RequestContext {
     }
 }
 
+/// Kafka's check for a config resource (ConfigResource type codes): the
+/// topic, the group, or the cluster for brokers, broker loggers and client
+/// metrics; Err is the error to answer with.
+pub fn config_access(
+    ctx: &RequestContext,
+    resource_type: i8,
+    name: &str,
+    op: AclOperation,
+) -> Result<(), ResponseError> {
+    let (allowed, error) = match resource_type {
+        2 => (
+            ctx.authorize_topic(op, name),
+            ResponseError::TopicAuthorizationFailed,
+        ),
+        32 => (
+            ctx.authorize_group(op, name),
+            ResponseError::GroupAuthorizationFailed,
+        ),
+        4 | 8 | 16 => (
+            ctx.authorize_cluster(op),
+            ResponseError::ClusterAuthorizationFailed,
+        ),
+        _ => return Ok(()),
+    };
+    if allowed { Ok(()) } else { Err(error) }
+}
+
 fn message(
     e: ResponseError,
     text: impl Into<String>,

@@ -17,7 +17,7 @@ use sluice_protocol::{ProtocolError, Result};
 
 use crate::broker::Broker;
 
-mod acls;
+pub(crate) mod acls;
 mod alter_configs;
 pub mod api_versions;
 mod consumer_group;

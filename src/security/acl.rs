@@ -404,6 +404,50 @@ impl Authorizer {
     }
 }
 
+impl Authorizer {
+    /// May `principal` perform `op` on some resource of type `kind` (KIP-679:
+    /// an idempotent producer needs WRITE on any topic)? Yes for a super
+    /// user, or when an ALLOW for it exists that no DENY covers.
+    pub fn authorize_any<'a>(
+        &self,
+        acls: impl IntoIterator<Item = &'a AclBinding> + Clone,
+        principal: &KafkaPrincipal,
+        host: IpAddr,
+        op: AclOperation,
+        kind: ResourceType,
+    ) -> bool {
+        let principal = principal.to_string();
+        if self.super_users.contains(&principal) {
+            return true;
+        }
+        let host = host.to_string();
+        let applies = |b: &AclBinding, perm: PermissionType| {
+            b.resource_type == kind
+                && b.permission == perm
+                && (b.operation == op || b.operation == AclOperation::All)
+                && b.matches_principal(&principal)
+                && b.matches_host(&host)
+        };
+        let denies: Vec<&AclBinding> = acls
+            .clone()
+            .into_iter()
+            .filter(|b| applies(b, PermissionType::Deny))
+            .collect();
+        acls.into_iter()
+            .filter(|b| applies(b, PermissionType::Allow))
+            .any(|allow| {
+                !denies.iter().any(|d| match d.pattern_type {
+                    PatternType::Literal => {
+                        d.name == WILDCARD
+                            || (allow.pattern_type == PatternType::Literal && d.name == allow.name)
+                    }
+                    PatternType::Prefixed => allow.name.starts_with(&d.name),
+                    _ => false,
+                })
+            })
+    }
+}
+
 /// KIP-430's bitfield of operations: bit `code` set for each.
 pub fn operations_bitfield(ops: impl IntoIterator<Item = AclOperation>) -> i32 {
     ops.into_iter()
@@ -640,6 +684,26 @@ mod tests {
         f.pattern_type = PatternType::Unknown;
         assert!(f.validate().is_err());
         assert!(AclFilter::any().validate().is_ok());
+    }
+
+    #[test]
+    fn any_resource_of_a_type() {
+        let a = on();
+        let p = KafkaPrincipal::user("u");
+        let any =
+            |acls: &[AclBinding]| a.authorize_any(acls, &p, LOCAL, Write, ResourceType::Topic);
+        assert!(!any(&[]));
+        assert!(any(&[topic("t", "User:u", Write, PermissionType::Allow)]));
+        assert!(any(&[topic("t", "User:*", All, PermissionType::Allow)]));
+        assert!(!any(&[topic("t", "User:u", Read, PermissionType::Allow)]));
+        assert!(!any(&[
+            topic("t", "User:u", Write, PermissionType::Allow),
+            topic("*", "User:u", Write, PermissionType::Deny),
+        ]));
+        assert!(any(&[
+            topic("t", "User:u", Write, PermissionType::Allow),
+            topic("s", "User:u", Write, PermissionType::Deny),
+        ]));
     }
 
     #[test]
