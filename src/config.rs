@@ -192,6 +192,16 @@ pub struct Config {
     pub transaction_state_log_min_isr: i32,
     #[serde(rename = "transaction.state.log.segment.bytes")]
     pub transaction_state_log_segment_bytes: u64,
+    /// Kafka's authorizer class (StandardAuthorizer or AclAuthorizer) turns
+    /// ACL checks on; empty (the default) authorizes nothing and allows all.
+    #[serde(rename = "authorizer.class.name")]
+    pub authorizer_class_name: String,
+    /// Principals (`User:admin;User:ops`) every check lets through.
+    #[serde(rename = "super.users")]
+    pub super_users: String,
+    /// Whether a resource no ACL applies to is open to everyone.
+    #[serde(rename = "allow.everyone.if.no.acl.found")]
+    pub allow_everyone_if_no_acl_found: bool,
 }
 
 impl Default for Config {
@@ -257,6 +267,9 @@ impl Default for Config {
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
             transaction_state_log_segment_bytes: 100 * 1024 * 1024,
+            authorizer_class_name: String::new(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
         }
     }
 }
@@ -317,6 +330,12 @@ impl Config {
         if let Err(reason) = checked {
             return Err(ConfigError::Invalid {
                 path: cli.config.clone().unwrap_or_else(|| "--listen".into()),
+                reason,
+            });
+        }
+        if let Err(reason) = config.authorizer() {
+            return Err(ConfigError::Invalid {
+                path: cli.config.clone().unwrap_or_else(|| "(defaults)".into()),
                 reason,
             });
         }
@@ -635,7 +654,23 @@ impl Config {
                 "transaction.state.log.segment.bytes",
                 self.transaction_state_log_segment_bytes.to_string(),
             ),
+            ("authorizer.class.name", self.authorizer_class_name.clone()),
+            ("super.users", self.super_users.clone()),
+            (
+                "allow.everyone.if.no.acl.found",
+                self.allow_everyone_if_no_acl_found.to_string(),
+            ),
         ]
+    }
+
+    /// The authorizer `authorizer.class.name`, `super.users` and
+    /// `allow.everyone.if.no.acl.found` describe.
+    pub fn authorizer(&self) -> Result<crate::security::acl::Authorizer, String> {
+        crate::security::acl::Authorizer::new(
+            &self.authorizer_class_name,
+            &self.super_users,
+            self.allow_everyone_if_no_acl_found,
+        )
     }
 
     /// The current value of a broker key, if Sluice has it.

@@ -1,12 +1,12 @@
 //! The cluster metadata image: topics (id, partition count, config overrides), the
-//! cluster id, the producer-id allocator and group config overrides.
+//! cluster id, the producer-id allocator, group config overrides and the ACLs.
 //!
 //! On a single node the image is kept in `cluster-metadata.json` in the data folder,
 //! replaced atomically (write a temporary file, fsync, rename, fsync the folder)
 //! on every change, so that a crash at any moment leaves either the old or the new
 //! image, never a torn one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -41,6 +41,10 @@ pub struct MetadataImage {
     /// left out while empty, so older versions can still read the file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The ACLs (CreateAcls / DeleteAcls). Absent from older files and left
+    /// out while empty, like `group_configs`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub acls: BTreeSet<crate::security::acl::AclBinding>,
 }
 
 /// The image plus where it lives.
@@ -68,6 +72,7 @@ impl MetadataStore {
                 topics: BTreeMap::new(),
                 next_producer_id: 0,
                 group_configs: BTreeMap::new(),
+                acls: BTreeSet::new(),
             },
             Err(e) => return Err(e),
         };
@@ -129,6 +134,34 @@ fn new_cluster_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_image_without_acls_still_loads_and_acls_survive_reopen() {
+        use crate::security::acl::*;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(FILE),
+            r#"{"cluster_id":"c","topics":{},"next_producer_id":0}"#,
+        )
+        .unwrap();
+        let mut s = MetadataStore::open(dir.path(), None).unwrap();
+        assert!(s.image.acls.is_empty());
+        let b = AclBinding {
+            resource_type: ResourceType::Topic,
+            name: "orders".into(),
+            pattern_type: PatternType::Prefixed,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: PermissionType::Allow,
+        };
+        s.update(|img| img.acls.insert(b.clone())).unwrap();
+        drop(s);
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert!(text.contains("\"PREFIXED\""), "{text}");
+        let s = MetadataStore::open(dir.path(), None).unwrap();
+        assert_eq!(s.image.acls.iter().collect::<Vec<_>>(), [&b]);
+    }
 
     #[test]
     fn image_survives_reopen() {

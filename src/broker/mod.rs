@@ -5,6 +5,7 @@
 //! cluster the controller quorum holds it and [`cluster`] routes admin
 //! changes through the quorum and opens the replicas the image assigns here.
 
+mod acls;
 mod cluster;
 mod group_configs;
 pub use cluster::{ADMIN_WAIT, admin_wait, follow_image, track_leaders};
@@ -83,6 +84,8 @@ pub struct Broker {
     cluster: Option<Arc<Cluster>>,
     /// Serialises reconciliations with the cluster image.
     reconciling: Mutex<()>,
+    /// The authorizer and (alone) the ACLs.
+    acl: acls::AclState,
 }
 
 impl Broker {
@@ -140,6 +143,15 @@ impl Broker {
         if let Some(t) = topics.get(crate::txn::TXN_TOPIC) {
             txns.load(t)?;
         }
+        // A bad authorizer setting (refused by Config::load) fails closed.
+        let authorizer = config.authorizer().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "authorizer settings refused; authorizing with no super users");
+            crate::security::acl::Authorizer {
+                enabled: true,
+                ..Default::default()
+            }
+        });
+        let acl = acls::AclState::new(authorizer, store.image.acls.clone());
         Ok(Arc::new(Self {
             config,
             versions,
@@ -154,6 +166,7 @@ impl Broker {
             cluster_id,
             cluster,
             reconciling: Mutex::new(()),
+            acl,
         }))
     }
 

@@ -16,10 +16,12 @@ use kafka_protocol::messages::{
     IncrementalAlterConfigsResponse, alter_configs_response, incremental_alter_configs_response,
 };
 
+use super::acls::config_access;
 use super::describe_configs::{BROKER, GROUP, TOPIC};
 use super::{RequestContext, str_bytes};
 use crate::broker::{TopicError, validate_topic_name};
 use crate::config::Config;
+use crate::security::acl::AclOperation;
 use crate::topic_config::{self, ConfigDef, ConfigType, group, list_items};
 
 const SET: i8 = 0;
@@ -155,6 +157,8 @@ pub async fn alter(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfi
                     "Cannot alter the same resource twice in one request.",
                 ));
             }
+            config_access(ctx, res.resource_type, &name, AclOperation::AlterConfigs)
+                .map_err(|e| TopicError::new(e, "Authorization failed."))?;
             check_resource(res.resource_type, &name)?;
             // AlterConfigs replaces the whole set of overrides.
             let nulls: Vec<&str> = res
@@ -214,6 +218,8 @@ pub async fn incremental(
                     "Cannot alter the same resource twice in one request.",
                 ));
             }
+            config_access(ctx, res.resource_type, &name, AclOperation::AlterConfigs)
+                .map_err(|e| TopicError::new(e, "Authorization failed."))?;
             check_resource(res.resource_type, &name)?;
             let mut keys: Vec<&str> = res.configs.iter().map(|c| c.name.as_str()).collect();
             keys.sort_unstable();

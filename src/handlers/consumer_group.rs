@@ -16,6 +16,7 @@ use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::group::assignor;
 use crate::group::consumer::{HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC};
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// (topic id, partitions) pairs for the wire; topics that vanished are left out.
 fn by_id(broker: &Broker, a: &assignor::Assignment) -> Vec<(Uuid, Vec<i32>)> {
@@ -79,6 +80,25 @@ pub async fn heartbeat(
     let broker = &ctx.broker;
     let group = req.group_id.0.as_str().to_owned();
     let resp = ConsumerGroupHeartbeatResponse::default().with_member_epoch(-1);
+    // READ on the group, then DESCRIBE on every topic subscribed by name.
+    if !ctx.authorize_group(AclOperation::Read, &group) {
+        return resp.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
+    if let Some(names) = &req.subscribed_topic_names {
+        let denied: Vec<&str> = names
+            .iter()
+            .map(|t| t.0.as_str())
+            .filter(|t| !ctx.authorize_topic(AclOperation::Describe, t))
+            .collect();
+        if !denied.is_empty() {
+            return resp
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                .with_error_message(Some(str_bytes(format!(
+                    "The following topics are not authorized: {}",
+                    denied.join(", ")
+                ))));
+        }
+    }
     if group.is_empty() {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
@@ -168,6 +188,16 @@ pub async fn describe(
         .into_iter()
         .map(|id| {
             let out = DescribedGroup::default().with_group_id(id.clone());
+            if !ctx.authorize_group(AclOperation::Describe, id.0.as_str()) {
+                return out.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+            }
+            let out = if req.include_authorized_operations {
+                out.with_authorized_operations(
+                    ctx.authorized_operations(ResourceType::Group, id.0.as_str()),
+                )
+            } else {
+                out
+            };
             match broker.groups.consumer_describe(id.0.as_str()) {
                 Err(code) => {
                     out.with_error_code(code)

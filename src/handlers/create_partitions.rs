@@ -5,6 +5,7 @@ use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicR
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
 use super::{RequestContext, str_bytes};
+use crate::security::acl::AclOperation;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -15,6 +16,12 @@ pub async fn handle(
     for t in req.topics {
         let name = t.name.0.to_string();
         let mut r = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        if !ctx.authorize_topic(AclOperation::Alter, &name) {
+            r.error_code = ResponseError::TopicAuthorizationFailed.code();
+            r.error_message = Some(str_bytes("Authorization failed."));
+            results.push(r);
+            continue;
+        }
         let current = ctx.broker.topic(&name).map(|t| t.partitions.len() as i32);
         let bad_assignment = match (&t.assignments, current) {
             (Some(a), Some(cur)) if a.len() as i32 != t.count - cur => Some(format!(

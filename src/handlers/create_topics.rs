@@ -11,6 +11,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{RequestContext, str_bytes};
 use crate::broker::Topic;
+use crate::security::acl::AclOperation;
 use crate::topic_config;
 
 pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTopicsResponse {
@@ -22,6 +23,8 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
         .map(|t| t.name.0.as_str().to_owned())
         .collect();
     let mut results = Vec::with_capacity(req.topics.len());
+    // CREATE on the cluster covers every topic; otherwise CREATE on each.
+    let cluster_create = ctx.authorize_cluster(AclOperation::Create);
     for t in req.topics {
         let name = t.name.0.as_str().to_owned();
         // The error message is null unless there is an error.
@@ -32,6 +35,11 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
             Err((
                 ResponseError::InvalidRequest.code(),
                 format!("topic '{name}' appears more than once in the request"),
+            ))
+        } else if !cluster_create && !ctx.authorize_topic(AclOperation::Create, &name) {
+            Err((
+                ResponseError::TopicAuthorizationFailed.code(),
+                "Authorization failed.".to_owned(),
             ))
         } else {
             create_one(ctx, &t, req.validate_only, req.timeout_ms).await
@@ -51,7 +59,12 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                         Some(p) => p.replicas.len().max(1) as i16,
                         None => resolved_replication_factor(ctx, &t),
                     };
-                    r.configs = Some(configs_of(ctx, &topic));
+                    // The configs only with DESCRIBE_CONFIGS on the topic.
+                    if ctx.authorize_topic(AclOperation::DescribeConfigs, &name) {
+                        r.configs = Some(configs_of(ctx, &topic));
+                    } else {
+                        r.topic_config_error_code = ResponseError::TopicAuthorizationFailed.code();
+                    }
                 }
             }
             Err((code, message)) => {

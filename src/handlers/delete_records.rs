@@ -11,11 +11,13 @@ use kafka_protocol::messages::delete_records_response::{
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::RequestContext;
+use crate::security::acl::AclOperation;
 
 pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let denied = !ctx.authorize_topic(AclOperation::Delete, t.name.0.as_str());
         let topic = ctx.broker.topic(t.name.0.as_str());
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
@@ -28,6 +30,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteRecordsRequest) -> DeleteRe
                     .and_then(|i| t.partitions.get(i))
             });
             partitions.push(match part {
+                _ if denied => r.with_error_code(ResponseError::TopicAuthorizationFailed.code()),
                 None => r.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
                 Some(part) => match part.delete_records(p.offset, timeout).await {
                     Ok(low) => {

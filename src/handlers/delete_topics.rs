@@ -6,6 +6,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 use uuid::Uuid;
 
 use super::{RequestContext, str_bytes, topic_name};
+use crate::security::acl::AclOperation;
 
 pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTopicsResponse {
     let broker = &ctx.broker;
@@ -36,6 +37,17 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
             )),
         };
         let outcome = match resolved {
+            // DELETE on the topic (a topic named by id is shown by name
+            // only to who may describe it).
+            Ok(n) if !ctx.authorize_topic(AclOperation::Delete, &n) => {
+                if name.is_some() || ctx.authorize_topic(AclOperation::Describe, &n) {
+                    r.name = Some(topic_name(&n));
+                }
+                Err((
+                    ResponseError::TopicAuthorizationFailed.code(),
+                    "Authorization failed.".to_owned(),
+                ))
+            }
             Ok(n) => {
                 r.name = Some(topic_name(&n));
                 broker

@@ -6,6 +6,7 @@ use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{RequestContext, str_bytes};
+use crate::security::acl::{CLUSTER_NAME, ResourceType};
 
 /// Endpoint types of DescribeCluster v1+.
 const BROKERS: i8 = 1;
@@ -22,6 +23,11 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
                 .with_error_code(ResponseError::UnsupportedEndpointType.code())
                 .with_error_message(Some(str_bytes("only broker endpoints are served")));
         }
+    }
+    // KIP-430, when asked.
+    if req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
     }
     let brokers = broker
         .brokers_on(&ctx.session.listener)

@@ -15,8 +15,10 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
+use super::acls::config_access;
 use super::{RequestContext, str_bytes};
 use crate::broker::validate_topic_name;
+use crate::security::acl::AclOperation;
 use crate::topic_config::{
     self, CLUSTER_DEFAULT_KEYS, ConfigType, Described, Synonym, TOPIC_CONFIGS, ValueFn,
     broker_synonyms, group, source,
@@ -41,7 +43,12 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
                     .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
             };
             let name = res.resource_name.as_str();
+            let access = config_access(ctx, res.resource_type, name, AclOperation::DescribeConfigs);
             let described = match res.resource_type {
+                _ if access.is_err() => Err((
+                    access.err().unwrap_or(ResponseError::UnknownServerError),
+                    "Authorization failed.".to_owned(),
+                )),
                 TOPIC => topic_configs(ctx, name),
                 BROKER => broker_configs(ctx, name),
                 GROUP => group_configs(ctx, name),

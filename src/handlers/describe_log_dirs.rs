@@ -10,8 +10,18 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse};
 
 use super::{RequestContext, str_bytes, topic_name};
+use crate::security::acl::AclOperation;
 
 pub async fn handle(ctx: &RequestContext, req: DescribeLogDirsRequest) -> DescribeLogDirsResponse {
+    if !ctx.authorize_cluster(AclOperation::Describe) {
+        // The error field arrived with v3; before, an empty answer.
+        let mut resp = DescribeLogDirsResponse::default();
+        if ctx.version >= 3 {
+            resp.error_code =
+                kafka_protocol::error::ResponseError::ClusterAuthorizationFailed.code();
+        }
+        return resp;
+    }
     let broker = &ctx.broker;
     let dir = std::fs::canonicalize(&broker.config.data_dir)
         .unwrap_or_else(|_| broker.config.data_dir.clone());

@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::cluster::CONTROLLER_GROUP;
+use crate::security::acl::AclOperation;
 
 /// The client id of a forwarded request (followed by the forwarding node).
 const FORWARDED: &str = "sluice-forwarded-describe-quorum";
@@ -37,6 +38,10 @@ const FORWARDED: &str = "sluice-forwarded-describe-quorum";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn handle(ctx: &RequestContext, req: DescribeQuorumRequest) -> DescribeQuorumResponse {
+    if !ctx.authorize_cluster(AclOperation::Describe) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     let asks_for_the_quorum = matches!(
         &req.topics[..],
         [t] if t.topic_name.0.as_str() == CONTROLLER_GROUP

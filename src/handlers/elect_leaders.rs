@@ -15,11 +15,20 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::partition::Partition;
+use crate::security::acl::AclOperation;
 
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
 pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLeadersResponse {
+    if !ctx.authorize_cluster(AclOperation::Alter) {
+        // The error field arrived with v1; before, no partition is elected.
+        let mut resp = ElectLeadersResponse::default();
+        if ctx.version >= 1 {
+            resp.error_code = ResponseError::ClusterAuthorizationFailed.code();
+        }
+        return resp;
+    }
     let broker = &ctx.broker;
     let node = broker.node_id();
     let election = if ctx.version >= 1 {

@@ -16,6 +16,7 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicNam
 use super::fetch_session::{Answered, Context, FetchPart, TopicKey};
 use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
+use crate::security::acl::AclOperation;
 
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     let by_id = ctx.version >= 13;
@@ -32,13 +33,32 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
             return FetchResponse::default().with_error_code(code);
         }
     };
+    // READ on each topic, as Kafka checks it (an unknown topic id stays
+    // UNKNOWN_TOPIC_ID).
+    let denied: Vec<bool> = if ctx.broker.authorizer_enabled() {
+        let mut seen = std::collections::HashMap::new();
+        parts
+            .iter()
+            .map(|fp| {
+                *seen.entry(fp.topic.clone()).or_insert_with(|| {
+                    let name = match &fp.topic {
+                        TopicKey::Id(id) => ctx.broker.topic_by_id(*id).map(|t| t.name.clone()),
+                        TopicKey::Name(n) => Some(n.clone()),
+                    };
+                    name.is_some_and(|n| !ctx.authorize_topic(AclOperation::Read, &n))
+                })
+            })
+            .collect()
+    } else {
+        vec![false; parts.len()]
+    };
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + max_wait;
     loop {
         let notified = ctx.broker.data_available.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let (answers, bytes, errors) = collect(ctx, &req, &parts);
+        let (answers, bytes, errors) = collect(ctx, &req, &parts, &denied);
         let now = Instant::now();
         // Nothing to wait for when no partition is asked for (a consumer
         // closing its session): answered at once, as Kafka does.
@@ -108,6 +128,7 @@ fn collect(
     ctx: &RequestContext,
     req: &FetchRequest,
     parts: &[FetchPart],
+    denied: &[bool],
 ) -> (Vec<PartitionData>, usize, bool) {
     let broker = &ctx.broker;
     let read_committed = req.isolation_level == 1;
@@ -119,7 +140,20 @@ fn collect(
     let mut total = 0usize;
     let mut errors = false;
     let mut out = Vec::with_capacity(parts.len());
-    for fp in parts {
+    for (i, fp) in parts.iter().enumerate() {
+        if denied.get(i).copied().unwrap_or(false) {
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1);
+            if ctx.version >= 5 {
+                pd.log_start_offset = -1;
+            }
+            errors = true;
+            out.push(pd);
+            continue;
+        }
         let topic = match &fp.topic {
             TopicKey::Id(id) => broker.topic_by_id(*id),
             TopicKey::Name(n) => broker.topic(n),

@@ -16,6 +16,7 @@ use super::RequestContext;
 use super::offsets::group_id;
 use super::str_bytes;
 use crate::group::classic::GroupState;
+use crate::security::acl::{AclOperation, ResourceType};
 
 /// FindCoordinator key types.
 const GROUP: i8 = 0;
@@ -104,6 +105,27 @@ fn leader_of(
     }
 }
 
+/// [`locate`] after Kafka's check: DESCRIBE on the group or the
+/// transactional id.
+async fn locate_authorized(
+    ctx: &RequestContext,
+    key: &str,
+    key_type: i8,
+) -> (i16, i32, String, i32, Option<String>) {
+    let (kind, error) = if key_type == GROUP {
+        (ResourceType::Group, ResponseError::GroupAuthorizationFailed)
+    } else {
+        (
+            ResourceType::TransactionalId,
+            ResponseError::TransactionalIdAuthorizationFailed,
+        )
+    };
+    if (key_type == GROUP || key_type == 1) && !ctx.authorize(AclOperation::Describe, kind, key) {
+        return (error.code(), -1, String::new(), -1, None);
+    }
+    locate(ctx, key, key_type).await
+}
+
 pub async fn find_coordinator(
     ctx: &RequestContext,
     req: FindCoordinatorRequest,
@@ -113,7 +135,8 @@ pub async fn find_coordinator(
     if v >= 4 {
         let mut coordinators = Vec::with_capacity(req.coordinator_keys.len());
         for key in &req.coordinator_keys {
-            let (code, node, host, port, msg) = locate(ctx, key.as_str(), key_type).await;
+            let (code, node, host, port, msg) =
+                locate_authorized(ctx, key.as_str(), key_type).await;
             coordinators.push(
                 Coordinator::default()
                     .with_key(key.clone())
@@ -126,7 +149,7 @@ pub async fn find_coordinator(
         }
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }
-    let (code, node, host, port, msg) = locate(ctx, req.key.as_str(), key_type).await;
+    let (code, node, host, port, msg) = locate_authorized(ctx, req.key.as_str(), key_type).await;
     let mut resp = FindCoordinatorResponse::default()
         .with_error_code(code)
         .with_node_id(BrokerId(node))
@@ -144,6 +167,8 @@ pub async fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> Descr
     for id in &req.groups {
         coordinated.push(if id.0.is_empty() {
             Ok(())
+        } else if !ctx.authorize_group(AclOperation::Describe, id.0.as_str()) {
+            Err(ResponseError::GroupAuthorizationFailed.code())
         } else {
             ctx.broker
                 .groups
@@ -163,6 +188,14 @@ pub async fn describe(ctx: &RequestContext, req: DescribeGroupsRequest) -> Descr
             if let Err(code) = coordinated {
                 return out.with_error_code(code);
             }
+            // KIP-430, when asked (v3+).
+            let out = if v >= 3 && req.include_authorized_operations {
+                out.with_authorized_operations(
+                    ctx.authorized_operations(ResourceType::Group, id.0.as_str()),
+                )
+            } else {
+                out
+            };
             match ctx.broker.groups.describe(id.0.as_str()) {
                 None => out
                     .with_group_state(str_bytes(GroupState::Dead.name()))
@@ -206,11 +239,15 @@ pub async fn list(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsRes
     } else {
         Vec::new()
     };
+    // DESCRIBE on the cluster lists every group; otherwise those the
+    // principal may describe.
+    let all = ctx.authorize_cluster(AclOperation::Describe);
     let groups = ctx
         .broker
         .groups
         .list()
         .into_iter()
+        .filter(|g| all || ctx.authorize_group(AclOperation::Describe, &g.id))
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
         .filter(|g| types.is_empty() || types.iter().any(|t| t == g.kind))
         .map(|g| {
@@ -232,7 +269,9 @@ pub async fn list(ctx: &RequestContext, req: ListGroupsRequest) -> ListGroupsRes
 pub async fn delete(ctx: &RequestContext, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for id in req.groups_names {
-        let code = if id.0.is_empty() {
+        let code = if !ctx.authorize_group(AclOperation::Delete, id.0.as_str()) {
+            ResponseError::GroupAuthorizationFailed.code()
+        } else if id.0.is_empty() {
             ResponseError::InvalidGroupId.code()
         } else {
             ctx.broker

@@ -13,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::{RequestContext, str_bytes};
 use crate::group::classic::{JoinRequest, SyncRequest};
+use crate::security::acl::AclOperation;
 
 fn opt(s: &Option<StrBytes>) -> Option<&str> {
     s.as_ref().map(|s| s.as_str())
@@ -34,6 +35,9 @@ pub async fn join(ctx: &RequestContext, req: JoinGroupRequest) -> JoinGroupRespo
         .with_member_id(req.member_id.clone());
     // Nullable from v7: null until a protocol is chosen.
     resp.protocol_name = (v < 7).then(StrBytes::default);
+    if !ctx.authorize_group(AclOperation::Read, &group) {
+        return resp.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if invalid_group(&group) {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
@@ -98,6 +102,9 @@ pub async fn sync(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRespo
     let v = ctx.version;
     let group = req.group_id.0.as_str().to_owned();
     let resp = SyncGroupResponse::default();
+    if !ctx.authorize_group(AclOperation::Read, &group) {
+        return resp.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if invalid_group(&group) {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
@@ -139,6 +146,10 @@ pub async fn sync(ctx: &RequestContext, req: SyncGroupRequest) -> SyncGroupRespo
 
 pub async fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> HeartbeatResponse {
     let group = req.group_id.0.as_str();
+    if !ctx.authorize_group(AclOperation::Read, group) {
+        return HeartbeatResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if invalid_group(group) {
         return HeartbeatResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
@@ -163,6 +174,10 @@ pub async fn heartbeat(ctx: &RequestContext, req: HeartbeatRequest) -> Heartbeat
 pub async fn leave(ctx: &RequestContext, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let v = ctx.version;
     let group = req.group_id.0.as_str();
+    if !ctx.authorize_group(AclOperation::Read, group) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if invalid_group(group) {
         return LeaveGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }

@@ -6,11 +6,35 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use super::RequestContext;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitProducerIdResponse {
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    // WRITE on the transactional id; an idempotent producer needs
+    // IDEMPOTENT_WRITE on the cluster or WRITE on some topic.
+    match &req.transactional_id {
+        Some(txn)
+            if !ctx.authorize(
+                AclOperation::Write,
+                ResourceType::TransactionalId,
+                txn.0.as_str(),
+            ) =>
+        {
+            return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+        }
+        None if !ctx.authorize_cluster(AclOperation::IdempotentWrite)
+            && !ctx.broker.authorize_any(
+                &ctx.session,
+                AclOperation::Write,
+                ResourceType::Topic,
+            ) =>
+        {
+            return resp.with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+        }
+        _ => {}
+    }
     if let Some(txn) = &req.transactional_id {
         // KIP-360 (v3+): a producer recovering names the id and epoch it had.
         let expected = (ctx.version >= 3 && req.producer_id.0 >= 0)

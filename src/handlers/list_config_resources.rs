@@ -11,6 +11,7 @@ use kafka_protocol::messages::{ListConfigResourcesRequest, ListConfigResourcesRe
 
 use super::describe_configs::{BROKER, GROUP, TOPIC};
 use super::{RequestContext, str_bytes};
+use crate::security::acl::AclOperation;
 
 const BROKER_LOGGER: i8 = 8;
 const CLIENT_METRICS: i8 = 16;
@@ -39,6 +40,10 @@ pub async fn handle(
         );
         return ListConfigResourcesResponse::default()
             .with_error_code(ResponseError::InvalidRequest.code());
+    }
+    if !ctx.authorize_cluster(AclOperation::DescribeConfigs) {
+        return ListConfigResourcesResponse::default()
+            .with_error_code(ResponseError::ClusterAuthorizationFailed.code());
     }
     let mut out = Vec::new();
     let mut add = |name: String, kind: i8| {

@@ -18,6 +18,7 @@ use sluice_storage::log::SegmentInfo;
 
 use super::RequestContext;
 use crate::partition::Partition;
+use crate::security::acl::AclOperation;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -28,6 +29,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
     let read_committed = ctx.version >= 2 && req.isolation_level == 1;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in req.topics {
+        let denied = !ctx.authorize_topic(AclOperation::Describe, t.name.0.as_str());
         let topic = ctx.broker.topic(t.name.0.as_str());
         let partitions = t
             .partitions
@@ -42,6 +44,7 @@ pub async fn handle(ctx: &RequestContext, req: ListOffsetsRequest) -> ListOffset
                 }
                 let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
                 let found = match partition {
+                    _ if denied => Err(ResponseError::TopicAuthorizationFailed.code()),
                     None => Err(ResponseError::UnknownTopicOrPartition.code()),
                     Some(p) => p
                         .check_leader_epoch(lp.current_leader_epoch)
@@ -84,6 +87,7 @@ pub async fn handle_v0(ctx: &RequestContext, req: ListOffsetsV0Request) -> ListO
         .topics
         .into_iter()
         .map(|t| {
+            let denied = !ctx.authorize_topic(AclOperation::Describe, t.name.as_str());
             let topic = ctx.broker.topic(t.name.as_str());
             let partitions = t
                 .partitions
@@ -91,6 +95,7 @@ pub async fn handle_v0(ctx: &RequestContext, req: ListOffsetsV0Request) -> ListO
                 .map(|lp| {
                     let partition = topic.as_ref().and_then(|t| t.partition(lp.partition_index));
                     let found = match partition {
+                        _ if denied => Err(ResponseError::TopicAuthorizationFailed.code()),
                         None => Err(ResponseError::UnknownTopicOrPartition.code()),
                         Some(p) => p
                             .with_log(|l| LogShape {

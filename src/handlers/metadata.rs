@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::{Topic, validate_topic_name};
+use crate::security::acl::{AclOperation, CLUSTER_NAME, ResourceType};
 
 pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataResponse {
     let broker = &ctx.broker;
@@ -22,9 +23,21 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     // Auto-creation is implicit before v4.
     let may_create = req.allow_auto_topic_creation || ctx.version < 4;
     let mut topics = Vec::new();
+    // KIP-430: the topics' operations this principal may perform, when asked.
+    let with_ops = ctx.version >= 8 && req.include_topic_authorized_operations;
+    let described = |t: &Topic| {
+        let mut d = describe(t, node, ctx.version);
+        if with_ops {
+            d.topic_authorized_operations = ctx.authorized_operations(ResourceType::Topic, &t.name);
+        }
+        d
+    };
     if all {
+        // Topics this principal may not describe are left out.
         for t in broker.topics() {
-            topics.push(describe(&t, node, ctx.version));
+            if ctx.authorize_topic(AclOperation::Describe, &t.name) {
+                topics.push(described(&t));
+            }
         }
     } else {
         let wanted = req.topics.unwrap_or_default();
@@ -36,7 +49,13 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             if by_id && wanted.topic_id.is_nil() {
                 continue;
             }
+            let denied = ResponseError::TopicAuthorizationFailed.code();
             let found = match name {
+                // Named: DESCRIBE first, whether it exists or not (so
+                // existence is not revealed).
+                Some(name) if !ctx.authorize_topic(AclOperation::Describe, name.0.as_str()) => {
+                    Err((denied, name.0.to_string(), Uuid::nil()))
+                }
                 Some(name) => {
                     let name = name.0.as_str();
                     match broker.topic(name) {
@@ -44,6 +63,13 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                         None => {
                             if let Err(e) = validate_topic_name(name) {
                                 Err((e.code, name.to_owned(), Uuid::nil()))
+                            } else if may_create
+                                && broker.config.auto_create_topics_enable
+                                && !ctx.authorize_cluster(AclOperation::Create)
+                                && !ctx.authorize_topic(AclOperation::Create, name)
+                            {
+                                // Auto-creation needs CREATE on the cluster or the topic.
+                                Err((denied, name.to_owned(), Uuid::nil()))
                             } else if may_create {
                                 broker.auto_create(name).await.ok_or((
                                     ResponseError::UnknownTopicOrPartition.code(),
@@ -60,14 +86,20 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
                         }
                     }
                 }
-                None => broker.topic_by_id(wanted.topic_id).ok_or((
-                    ResponseError::UnknownTopicId.code(),
-                    String::new(),
-                    wanted.topic_id,
-                )),
+                None => match broker.topic_by_id(wanted.topic_id) {
+                    Some(t) if !ctx.authorize_topic(AclOperation::Describe, &t.name) => {
+                        Err((denied, String::new(), wanted.topic_id))
+                    }
+                    Some(t) => Ok(t),
+                    None => Err((
+                        ResponseError::UnknownTopicId.code(),
+                        String::new(),
+                        wanted.topic_id,
+                    )),
+                },
             };
             topics.push(match found {
-                Ok(t) => describe(&t, node, ctx.version),
+                Ok(t) => described(&t),
                 Err((code, name, id)) => {
                     let mut t = MetadataResponseTopic::default()
                         .with_error_code(code)
@@ -98,6 +130,10 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     }
     if ctx.version >= 2 {
         resp.cluster_id = Some(str_bytes(broker.cluster_id()));
+    }
+    if (8..=10).contains(&ctx.version) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations =
+            ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
     }
     resp
 }

@@ -17,6 +17,7 @@ use sluice_protocol::{ProtocolError, Result};
 
 use crate::broker::Broker;
 
+pub(crate) mod acls;
 mod alter_configs;
 pub mod api_versions;
 mod consumer_group;
@@ -97,6 +98,9 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -178,6 +182,9 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         WriteTxnMarkers => m::WriteTxnMarkersRequest => txn::write_txn_markers,
         DescribeTransactions => m::DescribeTransactionsRequest => txn::describe_transactions,
         ListTransactions => m::ListTransactionsRequest => txn::list_transactions,
+        CreateAcls => m::CreateAclsRequest => acls::create,
+        DescribeAcls => m::DescribeAclsRequest => acls::describe,
+        DeleteAcls => m::DeleteAclsRequest => acls::delete,
     )
 }
 
@@ -270,6 +277,9 @@ macro_rules! request_types {
             WriteTxnMarkers => m::WriteTxnMarkersRequest,
             DescribeTransactions => m::DescribeTransactionsRequest,
             ListTransactions => m::ListTransactionsRequest,
+            CreateAcls => m::CreateAclsRequest,
+            DescribeAcls => m::DescribeAclsRequest,
+            DeleteAcls => m::DeleteAclsRequest,
         )
     };
 }

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 
 use super::RequestContext;
 use crate::partition::Partition;
+use crate::security::acl::AclOperation;
 
 /// Kafka's UNDEFINED_EPOCH and UNDEFINED_EPOCH_OFFSET.
 const UNDEFINED: (i32, i64) = (-1, -1);
@@ -23,6 +24,7 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
+            let denied = !ctx.authorize_topic(AclOperation::Describe, t.topic.0.as_str());
             let topic = ctx.broker.topic(t.topic.0.as_str());
             let partitions = t
                 .partitions
@@ -37,6 +39,9 @@ pub async fn handle(
                             .ok()
                             .and_then(|i| t.partitions.get(i))
                     });
+                    if denied {
+                        return out.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let Some(p) = partition else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };

@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::group::{CommitItem, Committed};
+use crate::security::acl::AclOperation;
 
 pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCommitResponse {
     let v = ctx.version;
@@ -40,20 +41,35 @@ pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             })
         })
         .collect();
-    // Partitions that do not exist are refused before the group sees the
-    // request, as Kafka does; the coordinator's answer covers the rest.
-    let exists: Vec<bool> = items
-        .iter()
-        .map(|i| {
-            ctx.broker
-                .topic(&i.topic)
-                .is_some_and(|t| i.partition >= 0 && (i.partition as usize) < t.partitions.len())
-        })
-        .collect();
+    // As Kafka: READ on the group (else every partition fails), then READ
+    // on each topic; partitions that do not exist are refused before the
+    // group sees the request; the coordinator's answer covers the rest.
+    let group_denied = !ctx.authorize_group(AclOperation::Read, group);
+    let mut readable = std::collections::HashMap::new();
+    let refused: Vec<i16> =
+        items
+            .iter()
+            .map(|i| {
+                if group_denied {
+                    ResponseError::GroupAuthorizationFailed.code()
+                } else if !*readable
+                    .entry(i.topic.clone())
+                    .or_insert_with(|| ctx.authorize_topic(AclOperation::Read, &i.topic))
+                {
+                    ResponseError::TopicAuthorizationFailed.code()
+                } else if ctx.broker.topic(&i.topic).is_some_and(|t| {
+                    i.partition >= 0 && (i.partition as usize) < t.partitions.len()
+                }) {
+                    0
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                }
+            })
+            .collect();
     let known: Vec<CommitItem> = items
         .iter()
-        .zip(&exists)
-        .filter(|(_, e)| **e)
+        .zip(&refused)
+        .filter(|(_, e)| **e == 0)
         .map(|(i, _)| i.clone())
         .collect();
     let known_codes = if known.is_empty() {
@@ -80,11 +96,11 @@ pub async fn commit(ctx: &RequestContext, req: OffsetCommitRequest) -> OffsetCom
             .await
     };
     let mut known_codes = known_codes.into_iter();
-    let mut codes = exists.into_iter().map(|e| {
-        if e {
+    let mut codes = refused.into_iter().map(|e| {
+        if e == 0 {
             known_codes.next().unwrap_or(0)
         } else {
-            ResponseError::UnknownTopicOrPartition.code()
+            e
         }
     });
     let topics = req
@@ -123,10 +139,38 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
     // unstable; the consumer retries until the transaction ends.
     let require_stable = v >= 7 && req.require_stable;
     let unstable = |group: &str, t: &str, p: i32| require_stable && groups.has_pending(group, t, p);
+    // DESCRIBE on the group (GROUP_AUTHORIZATION_FAILED), then on each
+    // topic: a topic asked for fails with TOPIC_AUTHORIZATION_FAILED, and
+    // one the principal may not describe is left out of "all topics".
+    let authorized = |id: &str, wanted: Option<&[(String, Vec<i32>)]>| {
+        let mut out = groups.fetch(id, wanted);
+        if !ctx.broker.authorizer_enabled() {
+            return (out, Vec::new());
+        }
+        let mut denied = Vec::new();
+        out.retain(|(t, parts)| {
+            if ctx.authorize_topic(AclOperation::Describe, t) {
+                return true;
+            }
+            if wanted.is_some() {
+                denied.push((
+                    t.clone(),
+                    parts.iter().map(|(p, _)| *p).collect::<Vec<i32>>(),
+                ));
+            }
+            false
+        });
+        (out, denied)
+    };
     if v >= 8 {
         let mut errors = Vec::with_capacity(req.groups.len());
         for g in &req.groups {
-            errors.push(groups.coordinates(&ctx.broker, g.group_id.0.as_str()).await);
+            let id = g.group_id.0.as_str();
+            errors.push(if ctx.authorize_group(AclOperation::Describe, id) {
+                groups.coordinates(&ctx.broker, id).await
+            } else {
+                Err(ResponseError::GroupAuthorizationFailed.code())
+            });
         }
         let out = req
             .groups
@@ -144,8 +188,26 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
                         .collect()
                 });
                 let id = g.group_id.0.as_str();
-                let topics = groups
-                    .fetch(id, wanted.as_deref())
+                let (found, denied) = authorized(id, wanted.as_deref());
+                let denied = denied.into_iter().map(|(t, parts)| {
+                    OffsetFetchResponseTopics::default()
+                        .with_name(topic_name(&t))
+                        .with_partitions(
+                            parts
+                                .into_iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_committed_leader_epoch(-1)
+                                        .with_error_code(
+                                            ResponseError::TopicAuthorizationFailed.code(),
+                                        )
+                                })
+                                .collect(),
+                        )
+                });
+                let topics = found
                     .into_iter()
                     .map(|(t, parts)| {
                         let partitions = parts
@@ -172,6 +234,7 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
                             .with_name(topic_name(&t))
                             .with_partitions(partitions)
                     })
+                    .chain(denied)
                     .collect();
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id)
@@ -186,7 +249,12 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
             .map(|t| (t.name.0.to_string(), t.partition_indexes))
             .collect()
     });
-    if let Err(code) = groups.coordinates(&ctx.broker, group).await {
+    let coordinated = if ctx.authorize_group(AclOperation::Describe, group) {
+        groups.coordinates(&ctx.broker, group).await
+    } else {
+        Err(ResponseError::GroupAuthorizationFailed.code())
+    };
+    if let Err(code) = coordinated {
         if v >= 2 {
             return OffsetFetchResponse::default().with_error_code(code);
         }
@@ -212,8 +280,27 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
             .collect();
         return OffsetFetchResponse::default().with_topics(topics);
     }
-    let topics = groups
-        .fetch(group, wanted.as_deref())
+    let (found, denied) = authorized(group, wanted.as_deref());
+    let denied = denied.into_iter().map(|(t, parts)| {
+        OffsetFetchResponseTopic::default()
+            .with_name(topic_name(&t))
+            .with_partitions(
+                parts
+                    .into_iter()
+                    .map(|p| {
+                        let mut r = OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                        if v >= 5 {
+                            r.committed_leader_epoch = -1;
+                        }
+                        r
+                    })
+                    .collect(),
+            )
+    });
+    let topics = found
         .into_iter()
         .map(|(t, parts)| {
             OffsetFetchResponseTopic::default()
@@ -245,6 +332,7 @@ pub async fn fetch(ctx: &RequestContext, req: OffsetFetchRequest) -> OffsetFetch
                         .collect(),
                 )
         })
+        .chain(denied)
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
 }
@@ -261,6 +349,11 @@ pub async fn delete(ctx: &RequestContext, req: OffsetDeleteRequest) -> OffsetDel
             )
         })
         .collect();
+    // DELETE on the group, as Kafka checks it first.
+    if !ctx.authorize_group(AclOperation::Delete, group) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     match ctx
         .broker
         .groups

@@ -13,6 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
+use crate::security::acl::{AclOperation, ResourceType};
 
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = req.acks;
@@ -24,8 +25,15 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index in response, partition, append) awaiting the commit.
     let mut pending = Vec::new();
+    // Kafka's checks: WRITE on the transactional id (every partition fails
+    // without it), then WRITE on each topic, before anything else is looked at.
+    let txn_denied = req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !ctx.authorize(AclOperation::Write, ResourceType::TransactionalId, id));
     for topic in req.topic_data {
         let name = topic.name.0.as_str().to_owned();
+        let topic_denied = !txn_denied && !ctx.authorize_topic(AclOperation::Write, &name);
         let t = ctx.broker.topic(&name);
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
@@ -40,6 +48,10 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
                 .cloned();
             let outcome = if !valid_acks {
                 Err(ResponseError::InvalidRequiredAcks.code())
+            } else if txn_denied {
+                Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+            } else if topic_denied {
+                Err(ResponseError::TopicAuthorizationFailed.code())
             } else if name == crate::group::OFFSETS_TOPIC || name == crate::txn::TXN_TOPIC {
                 // Only the group coordinator writes there, as in Kafka.
                 warn_limited!(topic = %name, "produce to an internal topic refused");

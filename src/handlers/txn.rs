@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 
 use super::{RequestContext, str_bytes};
 use crate::group::{CommitItem, OFFSETS_TOPIC, TxnCommit};
+use crate::security::acl::{AclOperation, ResourceType};
 use crate::txn::TxnState;
 use crate::txn::partition::Marker;
 
@@ -100,6 +101,31 @@ async fn add_one(
     topics: &[AddPartitionsToTxnTopic],
     verify_only: bool,
 ) -> Vec<AddPartitionsToTxnTopicResult> {
+    // WRITE on the transactional id, then on every topic; when any is
+    // refused, the rest is not attempted.
+    if !ctx.authorize(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        transactional_id,
+    ) {
+        return topic_results(topics, |_, _| {
+            ResponseError::TransactionalIdAuthorizationFailed.code()
+        });
+    }
+    let denied: std::collections::HashSet<&str> = topics
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .filter(|t| !ctx.authorize_topic(AclOperation::Write, t))
+        .collect();
+    if !denied.is_empty() {
+        return topic_results(topics, |t, _| {
+            if denied.contains(t) {
+                ResponseError::TopicAuthorizationFailed.code()
+            } else {
+                ResponseError::OperationNotAttempted.code()
+            }
+        });
+    }
     let (wanted, unknown) = partitions_of(ctx, topics, verify_only);
     if unknown {
         let broker = &ctx.broker;
@@ -185,6 +211,16 @@ pub async fn add_offsets(
 ) -> AddOffsetsToTxnResponse {
     let group = req.group_id.0.as_str();
     let resp = AddOffsetsToTxnResponse::default();
+    if !ctx.authorize(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    if !ctx.authorize_group(AclOperation::Read, group) {
+        return resp.with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     if group.is_empty() {
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
@@ -226,6 +262,13 @@ pub async fn end_txn(ctx: &RequestContext, req: EndTxnRequest) -> EndTxnResponse
     let resp = EndTxnResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
+    if !ctx.authorize(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        return resp.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
     match ctx
         .broker
         .txns
@@ -274,7 +317,40 @@ pub async fn txn_offset_commit(
             })
         })
         .collect();
-    let codes = if group.is_empty() {
+    // WRITE on the transactional id, READ on the group, READ on each topic.
+    let refused: Vec<i16> = if !ctx.authorize(
+        AclOperation::Write,
+        ResourceType::TransactionalId,
+        req.transactional_id.0.as_str(),
+    ) {
+        vec![ResponseError::TransactionalIdAuthorizationFailed.code(); items.len()]
+    } else if !ctx.authorize_group(AclOperation::Read, group) {
+        vec![ResponseError::GroupAuthorizationFailed.code(); items.len()]
+    } else {
+        let mut readable = std::collections::HashMap::new();
+        items
+            .iter()
+            .map(|i| {
+                if *readable
+                    .entry(i.topic.clone())
+                    .or_insert_with(|| ctx.authorize_topic(AclOperation::Read, &i.topic))
+                {
+                    0
+                } else {
+                    ResponseError::TopicAuthorizationFailed.code()
+                }
+            })
+            .collect()
+    };
+    let items: Vec<CommitItem> = items
+        .into_iter()
+        .zip(&refused)
+        .filter(|(_, c)| **c == 0)
+        .map(|(i, _)| i)
+        .collect();
+    let codes = if items.is_empty() {
+        Vec::new()
+    } else if group.is_empty() {
         vec![ResponseError::InvalidGroupId.code(); items.len()]
     } else {
         let member_id = req.member_id.as_str();
@@ -303,7 +379,14 @@ pub async fn txn_offset_commit(
             .map(|c| fenced_for(c, ctx.version, 3))
             .collect()
     };
-    let mut codes = codes.into_iter();
+    let mut passed = codes.into_iter();
+    let mut codes = refused.into_iter().map(|c| {
+        if c == 0 {
+            passed.next().unwrap_or(0)
+        } else {
+            c
+        }
+    });
     let topics = req
         .topics
         .iter()
@@ -331,6 +414,8 @@ pub async fn write_txn_markers(
     ctx: &RequestContext,
     req: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
+    // Only the cluster itself writes markers (CLUSTER_ACTION).
+    let allowed = ctx.authorize_cluster(AclOperation::ClusterAction);
     let mut out = Vec::with_capacity(req.markers.len());
     for m in &req.markers {
         let marker = if m.transaction_result {
@@ -343,6 +428,7 @@ pub async fn write_txn_markers(
             let mut partitions = Vec::with_capacity(t.partition_indexes.len());
             for &index in &t.partition_indexes {
                 let code = match ctx.broker.partition(t.name.0.as_str(), index) {
+                    _ if !allowed => ResponseError::ClusterAuthorizationFailed.code(),
                     None => ResponseError::UnknownTopicOrPartition.code(),
                     Some(p) => {
                         match p.append_marker(
@@ -405,6 +491,16 @@ pub async fn describe_transactions(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
             .with_transaction_start_time_ms(-1);
+        if !ctx.authorize(
+            AclOperation::Describe,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        ) {
+            states.push(
+                out.with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code()),
+            );
+            continue;
+        }
         states.push(
             match ctx.broker.txns.describe(&ctx.broker, id.0.as_str()).await {
                 Err(c) => out.with_error_code(c),
@@ -479,6 +575,14 @@ pub async fn list_transactions(
             pattern
                 .as_ref()
                 .is_none_or(|r| r.is_match(&t.transactional_id))
+        })
+        // Only the ids this principal may describe.
+        .filter(|t| {
+            ctx.authorize(
+                AclOperation::Describe,
+                ResourceType::TransactionalId,
+                &t.transactional_id,
+            )
         })
         .map(|t| {
             ListedState::default()

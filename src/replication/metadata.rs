@@ -9,13 +9,16 @@
 //! one deleted that is not there) is skipped the same way everywhere, with
 //! the reason returned for the proposer to report.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::security::listener::ListenerEndpoint;
 use sluice_storage::BatchHeader;
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+
+use crate::security::acl::AclBinding;
 
 /// One change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +79,15 @@ pub enum MetadataRecord {
     PartitionLeaders {
         leaders: Vec<LeaderOf>,
     },
+    /// ACLs added (CreateAcls); one already there is left as it is.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// ACLs removed (DeleteAcls, the bindings its filters matched); one not
+    /// there is left out.
+    DeleteAcls {
+        acls: Vec<AclBinding>,
+    },
 }
 
 /// One partition's leader and epoch, as `PartitionLeaders` carries them.
@@ -128,6 +140,9 @@ pub struct ClusterImage {
     pub leaders: BTreeMap<(String, i32), (u64, u64)>,
     /// Groups' config overrides.
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The ACLs every broker authorizes with (shared: images are cloned
+    /// often, ACLs change rarely).
+    pub acls: Arc<BTreeSet<AclBinding>>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -255,6 +270,20 @@ impl ClusterImage {
                     self.group_configs.remove(group);
                 } else {
                     self.group_configs.insert(group.clone(), configs.clone());
+                }
+                Ok(())
+            }
+            MetadataRecord::CreateAcls { acls } => {
+                let set = Arc::make_mut(&mut self.acls);
+                for a in acls {
+                    set.insert(a.clone());
+                }
+                Ok(())
+            }
+            MetadataRecord::DeleteAcls { acls } => {
+                let set = Arc::make_mut(&mut self.acls);
+                for a in acls {
+                    set.remove(a);
                 }
                 Ok(())
             }
@@ -462,6 +491,37 @@ mod tests {
         )
         .unwrap();
         assert!(img.topics.is_empty());
+    }
+
+    #[test]
+    fn acl_records_add_and_remove_bindings() {
+        use crate::security::acl::*;
+        let b = |name: &str| AclBinding {
+            resource_type: ResourceType::Topic,
+            name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: AclOperation::Read,
+            permission: PermissionType::Allow,
+        };
+        let mut img = ClusterImage::default();
+        let create = MetadataRecord::CreateAcls {
+            acls: vec![b("a"), b("b")],
+        };
+        let create = decode(&bytes::Bytes::from(encode(&create))).unwrap();
+        img.apply(1, &create).unwrap();
+        img.apply(2, &MetadataRecord::CreateAcls { acls: vec![b("a")] })
+            .unwrap();
+        assert_eq!(img.acls.len(), 2);
+        img.apply(
+            3,
+            &MetadataRecord::DeleteAcls {
+                acls: vec![b("a"), b("zzz")],
+            },
+        )
+        .unwrap();
+        assert_eq!(img.acls.iter().collect::<Vec<_>>(), [&b("b")]);
     }
 
     #[test]

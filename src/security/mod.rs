@@ -8,6 +8,7 @@
 //! Connections other brokers open on the internal listener are marked as
 //! inter-broker.
 
+pub mod acl;
 pub mod listener;
 pub mod ssl_principal;
 pub mod tls;
