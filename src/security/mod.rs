@@ -8,6 +8,8 @@
 //! Connections other brokers open on the internal listener are marked as
 //! inter-broker.
 
+pub mod sasl;
+
 use std::fmt;
 use std::net::IpAddr;
 
