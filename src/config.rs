@@ -54,6 +54,9 @@ pub enum Command {
     /// Load a Kafka-compatible broker with producers and consumers and report
     /// throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Manage SCRAM credentials offline (before a start).
+    #[command(subcommand)]
+    Scram(crate::security::sasl::offline::ScramCommand),
 }
 
 /// Everything the broker reads from configuration.
@@ -179,6 +182,20 @@ pub struct Config {
     pub transaction_state_log_min_isr: i32,
     #[serde(rename = "transaction.state.log.segment.bytes")]
     pub transaction_state_log_segment_bytes: u64,
+    /// Mechanisms SASL listeners offer, comma-separated (see
+    /// [`crate::security::sasl`]).
+    #[serde(rename = "sasl.enabled.mechanisms")]
+    pub sasl_enabled_mechanisms: String,
+    /// KIP-368: how long a SASL session lasts before the client must
+    /// re-authenticate; 0 = for the connection's life.
+    #[serde(rename = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: i64,
+    /// How long a failed authentication waits before its answer and the close.
+    #[serde(rename = "connection.failed.authentication.delay.ms")]
+    pub connection_failed_authentication_delay_ms: u64,
+    /// The largest frame a connection may send before it is authenticated.
+    #[serde(rename = "sasl.server.max.receive.size")]
+    pub sasl_server_max_receive_size: usize,
 }
 
 impl Default for Config {
@@ -239,6 +256,10 @@ impl Default for Config {
             transaction_state_log_replication_factor: 3,
             transaction_state_log_min_isr: 2,
             transaction_state_log_segment_bytes: 100 * 1024 * 1024,
+            sasl_enabled_mechanisms: crate::security::sasl::DEFAULT_ENABLED_MECHANISMS.into(),
+            connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
+            sasl_server_max_receive_size: 524_288,
         }
     }
 }
@@ -280,7 +301,7 @@ impl Config {
         if let Some(a) = cli.internal_listen {
             config.internal_listen = Some(a);
         }
-        if let Err(reason) = config.voters() {
+        if let Err(reason) = config.voters().and(config.check_security()) {
             return Err(ConfigError::Invalid {
                 path: cli
                     .config
@@ -350,6 +371,20 @@ impl Config {
             ));
         }
         Ok(out)
+    }
+
+    /// The SASL settings make sense: known mechanisms, no negative times.
+    pub fn check_security(&self) -> Result<(), String> {
+        crate::security::sasl::parse_enabled(&self.sasl_enabled_mechanisms)?;
+        if self.connections_max_reauth_ms < 0 {
+            return Err("connections.max.reauth.ms must not be negative".into());
+        }
+        Ok(())
+    }
+
+    /// `sasl.enabled.mechanisms`, parsed (checked at load).
+    pub fn sasl_mechanisms(&self) -> Vec<crate::security::sasl::Mechanism> {
+        crate::security::sasl::parse_enabled(&self.sasl_enabled_mechanisms).unwrap_or_default()
     }
 
     /// The host and port clients are told to use.
@@ -555,6 +590,22 @@ impl Config {
             (
                 "transaction.state.log.segment.bytes",
                 self.transaction_state_log_segment_bytes.to_string(),
+            ),
+            (
+                "sasl.enabled.mechanisms",
+                self.sasl_enabled_mechanisms.clone(),
+            ),
+            (
+                "connections.max.reauth.ms",
+                self.connections_max_reauth_ms.to_string(),
+            ),
+            (
+                "connection.failed.authentication.delay.ms",
+                self.connection_failed_authentication_delay_ms.to_string(),
+            ),
+            (
+                "sasl.server.max.receive.size",
+                self.sasl_server_max_receive_size.to_string(),
             ),
         ]
     }

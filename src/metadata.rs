@@ -41,6 +41,13 @@ pub struct MetadataImage {
     /// left out while empty, so older versions can still read the file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// Users' SCRAM credentials (salt, iterations, StoredKey, ServerKey;
+    /// never a password), by user and mechanism. In a cluster these are the
+    /// credentials `sluice scram add` put here for the controller quorum to
+    /// take at the next start (see `broker/scram.rs`). Absent from older
+    /// files and left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: crate::security::sasl::scram::CredentialMap,
 }
 
 /// The image plus where it lives.
@@ -68,6 +75,7 @@ impl MetadataStore {
                 topics: BTreeMap::new(),
                 next_producer_id: 0,
                 group_configs: BTreeMap::new(),
+                scram_credentials: BTreeMap::new(),
             },
             Err(e) => return Err(e),
         };

@@ -7,6 +7,7 @@
 
 mod cluster;
 mod group_configs;
+mod scram;
 pub use cluster::{ADMIN_WAIT, admin_wait, follow_image, track_leaders};
 
 use std::collections::{BTreeMap, HashMap};

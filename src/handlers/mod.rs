@@ -42,6 +42,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod scram_credentials;
 mod txn;
 
 /// Everything a handler knows about the request it serves.
@@ -97,6 +98,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -178,6 +183,10 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         WriteTxnMarkers => m::WriteTxnMarkersRequest => txn::write_txn_markers,
         DescribeTransactions => m::DescribeTransactionsRequest => txn::describe_transactions,
         ListTransactions => m::ListTransactionsRequest => txn::list_transactions,
+        SaslHandshake => m::SaslHandshakeRequest => scram_credentials::handshake,
+        SaslAuthenticate => m::SaslAuthenticateRequest => scram_credentials::authenticate,
+        DescribeUserScramCredentials => m::DescribeUserScramCredentialsRequest => scram_credentials::describe,
+        AlterUserScramCredentials => m::AlterUserScramCredentialsRequest => scram_credentials::alter,
     )
 }
 
@@ -270,6 +279,10 @@ macro_rules! request_types {
             WriteTxnMarkers => m::WriteTxnMarkersRequest,
             DescribeTransactions => m::DescribeTransactionsRequest,
             ListTransactions => m::ListTransactionsRequest,
+            SaslHandshake => m::SaslHandshakeRequest,
+            SaslAuthenticate => m::SaslAuthenticateRequest,
+            DescribeUserScramCredentials => m::DescribeUserScramCredentialsRequest,
+            AlterUserScramCredentials => m::AlterUserScramCredentialsRequest,
         )
     };
 }

@@ -1,9 +1,12 @@
 //! SASL authentication: the mechanisms (PLAIN, SCRAM-SHA-256,
-//! SCRAM-SHA-512) as pure state machines.
+//! SCRAM-SHA-512) as pure state machines, and a connection's progress
+//! through SaslHandshake / SaslAuthenticate ([`gate`]).
 //!
 //! Nothing here reads the network: the connection hands each client
 //! message in and writes back what it is told.
 
+pub mod gate;
+pub mod offline;
 pub mod plain;
 pub mod scram;
 
