@@ -256,10 +256,16 @@ impl ScramServer {
     ) -> Result<ScramStep, Failure> {
         match std::mem::replace(&mut self.state, State::Finished) {
             State::ClientFirst => {
-                let server_nonce = {
-                    let mut b = [0u8; 24];
+                // Letters and digits only: some clients (librdkafka 2.0)
+                // mishandle other printable characters in the nonce.
+                let server_nonce: String = {
+                    const ALPHABET: &[u8] =
+                        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+                    let mut b = [0u8; 32];
                     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut b);
-                    B64.encode(b)
+                    b.iter()
+                        .map(|x| ALPHABET[*x as usize % ALPHABET.len()] as char)
+                        .collect()
                 };
                 let (pending, server_first) = self.client_first(message, &server_nonce, lookup)?;
                 self.state = State::ClientFinal(Box::new(pending));
@@ -400,7 +406,11 @@ impl ScramServer {
             .next()
             .and_then(|a| a.strip_prefix("r="))
             .ok_or_else(|| Failure::new("client-final message without r="))?;
-        if nonce != p.nonce {
+        // Kafka accepts a nonce that ends with the combined one, and
+        // librdkafka before 2.2 sends its client nonce twice
+        // (`r=<cnonce><cnonce><snonce>`): the server's part is still there,
+        // and the proof covers the message as sent.
+        if !nonce.ends_with(&p.nonce) {
             return Err(Failure::new("invalid nonce in the client-final message"));
         }
         let proof = B64
@@ -606,6 +616,13 @@ mod tests {
                 .into_bytes()
         };
         assert!(run(&Client::new(m, "alice", "right", "abc"), &other_nonce).is_err());
+        // The server's part cut short.
+        let short_nonce = |v: Vec<u8>| {
+            let t = String::from_utf8(v).unwrap();
+            let (head, proof) = t.rsplit_once(",p=").unwrap();
+            format!("{},p={proof}", &head[..head.len() - 1]).into_bytes()
+        };
+        assert!(run(&Client::new(m, "alice", "right", "abc"), &short_nonce).is_err());
         // Another channel binding.
         let other_binding = |v: Vec<u8>| {
             String::from_utf8(v)
@@ -638,6 +655,39 @@ mod tests {
         assert_eq!(first_of("mallory"), first_of("mallory"));
         assert_ne!(first_of("mallory"), first_of("trudy"));
         assert!(first_of("mallory").ends_with(",i=4096"));
+    }
+
+    #[test]
+    fn a_client_nonce_sent_twice_is_accepted_as_kafka_does() {
+        let m = ScramMechanism::Sha512;
+        let lookup = store(m, "alice", "pw");
+        let c = Client::new(m, "alice", "pw", "cn");
+        let mut s = ScramServer::new(m, [5; 32]);
+        let ScramStep::Challenge(sf) = s.step(&c.first(), &lookup).unwrap() else {
+            panic!()
+        };
+        // What librdkafka 2.0 answers: its nonce before the combined one.
+        let sf_text = String::from_utf8(sf.clone()).unwrap();
+        let doubled = sf_text.replacen("r=", "r=cn", 1);
+        let (fin, _) = c.fin(doubled.as_bytes());
+        // The proof was made over the doubled nonce; the server-first it
+        // covers is the real one.
+        let fin = {
+            let t = String::from_utf8(fin).unwrap();
+            let (without, _) = t.rsplit_once(",p=").unwrap();
+            let salt_iter = sf_text.split_once(",s=").unwrap().1;
+            let salt = B64.decode(salt_iter.split_once(",i=").unwrap().0).unwrap();
+            let salted = m.salted_password(b"pw", &salt, 4096);
+            let client_key = m.hmac(&salted, b"Client Key");
+            let auth = format!("{},{sf_text},{without}", c.bare);
+            let sig = m.hmac(&m.hash(&client_key), auth.as_bytes());
+            let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+            format!("{without},p={}", B64.encode(proof)).into_bytes()
+        };
+        assert!(matches!(
+            s.step(&fin, &lookup).unwrap(),
+            ScramStep::Done { .. }
+        ));
     }
 
     #[test]
