@@ -46,7 +46,6 @@ struct SaslBroker {
 impl SaslBroker {
     async fn start(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sasl_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut config = Config {
             listen: listener.local_addr().unwrap(),
             data_dir: dir.to_owned(),
@@ -54,6 +53,45 @@ impl SaslBroker {
         };
         tweak(&mut config);
         let broker: Arc<Broker> = Broker::open(config, sluice::handlers::version_table()).unwrap();
+        Self::serve(listener, broker).await
+    }
+
+    /// Node 1 alone in its controller quorum, as `sluice` starts it.
+    async fn start_cluster(dir: &Path) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = Config {
+            listen: listener.local_addr().unwrap(),
+            data_dir: dir.to_owned(),
+            node_id: 1,
+            controller_voters: Some(format!("1@{internal}")),
+            ..Config::default()
+        };
+        let voters = config.voters().unwrap();
+        let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
+        let cluster = sluice::cluster::Cluster::start(&config, voters, clock.clone())
+            .await
+            .unwrap();
+        assert!(cluster.wait_caught_up(TIMEOUT).await);
+        let broker = Broker::open_with(
+            config,
+            sluice::handlers::version_table(),
+            clock,
+            Some(cluster),
+        )
+        .unwrap();
+        tokio::spawn(broker.clone().bootstrap_scram_credentials());
+        Self::serve(listener, broker).await
+    }
+
+    /// Serves `broker` on `listener` (PLAINTEXT) and on a second port whose
+    /// connections get a SASL_PLAINTEXT session.
+    async fn serve(listener: tokio::net::TcpListener, broker: Arc<Broker>) -> Self {
+        let sasl_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sasl = sasl_listener.local_addr().unwrap();
         let (stop_sasl, stop_rx) = watch::channel(false);
         let b = broker.clone();
@@ -686,5 +724,79 @@ async fn offline_credentials_log_in() {
         0
     );
     metadata_works(&mut c).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn in_a_cluster_credentials_go_through_the_controller_quorum() {
+    let dir = tempfile::tempdir().unwrap();
+    // Before the first start, as on every node of a new cluster.
+    sluice::security::sasl::offline::add(dir.path(), None, "svc", "svc-pw", "SCRAM-SHA-256", 4096)
+        .unwrap();
+    let b = SaslBroker::start_cluster(dir.path()).await;
+    let mut c = Client::connect(b.plain).await;
+    let describe = |user: &str| {
+        DescribeUserScramCredentialsRequest::default()
+            .with_users(Some(vec![UserName::default().with_name(s(user))]))
+    };
+    // The broker proposes the bootstrap credential; then it leaves the file.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let r: DescribeUserScramCredentialsResponse = c
+            .call(ApiKey::DescribeUserScramCredentials, 0, &describe("svc"))
+            .await;
+        if r.results[0].error_code == 0 {
+            assert_eq!(r.results[0].credential_infos[0].mechanism, 1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bootstrap credential never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + TIMEOUT;
+    while std::fs::read_to_string(dir.path().join("cluster-metadata.json"))
+        .unwrap()
+        .contains("scram_credentials")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "bootstrap credential left in the file"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut l = Client::connect(b.sasl).await;
+    scram_login(&mut l, 2, ScramMechanism::Sha256, "svc", "svc-pw")
+        .await
+        .unwrap();
+    metadata_works(&mut l).await;
+    // Through AlterUserScramCredentials: a new user who logs in, svc removed.
+    let r = set_password(&mut c, "ops", ScramMechanism::Sha512, "ops-pw", 4096).await;
+    assert_eq!(r.results[0].error_code, 0);
+    let req = AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        ScramCredentialDeletion::default()
+            .with_name(s("svc"))
+            .with_mechanism(1),
+    ]);
+    let r: AlterUserScramCredentialsResponse =
+        c.call(ApiKey::AlterUserScramCredentials, 0, &req).await;
+    assert_eq!(r.results[0].error_code, 0);
+    let r: DescribeUserScramCredentialsResponse = c
+        .call(ApiKey::DescribeUserScramCredentials, 0, &describe("svc"))
+        .await;
+    assert_eq!(r.results[0].error_code, 91);
+    let mut l = Client::connect(b.sasl).await;
+    scram_login(&mut l, 2, ScramMechanism::Sha512, "ops", "ops-pw")
+        .await
+        .unwrap();
+    let mut l = Client::connect(b.sasl).await;
+    assert_eq!(
+        scram_login(&mut l, 2, ScramMechanism::Sha256, "svc", "svc-pw")
+            .await
+            .unwrap_err()
+            .0,
+        SASL_AUTHENTICATION_FAILED
+    );
     b.stop().await;
 }
