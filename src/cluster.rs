@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::error::BrokerError;
 use crate::replication::host::{Applier, Host};
-use crate::replication::metadata::{self, ClusterImage, MetadataRecord};
+use crate::replication::metadata::{self, ClusterImage, ListenerEndpoint, MetadataRecord};
 use crate::replication::replica::{Replica, Timing};
 use crate::replication::store::ReplicaStore;
 use crate::replication::transport::{self, KafkaLink, Sender};
@@ -246,28 +246,33 @@ impl Cluster {
         }
     }
 
-    /// Registers this broker's client address, retrying until the image
-    /// holds it (runs for the broker's life: a re-registration after a
+    /// Registers this broker's listeners (their advertised addresses; the
+    /// first is also the record's host and port), retrying until the image
+    /// holds them (runs for the broker's life: a re-registration after a
     /// change of address goes through the same loop).
-    pub async fn register(self: Arc<Self>, host: String, port: u16) {
+    pub async fn register(self: Arc<Self>, listeners: Vec<ListenerEndpoint>) {
+        let Some(first) = listeners.first().cloned() else {
+            return;
+        };
         let record = MetadataRecord::RegisterBroker {
             node_id: self.me,
-            host: host.clone(),
-            port,
+            host: first.host.clone(),
+            port: first.port,
+            listeners: listeners.clone(),
         };
         let me = self.me;
         loop {
             let registered = |img: &ClusterImage| {
-                img.brokers
-                    .get(&me)
-                    .is_some_and(|b| b.host == host && b.port == port)
+                img.brokers.get(&me).is_some_and(|b| {
+                    b.host == first.host && b.port == first.port && b.listeners == listeners
+                })
             };
             match self
                 .propose_until(&record, Duration::from_secs(3600), registered)
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(node = me, %host, port, "registered with the controller quorum");
+                    tracing::info!(node = me, host = %first.host, port = first.port, listeners = listeners.len(), "registered with the controller quorum");
                     return;
                 }
                 Err(_) => tokio::time::sleep(REPROPOSE_EVERY).await,

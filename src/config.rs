@@ -66,6 +66,19 @@ pub struct Config {
     pub listen: SocketAddr,
     #[serde(rename = "advertised.listener")]
     pub advertised_listener: Option<String>,
+    /// Kafka's `listeners` (`NAME://host:port,...`); unset: one PLAINTEXT
+    /// listener on `listen`. See [`crate::security::listener`].
+    pub listeners: Option<String>,
+    #[serde(rename = "advertised.listeners")]
+    pub advertised_listeners: Option<String>,
+    #[serde(rename = "listener.security.protocol.map")]
+    pub listener_security_protocol_map: String,
+    #[serde(rename = "inter.broker.listener.name")]
+    pub inter_broker_listener_name: Option<String>,
+    /// Every `ssl.*` and `listener.name.*` key of the file, as text (lists
+    /// joined with commas); read and checked by [`crate::security::tls`].
+    #[serde(skip)]
+    pub ssl: std::collections::BTreeMap<String, String>,
     #[serde(rename = "data.dir")]
     pub data_dir: PathBuf,
     #[serde(rename = "node.id")]
@@ -203,6 +216,11 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:9092".parse().expect("valid literal"),
             advertised_listener: None,
+            listeners: None,
+            advertised_listeners: None,
+            listener_security_protocol_map: crate::security::listener::DEFAULT_PROTOCOL_MAP.into(),
+            inter_broker_listener_name: None,
+            ssl: Default::default(),
             data_dir: PathBuf::from("data"),
             node_id: 1,
             cluster_id: None,
@@ -285,6 +303,19 @@ impl Config {
         };
         if let Some(listen) = cli.listen {
             config.listen = listen;
+            if let Some(l) = &config.listeners {
+                config.listeners = Some(
+                    crate::security::listener::with_plaintext_address(
+                        l,
+                        &config.listener_security_protocol_map,
+                        listen,
+                    )
+                    .map_err(|reason| ConfigError::Invalid {
+                        path: "--listen".into(),
+                        reason,
+                    })?,
+                );
+            }
         }
         if let Some(adv) = &cli.advertised_listener {
             config.advertised_listener = Some(adv.clone());
@@ -300,6 +331,15 @@ impl Config {
         }
         if let Some(a) = cli.internal_listen {
             config.internal_listen = Some(a);
+        }
+        let checked = config
+            .listener_specs()
+            .and_then(|_| crate::security::tls::check(&config));
+        if let Err(reason) = checked {
+            return Err(ConfigError::Invalid {
+                path: cli.config.clone().unwrap_or_else(|| "--listen".into()),
+                reason,
+            });
         }
         if let Err(reason) = config.voters().and(config.check_security()) {
             return Err(ConfigError::Invalid {
@@ -328,9 +368,43 @@ impl Config {
         let value: toml::Table = text.parse().map_err(|e: toml::de::Error| e.to_string())?;
         let mut flat = toml::Table::new();
         flatten("", value, &mut flat);
-        toml::Value::Table(flat)
+        let mut ssl = std::collections::BTreeMap::new();
+        flat.retain(|k, v| {
+            if !(k.starts_with("ssl.") || k.starts_with("listener.name.")) {
+                return true;
+            }
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+                other => other.to_string(),
+            };
+            ssl.insert(k.to_string(), text);
+            false
+        });
+        let mut config: Self = toml::Value::Table(flat)
             .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())
+            .map_err(|e: toml::de::Error| e.to_string())?;
+        config.ssl = ssl;
+        Ok(config)
+    }
+
+    /// The listeners to bind, from `listeners` or the `listen` shorthand.
+    pub fn listener_specs(&self) -> Result<Vec<crate::security::listener::ListenerSpec>, String> {
+        crate::security::listener::listeners(&crate::security::listener::ListenerKeys {
+            listeners: self.listeners.as_deref(),
+            advertised_listeners: self.advertised_listeners.as_deref(),
+            protocol_map: &self.listener_security_protocol_map,
+            inter_broker_listener_name: self.inter_broker_listener_name.as_deref(),
+            listen: self.listen,
+            advertised_listener: self.advertised_listener.as_deref(),
+        })
     }
 
     /// The controller quorum's voters (node id → internal address), sorted;
@@ -387,8 +461,13 @@ impl Config {
         crate::security::sasl::parse_enabled(&self.sasl_enabled_mechanisms).unwrap_or_default()
     }
 
-    /// The host and port clients are told to use.
+    /// The host and port clients are told to use (of the first listener).
     pub fn advertised(&self) -> (String, i32) {
+        if let Ok(specs) = self.listener_specs()
+            && let Some(first) = specs.first()
+        {
+            return (first.advertised_host.clone(), first.advertised_port as i32);
+        }
         if let Some(adv) = &self.advertised_listener
             && let Some((host, port)) = adv.rsplit_once(':')
             && let Ok(port) = port.parse()

@@ -4,6 +4,11 @@
 //! what keeps an idempotent producer's pipelined batches in sequence order.
 //! Frames already buffered are all answered before the socket is flushed, so a
 //! pipelining client gets its responses in few writes.
+//!
+//! The stream is a plain TCP stream or a TLS stream over one (SSL and
+//! SASL_SSL listeners, handshake done by the server): reads and writes never
+//! overlap on a connection, so the stream is not split, and a plain TCP
+//! stream is served exactly as before, without any TLS layer in between.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,8 +20,7 @@ use sluice_protocol::Result;
 use sluice_protocol::codec::encode_response;
 use sluice_protocol::frame::FrameDecoder;
 use sluice_protocol::header::api_name;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -25,9 +29,9 @@ use crate::handlers::{self, Parsed, RequestContext};
 use crate::security::Session;
 use crate::security::sasl::gate::{Admit, Gate};
 
-pub async fn serve(
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     session: Session,
     mut stop: watch::Receiver<bool>,
@@ -36,8 +40,8 @@ pub async fn serve(
     let mut session = Arc::new(session);
     // On a SASL listener: authentication first (see security::sasl::gate).
     let mut gate = Gate::for_session(&broker, &session);
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    // Writes are buffered; reads go straight to the stream underneath.
+    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
     let unauthenticated = FrameDecoder::new(
         broker
@@ -115,7 +119,7 @@ pub async fn serve(
             buf.reserve(64 * 1024);
         }
         tokio::select! {
-            read = reader.read_buf(&mut buf) => match read {
+            read = writer.read_buf(&mut buf) => match read {
                 Ok(0) => {
                     if !buf.is_empty() {
                         warn_limited!(%peer, bytes = buf.len(), "connection closed inside a frame");

@@ -120,11 +120,9 @@ fn scram(cli: &Cli, cmd: &sluice::security::sasl::offline::ScramCommand) -> std:
 }
 
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    tracing::info!(data_dir = %config.data_dir.display(), listen = %config.listen, "starting sluice");
+    tracing::info!(data_dir = %config.data_dir.display(), "starting sluice");
     sluice::limits::apply();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let listeners = sluice::server::Listener::bind_all(&config).await?;
     let voters = config.voters()?;
     let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
     let cluster = if voters.is_empty() {
@@ -147,10 +145,15 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(follow_image(Arc::downgrade(&broker), c.clone()));
         tokio::spawn(track_leaders(Arc::downgrade(&broker), c.clone()));
         tokio::spawn(broker.clone().bootstrap_scram_credentials());
-        let (host, port) = broker.config.advertised();
-        tokio::spawn(c.register(host, port as u16));
+        let endpoints = broker
+            .config
+            .listener_specs()?
+            .iter()
+            .map(|l| l.endpoint())
+            .collect();
+        tokio::spawn(c.register(endpoints));
     }
-    sluice::server::run(listener, broker, shutdown_signal()).await?;
+    sluice::server::run_listeners(listeners, broker, shutdown_signal()).await?;
     Ok(())
 }
 

@@ -12,9 +12,20 @@
 //! alike, but not counted against `max.connections` (Kafka, too, keeps its
 //! inter-broker listener's connections out of reach of that broker-wide
 //! limit), so clients filling it cannot hold up transaction markers.
+//!
+//! The broker listens on every listener of its configuration at once
+//! (`listeners`, or the one PLAINTEXT listener of `listen`); each accepted
+//! connection gets a session naming its listener and security protocol. On
+//! a listener that uses TLS (SSL, SASL_SSL) the connection task first
+//! completes the TLS handshake, within `ssl.handshake.timeout.ms`, and takes
+//! the client certificate's principal, if it presented one; a connection
+//! whose handshake fails or times out is closed with a log line, and its
+//! task ends. The request loop then runs over the TLS stream.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -25,20 +36,136 @@ use tracing::Instrument;
 use crate::broker::Broker;
 use crate::connection;
 use crate::replication::transport::KafkaLink;
-use crate::security::Session;
+use crate::security::tls::{SslSettings, TlsContext};
+use crate::security::{SecurityProtocol, Session};
 
-/// The next client connection, once `limit` has room for it.
+/// One bound listener.
+pub struct Listener {
+    /// Its name, upper case (`PLAINTEXT`, `SSL`, or any name of `listeners`).
+    pub name: String,
+    pub protocol: SecurityProtocol,
+    pub socket: TcpListener,
+    /// Set when the protocol uses TLS.
+    pub tls: Option<Arc<TlsContext>>,
+}
+
+impl Listener {
+    /// A PLAINTEXT listener on a bound socket.
+    pub fn plaintext(name: &str, socket: TcpListener) -> Self {
+        Self {
+            name: name.to_string(),
+            protocol: SecurityProtocol::Plaintext,
+            socket,
+            tls: None,
+        }
+    }
+
+    /// A listener of `config` on a bound socket, its TLS settings read
+    /// (files included) when its protocol uses TLS.
+    pub fn from_config(
+        config: &crate::config::Config,
+        name: &str,
+        protocol: SecurityProtocol,
+        socket: TcpListener,
+    ) -> Result<Self, String> {
+        let tls = if protocol.uses_tls() {
+            Some(TlsContext::new(SslSettings::for_listener(config, name)?)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            name: name.to_ascii_uppercase(),
+            protocol,
+            socket,
+            tls,
+        })
+    }
+
+    /// Binds every listener of `config`.
+    pub async fn bind_all(config: &crate::config::Config) -> Result<Vec<Self>, String> {
+        let mut out = Vec::new();
+        for spec in config.listener_specs()? {
+            let socket = TcpListener::bind(&spec.bind)
+                .await
+                .map_err(|e| format!("cannot listen on {} ({}): {e}", spec.bind, spec.name))?;
+            out.push(Self::from_config(
+                config,
+                &spec.name,
+                spec.protocol,
+                socket,
+            )?);
+        }
+        Ok(out)
+    }
+}
+
+/// The next client connection on any listener (and that listener's
+/// index), once `limit` has room for it. The listeners are polled from a
+/// rotating start, so a busy one cannot starve the others.
 async fn accept_client(
-    listener: &TcpListener,
+    listeners: &[Listener],
     limit: &Arc<Semaphore>,
-) -> std::io::Result<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit)> {
+    rotate: &AtomicUsize,
+) -> std::io::Result<(TcpStream, std::net::SocketAddr, OwnedSemaphorePermit, usize)> {
     let permit = limit
         .clone()
         .acquire_owned()
         .await
         .expect("semaphore is never closed");
-    let (stream, peer) = listener.accept().await?;
-    Ok((stream, peer, permit))
+    let start = rotate.fetch_add(1, Ordering::Relaxed);
+    let (stream, peer, i) = std::future::poll_fn(|cx| {
+        for k in 0..listeners.len() {
+            let i = (start + k) % listeners.len();
+            if let Poll::Ready(r) = listeners[i].socket.poll_accept(cx) {
+                return Poll::Ready(r.map(|(s, p)| (s, p, i)));
+            }
+        }
+        Poll::Pending
+    })
+    .await?;
+    Ok((stream, peer, permit, i))
+}
+
+/// Serves one client connection of a listener: the TLS handshake first
+/// when it uses TLS.
+async fn serve_client(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    listener: (String, SecurityProtocol, Option<Arc<TlsContext>>),
+    stop: watch::Receiver<bool>,
+) {
+    let (name, protocol, tls) = listener;
+    let mut session = Session::new(&name, protocol, peer.ip());
+    let Some(tls) = tls else {
+        return connection::serve(broker, stream, peer, session, stop).await;
+    };
+    let timeout = tls.settings.handshake_timeout;
+    let stream = match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            warn_limited!(%peer, listener = %name, error = %e, "closing connection: TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn_limited!(%peer, listener = %name, "closing connection: TLS handshake not done within ssl.handshake.timeout.ms ({} ms)", timeout.as_millis());
+            return;
+        }
+    };
+    let cert = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first());
+    match tls.settings.principal(cert) {
+        Ok(p) => session.principal = p,
+        Err(e) => {
+            warn_limited!(%peer, listener = %name, error = %e, "closing connection: no principal for the client certificate");
+            return;
+        }
+    }
+    tracing::debug!(%peer, listener = %name, principal = %session.principal, "TLS handshake done");
+    connection::serve(broker, stream, peer, session, stop).await
 }
 
 /// The next inter-broker Kafka connection; never, alone or once the
@@ -94,11 +221,30 @@ async fn run_cleaner(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<
     }
 }
 
+/// Serves one PLAINTEXT listener (the `listen` shorthand).
 pub async fn run(
     listener: TcpListener,
     broker: Arc<Broker>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    run_listeners(
+        vec![Listener::plaintext("PLAINTEXT", listener)],
+        broker,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves every listener until `shutdown`.
+pub async fn run_listeners(
+    listeners: Vec<Listener>,
+    broker: Arc<Broker>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    if listeners.is_empty() {
+        return Err(std::io::Error::other("no listener"));
+    }
+    let rotate = AtomicUsize::new(0);
     let limit = Arc::new(Semaphore::new(broker.config.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -124,13 +270,15 @@ pub async fn run(
     tokio::spawn(run_cleaner(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::pin!(shutdown);
     let mut links = broker.cluster().and_then(|c| c.take_kafka_links());
-    tracing::info!(addr = %listener.local_addr()?, "listening for Kafka clients");
+    for l in &listeners {
+        tracing::info!(addr = %l.socket.local_addr()?, listener = %l.name, protocol = l.protocol.name(), "listening for Kafka clients");
+    }
     loop {
-        let (stream, peer, permit, from) = tokio::select! {
+        let (stream, peer, permit, from, which) = tokio::select! {
             _ = &mut shutdown => break,
-            link = next_link(&mut links) => (link.stream, link.addr, None, Some(link.from)),
-            accepted = accept_client(&listener, &limit) => match accepted {
-                Ok((stream, peer, permit)) => (stream, peer, Some(permit), None),
+            link = next_link(&mut links) => (link.stream, link.addr, None, Some(link.from), 0),
+            accepted = accept_client(&listeners, &limit, &rotate) => match accepted {
+                Ok((stream, peer, permit, i)) => (stream, peer, Some(permit), None, i),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn_limited!(error = %e, "accept failed");
@@ -142,16 +290,14 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let stop = stop_rx.clone();
+        let l = &listeners[which];
+        let listener = (l.name.clone(), l.protocol, l.tls.clone());
         connections.spawn(async move {
-            let session = match from {
-                None => Session::plaintext("PLAINTEXT", peer.ip()),
-                Some(node) => Session::inter_broker(node, peer.ip()),
-            };
-            let served = connection::serve(broker, stream, peer, session, stop);
             match from {
-                None => served.await,
+                None => serve_client(broker, stream, peer, listener, stop).await,
                 Some(node) => {
-                    served
+                    let session = Session::inter_broker(node, peer.ip());
+                    connection::serve(broker, stream, peer, session, stop)
                         .instrument(tracing::info_span!("inter_broker", from = node))
                         .await
                 }

@@ -247,6 +247,7 @@ mod controller {
                             node_id: id,
                             host: "127.0.0.1".into(),
                             port: 9000 + id as u16,
+                            listeners: Vec::new(),
                         }),
                     );
                 }

@@ -363,15 +363,49 @@ impl Broker {
         })
     }
 
-    /// The brokers clients can reach: (node id, host, port).
+    /// The brokers clients of the first listener can reach: (node id,
+    /// host, port). See [`Self::brokers_on`].
+    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+        let first = self
+            .config
+            .listener_specs()
+            .ok()
+            .and_then(|l| l.into_iter().next())
+            .map_or_else(|| "PLAINTEXT".to_string(), |l| l.name);
+        self.brokers_on(&first)
+    }
+
+    /// The brokers clients that came in on `listener` can reach: (node id,
+    /// host, port), each at its address on that listener. A broker without
+    /// such a listener is left out, as Kafka does.
     ///
     /// This broker is always among them: it answers, so it is up, and a
     /// client that asked it right after it started (before its
     /// registration reached the image) finds the controller it is told of
     /// (itself, see [`Self::controller_id`]) in the same answer.
-    pub fn brokers(&self) -> Vec<(i32, String, i32)> {
+    pub fn brokers_on(&self, listener: &str) -> Vec<(i32, String, i32)> {
+        let specs = self.config.listener_specs().unwrap_or_default();
+        // A session on no listener of ours (another broker's, on the
+        // internal listener) sees the inter-broker listener, or the first.
+        let listener = if specs.iter().any(|l| l.name.eq_ignore_ascii_case(listener)) {
+            listener.to_string()
+        } else {
+            self.config
+                .inter_broker_listener_name
+                .clone()
+                .or_else(|| specs.first().map(|l| l.name.clone()))
+                .unwrap_or_else(|| "PLAINTEXT".into())
+        };
+        let listener = listener.as_str();
         let me = || {
-            let (host, port) = self.config.advertised();
+            let spec = specs
+                .iter()
+                .find(|l| l.name.eq_ignore_ascii_case(listener))
+                .or(specs.first());
+            let (host, port) = match spec {
+                Some(l) => (l.advertised_host.clone(), l.advertised_port as i32),
+                None => self.config.advertised(),
+            };
             (self.node_id(), host, port)
         };
         match &self.cluster {
@@ -379,22 +413,32 @@ impl Broker {
                 let mut out: Vec<(i32, String, i32)> = c.with_image(|img| {
                     img.brokers
                         .iter()
-                        .map(|(id, b)| (*id as i32, b.host.clone(), b.port as i32))
+                        .filter(|(id, _)| **id as i32 != self.node_id())
+                        .filter_map(|(id, b)| {
+                            let (host, port) = b.endpoint(listener)?;
+                            Some((*id as i32, host, port as i32))
+                        })
                         .collect()
                 });
-                if !out.iter().any(|b| b.0 == self.node_id()) {
-                    out.push(me());
-                    out.sort_by_key(|b| b.0);
-                }
+                out.push(me());
+                out.sort_by_key(|b| b.0);
                 out
             }
             None => vec![me()],
         }
     }
 
-    /// Where a client reaches node `id`.
+    /// Where a client reaches node `id` (on the first listener).
     pub fn broker_address(&self, id: i32) -> Option<(String, i32)> {
         self.brokers()
+            .into_iter()
+            .find(|(n, _, _)| *n == id)
+            .map(|(_, h, p)| (h, p))
+    }
+
+    /// Where a client of `listener` reaches node `id`.
+    pub fn broker_address_on(&self, listener: &str, id: i32) -> Option<(String, i32)> {
+        self.brokers_on(listener)
             .into_iter()
             .find(|(n, _, _)| *n == id)
             .map(|(_, h, p)| (h, p))

@@ -24,7 +24,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
         }
     }
     let brokers = broker
-        .brokers()
+        .brokers_on(&ctx.session.listener)
         .into_iter()
         .map(|(id, host, port)| {
             DescribeClusterBroker::default()

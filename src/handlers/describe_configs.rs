@@ -170,11 +170,11 @@ const fn key(name: &'static str, kind: ConfigType, value: ValueFn) -> BrokerKey 
     BrokerKey { name, kind, value }
 }
 
-fn listener(host: &str, port: impl std::fmt::Display) -> String {
+fn listener(name: &str, host: &str, port: impl std::fmt::Display) -> String {
     if host.contains(':') {
-        format!("PLAINTEXT://[{host}]:{port}")
+        format!("{name}://[{host}]:{port}")
     } else {
-        format!("PLAINTEXT://{host}:{port}")
+        format!("{name}://{host}:{port}")
     }
 }
 
@@ -184,8 +184,12 @@ fn listener(host: &str, port: impl std::fmt::Display) -> String {
 /// (raft.tick.ms, internal.listen) are not described.
 static BROKER_KEYS: &[BrokerKey] = &[
     key("advertised.listeners", ConfigType::String, |c| {
-        let (host, port) = c.advertised();
-        listener(&host, port)
+        c.listener_specs()
+            .unwrap_or_default()
+            .iter()
+            .map(|l| listener(&l.name, &l.advertised_host, l.advertised_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }),
     key("auto.create.topics.enable", ConfigType::Boolean, |c| {
         c.auto_create_topics_enable.to_string()
@@ -213,7 +217,26 @@ static BROKER_KEYS: &[BrokerKey] = &[
         c.group_min_session_timeout_ms.to_string()
     }),
     key("listeners", ConfigType::String, |c| {
-        listener(&c.listen.ip().to_string(), c.listen.port())
+        c.listener_specs()
+            .unwrap_or_default()
+            .iter()
+            .map(|l| {
+                let (host, port) = l.bind.rsplit_once(':').unwrap_or((&l.bind, ""));
+                listener(&l.name, host.trim_matches(['[', ']']), port)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }),
+    key("listener.security.protocol.map", ConfigType::String, |c| {
+        c.listener_security_protocol_map.clone()
+    }),
+    key("inter.broker.listener.name", ConfigType::String, |c| {
+        c.inter_broker_listener_name.clone().unwrap_or_else(|| {
+            c.listener_specs()
+                .ok()
+                .and_then(|l| l.into_iter().next())
+                .map_or_else(|| "PLAINTEXT".into(), |l| l.name)
+        })
     }),
     key("log.cleaner.backoff.ms", ConfigType::Long, |c| {
         c.log_cleaner_backoff_ms.to_string()

@@ -91,7 +91,8 @@ fn leader_of(
     unavailable: &str,
 ) -> (i16, i32, String, i32, Option<String>) {
     let leader = p.leader(ctx.broker.node_id()).0;
-    match leader.and_then(|id| Some((id, ctx.broker.broker_address(id)?))) {
+    match leader.and_then(|id| Some((id, ctx.broker.broker_address_on(&ctx.session.listener, id)?)))
+    {
         Some((id, (host, port))) => (0, id, host, port, None),
         None => (
             ResponseError::CoordinatorNotAvailable.code(),

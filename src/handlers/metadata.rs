@@ -81,7 +81,7 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
         }
     }
     let brokers = broker
-        .brokers()
+        .brokers_on(&ctx.session.listener)
         .into_iter()
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()

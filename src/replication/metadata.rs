@@ -12,6 +12,8 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::security::listener::ListenerEndpoint;
 use sluice_storage::BatchHeader;
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
 
@@ -21,11 +23,16 @@ use crate::security::sasl::scram::{CredentialMap, ScramCredential, ScramMechanis
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum MetadataRecord {
-    /// A broker announces itself and where clients reach it.
+    /// A broker announces itself and where clients reach it: `host` and
+    /// `port` are its first listener's, `listeners` every listener's
+    /// (absent from the records of brokers that predate listeners, which
+    /// had one PLAINTEXT listener: `host` and `port`).
     RegisterBroker {
         node_id: u64,
         host: String,
         port: u16,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        listeners: Vec<ListenerEndpoint>,
     },
     /// A topic with its replica assignment (partition → replicas, the first
     /// being the preferred leader) and its config overrides.
@@ -105,6 +112,24 @@ pub struct LeaderOf {
 pub struct BrokerInfo {
     pub host: String,
     pub port: u16,
+    /// Every listener's advertised address; empty for a broker that
+    /// registered before listeners existed.
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+impl BrokerInfo {
+    /// Where clients of listener `name` reach this broker; None when the
+    /// broker has no such listener. A broker registered without listeners
+    /// has the one PLAINTEXT listener `host:port`, served to every client.
+    pub fn endpoint(&self, name: &str) -> Option<(String, u16)> {
+        if self.listeners.is_empty() {
+            return Some((self.host.clone(), self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name.eq_ignore_ascii_case(name))
+            .map(|l| (l.host.clone(), l.port))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,12 +194,14 @@ impl ClusterImage {
                 node_id,
                 host,
                 port,
+                listeners,
             } => {
                 self.brokers.insert(
                     *node_id,
                     BrokerInfo {
                         host: host.clone(),
                         port: *port,
+                        listeners: listeners.clone(),
                     },
                 );
                 Ok(())
@@ -378,6 +405,7 @@ mod tests {
                 node_id: 1,
                 host: "a".into(),
                 port: 9092,
+                listeners: Vec::new(),
             },
             topic("orders", vec![vec![1, 2], vec![2, 1]]),
             topic("orders", vec![vec![1]]),
@@ -516,6 +544,47 @@ mod tests {
         let b = bytes::Bytes::from(encode(&r));
         assert_eq!(decode(&b).unwrap(), r);
         assert!(decode(&bytes::Bytes::from(batch::build_simple(2, 10, 0))).is_err());
+    }
+
+    #[test]
+    fn broker_registrations_with_and_without_listeners() {
+        // A record written before listeners existed still reads: one
+        // PLAINTEXT listener, served to clients of every listener.
+        let old: MetadataRecord =
+            serde_json::from_str(r#"{"type":"RegisterBroker","node_id":2,"host":"h","port":9092}"#)
+                .unwrap();
+        let new = MetadataRecord::RegisterBroker {
+            node_id: 3,
+            host: "h3".into(),
+            port: 9092,
+            listeners: vec![
+                ListenerEndpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "h3".into(),
+                    port: 9092,
+                },
+                ListenerEndpoint {
+                    name: "SSL".into(),
+                    host: "h3.example".into(),
+                    port: 9093,
+                },
+            ],
+        };
+        let json = serde_json::to_string(&new).unwrap();
+        assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), new);
+        let mut img = ClusterImage::default();
+        img.apply(1, &old).unwrap();
+        img.apply(2, &new).unwrap();
+        assert_eq!(img.brokers[&2].endpoint("SSL"), Some(("h".into(), 9092)));
+        assert_eq!(
+            img.brokers[&3].endpoint("ssl"),
+            Some(("h3.example".into(), 9093))
+        );
+        assert_eq!(
+            img.brokers[&3].endpoint("PLAINTEXT"),
+            Some(("h3".into(), 9092))
+        );
+        assert_eq!(img.brokers[&3].endpoint("SASL_SSL"), None);
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! Connections other brokers open on the internal listener are marked as
 //! inter-broker.
 
+pub mod listener;
 pub mod sasl;
+pub mod ssl_principal;
+pub mod tls;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -104,6 +107,18 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new client connection on a listener: `User:ANONYMOUS` until its
+    /// transport or SASL authentication says otherwise.
+    pub fn new(listener: &str, protocol: SecurityProtocol, client_host: IpAddr) -> Self {
+        Self {
+            principal: KafkaPrincipal::anonymous(),
+            client_host,
+            listener: listener.into(),
+            protocol,
+            inter_broker: false,
+        }
+    }
+
     /// A client connection on a PLAINTEXT listener.
     pub fn plaintext(listener: &str, client_host: IpAddr) -> Self {
         Self {

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod txn;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
