@@ -54,6 +54,9 @@ pub enum Command {
     /// Load a Kafka-compatible broker with producers and consumers and report
     /// throughput and latency percentiles.
     Bench(crate::bench::BenchArgs),
+    /// Manage SCRAM credentials offline (before a start).
+    #[command(subcommand)]
+    Scram(crate::security::sasl::offline::ScramCommand),
 }
 
 /// Everything the broker reads from configuration.
@@ -202,6 +205,20 @@ pub struct Config {
     /// Whether a resource no ACL applies to is open to everyone.
     #[serde(rename = "allow.everyone.if.no.acl.found")]
     pub allow_everyone_if_no_acl_found: bool,
+    /// Mechanisms SASL listeners offer, comma-separated (see
+    /// [`crate::security::sasl`]).
+    #[serde(rename = "sasl.enabled.mechanisms")]
+    pub sasl_enabled_mechanisms: String,
+    /// KIP-368: how long a SASL session lasts before the client must
+    /// re-authenticate; 0 = for the connection's life.
+    #[serde(rename = "connections.max.reauth.ms")]
+    pub connections_max_reauth_ms: i64,
+    /// How long a failed authentication waits before its answer and the close.
+    #[serde(rename = "connection.failed.authentication.delay.ms")]
+    pub connection_failed_authentication_delay_ms: u64,
+    /// The largest frame a connection may send before it is authenticated.
+    #[serde(rename = "sasl.server.max.receive.size")]
+    pub sasl_server_max_receive_size: usize,
 }
 
 impl Default for Config {
@@ -270,6 +287,10 @@ impl Default for Config {
             authorizer_class_name: String::new(),
             super_users: String::new(),
             allow_everyone_if_no_acl_found: false,
+            sasl_enabled_mechanisms: crate::security::sasl::DEFAULT_ENABLED_MECHANISMS.into(),
+            connections_max_reauth_ms: 0,
+            connection_failed_authentication_delay_ms: 100,
+            sasl_server_max_receive_size: 524_288,
         }
     }
 }
@@ -339,7 +360,7 @@ impl Config {
                 reason,
             });
         }
-        if let Err(reason) = config.voters() {
+        if let Err(reason) = config.voters().and(config.check_security()) {
             return Err(ConfigError::Invalid {
                 path: cli
                     .config
@@ -443,6 +464,20 @@ impl Config {
             ));
         }
         Ok(out)
+    }
+
+    /// The SASL settings make sense: known mechanisms, no negative times.
+    pub fn check_security(&self) -> Result<(), String> {
+        crate::security::sasl::parse_enabled(&self.sasl_enabled_mechanisms)?;
+        if self.connections_max_reauth_ms < 0 {
+            return Err("connections.max.reauth.ms must not be negative".into());
+        }
+        Ok(())
+    }
+
+    /// `sasl.enabled.mechanisms`, parsed (checked at load).
+    pub fn sasl_mechanisms(&self) -> Vec<crate::security::sasl::Mechanism> {
+        crate::security::sasl::parse_enabled(&self.sasl_enabled_mechanisms).unwrap_or_default()
     }
 
     /// The host and port clients are told to use (of the first listener).
@@ -659,6 +694,22 @@ impl Config {
             (
                 "allow.everyone.if.no.acl.found",
                 self.allow_everyone_if_no_acl_found.to_string(),
+            ),
+            (
+                "sasl.enabled.mechanisms",
+                self.sasl_enabled_mechanisms.clone(),
+            ),
+            (
+                "connections.max.reauth.ms",
+                self.connections_max_reauth_ms.to_string(),
+            ),
+            (
+                "connection.failed.authentication.delay.ms",
+                self.connection_failed_authentication_delay_ms.to_string(),
+            ),
+            (
+                "sasl.server.max.receive.size",
+                self.sasl_server_max_receive_size.to_string(),
             ),
         ]
     }

@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -26,6 +27,7 @@ use tracing::Instrument;
 use crate::broker::Broker;
 use crate::handlers::{self, Parsed, RequestContext};
 use crate::security::Session;
+use crate::security::sasl::gate::{Admit, Gate};
 
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
@@ -35,20 +37,64 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, listener = %session.listener, "connection opened");
-    let session = Arc::new(session);
+    let mut session = Arc::new(session);
+    // On a SASL listener: authentication first (see security::sasl::gate).
+    let mut gate = Gate::for_session(&broker, &session);
     // Writes are buffered; reads go straight to the stream underneath.
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes);
+    let unauthenticated = FrameDecoder::new(
+        broker
+            .config
+            .sasl_server_max_receive_size
+            .min(broker.config.socket_request_max_bytes),
+    );
     let mut buf = BytesMut::with_capacity(64 * 1024);
     loop {
         loop {
-            let frame = match decoder.decode(&mut buf) {
+            let d = match &gate {
+                Some(g) if g.authenticating() => &unauthenticated,
+                _ => &decoder,
+            };
+            let frame = match d.decode(&mut buf) {
                 Ok(Some(frame)) => frame.freeze(),
                 Ok(None) => break,
                 Err(e) => {
                     warn_limited!(%peer, error = %e, "closing connection: bad frame");
                     return;
                 }
+            };
+            let frame = match &mut gate {
+                None => frame,
+                Some(g) => match g.admit(&broker, frame, &mut session).await {
+                    Admit::Serve(frame) => frame,
+                    Admit::Reply(reply) => {
+                        if let Err(e) = writer.write_all(&reply).await {
+                            tracing::debug!(%peer, error = %e, "write failed");
+                            return;
+                        }
+                        continue;
+                    }
+                    Admit::Fail { reply, reason } => {
+                        info_limited!(%peer, %reason, "closing connection: SASL authentication failed");
+                        let _ = writer.flush().await;
+                        // Against password guessing: the answer comes late.
+                        tokio::time::sleep(Duration::from_millis(
+                            broker.config.connection_failed_authentication_delay_ms,
+                        ))
+                        .await;
+                        if let Some(reply) = reply {
+                            let _ = writer.write_all(&reply).await;
+                        }
+                        let _ = writer.flush().await;
+                        return;
+                    }
+                    Admit::Close(reason) => {
+                        warn_limited!(%peer, %reason, "closing connection");
+                        let _ = writer.flush().await;
+                        return;
+                    }
+                },
             };
             match process(&broker, frame, peer, &session).await {
                 Ok(Some(response)) => {

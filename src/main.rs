@@ -25,6 +25,9 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Bench(args)) = &cli.command {
         return bench(args);
     }
+    if let Some(Command::Scram(cmd)) = &cli.command {
+        return scram(&cli, cmd);
+    }
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -79,6 +82,43 @@ fn bench(args: &sluice::bench::BenchArgs) -> std::process::ExitCode {
     }
 }
 
+/// `sluice scram add`: into --data-dir, else the data.dir of the
+/// configuration (--config, flags).
+fn scram(cli: &Cli, cmd: &sluice::security::sasl::offline::ScramCommand) -> std::process::ExitCode {
+    use sluice::security::sasl::offline::{ScramCommand, add};
+    let ScramCommand::Add(a) = cmd;
+    let config = match Config::load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let dir = a.data_dir.clone().unwrap_or(config.data_dir.clone());
+    match add(
+        &dir,
+        config.cluster_id.as_deref(),
+        &a.user,
+        &a.password,
+        &a.mechanism,
+        a.iterations,
+    ) {
+        Ok(()) => {
+            eprintln!(
+                "{} credential for user '{}' stored in {}",
+                a.mechanism,
+                a.user,
+                dir.display()
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("scram add failed: {e}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
 async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(data_dir = %config.data_dir.display(), "starting sluice");
     sluice::limits::apply();
@@ -104,6 +144,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tokio::task::spawn_blocking(move || b.reconcile(&image)).await?;
         tokio::spawn(follow_image(Arc::downgrade(&broker), c.clone()));
         tokio::spawn(track_leaders(Arc::downgrade(&broker), c.clone()));
+        tokio::spawn(broker.clone().bootstrap_scram_credentials());
         let endpoints = broker
             .config
             .listener_specs()?

@@ -45,6 +45,13 @@ pub struct MetadataImage {
     /// out while empty, like `group_configs`.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub acls: BTreeSet<crate::security::acl::AclBinding>,
+    /// Users' SCRAM credentials (salt, iterations, StoredKey, ServerKey;
+    /// never a password), by user and mechanism. In a cluster these are the
+    /// credentials `sluice scram add` put here for the controller quorum to
+    /// take at the next start (see `broker/scram.rs`). Absent from older
+    /// files and left out while empty.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scram_credentials: crate::security::sasl::scram::CredentialMap,
 }
 
 /// The image plus where it lives.
@@ -73,6 +80,7 @@ impl MetadataStore {
                 next_producer_id: 0,
                 group_configs: BTreeMap::new(),
                 acls: BTreeSet::new(),
+                scram_credentials: BTreeMap::new(),
             },
             Err(e) => return Err(e),
         };

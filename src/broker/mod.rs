@@ -8,6 +8,7 @@
 mod acls;
 mod cluster;
 mod group_configs;
+mod scram;
 pub use cluster::{ADMIN_WAIT, admin_wait, follow_image, track_leaders};
 
 use std::collections::{BTreeMap, HashMap};

@@ -43,6 +43,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod scram_credentials;
 mod txn;
 
 /// Everything a handler knows about the request it serves.
@@ -101,6 +102,10 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 pub fn version_table() -> VersionTable {
@@ -185,6 +190,10 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         CreateAcls => m::CreateAclsRequest => acls::create,
         DescribeAcls => m::DescribeAclsRequest => acls::describe,
         DeleteAcls => m::DeleteAclsRequest => acls::delete,
+        SaslHandshake => m::SaslHandshakeRequest => scram_credentials::handshake,
+        SaslAuthenticate => m::SaslAuthenticateRequest => scram_credentials::authenticate,
+        DescribeUserScramCredentials => m::DescribeUserScramCredentialsRequest => scram_credentials::describe,
+        AlterUserScramCredentials => m::AlterUserScramCredentialsRequest => scram_credentials::alter,
     )
 }
 
@@ -280,6 +289,10 @@ macro_rules! request_types {
             CreateAcls => m::CreateAclsRequest,
             DescribeAcls => m::DescribeAclsRequest,
             DeleteAcls => m::DeleteAclsRequest,
+            SaslHandshake => m::SaslHandshakeRequest,
+            SaslAuthenticate => m::SaslAuthenticateRequest,
+            DescribeUserScramCredentials => m::DescribeUserScramCredentialsRequest,
+            AlterUserScramCredentials => m::AlterUserScramCredentialsRequest,
         )
     };
 }

@@ -19,6 +19,7 @@ use sluice_storage::BatchHeader;
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
 
 use crate::security::acl::AclBinding;
+use crate::security::sasl::scram::{CredentialMap, ScramCredential, ScramMechanism};
 
 /// One change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +65,16 @@ pub enum MetadataRecord {
         group: String,
         configs: BTreeMap<String, String>,
     },
+    /// SCRAM credentials set (`credential` Some) or removed (None), all
+    /// at once (AlterUserScramCredentials). With `if_absent`, a credential
+    /// is set only where the user has none for that mechanism yet: the
+    /// bootstrap credentials of `sluice scram add`, which every broker
+    /// proposes at its start.
+    AlterScramCredentials {
+        changes: Vec<ScramChange>,
+        #[serde(default)]
+        if_absent: bool,
+    },
     /// A partition's Raft group elected `leader` in term `epoch` (published
     /// by the leader, for the brokers that hold no replica of it).
     PartitionLeader {
@@ -88,6 +99,14 @@ pub enum MetadataRecord {
     DeleteAcls {
         acls: Vec<AclBinding>,
     },
+}
+
+/// One credential change of `AlterScramCredentials`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramChange {
+    pub user: String,
+    pub mechanism: ScramMechanism,
+    pub credential: Option<ScramCredential>,
 }
 
 /// One partition's leader and epoch, as `PartitionLeaders` carries them.
@@ -143,6 +162,8 @@ pub struct ClusterImage {
     /// The ACLs every broker authorizes with (shared: images are cloned
     /// often, ACLs change rarely).
     pub acls: Arc<BTreeSet<AclBinding>>,
+    /// Users' SCRAM credentials.
+    pub scram_credentials: CredentialMap,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -284,6 +305,27 @@ impl ClusterImage {
                 let set = Arc::make_mut(&mut self.acls);
                 for a in acls {
                     set.remove(a);
+                }
+                Ok(())
+            }
+            MetadataRecord::AlterScramCredentials { changes, if_absent } => {
+                for c in changes {
+                    match &c.credential {
+                        Some(cred) => {
+                            let of_user = self.scram_credentials.entry(c.user.clone()).or_default();
+                            if !(*if_absent && of_user.contains_key(&c.mechanism)) {
+                                of_user.insert(c.mechanism, cred.clone());
+                            }
+                        }
+                        None => {
+                            if let Some(of_user) = self.scram_credentials.get_mut(&c.user) {
+                                of_user.remove(&c.mechanism);
+                                if of_user.is_empty() {
+                                    self.scram_credentials.remove(&c.user);
+                                }
+                            }
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -522,6 +564,37 @@ mod tests {
         )
         .unwrap();
         assert_eq!(img.acls.iter().collect::<Vec<_>>(), [&b("b")]);
+    }
+
+    #[test]
+    fn scram_credentials_apply_and_bootstrap_ones_never_overwrite() {
+        let m = ScramMechanism::Sha256;
+        let cred = |pw: &str| m.credential_for_password(pw, 4096);
+        let set = |user: &str, c: Option<ScramCredential>, if_absent| {
+            MetadataRecord::AlterScramCredentials {
+                changes: vec![ScramChange {
+                    user: user.into(),
+                    mechanism: m,
+                    credential: c,
+                }],
+                if_absent,
+            }
+        };
+        let (a, b) = (cred("a"), cred("b"));
+        let mut img = ClusterImage::default();
+        img.apply(1, &set("alice", Some(a.clone()), false)).unwrap();
+        img.apply(2, &set("alice", Some(b.clone()), true)).unwrap();
+        assert_eq!(
+            img.scram_credentials["alice"][&m], a,
+            "bootstrap keeps what is there"
+        );
+        img.apply(3, &set("alice", Some(b.clone()), false)).unwrap();
+        assert_eq!(img.scram_credentials["alice"][&m], b);
+        // Through the log's JSON form; a removal drops the user once empty.
+        let del = decode(&bytes::Bytes::from(encode(&set("alice", None, false)))).unwrap();
+        img.apply(4, &del).unwrap();
+        assert!(img.scram_credentials.is_empty());
+        img.apply(5, &del).unwrap();
     }
 
     #[test]

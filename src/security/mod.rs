@@ -10,6 +10,7 @@
 
 pub mod acl;
 pub mod listener;
+pub mod sasl;
 pub mod ssl_principal;
 pub mod tls;
 
