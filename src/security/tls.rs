@@ -649,7 +649,13 @@ pub fn check(config: &Config) -> Result<(), String> {
             SslSettings::for_listener(config, &spec.name)?.server_config()?;
         }
     }
-    if !config.voters()?.is_empty() {
+    // In a cluster, the internal listener's mutual TLS (a trust store
+    // required, the key store usable as a client certificate).
+    if config
+        .controller_voters
+        .as_deref()
+        .is_some_and(|v| !v.trim().is_empty())
+    {
         TlsContext::for_internal_listener(config)?;
     }
     Ok(())
