@@ -31,6 +31,7 @@ use crate::replication::metadata::{self, ClusterImage, ListenerEndpoint, Metadat
 use crate::replication::replica::{Replica, Timing};
 use crate::replication::store::ReplicaStore;
 use crate::replication::transport::{self, KafkaLink, Sender};
+use crate::security::tls::TlsContext;
 
 /// The controller group's name (its folder in the data folder too).
 pub const CONTROLLER_GROUP: &str = "__cluster_metadata";
@@ -58,6 +59,12 @@ pub struct Cluster {
     /// Inter-broker Kafka connections from the internal listener, until the
     /// server takes them ([`Self::take_kafka_links`]).
     kafka_links: std::sync::Mutex<Option<mpsc::Receiver<KafkaLink>>>,
+    /// The internal listener's mutual TLS, when `inter.broker.listener.name`
+    /// names a TLS listener; None: plaintext.
+    pub internal_tls: Option<Arc<TlsContext>>,
+    /// Each voter's host as `controller.quorum.voters` writes it: the name
+    /// its certificate is checked against.
+    voter_hosts: HashMap<u64, String>,
 }
 
 /// How long without a controller leader before a broker counts itself cut
@@ -108,8 +115,11 @@ impl Cluster {
             let image = image.clone();
             Box::new(move |entry| apply_entry(&image, entry))
         };
+        let internal_tls =
+            TlsContext::for_internal_listener(config).map_err(BrokerError::InvalidRequest)?;
+        let voter_hosts = config.voter_hosts();
         let peers: HashMap<u64, SocketAddr> = voters.iter().copied().collect();
-        let sender = Sender::start(me, &peers);
+        let sender = Sender::start_with_tls(me, &peers, &voter_hosts, internal_tls.clone());
         let host = Arc::new(Host::start_with(
             HashMap::from([(CONTROLLER_GROUP.to_owned(), replica)]),
             HashMap::from([(CONTROLLER_GROUP.to_owned(), applier)]),
@@ -121,8 +131,9 @@ impl Cluster {
             listener,
             host.deliver(),
             kafka_tx,
+            internal_tls.clone(),
         ));
-        tracing::info!(node = me, internal = %bind, voters = ?ids, "joined the controller quorum");
+        tracing::info!(node = me, internal = %bind, voters = ?ids, mutual_tls = internal_tls.is_some(), "joined the controller quorum");
         Ok(Arc::new(Self {
             me,
             voters,
@@ -131,6 +142,8 @@ impl Cluster {
             image,
             quorum_seen: AtomicU64::new(now_ms()),
             kafka_links: std::sync::Mutex::new(Some(kafka_rx)),
+            internal_tls,
+            voter_hosts,
         }))
     }
 
@@ -142,6 +155,16 @@ impl Cluster {
             .iter()
             .find(|(id, _)| *id == node)
             .map(|(_, a)| *a)
+    }
+
+    /// The name node `node`'s certificate is checked against: the host of
+    /// its `controller.quorum.voters` entry.
+    pub fn server_name(&self, node: u64) -> Option<rustls::pki_types::ServerName<'static>> {
+        let addr = self.internal_address(node)?;
+        Some(transport::server_name(
+            self.voter_hosts.get(&node).map(String::as_str),
+            addr,
+        ))
     }
 
     /// The inter-broker Kafka connections the internal listener accepts,

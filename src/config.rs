@@ -426,6 +426,20 @@ impl Config {
         })
     }
 
+    /// Each voter's host as written in `controller.quorum.voters` (before
+    /// it is resolved): the name a voter's certificate is checked against
+    /// on the internal listener's mutual TLS.
+    pub fn voter_hosts(&self) -> std::collections::HashMap<u64, String> {
+        let text = self.controller_voters.as_deref().unwrap_or_default();
+        text.split(',')
+            .filter_map(|item| {
+                let (id, addr) = item.trim().split_once('@')?;
+                let (host, _) = addr.rsplit_once(':')?;
+                Some((id.parse().ok()?, host.trim_matches(['[', ']']).to_string()))
+            })
+            .collect()
+    }
+
     /// The controller quorum's voters (node id → internal address), sorted;
     /// empty for a single broker. Err when the list is malformed or does not
     /// include this broker.

@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::connection;
-use crate::replication::transport::KafkaLink;
+use crate::replication::transport::{KafkaLink, LinkStream};
 use crate::security::tls::{SslSettings, TlsContext};
 use crate::security::{SecurityProtocol, Session};
 
@@ -168,6 +168,27 @@ async fn serve_client(
     connection::serve(broker, stream, peer, session, stop).await
 }
 
+/// Serves another broker's Kafka connection from the internal listener
+/// (outside `max.connections`), over TLS when the internal listener uses it.
+async fn serve_link(broker: Arc<Broker>, link: KafkaLink, stop: watch::Receiver<bool>) {
+    let KafkaLink { from, stream, addr } = link;
+    let session = Session::inter_broker(from, addr.ip());
+    let span = tracing::info_span!("inter_broker", from);
+    match stream {
+        LinkStream::Plain(s) => {
+            let _ = s.set_nodelay(true);
+            connection::serve(broker, s, addr, session, stop)
+                .instrument(span)
+                .await
+        }
+        LinkStream::Tls(s) => {
+            connection::serve(broker, *s, addr, session, stop)
+                .instrument(span)
+                .await
+        }
+    }
+}
+
 /// The next inter-broker Kafka connection; never, alone or once the
 /// internal listener has stopped.
 async fn next_link(links: &mut Option<mpsc::Receiver<KafkaLink>>) -> KafkaLink {
@@ -274,11 +295,15 @@ pub async fn run_listeners(
         tracing::info!(addr = %l.socket.local_addr()?, listener = %l.name, protocol = l.protocol.name(), "listening for Kafka clients");
     }
     loop {
-        let (stream, peer, permit, from, which) = tokio::select! {
+        let (stream, peer, permit, which) = tokio::select! {
             _ = &mut shutdown => break,
-            link = next_link(&mut links) => (link.stream, link.addr, None, Some(link.from), 0),
+            link = next_link(&mut links) => {
+                connections.spawn(serve_link(broker.clone(), link, stop_rx.clone()));
+                while connections.try_join_next().is_some() {}
+                continue;
+            }
             accepted = accept_client(&listeners, &limit, &rotate) => match accepted {
-                Ok((stream, peer, permit, i)) => (stream, peer, Some(permit), None, i),
+                Ok((stream, peer, permit, i)) => (stream, peer, permit, i),
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn_limited!(error = %e, "accept failed");
@@ -293,15 +318,7 @@ pub async fn run_listeners(
         let l = &listeners[which];
         let listener = (l.name.clone(), l.protocol, l.tls.clone());
         connections.spawn(async move {
-            match from {
-                None => serve_client(broker, stream, peer, listener, stop).await,
-                Some(node) => {
-                    let session = Session::inter_broker(node, peer.ip());
-                    connection::serve(broker, stream, peer, session, stop)
-                        .instrument(tracing::info_span!("inter_broker", from = node))
-                        .await
-                }
-            }
+            serve_client(broker, stream, peer, listener, stop).await;
             drop(permit);
         });
         // Reap finished connection tasks so the set does not grow without bound.

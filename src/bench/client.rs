@@ -92,7 +92,24 @@ pub async fn connect_with_hello(addr: &str, hello: &[u8]) -> Result<(Sender, Rec
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     stream.set_nodelay(true)?;
+    connect_tcp(stream, hello).await
+}
+
+/// As [`connect_with_hello`], on a TCP connection already open.
+pub async fn connect_tcp(stream: TcpStream, hello: &[u8]) -> Result<(Sender, Receiver)> {
     let (r, mut w) = stream.into_split();
+    if !hello.is_empty() {
+        w.write_all(hello).await?;
+    }
+    handshake(Box::new(w), Box::new(r)).await
+}
+
+/// As [`connect_with_hello`], on a connection already open (TLS or not).
+pub async fn connect_stream<S>(stream: S, hello: &[u8]) -> Result<(Sender, Receiver)>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (r, mut w) = tokio::io::split(stream);
     if !hello.is_empty() {
         w.write_all(hello).await?;
     }

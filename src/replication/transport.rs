@@ -24,18 +24,29 @@
 //! ```
 //! Frames are at most [`MAX_FRAME`] bytes; a receiver closes a connection
 //! that sends anything else (with a log line).
+//!
+//! With a [`TlsContext`] (when `inter.broker.listener.name` names a TLS
+//! listener) every connection is mutual TLS: the handshake comes before
+//! the hello, the listener requires a client certificate its trust store
+//! accepts, and a sender presents this broker's certificate and checks the
+//! peer's. Without one, connections are bare TCP, as they always were.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use protobuf::Message as _;
 use raft::eraftpb::Message;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
+
+use crate::security::tls::TlsContext;
 
 /// The hello of a connection carrying Raft messages.
 pub const MAGIC: &[u8; 4] = b"SLRT";
@@ -90,13 +101,94 @@ pub fn parse_hello(hello: &[u8; HELLO_LEN]) -> Result<(LinkKind, u64), String> {
     Ok((kind, u64::from_be_bytes(from)))
 }
 
+/// A connection between brokers: bare TCP, or TLS over it.
+#[derive(Debug)]
+pub enum LinkStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for LinkStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for LinkStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The name a broker's certificate is checked against when connecting to
+/// it: the host of its `controller.quorum.voters` entry (`host`), or the
+/// IP address connected to.
+pub fn server_name(host: Option<&str>, addr: SocketAddr) -> ServerName<'static> {
+    host.map(|h| h.trim_matches(['[', ']']))
+        .and_then(|h| ServerName::try_from(h.to_string()).ok())
+        .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()))
+}
+
+/// Opens a connection to another broker's internal listener at `addr`: TCP
+/// with no delay, then, with `tls`, the TLS handshake (presenting this
+/// broker's certificate, checking the peer's as `name`) within the
+/// listener's handshake timeout. The hello is the caller's to write.
+pub async fn connect(
+    addr: SocketAddr,
+    name: &ServerName<'static>,
+    tls: Option<&TlsContext>,
+) -> std::io::Result<LinkStream> {
+    let stream = TcpStream::connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls.and_then(TlsContext::connector) else {
+        return Ok(LinkStream::Plain(stream));
+    };
+    let timeout = tls.map_or(HELLO_WAIT, |t| t.settings.handshake_timeout);
+    match tokio::time::timeout(timeout, connector.connect(name.clone(), stream)).await {
+        Ok(Ok(s)) => Ok(LinkStream::Tls(Box::new(s.into()))),
+        Ok(Err(e)) => Err(std::io::Error::other(format!("TLS handshake failed: {e}"))),
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("TLS handshake not done in {timeout:?}"),
+        )),
+    }
+}
+
 /// A connection from another broker that announced Kafka requests, its
 /// hello read: the rest is served as a client connection.
 #[derive(Debug)]
 pub struct KafkaLink {
     /// The sender's node id, from the hello.
     pub from: u64,
-    pub stream: TcpStream,
+    pub stream: LinkStream,
     pub addr: SocketAddr,
 }
 
@@ -222,6 +314,18 @@ impl Sender {
     /// Starts one connection task per peer (`peers`: node id → internal
     /// address); `me` is this node's id, sent in the hello.
     pub fn start(me: u64, peers: &HashMap<u64, SocketAddr>) -> Self {
+        Self::start_with_tls(me, peers, &HashMap::new(), None)
+    }
+
+    /// As [`start`](Self::start), over mutual TLS when `tls` is set, each
+    /// peer's certificate checked against its host in `hosts` (else its
+    /// IP address).
+    pub fn start_with_tls(
+        me: u64,
+        peers: &HashMap<u64, SocketAddr>,
+        hosts: &HashMap<u64, String>,
+        tls: Option<Arc<TlsContext>>,
+    ) -> Self {
         let mut queues = HashMap::new();
         let counters = Arc::new(Counters::default());
         for (&id, &addr) in peers {
@@ -230,7 +334,13 @@ impl Sender {
             }
             let (tx, rx) = mpsc::unbounded_channel();
             queues.insert(id, tx);
-            tokio::spawn(peer_loop(me, id, addr, rx, counters.clone()));
+            let peer = Peer {
+                id,
+                addr,
+                name: server_name(hosts.get(&id).map(String::as_str), addr),
+                tls: tls.clone(),
+            };
+            tokio::spawn(peer_loop(me, peer, rx, counters.clone()));
         }
         Self {
             queues: Arc::new(queues),
@@ -252,10 +362,17 @@ impl Sender {
     }
 }
 
+/// Where a sender reaches one peer.
+struct Peer {
+    id: u64,
+    addr: SocketAddr,
+    name: ServerName<'static>,
+    tls: Option<Arc<TlsContext>>,
+}
+
 async fn peer_loop(
     me: u64,
-    peer: u64,
-    addr: SocketAddr,
+    peer: Peer,
     mut rx: mpsc::UnboundedReceiver<(String, Message)>,
     counters: Arc<Counters>,
 ) {
@@ -269,10 +386,10 @@ async fn peer_loop(
                 None => return,
             }
         }
-        let stream = match TcpStream::connect(addr).await {
+        let stream = match connect(peer.addr, &peer.name, peer.tls.as_deref()).await {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(peer, %addr, error = %e, "raft peer unreachable");
+                tracing::debug!(peer = peer.id, addr = %peer.addr, error = %e, "raft peer unreachable");
                 batch.clear();
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -282,41 +399,64 @@ async fn peer_loop(
             }
         };
         backoff = Duration::from_millis(50);
-        let _ = stream.set_nodelay(true);
-        let mut w = BufWriter::new(stream);
-        if w.write_all(&hello(LinkKind::Raft, me)).await.is_err() {
-            continue;
+        // The plaintext path writes to the bare TcpStream, as it always did.
+        let open = match stream {
+            LinkStream::Plain(s) => {
+                send_until_lost(s, me, peer.id, &mut batch, &mut rx, &counters).await
+            }
+            LinkStream::Tls(s) => {
+                send_until_lost(*s, me, peer.id, &mut batch, &mut rx, &counters).await
+            }
+        };
+        if !open {
+            return;
         }
-        loop {
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
+    }
+}
+
+/// Writes the hello, then everything queued, on one connection until it
+/// fails (true: connect again) or the queue is closed (false).
+async fn send_until_lost<S: AsyncWrite + Unpin>(
+    stream: S,
+    me: u64,
+    peer: u64,
+    batch: &mut Vec<(String, Message)>,
+    rx: &mut mpsc::UnboundedReceiver<(String, Message)>,
+    counters: &Counters,
+) -> bool {
+    let mut w = BufWriter::new(stream);
+    if w.write_all(&hello(LinkKind::Raft, me)).await.is_err() {
+        return true;
+    }
+    loop {
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
             }
-            let frames = encode_frames(&batch, FRAME_BUDGET);
-            counters
-                .frames
-                .fetch_add(frames.len() as u64, Ordering::Relaxed);
-            counters
-                .messages
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            batch.clear();
-            if let Err(e) = async {
-                for frame in &frames {
-                    w.write_all(frame).await?;
-                }
-                w.flush().await
+        }
+        let frames = encode_frames(batch, FRAME_BUDGET);
+        counters
+            .frames
+            .fetch_add(frames.len() as u64, Ordering::Relaxed);
+        counters
+            .messages
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        batch.clear();
+        if let Err(e) = async {
+            for frame in &frames {
+                w.write_all(frame).await?;
             }
-            .await
-            {
-                tracing::debug!(peer, error = %e, "raft connection lost");
-                break;
-            }
-            match rx.recv().await {
-                Some(m) => batch.push(m),
-                None => return,
-            }
+            w.flush().await
+        }
+        .await
+        {
+            tracing::debug!(peer, error = %e, "raft connection lost");
+            return true;
+        }
+        match rx.recv().await {
+            Some(m) => batch.push(m),
+            None => return false,
         }
     }
 }
@@ -327,7 +467,7 @@ pub type Deliver = Arc<dyn Fn(Envelope) -> bool + Send + Sync>;
 /// Accepts peers on the internal listener and hands every Raft message to
 /// `deliver`; Kafka links are refused. Runs until the listener fails.
 pub async fn serve(listener: TcpListener, deliver: Deliver) {
-    serve_links(listener, deliver, None).await
+    serve_links(listener, deliver, None, None).await
 }
 
 /// As [`serve`], and hands every connection that announced Kafka requests
@@ -337,14 +477,22 @@ pub async fn serve_with_kafka(
     listener: TcpListener,
     deliver: Deliver,
     kafka: mpsc::Sender<KafkaLink>,
+    tls: Option<Arc<TlsContext>>,
 ) {
-    serve_links(listener, deliver, Some(kafka)).await
+    serve_links(listener, deliver, Some(kafka), tls).await
+}
+
+/// As [`serve`], over mutual TLS: a connection without a client
+/// certificate `tls` trusts is closed before its hello is read.
+pub async fn serve_tls(listener: TcpListener, deliver: Deliver, tls: Arc<TlsContext>) {
+    serve_links(listener, deliver, None, Some(tls)).await
 }
 
 async fn serve_links(
     listener: TcpListener,
     deliver: Deliver,
     kafka: Option<mpsc::Sender<KafkaLink>>,
+    tls: Option<Arc<TlsContext>>,
 ) {
     loop {
         let (stream, addr) = match listener.accept().await {
@@ -356,17 +504,39 @@ async fn serve_links(
         };
         let deliver = deliver.clone();
         let kafka = kafka.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = accept_link(stream, addr, &deliver, kafka).await {
-                tracing::warn!(peer = %addr, error = %e, "closing internal connection");
+            let result = match tls {
+                None => accept_link(LinkStream::Plain(stream), addr, &deliver, kafka).await,
+                Some(tls) => match accept_tls(stream, &tls).await {
+                    Ok(s) => accept_link(s, addr, &deliver, kafka).await,
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                crate::warn_limited!(peer = %addr, error = %e, "closing internal connection");
             }
         });
     }
 }
 
+/// The TLS handshake of an accepted connection, within the handshake
+/// timeout; the client must present a certificate the trust store accepts.
+async fn accept_tls(stream: TcpStream, tls: &TlsContext) -> Result<LinkStream, String> {
+    let timeout = tls.settings.handshake_timeout;
+    match tokio::time::timeout(timeout, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => Ok(LinkStream::Tls(Box::new(s.into()))),
+        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+        Err(_) => Err(format!(
+            "TLS handshake not done within ssl.handshake.timeout.ms ({} ms)",
+            timeout.as_millis()
+        )),
+    }
+}
+
 /// Reads a connection's hello and serves it as what it announced.
 async fn accept_link(
-    mut stream: TcpStream,
+    mut stream: LinkStream,
     addr: SocketAddr,
     deliver: &Deliver,
     kafka: Option<mpsc::Sender<KafkaLink>>,
@@ -378,7 +548,11 @@ async fn accept_link(
         Err(_) => return Err(format!("no hello in {HELLO_WAIT:?}")),
     }
     match parse_hello(&bytes)? {
-        (LinkKind::Raft, from) => read_peer(stream, from, deliver).await,
+        (LinkKind::Raft, from) => match stream {
+            // The plaintext path reads the bare TcpStream, as it always did.
+            LinkStream::Plain(s) => read_peer(s, from, deliver).await,
+            LinkStream::Tls(s) => read_peer(*s, from, deliver).await,
+        },
         (LinkKind::Kafka, from) => {
             let Some(kafka) = kafka else {
                 return Err("inter-broker Kafka requests are not served here".into());
@@ -390,7 +564,11 @@ async fn accept_link(
     }
 }
 
-async fn read_peer(mut stream: TcpStream, from: u64, deliver: &Deliver) -> Result<(), String> {
+async fn read_peer<S: AsyncRead + Unpin>(
+    mut stream: S,
+    from: u64,
+    deliver: &Deliver,
+) -> Result<(), String> {
     let mut body = Vec::new();
     loop {
         let mut len = [0u8; 4];
@@ -571,7 +749,7 @@ mod tests {
         let (l, addr) = listener().await;
         let (tx, _rx) = mpsc::unbounded_channel();
         let (links_tx, mut links) = mpsc::channel(4);
-        tokio::spawn(serve_with_kafka(l, to_channel(tx), links_tx));
+        tokio::spawn(serve_with_kafka(l, to_channel(tx), links_tx, None));
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(&hello(LinkKind::Kafka, 3)).await.unwrap();
         s.write_all(b"request").await.unwrap();
@@ -660,5 +838,263 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(e.group, "g");
+    }
+
+    // --- mutual TLS ---------------------------------------------------------
+
+    use crate::security::tls::SslSettings;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, KeyPair,
+    };
+
+    struct Ca {
+        cert: rcgen::Certificate,
+        key: KeyPair,
+    }
+
+    impl Ca {
+        fn new(name: &str) -> Self {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, name);
+            params.distinguished_name = dn;
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            Self { cert, key }
+        }
+
+        /// A broker's certificate (chain PEM, key PEM): for 127.0.0.1 and
+        /// localhost, good as server and as client.
+        fn broker(&self, cn: &str) -> (String, String) {
+            let mut params =
+                CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                    .unwrap();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, cn);
+            params.distinguished_name = dn;
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let key = KeyPair::generate().unwrap();
+            let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+    }
+
+    /// The internal listener's TLS of a broker holding `cert`, trusting
+    /// `ca`.
+    fn internal_tls(cert: &(String, String), ca: &Ca) -> Arc<TlsContext> {
+        let mut config = crate::config::Config::default();
+        for (k, v) in [
+            ("ssl.keystore.certificate.chain", cert.0.clone()),
+            ("ssl.keystore.key", cert.1.clone()),
+            ("ssl.truststore.certificates", ca.cert.pem()),
+            ("ssl.handshake.timeout.ms", "2000".to_string()),
+        ] {
+            config.ssl.insert(k.to_string(), v);
+        }
+        TlsContext::internal(SslSettings::for_listener(&config, "SSL").unwrap()).unwrap()
+    }
+
+    /// A TLS client trusting `ca`, with no certificate of its own.
+    fn anonymous_client(ca: &Ca) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+    }
+
+    fn loopback() -> ServerName<'static> {
+        ServerName::try_from("127.0.0.1").unwrap()
+    }
+
+    #[tokio::test]
+    async fn brokers_exchange_raft_messages_over_mutual_tls() {
+        let ca = Ca::new("brokers");
+        let (one, two) = (
+            internal_tls(&ca.broker("broker-1"), &ca),
+            internal_tls(&ca.broker("broker-2"), &ca),
+        );
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve_tls(l, to_channel(tx), two));
+        let sender = Sender::start_with_tls(
+            1,
+            &HashMap::from([(2, addr)]),
+            &HashMap::from([(2, "localhost".to_string())]),
+            Some(one),
+        );
+        for i in 0..500u64 {
+            sender.send(&format!("g{}", i % 5), msg(2, i));
+        }
+        for i in 0..500u64 {
+            let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("messages arrive")
+                .unwrap();
+            assert_eq!(
+                (e.from, e.group, e.message.commit),
+                (1, format!("g{}", i % 5), i)
+            );
+        }
+    }
+
+    /// Nothing arrives from `rx` within `wait`.
+    async fn nothing_delivered(rx: &mut mpsc::UnboundedReceiver<Envelope>, wait: Duration) {
+        if let Ok(Some(e)) = tokio::time::timeout(wait, rx.recv()).await {
+            panic!("delivered from an untrusted peer: {e:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hosts_without_a_trusted_certificate_cannot_send_raft_messages() {
+        let ca = Ca::new("brokers");
+        let evil = Ca::new("evil");
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server = internal_tls(&ca.broker("broker-2"), &ca);
+        tokio::spawn(serve_tls(l, to_channel(tx), server));
+
+        // A certificate of another CA (the server's own is trusted by it).
+        let intruder = internal_tls(&evil.broker("broker-1"), &ca);
+        let sender = Sender::start_with_tls(
+            1,
+            &HashMap::from([(2, addr)]),
+            &HashMap::new(),
+            Some(intruder),
+        );
+        for i in 0..20 {
+            sender.send("g", msg(2, i));
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        nothing_delivered(&mut rx, Duration::from_millis(500)).await;
+
+        // TLS without a client certificate: closed, its hello and frame
+        // unread. (With TLS 1.3 the client sees its handshake done before
+        // the server has judged its certificate.)
+        let anon = anonymous_client(&ca)
+            .connect(loopback(), TcpStream::connect(addr).await.unwrap())
+            .await;
+        if let Ok(mut s) = anon {
+            let _ = s.write_all(&hello(LinkKind::Raft, 1)).await;
+            let _ = s
+                .write_all(&encode_frame(&[("g".into(), msg(2, 99))]))
+                .await;
+            let _ = s.flush().await;
+            let mut buf = [0u8; 64];
+            let end = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("closed promptly");
+            assert!(matches!(end, Ok(0) | Err(_)), "{end:?}");
+        }
+
+        // Plaintext: the hello and a frame, closed without being read.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(&hello(LinkKind::Raft, 1)).await.unwrap();
+        let _ = plain
+            .write_all(&encode_frame(&[("g".into(), msg(2, 100))]))
+            .await;
+        assert!(closed(&mut plain).await);
+
+        // A sender speaking plaintext to the TLS listener.
+        let plain_sender = Sender::start(1, &HashMap::from([(2, addr)]));
+        for i in 0..10 {
+            plain_sender.send("g", msg(2, 200 + i));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nothing_delivered(&mut rx, Duration::from_millis(500)).await;
+
+        // And a broker whose certificate is trusted still gets through.
+        let good = internal_tls(&ca.broker("broker-1"), &ca);
+        let sender =
+            Sender::start_with_tls(1, &HashMap::from([(2, addr)]), &HashMap::new(), Some(good));
+        sender.send("g", msg(2, 7));
+        let e = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a trusted broker gets through")
+            .unwrap();
+        assert_eq!(e.message.commit, 7);
+    }
+
+    #[tokio::test]
+    async fn a_sender_refuses_a_peer_it_does_not_trust() {
+        let ca = Ca::new("brokers");
+        let evil = Ca::new("evil");
+        let (l, addr) = listener().await;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // An impostor listener trusting our CA but holding another CA's
+        // certificate: our sender does not send it anything.
+        tokio::spawn(serve_tls(
+            l,
+            to_channel(tx),
+            internal_tls(&evil.broker("broker-2"), &ca),
+        ));
+        let sender = Sender::start_with_tls(
+            1,
+            &HashMap::from([(2, addr)]),
+            &HashMap::new(),
+            Some(internal_tls(&ca.broker("broker-1"), &ca)),
+        );
+        for i in 0..10 {
+            sender.send("g", msg(2, i));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nothing_delivered(&mut rx, Duration::from_millis(500)).await;
+        // Nor is a certificate for another name accepted.
+        let name = ServerName::try_from("broker-9.example").unwrap();
+        let good = internal_tls(&ca.broker("broker-1"), &ca);
+        let (l, addr) = listener().await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        tokio::spawn(serve_tls(
+            l,
+            to_channel(tx),
+            internal_tls(&ca.broker("broker-2"), &ca),
+        ));
+        assert!(connect(addr, &name, Some(&good)).await.is_err());
+        assert!(connect(addr, &loopback(), Some(&good)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn kafka_links_over_mutual_tls_are_handed_over() {
+        let ca = Ca::new("brokers");
+        let (l, addr) = listener().await;
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let (links_tx, mut links) = mpsc::channel(4);
+        let server = internal_tls(&ca.broker("broker-2"), &ca);
+        tokio::spawn(serve_with_kafka(l, to_channel(tx), links_tx, Some(server)));
+        let me = internal_tls(&ca.broker("broker-1"), &ca);
+        let mut s = connect(addr, &loopback(), Some(&me)).await.unwrap();
+        assert!(matches!(s, LinkStream::Tls(_)));
+        s.write_all(&hello(LinkKind::Kafka, 3)).await.unwrap();
+        s.write_all(b"request").await.unwrap();
+        s.flush().await.unwrap();
+        let mut link = tokio::time::timeout(Duration::from_secs(5), links.recv())
+            .await
+            .expect("the link is handed over")
+            .unwrap();
+        assert_eq!(link.from, 3);
+        assert!(matches!(link.stream, LinkStream::Tls(_)));
+        let mut rest = [0u8; 7];
+        link.stream.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"request");
+        link.stream.write_all(b"answer").await.unwrap();
+        link.stream.flush().await.unwrap();
+        let mut answer = [0u8; 6];
+        s.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&answer, b"answer");
+        // A plaintext SLKF hello is closed and not handed over.
+        let mut plain = TcpStream::connect(addr).await.unwrap();
+        plain.write_all(&hello(LinkKind::Kafka, 3)).await.unwrap();
+        assert!(closed(&mut plain).await);
+        assert!(links.try_recv().is_err());
     }
 }

@@ -18,12 +18,18 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig, SupportedProtocolVersion};
-use tokio_rustls::TlsAcceptor;
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::KafkaPrincipal;
 use super::ssl_principal::{self, Rule};
@@ -385,6 +391,35 @@ impl SslSettings {
         Ok(Arc::new(config))
     }
 
+    /// The rustls client configuration of a broker connecting to another
+    /// broker's internal listener: this broker's certificate (the key
+    /// store) presented as its client certificate, the peer's certificate
+    /// checked against the trust store (and its name, unless
+    /// `ssl.endpoint.identification.algorithm` is empty).
+    pub fn client_config(&self) -> Result<Arc<ClientConfig>, String> {
+        let (chain, key) = self.key_pair()?;
+        let roots = self.roots()?.ok_or_else(|| {
+            "the internal listener's mutual TLS needs a trust store (ssl.truststore.location or ssl.truststore.certificates)".to_string()
+        })?;
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&self.versions)
+            .map_err(|e| format!("ssl.enabled.protocols / ssl.cipher.suites: {e}"))?;
+        let builder = if self.verify_hostname {
+            builder.with_root_certificates(roots)
+        } else {
+            let inner = WebPkiServerVerifier::builder_with_provider(roots, self.provider.clone())
+                .build()
+                .map_err(|e| format!("trust store: {e}"))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyName(inner)))
+        };
+        builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("key store: {e}"))
+            .map(Arc::new)
+    }
+
     /// The principal of a client that presented `cert` (its leaf
     /// certificate), by `ssl.principal.mapping.rules`; `User:ANONYMOUS`
     /// without one. Err when the certificate's subject cannot be read or no
@@ -414,8 +449,61 @@ fn stamp(files: &[PathBuf]) -> Stamp {
         .collect()
 }
 
+/// A server certificate verifier that checks the chain against the trust
+/// store but not the name (`ssl.endpoint.identification.algorithm` empty).
+/// The name is the last thing webpki checks, so a name error means the
+/// chain itself was trusted.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 struct Current {
     acceptor: TlsAcceptor,
+    /// Set on the internal listener's context: how this broker connects to
+    /// the others.
+    connector: Option<TlsConnector>,
     stamp: Stamp,
     checked: Instant,
 }
@@ -424,41 +512,95 @@ struct Current {
 pub struct TlsContext {
     pub settings: SslSettings,
     files: Vec<PathBuf>,
+    internal: bool,
     current: Mutex<Current>,
 }
 
 impl TlsContext {
     pub fn new(settings: SslSettings) -> Result<Arc<Self>, String> {
+        Self::build(settings, false)
+    }
+
+    /// The internal listener's mutual TLS, from the settings of the TLS
+    /// listener `inter.broker.listener.name` names: client certificates
+    /// always required and checked against its trust store, and a client
+    /// configuration presenting this broker's certificate to the others.
+    pub fn internal(mut settings: SslSettings) -> Result<Arc<Self>, String> {
+        settings.client_auth = ClientAuth::Required;
+        Self::build(settings, true)
+    }
+
+    /// The internal listener's TLS context when `inter.broker.listener.name`
+    /// names a listener that uses TLS (SSL or SASL_SSL); None otherwise
+    /// (the internal listener is plaintext).
+    pub fn for_internal_listener(config: &Config) -> Result<Option<Arc<Self>>, String> {
+        let Some(name) = config.inter_broker_listener_name.as_deref() else {
+            return Ok(None);
+        };
+        let Some(spec) = config
+            .listener_specs()?
+            .into_iter()
+            .find(|s| s.name.eq_ignore_ascii_case(name))
+        else {
+            return Ok(None);
+        };
+        if !spec.protocol.uses_tls() {
+            return Ok(None);
+        }
+        let settings = SslSettings::for_listener(config, &spec.name)?;
+        Self::internal(settings)
+            .map(Some)
+            .map_err(|e| format!("internal listener (inter.broker.listener.name={name}): {e}"))
+    }
+
+    fn configs(
+        settings: &SslSettings,
+        internal: bool,
+    ) -> Result<(TlsAcceptor, Option<TlsConnector>), String> {
+        let mut server = settings.server_config()?;
+        let connector = if internal {
+            // Brokers do not resume sessions; no tickets to hand out.
+            Arc::make_mut(&mut server).send_tls13_tickets = 0;
+            Some(TlsConnector::from(settings.client_config()?))
+        } else {
+            None
+        };
+        Ok((TlsAcceptor::from(server), connector))
+    }
+
+    fn build(settings: SslSettings, internal: bool) -> Result<Arc<Self>, String> {
         let files = settings.files();
         let stamp = stamp(&files);
-        let config = settings
-            .server_config()
+        let (acceptor, connector) = Self::configs(&settings, internal)
             .map_err(|e| format!("listener {}: {e}", settings.listener))?;
         Ok(Arc::new(Self {
             settings,
             files,
+            internal,
             current: Mutex::new(Current {
-                acceptor: TlsAcceptor::from(config),
+                acceptor,
+                connector,
                 stamp,
                 checked: Instant::now(),
             }),
         }))
     }
 
-    /// The acceptor for a new connection: the current configuration, read
-    /// again first if one of its files changed.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    /// The current configuration, read again first if one of its files
+    /// changed (looked at no more than once a second).
+    fn current(&self) -> std::sync::MutexGuard<'_, Current> {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if self.files.is_empty() || cur.checked.elapsed() < RELOAD_CHECK {
-            return cur.acceptor.clone();
+            return cur;
         }
         cur.checked = Instant::now();
         let now = stamp(&self.files);
         if now != cur.stamp {
             cur.stamp = now;
-            match self.settings.server_config() {
-                Ok(config) => {
-                    cur.acceptor = TlsAcceptor::from(config);
+            match Self::configs(&self.settings, self.internal) {
+                Ok((acceptor, connector)) => {
+                    cur.acceptor = acceptor;
+                    cur.connector = connector;
                     tracing::info!(listener = %self.settings.listener, "key or trust store changed on disk: reloaded");
                 }
                 Err(e) => tracing::error!(
@@ -468,7 +610,18 @@ impl TlsContext {
                 ),
             }
         }
-        cur.acceptor.clone()
+        cur
+    }
+
+    /// The acceptor for a new connection.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        self.current().acceptor.clone()
+    }
+
+    /// The connector for a new connection to another broker's internal
+    /// listener; None on a client listener's context.
+    pub fn connector(&self) -> Option<TlsConnector> {
+        self.current().connector.clone()
     }
 }
 
@@ -495,6 +648,15 @@ pub fn check(config: &Config) -> Result<(), String> {
         if spec.protocol.uses_tls() {
             SslSettings::for_listener(config, &spec.name)?.server_config()?;
         }
+    }
+    // In a cluster, the internal listener's mutual TLS (a trust store
+    // required, the key store usable as a client certificate).
+    if config
+        .controller_voters
+        .as_deref()
+        .is_some_and(|v| !v.trim().is_empty())
+    {
+        TlsContext::for_internal_listener(config)?;
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 //! after the inter-broker Kafka hello: so a broker cut off from its peers
 //! reaches none of them this way either. One connection per peer, one
 //! request at a time on it, dropped on any error and made again on the
-//! next call.
+//! next call. Over mutual TLS when the internal listener uses it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,9 +16,9 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
-use crate::bench::client::{Receiver, Sender, connect_with_hello};
+use crate::bench::client::{Receiver, Sender, connect_stream, connect_tcp};
 use crate::broker::Broker;
-use crate::replication::transport::{LinkKind, hello};
+use crate::replication::transport::{self, LinkKind, LinkStream, hello};
 
 /// How long one request to a peer may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,14 +61,23 @@ impl Peers {
             .and_then(|n| cluster.internal_address(n))
             .ok_or_else(|| format!("broker {node} is not a controller quorum voter"))?;
         let me = cluster.me;
+        let name = cluster
+            .server_name(node as u64)
+            .ok_or_else(|| format!("broker {node} is not a controller quorum voter"))?;
         let conn = self.conn(node);
         let mut slot = conn.lock().await;
         let attempt = async {
             if slot.is_none() {
+                let stream = transport::connect(addr, &name, cluster.internal_tls.as_deref())
+                    .await
+                    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+                let hello = hello(LinkKind::Kafka, me);
                 *slot = Some(
-                    connect_with_hello(&addr.to_string(), &hello(LinkKind::Kafka, me))
-                        .await
-                        .map_err(|e| e.to_string())?,
+                    match stream {
+                        LinkStream::Plain(s) => connect_tcp(s, &hello).await,
+                        LinkStream::Tls(s) => connect_stream(*s, &hello).await,
+                    }
+                    .map_err(|e| e.to_string())?,
                 );
             }
             let (tx, rx) = slot.as_mut().expect("connected above");

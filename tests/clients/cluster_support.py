@@ -266,7 +266,10 @@ class Proxy:
     """A TCP forwarder on a free loopback port in front of node `node`'s real
     internal listener on `target_port`. It reads the sender from each
     connection's hello, so `isolate` cuts Raft and inter-broker Kafka links
-    alike."""
+    alike. Over inter-broker mutual TLS the hello is encrypted: the
+    connection is forwarded as from an unknown sender (counted in
+    `unknown_hellos`), and `isolate` then cuts only the connections to the
+    cut-off node."""
 
     def __init__(self, net: FaultyNetwork, node: int, target_port: int):
         self.net, self.node, self.target_port = net, node, target_port
