@@ -5,15 +5,14 @@
 //! certificate, and one with a certificate of another CA are closed. One
 //! broker, a quorum of one, in this process; certificates made by rcgen.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::pki::Ca;
 use kafka_protocol::messages::{ApiKey, MetadataRequest, MetadataResponse};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use sluice::broker::Broker;
 use sluice::cluster::Cluster;
 use sluice::config::Config;
@@ -22,41 +21,6 @@ use sluice::security::tls::TlsContext;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name);
-        params.distinguished_name = dn;
-        let key = KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        Self { cert, key }
-    }
-
-    /// A broker certificate (PEM chain, PEM key) for 127.0.0.1 and
-    /// localhost, for server and client authentication.
-    fn broker(&self, cn: &str) -> (String, String) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, cn);
-        params.distinguished_name = dn;
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
 
 async fn free_addr() -> std::net::SocketAddr {
     TcpListener::bind("127.0.0.1:0")
@@ -81,7 +45,7 @@ async fn ssl_config(dir: &Path, cert: &(String, String), ca: &Ca, internal: &str
     for (k, v) in [
         ("ssl.keystore.certificate.chain", cert.0.clone()),
         ("ssl.keystore.key", cert.1.clone()),
-        ("ssl.truststore.certificates", ca.cert.pem()),
+        ("ssl.truststore.certificates", ca.pem()),
         ("ssl.handshake.timeout.ms", "2000".to_string()),
     ] {
         c.ssl.insert(k.to_string(), v);

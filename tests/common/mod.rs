@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod txn;
 
 use std::net::SocketAddr;
