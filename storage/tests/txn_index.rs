@@ -143,6 +143,16 @@ fn write(log: &mut Log, ops: &[Op]) {
     }
 }
 
+/// A log of `n` operations, written and closed cleanly.
+fn closed_log(n: usize) -> (tempfile::TempDir, Vec<Op>) {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = workload(n);
+    let mut log = open(dir.path());
+    write(&mut log, &ops);
+    log.close().unwrap();
+    (dir, ops)
+}
+
 fn txn_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
@@ -184,12 +194,7 @@ fn the_index_follows_appends_rolls_and_restarts() {
 
 #[test]
 fn sealed_segments_are_read_from_their_index_not_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ops = workload(200);
-    let mut log = open(dir.path());
-    write(&mut log, &ops);
-    log.close().unwrap();
-    drop(log);
+    let (dir, ops) = closed_log(200);
     // An entry only the file holds: if opening replayed the segment, it
     // would be gone.
     let first = &txn_files(dir.path())[0];
@@ -208,12 +213,7 @@ fn sealed_segments_are_read_from_their_index_not_replayed() {
 
 #[test]
 fn a_lost_or_damaged_index_is_rebuilt_from_its_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let ops = workload(200);
-    let mut log = open(dir.path());
-    write(&mut log, &ops);
-    log.close().unwrap();
-    drop(log);
+    let (dir, ops) = closed_log(200);
     let files = txn_files(dir.path());
     std::fs::remove_file(&files[1]).unwrap();
     let mut bytes = std::fs::read(&files[3]).unwrap();
@@ -259,12 +259,7 @@ fn truncation_forgets_what_it_removed() {
 
 #[test]
 fn a_log_opened_without_any_index_builds_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let ops = workload(150);
-    let mut log = open(dir.path());
-    write(&mut log, &ops);
-    log.close().unwrap();
-    drop(log);
+    let (dir, ops) = closed_log(150);
     for f in txn_files(dir.path()) {
         std::fs::remove_file(f).unwrap();
     }
