@@ -349,3 +349,115 @@ async fn acls_decide_what_a_principal_sees_reads_and_writes() {
     assert_eq!(fetch(&mut c, "secret").await.0, TOPIC_AUTHORIZATION_FAILED);
     broker.stop().await;
 }
+
+/// The checks the admin APIs and acks=0 need: DescribeTopicPartitions lists
+/// only what the principal may describe (and refuses the rest by name),
+/// DescribeProducers needs READ, and an acks=0 produce that is refused
+/// closes the connection, the one answer Kafka's protocol leaves.
+#[tokio::test]
+async fn describe_apis_and_acks_0_meet_the_acls() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start_with(dir.path(), |c| {
+        c.authorizer_class_name = "kafka.security.authorizer.AclAuthorizer".into();
+        c.allow_everyone_if_no_acl_found = true;
+    })
+    .await;
+    let mut c = broker.client().await;
+    for t in ["orders", "secret"] {
+        assert_eq!(
+            create_topic_with(&mut c, t, &[]).await.topics[0].error_code,
+            0
+        );
+    }
+    let me = "User:ANONYMOUS";
+    let codes = create_acls(
+        &mut c,
+        vec![
+            acl(CLUSTER, "kafka-cluster", LITERAL, me, ALL, ALLOW),
+            acl(TOPIC, "orders", LITERAL, me, DESCRIBE, ALLOW),
+            acl(TOPIC, "secret", LITERAL, "User:bob", ALL, ALLOW),
+        ],
+    )
+    .await;
+    assert_eq!(codes, [0, 0, 0]);
+
+    let dtp = |topics: &[&str]| {
+        DescribeTopicPartitionsRequest::default()
+            .with_topics(
+                topics
+                    .iter()
+                    .map(|t| {
+                        describe_topic_partitions_request::TopicRequest::default()
+                            .with_name(TopicName(s(t)))
+                    })
+                    .collect(),
+            )
+            .with_response_partition_limit(100)
+    };
+    let all: DescribeTopicPartitionsResponse =
+        c.call(ApiKey::DescribeTopicPartitions, 0, &dtp(&[])).await;
+    let names: Vec<&str> = all
+        .topics
+        .iter()
+        .map(|t| t.name.as_ref().unwrap().0.as_str())
+        .collect();
+    assert_eq!(names, ["orders"]);
+    let named: DescribeTopicPartitionsResponse = c
+        .call(
+            ApiKey::DescribeTopicPartitions,
+            0,
+            &dtp(&["orders", "secret"]),
+        )
+        .await;
+    let codes: Vec<i16> = named.topics.iter().map(|t| t.error_code).collect();
+    assert_eq!(codes, [0, TOPIC_AUTHORIZATION_FAILED]);
+    assert!(named.topics[1].partitions.is_empty());
+
+    // DESCRIBE on orders is not READ: DescribeProducers refuses both.
+    let dp = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(TopicName(s("orders")))
+            .with_partition_indexes(vec![0]),
+        describe_producers_request::TopicRequest::default()
+            .with_name(TopicName(s("secret")))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &dp).await;
+    let codes: Vec<i16> = r
+        .topics
+        .iter()
+        .map(|t| t.partitions[0].error_code)
+        .collect();
+    assert_eq!(
+        codes,
+        [TOPIC_AUTHORIZATION_FAILED, TOPIC_AUTHORIZATION_FAILED]
+    );
+    assert_eq!(
+        create_acls(&mut c, vec![acl(TOPIC, "orders", LITERAL, me, READ, ALLOW)]).await,
+        [0]
+    );
+    let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &dp).await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    // acks=0: a refused write closes the connection and stores nothing.
+    let req = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(s("orders")))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(1, 1_000, None))),
+                ]),
+        ]);
+    let (_, frame) = c.encode_request(ApiKey::Produce, 9, &req);
+    c.send_raw(&frame).await;
+    assert!(c.read_frame().await.is_none(), "the connection stays open");
+    let mut c = broker.client().await;
+    let (code, records) = fetch(&mut c, "orders").await;
+    assert_eq!(code, 0);
+    assert!(records.is_none_or(|r| r.is_empty()));
+    broker.stop().await;
+}

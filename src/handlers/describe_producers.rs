@@ -11,6 +11,7 @@ use kafka_protocol::messages::describe_producers_response::{
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
 use super::{RequestContext, str_bytes};
+use crate::security::acl::AclOperation;
 
 pub async fn handle(
     ctx: &RequestContext,
@@ -20,6 +21,7 @@ pub async fn handle(
         .topics
         .into_iter()
         .map(|t| {
+            let denied = !ctx.authorize_topic(AclOperation::Read, t.name.0.as_str());
             let topic = ctx.broker.topic(t.name.0.as_str());
             let partitions = t
                 .partition_indexes
@@ -33,6 +35,9 @@ pub async fn handle(
                     let r = PartitionResponse::default()
                         .with_partition_index(index)
                         .with_error_message(None);
+                    if denied {
+                        return r.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let Some(p) = partition else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };

@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
 };
 
 use super::{RequestContext, topic_name};
+use crate::security::acl::AclOperation;
 
 /// Kafka's `max.request.partition.size.limit`: partitions per answer at most.
 const PARTITION_LIMIT: usize = 2000;
@@ -23,7 +24,13 @@ pub async fn handle(
     let node = broker.node_id();
     // Topics in name order: all of them, or those asked for.
     let mut names: Vec<String> = if req.topics.is_empty() {
-        broker.topics().iter().map(|t| t.name.clone()).collect()
+        // All of them: those the principal may describe.
+        broker
+            .topics()
+            .iter()
+            .map(|t| t.name.clone())
+            .filter(|n| ctx.authorize_topic(AclOperation::Describe, n))
+            .collect()
     } else {
         req.topics.iter().map(|t| t.name.0.to_string()).collect()
     };
@@ -60,6 +67,10 @@ pub async fn handle(
             }
             _ => 0,
         };
+        if !ctx.authorize_topic(AclOperation::Describe, name) {
+            topics.push(unknown_topic(name, ResponseError::TopicAuthorizationFailed));
+            continue;
+        }
         let Some(t) = broker.topic(name) else {
             topics.push(unknown_topic(name, ResponseError::UnknownTopicOrPartition));
             continue;

@@ -134,8 +134,9 @@ macro_rules! dispatch {
             ApiKey::Produce => {
                 let req: m::ProduceRequest = decode_body(&mut $body, $key, $ctx.version)?;
                 match produce::handle(&$ctx, req).await {
-                    Some(resp) => encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some),
-                    None => Ok(None),
+                    produce::Answer::Response(resp) => encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some),
+                    produce::Answer::Silent => Ok(None),
+                    produce::Answer::Close(reason) => Err(ProtocolError::Refused(reason)),
                 }
             }
             other => Err(ProtocolError::UnknownApiKey(other as i16)),

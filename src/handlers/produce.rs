@@ -15,7 +15,17 @@ use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
 use crate::security::acl::{AclOperation, ResourceType};
 
-pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<ProduceResponse> {
+/// What a Produce request gets back.
+pub enum Answer {
+    Response(ProduceResponse),
+    /// acks=0 and every partition appended: no answer.
+    Silent,
+    /// acks=0 and a partition failed: as in Kafka, the connection is closed
+    /// (the only way to tell the client, which then refreshes its metadata).
+    Close(String),
+}
+
+pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     if !valid_acks {
@@ -153,9 +163,22 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Option<Produce
         }
     }
     if acks == 0 {
-        return None;
+        let failed = responses.iter().find_map(|t| {
+            t.partition_responses
+                .iter()
+                .find(|p| p.error_code != 0)
+                .map(|p| (t.name.0.as_str().to_owned(), p.index, p.error_code))
+        });
+        return match failed {
+            Some((topic, index, code)) => Answer::Close(format!(
+                "acks=0 produce to {topic}-{index} failed with {}",
+                ResponseError::try_from_code(code)
+                    .map_or_else(|| format!("error {code}"), |e| format!("{e:?}"))
+            )),
+            None => Answer::Silent,
+        };
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Answer::Response(ProduceResponse::default().with_responses(responses))
 }
 
 /// Appends one partition's records; transactional batches are checked
