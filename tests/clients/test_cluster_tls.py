@@ -17,13 +17,13 @@ import shutil
 import socket
 import ssl
 import struct
-import subprocess
 import time
 
 import pytest
 from confluent_kafka import Consumer, Producer
 
 from cluster_support import Cluster
+from test_tls import issue_cert, openssl
 
 pytestmark = [
     pytest.mark.timeout(150),
@@ -33,10 +33,6 @@ pytestmark = [
 N = 300
 
 
-def openssl(*args, cwd):
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
 def make_pki(d):
     """A CA and a broker certificate it signs (127.0.0.1 and localhost, for
     server and client authentication), and an intruder's certificate from
@@ -44,15 +40,9 @@ def make_pki(d):
     for ca in ("ca", "evil-ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN={ca}", cwd=d)
-    for name, ca in (("broker", "ca"), ("intruder", "evil-ca")):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        (d / f"{name}.ext").write_text(
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
-                "-extfile", f"{name}.ext", cwd=d)
-        (d / f"{name}-store.pem").write_text((d / f"{name}.key").read_text() + (d / f"{name}.pem").read_text())
+    ext = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+    issue_cert(d, "broker", "/CN=broker", ext=ext)
+    issue_cert(d, "intruder", "/CN=intruder", ca="evil-ca", ext=ext)
     return d
 
 

@@ -25,26 +25,28 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def issue_cert(d, name, subj, ca="ca", ext="extendedKeyUsage=clientAuth\n"):
+    """A key and certificate `name`.key/.pem in d, signed by `ca`, and
+    `name`-store.pem: the key and certificate in one file (a PEM keystore)."""
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr", "-subj", subj, cwd=d)
+    (d / f"{name}.ext").write_text(ext)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
+            "-extfile", f"{name}.ext", cwd=d)
+    (d / f"{name}-store.pem").write_text((d / f"{name}.key").read_text() + (d / f"{name}.pem").read_text())
+
+
 def make_pki(d):
     """CA, a broker certificate for localhost/127.0.0.1, client certificates
     for alice (trusted CA) and mallory (another CA). Files in d."""
     for ca in ("ca", "evil-ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                 "-keyout", f"{ca}.key", "-out", f"{ca}.pem", "-subj", f"/CN={ca}", cwd=d)
-
-    def issue(name, subj, ca, ext):
-        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-                "-out", f"{name}.csr", "-subj", subj, cwd=d)
-        (d / f"{name}.ext").write_text(ext)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                "-CAcreateserial", "-days", "2", "-out", f"{name}.pem",
-                "-extfile", f"{name}.ext", cwd=d)
-
-    issue("broker", "/CN=broker", "ca",
-          "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    issue("alice", "/O=Example/OU=billing/CN=Alice", "ca", "extendedKeyUsage=clientAuth\n")
-    issue("mallory", "/O=Example/OU=billing/CN=Mallory", "evil-ca", "extendedKeyUsage=clientAuth\n")
-    (d / "broker-store.pem").write_text((d / "broker.key").read_text() + (d / "broker.pem").read_text())
+    issue_cert(d, "broker", "/CN=broker",
+               ext="subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    issue_cert(d, "alice", "/O=Example/OU=billing/CN=Alice")
+    issue_cert(d, "mallory", "/O=Example/OU=billing/CN=Mallory", ca="evil-ca")
     return d
 
 
