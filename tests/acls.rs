@@ -16,6 +16,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 const TOPIC: i8 = 2;
+const GROUP: i8 = 3;
 const CLUSTER: i8 = 4;
 const LITERAL: i8 = 3;
 const PREFIXED: i8 = 4;
@@ -438,6 +439,26 @@ async fn describe_apis_and_acks_0_meet_the_acls() {
     );
     let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &dp).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
+
+    // A regular-expression subscription brings in only the topics the
+    // member may describe: "secret" matches but is bob's.
+    assert_eq!(
+        create_acls(&mut c, vec![acl(GROUP, "g", LITERAL, me, READ, ALLOW)]).await,
+        [0]
+    );
+    let join = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s("m1"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(5000)
+        .with_subscribed_topic_regex(Some(s("orders|secret")))
+        .with_topic_partitions(Some(vec![]));
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &join).await;
+    assert_eq!(r.error_code, 0);
+    let assigned = r.assignment.expect("assigned").topic_partitions;
+    let m = metadata(&mut c, Some(&["orders"])).await;
+    assert_eq!(assigned.len(), 1);
+    assert_eq!(assigned[0].topic_id, m.topics[0].topic_id);
 
     // acks=0: a refused write closes the connection and stores nothing.
     let req = ProduceRequest::default()

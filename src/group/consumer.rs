@@ -58,6 +58,11 @@ pub struct ConsumerMember {
     /// topic names; internal topics never match.
     pub regex: Option<String>,
     compiled: Option<regex::Regex>,
+    /// With an authorizer: the topics the regular expression matched at the
+    /// member's last heartbeat that its principal may describe (Kafka
+    /// resolves a regex with the rights of the member that sent it). None:
+    /// every match (no authorizer, or not resolved since a restart).
+    regex_allowed: Option<BTreeSet<String>>,
     pub assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
     /// What the member was last told it owns.
@@ -90,6 +95,7 @@ impl ConsumerMember {
             subscribed: BTreeSet::new(),
             regex: None,
             compiled: None,
+            regex_allowed: None,
             assignor: None,
             rebalance_timeout_ms: 0,
             assigned: Assignment::new(),
@@ -128,6 +134,19 @@ pub struct HeartbeatRequest {
     pub assignor: Option<String>,
     /// What the member owns now; None: unchanged.
     pub owned: Option<Assignment>,
+    /// With an authorizer: whether the sender may describe a topic (a
+    /// regular expression only brings in those).
+    pub may_describe: Option<DescribeFilter>,
+}
+
+/// A check of DESCRIBE on a topic, for the principal of one request.
+#[derive(Clone)]
+pub struct DescribeFilter(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for DescribeFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DescribeFilter")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -304,6 +323,7 @@ impl ConsumerGroup {
                     epoch: m.epoch,
                     subscribed: m.subscribed,
                     compiled: m.regex.as_deref().and_then(|r| compile(r).ok()),
+                    regex_allowed: None,
                     regex: m.regex,
                     assignor: m.assignor,
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
@@ -370,18 +390,22 @@ impl ConsumerGroup {
     pub fn subscribes_to(&self, topic: &str) -> bool {
         self.members.values().any(|m| {
             m.subscribed.contains(topic)
-                || (!topic.starts_with("__")
-                    && m.compiled.as_ref().is_some_and(|re| re.is_match(topic)))
+                || (!topic.starts_with("__") && Self::regex_brings(m, topic))
         })
+    }
+
+    /// Whether a member's regular expression brings in `topic` (matched,
+    /// and allowed to its principal).
+    fn regex_brings(m: &ConsumerMember, topic: &str) -> bool {
+        m.compiled.as_ref().is_some_and(|re| re.is_match(topic))
+            && m.regex_allowed.as_ref().is_none_or(|a| a.contains(topic))
     }
 
     /// What a member subscribes to among `topics`: its names, and the topics
     /// its regular expression matches.
     fn effective(m: &ConsumerMember, topics: &BTreeMap<String, i32>) -> BTreeSet<String> {
         let mut out = m.subscribed.clone();
-        if let Some(re) = &m.compiled {
-            out.extend(topics.keys().filter(|t| re.is_match(t)).cloned());
-        }
+        out.extend(topics.keys().filter(|t| Self::regex_brings(m, t)).cloned());
         out
     }
 
@@ -497,6 +521,19 @@ impl ConsumerGroup {
             m.compiled = compiled;
             self.epoch += 1;
             self.dirty = true;
+        }
+        if let Some(may) = &req.may_describe {
+            let allowed = m.compiled.as_ref().map(|re| {
+                partitions
+                    .keys()
+                    .filter(|t| re.is_match(t) && (may.0)(t))
+                    .cloned()
+                    .collect::<BTreeSet<_>>()
+            });
+            if allowed != m.regex_allowed {
+                m.regex_allowed = allowed;
+                self.epoch += 1;
+            }
         }
         let m = self.members.get_mut(&req.member_id).expect("present");
         if let Some(owned) = &req.owned {

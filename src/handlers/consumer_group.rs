@@ -2,6 +2,7 @@
 //! Topic ids on the wire, topic names inside the coordinator.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::consumer_group_describe_response::{self as cgd, DescribedGroup};
@@ -15,7 +16,7 @@ use uuid::Uuid;
 use super::{RequestContext, str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::group::assignor;
-use crate::group::consumer::{HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC};
+use crate::group::consumer::{DescribeFilter, HeartbeatRequest, JOIN, LEAVE, LEAVE_STATIC};
 use crate::security::acl::{AclOperation, ResourceType};
 
 /// (topic id, partitions) pairs for the wire; topics that vanished are left out.
@@ -135,6 +136,12 @@ pub async fn heartbeat(
         },
         assignor: req.server_assignor.as_ref().map(|s| s.to_string()),
         owned,
+        may_describe: broker.authorizer_enabled().then(|| {
+            let (broker, session) = (broker.clone(), ctx.session.clone());
+            DescribeFilter(Arc::new(move |topic: &str| {
+                broker.authorize(&session, AclOperation::Describe, ResourceType::Topic, topic)
+            }))
+        }),
     };
     let out = broker.groups.consumer_heartbeat(broker, &group, hb).await;
     if out.error != 0 {

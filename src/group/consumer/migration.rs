@@ -129,6 +129,7 @@ impl ConsumerGroup {
                     subscribed: sub.topics,
                     regex: None,
                     compiled: None,
+                    regex_allowed: None,
                     assignor: None,
                     rebalance_timeout_ms: m.rebalance_timeout_ms,
                     assigned,

@@ -281,3 +281,34 @@ fn regular_expression_subscriptions_follow_new_topics() {
         ResponseError::InvalidRegularExpression.code()
     );
 }
+
+#[test]
+fn a_regular_expression_brings_only_topics_its_principal_may_describe() {
+    let mut g = ConsumerGroup::new("g", HB);
+    let mut all = BTreeMap::from([
+        ("orders-eu".to_string(), 1),
+        ("orders-secret".to_string(), 1),
+    ]);
+    let may = DescribeFilter(std::sync::Arc::new(|t: &str| !t.ends_with("secret")));
+    let join = HeartbeatRequest {
+        member_id: "a".into(),
+        epoch: JOIN,
+        regex: Some("orders-.*".into()),
+        rebalance_timeout_ms: 5_000,
+        may_describe: Some(may.clone()),
+        ..HeartbeatRequest::default()
+    };
+    let out = g.heartbeat(join, &all, 0);
+    let keys = |a: Assignment| a.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(out.assignment.unwrap()), ["orders-eu"]);
+    assert!(!g.subscribes_to("orders-secret"));
+    // A topic created later is checked at the member's next heartbeat.
+    all.insert("orders-us".into(), 1);
+    all.insert("orders-us-secret".into(), 1);
+    let next = HeartbeatRequest {
+        may_describe: Some(may),
+        ..beat("a", out.epoch, None)
+    };
+    let out = g.heartbeat(next, &all, 100);
+    assert_eq!(keys(out.assignment.unwrap()), ["orders-eu", "orders-us"]);
+}
