@@ -2,6 +2,7 @@
 # Runs every test of the project, installing what the tests need first:
 #   - Debian's kcat (when root and missing),
 #   - Debian's Go and Sarama for tests/go (when root and missing),
+#   - Debian's Prometheus (when root and missing),
 #   - a Python venv in .venv with the pinned client libraries,
 #   - node modules (kafkajs) in tests/js,
 #   - a JDK and Maven (Debian, when root and missing), the Java client jars
@@ -34,6 +35,17 @@ if ! command -v go >/dev/null 2>&1 || [ ! -d /usr/share/gocode/src/github.com/Sh
     else
         echo "Go/Sarama are missing and this is not root: the Sarama tests will be skipped" >&2
         echo "(apt-get install golang-go golang-github-shopify-sarama-dev)" >&2
+    fi
+fi
+
+if ! command -v prometheus >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        step "installing Prometheus (Debian), which scrapes /metrics in tests/clients/test_metrics.py"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "prometheus is missing and this is not root: the Prometheus test will fail" >&2
+        echo "(apt-get install prometheus)" >&2
     fi
 fi
 

@@ -195,6 +195,22 @@ impl Cluster {
         self.host.status(CONTROLLER_GROUP).and_then(|s| s.leader)
     }
 
+    /// Whether the controller group has a leader and this broker's image
+    /// holds every record committed so far.
+    pub fn caught_up(&self) -> bool {
+        self.host
+            .status(CONTROLLER_GROUP)
+            .is_some_and(|s| s.leader.is_some() && self.image.borrow().applied >= s.commit_index)
+    }
+
+    /// Whether this broker leads the controller quorum (Kafka's active
+    /// controller).
+    pub fn is_active_controller(&self) -> bool {
+        self.host
+            .status(CONTROLLER_GROUP)
+            .is_some_and(|s| s.is_leader)
+    }
+
     /// Notes whether the quorum is in sight (called every quarter second).
     pub fn note_quorum(&self) {
         if self.controller().is_some() {
@@ -256,10 +272,7 @@ impl Cluster {
     pub async fn wait_caught_up(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let caught_up = self.host.status(CONTROLLER_GROUP).is_some_and(|s| {
-                s.leader.is_some() && self.image.borrow().applied >= s.commit_index
-            });
-            if caught_up {
+            if self.caught_up() {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {

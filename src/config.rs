@@ -41,6 +41,10 @@ pub struct Cli {
     /// address in --controller-voters.
     #[arg(long, env = "SLUICE_INTERNAL_LISTEN")]
     pub internal_listen: Option<SocketAddr>,
+    /// Address of the admin HTTP listener (/metrics, /health, /ready);
+    /// empty: none.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
     /// TOML configuration file (see config/sluice.toml for every key and default).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -89,6 +93,13 @@ pub struct Config {
     pub controller_voters: Option<String>,
     #[serde(rename = "internal.listen")]
     pub internal_listen: Option<SocketAddr>,
+    /// The admin HTTP listener (`host:port`; empty: none).
+    #[serde(rename = "admin.listen")]
+    pub admin_listen: String,
+    /// Per-topic and per-partition series in `/metrics` (off for brokers
+    /// with very many partitions: the totals stay).
+    #[serde(rename = "metrics.topic.labels.enable")]
+    pub metrics_topic_labels_enable: bool,
     /// The Raft tick: heartbeats every 2 ticks, elections after 10–20 ticks
     /// without a leader.
     #[serde(rename = "raft.tick.ms")]
@@ -236,6 +247,8 @@ impl Default for Config {
             cluster_id: None,
             controller_voters: None,
             internal_listen: None,
+            admin_listen: "127.0.0.1:9644".into(),
+            metrics_topic_labels_enable: true,
             raft_tick_ms: 100,
             offsets_topic_replication_factor: 3,
             max_connections: 10_000,
@@ -332,6 +345,9 @@ impl Config {
         }
         if let Some(adv) = &cli.advertised_listener {
             config.advertised_listener = Some(adv.clone());
+        }
+        if let Some(admin) = &cli.admin_listen {
+            config.admin_listen = admin.clone();
         }
         if let Some(dir) = &cli.data_dir {
             config.data_dir = dir.clone();
@@ -443,6 +459,17 @@ impl Config {
     /// The controller quorum's voters (node id → internal address), sorted;
     /// empty for a single broker. Err when the list is malformed or does not
     /// include this broker.
+    /// The admin listener's address; None when `admin.listen` is empty.
+    pub fn admin_address(&self) -> Result<Option<SocketAddr>, String> {
+        let a = self.admin_listen.trim();
+        if a.is_empty() {
+            return Ok(None);
+        }
+        a.parse()
+            .map(Some)
+            .map_err(|e| format!("admin.listen '{a}' is not host:port with an IP address: {e}"))
+    }
+
     pub fn voters(&self) -> Result<Vec<(u64, SocketAddr)>, String> {
         let Some(text) = self
             .controller_voters

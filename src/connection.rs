@@ -37,6 +37,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) {
     tracing::debug!(%peer, listener = %session.listener, "connection opened");
+    let net = broker.metrics.listener(&session.listener);
+    let _open = net.opened();
     let mut session = Arc::new(session);
     // On a SASL listener: authentication first (see security::sasl::gate).
     let mut gate = Gate::for_session(&broker, &session);
@@ -50,6 +52,8 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .min(broker.config.socket_request_max_bytes),
     );
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    // When the bytes of the frames being served arrived.
+    let mut received = std::time::Instant::now();
     loop {
         loop {
             let d = match &gate {
@@ -96,14 +100,35 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 },
             };
-            match process(&broker, frame, peer, &session).await {
+            let mut served = None;
+            match process(&broker, frame, peer, &session, received, &mut served).await {
                 Ok(Some(response)) => {
+                    let writing = std::time::Instant::now();
                     if let Err(e) = writer.write_all(&response).await {
                         tracing::debug!(%peer, error = %e, "write failed");
                         return;
                     }
+                    net.sent.inc_by(response.len() as u64);
+                    if let Some((api, version)) = served {
+                        broker
+                            .metrics
+                            .observe_request(api, version, received.elapsed());
+                        if matches!(api, "Produce" | "Fetch") {
+                            broker.metrics.observe_stage(
+                                api,
+                                crate::metrics::STAGE_SEND,
+                                writing.elapsed(),
+                            );
+                        }
+                    }
                 }
-                Ok(None) => {}
+                Ok(None) => {
+                    if let Some((api, version)) = served {
+                        broker
+                            .metrics
+                            .observe_request(api, version, received.elapsed());
+                    }
+                }
                 Err(e) => {
                     warn_limited!(%peer, error = %e, "closing connection: bad request");
                     let _ = writer.flush().await;
@@ -120,6 +145,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         }
         tokio::select! {
             read = writer.read_buf(&mut buf) => match read {
+                Ok(n) if n > 0 => {
+                    net.received.inc_by(n as u64);
+                    received = std::time::Instant::now();
+                }
                 Ok(0) => {
                     if !buf.is_empty() {
                         warn_limited!(%peer, bytes = buf.len(), "connection closed inside a frame");
@@ -139,11 +168,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Serves one request frame; `None` means "no response" (acks=0 produce).
+/// `served` names the API and version once the header is read.
 async fn process(
     broker: &Arc<Broker>,
     frame: Bytes,
     peer: SocketAddr,
     session: &Arc<Session>,
+    received: std::time::Instant,
+    served: &mut Option<(&'static str, i16)>,
 ) -> Result<Option<Bytes>> {
     let (key, version, header, body) = match handlers::parse_request(frame, &broker.versions)? {
         Parsed::Request {
@@ -169,6 +201,13 @@ async fn process(
         return Err(sluice_protocol::ProtocolError::Refused(
             "cut off from the controller quorum".into(),
         ));
+    }
+    let api = api_name(key);
+    *served = Some((api, version));
+    if matches!(key, ApiKey::Produce | ApiKey::Fetch) {
+        broker
+            .metrics
+            .observe_stage(api, crate::metrics::STAGE_QUEUE, received.elapsed());
     }
     let span = tracing::info_span!(
         "request",

@@ -34,6 +34,7 @@ pub mod group;
 pub mod handlers;
 pub mod limits;
 pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod recompress;

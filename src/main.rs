@@ -123,6 +123,15 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(data_dir = %config.data_dir.display(), "starting sluice");
     sluice::limits::apply();
     let listeners = sluice::server::Listener::bind_all(&config).await?;
+    // The admin listener answers (503) while the logs are opened.
+    let admin = Arc::new(sluice::metrics::http::AdminState::default());
+    if let Some(addr) = config.admin_address()? {
+        let socket = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the admin listener (admin.listen) on {addr}: {e}"))?;
+        tracing::info!(address = %socket.local_addr()?, "admin listener: /metrics, /health, /ready");
+        tokio::spawn(sluice::metrics::http::run(socket, admin.clone()));
+    }
     let voters = config.voters()?;
     let clock: Arc<dyn sluice_storage::Clock> = Arc::new(sluice_storage::SystemClock);
     let cluster = if voters.is_empty() {
@@ -153,6 +162,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .collect();
         tokio::spawn(c.register(endpoints));
     }
+    admin.serving(broker.clone());
     sluice::server::run_listeners(listeners, broker, shutdown_signal()).await?;
     Ok(())
 }

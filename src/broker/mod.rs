@@ -87,6 +87,8 @@ pub struct Broker {
     reconciling: Mutex<()>,
     /// The authorizer and (alone) the ACLs.
     acl: acls::AclState,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Broker {
@@ -153,7 +155,8 @@ impl Broker {
             }
         });
         let acl = acls::AclState::new(authorizer, store.image.acls.clone());
-        Ok(Arc::new(Self {
+        let metrics = crate::metrics::Metrics::new(config.metrics_topic_labels_enable);
+        let broker = Arc::new(Self {
             config,
             versions,
             data_available,
@@ -168,7 +171,10 @@ impl Broker {
             cluster,
             reconciling: Mutex::new(()),
             acl,
-        }))
+            metrics,
+        });
+        broker.metrics.attach(&broker);
+        Ok(broker)
     }
 
     /// The controller quorum, in a cluster.

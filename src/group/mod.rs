@@ -86,6 +86,19 @@ pub struct CommitItem {
     pub metadata: String,
 }
 
+/// A group as the metrics show it.
+#[derive(Debug, Clone)]
+pub struct GroupStats {
+    pub id: String,
+    pub state: &'static str,
+    pub members: usize,
+    /// Rebalances since the group was created: its generation (classic) or
+    /// group epoch (consumer protocol).
+    pub rebalances: u64,
+    /// (topic, partition, committed offset).
+    pub offsets: Vec<(String, i32, i64)>,
+}
+
 /// A group as ListGroups shows it.
 #[derive(Debug, Clone)]
 pub struct ListedGroup {
@@ -728,6 +741,51 @@ impl GroupCoordinator {
             }),
             None => None,
         }
+    }
+
+    /// What the metrics show of every group this broker coordinates.
+    pub fn stats(&self) -> Vec<GroupStats> {
+        let inner = self.lock();
+        let mut out: BTreeMap<&str, GroupStats> = BTreeMap::new();
+        let blank = |id: &str| GroupStats {
+            id: id.to_owned(),
+            state: GroupState::Empty.name(),
+            members: 0,
+            rebalances: 0,
+            offsets: Vec::new(),
+        };
+        for (id, g) in &inner.groups {
+            if g.state() == GroupState::Dead {
+                continue;
+            }
+            out.insert(
+                id,
+                GroupStats {
+                    state: g.state().name(),
+                    members: g.members().len(),
+                    rebalances: g.generation().max(0) as u64,
+                    ..blank(id)
+                },
+            );
+        }
+        for (id, g) in &inner.consumers {
+            out.insert(
+                id,
+                GroupStats {
+                    state: g.state(),
+                    members: g.members().count(),
+                    rebalances: g.epoch().max(0) as u64,
+                    ..blank(id)
+                },
+            );
+        }
+        for (id, offsets) in &inner.offsets {
+            out.entry(id).or_insert_with(|| blank(id)).offsets = offsets
+                .iter()
+                .map(|((t, p), c)| (t.clone(), *p, c.offset))
+                .collect();
+        }
+        out.into_values().collect()
     }
 
     /// Every group: classic ones, consumer-protocol ones, and groups that

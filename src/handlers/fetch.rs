@@ -54,19 +54,59 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
     };
     let max_wait = Duration::from_millis(req.max_wait_ms.max(0) as u64);
     let deadline = Instant::now() + max_wait;
+    let (mut reading, mut waiting) = (Duration::ZERO, Duration::ZERO);
     loop {
         let notified = ctx.broker.data_available.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let read_at = Instant::now();
         let (answers, bytes, errors) = collect(ctx, &req, &parts, &denied);
         let now = Instant::now();
+        reading += now - read_at;
         // Nothing to wait for when no partition is asked for (a consumer
         // closing its session): answered at once, as Kafka does.
         if errors || parts.is_empty() || bytes >= req.min_bytes.max(0) as usize || now >= deadline {
+            count(ctx, &parts, &answers, reading, waiting);
             return respond(ctx, session, incremental, &parts, answers);
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;
+        waiting += now.elapsed();
     }
+}
+
+/// The metrics of an answered fetch: bytes out and failures per partition,
+/// time reading and waiting.
+fn count(
+    ctx: &RequestContext,
+    parts: &[FetchPart],
+    answers: &[PartitionData],
+    reading: Duration,
+    waiting: Duration,
+) {
+    let metrics = &ctx.broker.metrics;
+    for (p, a) in parts.iter().zip(answers) {
+        let bytes = a.records.as_ref().map_or(0, |r| r.len() as u64);
+        if bytes == 0 && a.error_code == 0 {
+            continue;
+        }
+        let topic = match &p.topic {
+            TopicKey::Id(id) => ctx.broker.topic_by_id(*id),
+            TopicKey::Name(n) => ctx.broker.topic(n),
+        };
+        let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition)) else {
+            if a.error_code != 0 {
+                crate::metrics::fetch_failed_unknown(&metrics.totals);
+            }
+            continue;
+        };
+        if a.error_code != 0 {
+            partition.stats.fetch_failed(&metrics.totals);
+        } else {
+            partition.stats.fetched(&metrics.totals, bytes);
+        }
+    }
+    metrics.observe_stage("Fetch", crate::metrics::STAGE_LOCAL, reading);
+    metrics.observe_stage("Fetch", crate::metrics::STAGE_WAIT, waiting);
 }
 
 /// The answer: every partition read, or, in an incremental session, those

@@ -129,12 +129,16 @@ macro_rules! dispatch {
             $(ApiKey::$api => {
                 let req: $req = decode_body(&mut $body, $key, $ctx.version)?;
                 let resp = $handler(&$ctx, req).await;
+                crate::metrics::errors::observe(&$ctx.broker.metrics, sluice_protocol::header::api_name($key), &resp);
                 encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some)
             })*
             ApiKey::Produce => {
                 let req: m::ProduceRequest = decode_body(&mut $body, $key, $ctx.version)?;
                 match produce::handle(&$ctx, req).await {
-                    produce::Answer::Response(resp) => encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some),
+                    produce::Answer::Response(resp) => {
+                        crate::metrics::errors::observe(&$ctx.broker.metrics, "Produce", &resp);
+                        encode_response($ctx.header.correlation_id, $key, $ctx.version, &resp).map(Some)
+                    }
                     produce::Answer::Silent => Ok(None),
                     produce::Answer::Close(reason) => Err(ProtocolError::Refused(reason)),
                 }

@@ -35,6 +35,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index in response, partition, append) awaiting the commit.
     let mut pending = Vec::new();
+    let metrics = &ctx.broker.metrics;
+    let started = std::time::Instant::now();
     // Kafka's checks: WRITE on the transactional id (every partition fails
     // without it), then WRITE on each topic, before anything else is looked at.
     let txn_denied = req
@@ -48,6 +50,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let mut r = PartitionProduceResponse::default().with_index(pd.index);
+            let sent_bytes = pd.records.as_ref().map_or(0, |r| r.len() as u64);
+            let sent = pd.records.clone();
             let partition = t
                 .as_ref()
                 .and_then(|t| {
@@ -97,6 +101,8 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
                     None => Err(BrokerError::InvalidRecord("null records".into()).code()),
                     Some(records) => match append(ctx, &req.transactional_id, &p, &records).await {
                         Ok(res) => {
+                            let appended = (res.last_offset - res.base_offset + 1).max(0) as u64;
+                            p.stats.produced(&metrics.totals, appended, sent_bytes);
                             r.base_offset = res.base_offset;
                             r.log_append_time_ms = res.log_append_time;
                             if ctx.version >= 5 {
@@ -136,6 +142,11 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
             if let Err(code) = outcome {
                 r.error_code = code;
                 r.base_offset = -1;
+                let records = sent.as_ref().map_or(0, records_in);
+                match t.as_ref().and_then(|t| t.partition(pd.index)) {
+                    Some(p) => p.stats.rejected(&metrics.totals, records, sent_bytes),
+                    None => crate::metrics::rejected_unknown(&metrics.totals, records, sent_bytes),
+                }
             }
             partitions.push(r);
         }
@@ -145,10 +156,23 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
                 .with_partition_responses(partitions),
         );
     }
+    let appended_at = std::time::Instant::now();
+    metrics.observe_stage(
+        "Produce",
+        crate::metrics::STAGE_LOCAL,
+        appended_at - started,
+    );
     for (ti, pi, partition, appended) in pending {
         // acks=1: in the leader's log (at the offsets answered); acks=all:
         // committed.
         let outcome = match acks {
+            -1 if partition.is_replicated() => {
+                let r = partition.wait_acked(&appended, timeout).await;
+                metrics
+                    .raft_commit
+                    .observe(appended_at.elapsed().as_secs_f64());
+                r
+            }
             -1 => partition.wait_acked(&appended, timeout).await,
             1 => partition.confirm(&appended).await,
             _ => Ok(()),
@@ -162,6 +186,7 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
             }
         }
     }
+    metrics.observe_stage("Produce", crate::metrics::STAGE_WAIT, appended_at.elapsed());
     if acks == 0 {
         let failed = responses.iter().find_map(|t| {
             t.partition_responses
@@ -207,6 +232,21 @@ async fn append(
         txns.check(prepared, txn.0.as_str(), h, t, &p.topic, p.index)
     };
     p.append_verified(records, &verify)
+}
+
+/// Records in the batches of a produce request's partition (what a
+/// refused write counts as rejected).
+fn records_in(records: &bytes::Bytes) -> u64 {
+    let mut pos = 0usize;
+    let mut n = 0u64;
+    while pos + 61 <= records.len() {
+        let Ok(h) = sluice_storage::BatchHeader::parse(&records[pos..]) else {
+            break;
+        };
+        n += (h.last_offset_delta.max(0) as u64) + 1;
+        pos += h.total_size();
+    }
+    n
 }
 
 /// The producer id and epoch of the first transactional batch, if any.

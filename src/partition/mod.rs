@@ -134,6 +134,8 @@ pub struct Partition {
     clock: Arc<dyn Clock>,
     /// Woken whenever any partition's high watermark advances (fetch long polls).
     data_available: Arc<Notify>,
+    /// Traffic counts for the metrics (see [`crate::metrics`]).
+    pub stats: crate::metrics::PartitionStats,
 }
 
 impl std::fmt::Debug for Partition {
@@ -226,6 +228,7 @@ impl Partition {
             status: watch::channel(GroupStatus::default()).0,
             high_watermark,
             flush_requested: Notify::new(),
+            stats: Default::default(),
             closed: AtomicBool::new(false),
             clock,
             data_available,

@@ -153,6 +153,7 @@ impl Partition {
             status: watch::channel(status).0,
             high_watermark: watch::channel(status.high_watermark).0,
             flush_requested: Notify::new(),
+            stats: Default::default(),
             closed: Default::default(),
             clock: spec.clock,
             data_available: spec.data_available,

@@ -25,7 +25,10 @@ pub trait FileSystem: Send + Sync + Debug {
         file.write_all_at(buf, pos)
     }
     fn sync(&self, file: &File) -> io::Result<()> {
-        file.sync_data()
+        let started = std::time::Instant::now();
+        let r = file.sync_data();
+        crate::stats::FSYNC.observe(started.elapsed());
+        r
     }
 }
 

@@ -29,6 +29,7 @@ pub mod index;
 pub mod log;
 pub mod open_files;
 pub mod segment;
+pub mod stats;
 pub mod txn;
 
 pub use batch::{BATCH_HEADER_LEN, BatchHeader};

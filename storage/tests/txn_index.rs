@@ -194,7 +194,7 @@ fn the_index_follows_appends_rolls_and_restarts() {
 
 #[test]
 fn sealed_segments_are_read_from_their_index_not_replayed() {
-    let (dir, ops) = closed_log(200);
+    let (dir, _) = closed_log(200);
     // An entry only the file holds: if opening replayed the segment, it
     // would be gone.
     let first = &txn_files(dir.path())[0];

@@ -30,6 +30,7 @@ class Broker:
         self.bin = os.environ.get("SLUICE_BIN", str(ROOT / "target/release/sluice"))
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.admin_port = free_port()
         self.data_dir = data_dir / "data"
         self.log_path = data_dir / "broker.log"
         self.config_path = None
@@ -48,6 +49,9 @@ class Broker:
         """Starts the process without waiting for it to listen."""
         log = open(self.log_path, "ab")
         args = [self.bin, "--listen", self.bootstrap, "--data-dir", str(self.data_dir)]
+        # Each broker its own admin listener (tests run side by side).
+        if not any(a.startswith("--admin-listen") for a in self.extra_args):
+            args += ["--admin-listen", f"127.0.0.1:{self.admin_port}"]
         if self.config_path:
             args += ["--config", str(self.config_path)]
         args += self.extra_args
