@@ -824,6 +824,8 @@ mod tests {
         );
         assert!(c.listeners.is_none() && c.ssl.is_empty());
         assert_eq!(c.listener_specs().unwrap(), d.listener_specs().unwrap());
+        assert_eq!(c.admin_listen, d.admin_listen);
+        assert_eq!(c.metrics_topic_labels_enable, d.metrics_topic_labels_enable);
     }
 
     #[test]

@@ -574,10 +574,22 @@ impl Broker {
     /// One retention pass over every partition (see [`crate::retention`]).
     pub fn apply_retention(&self) {
         let now = self.clock.now_ms();
+        let m = &self.metrics;
+        m.retention_passes.inc();
         for topic in self.topics() {
             for p in &topic.partitions {
-                if let Err(e) = p.apply_retention(now) {
-                    warn_limited!(partition = ?p, error = %e, "retention pass failed");
+                let segments = || p.with_log(|l| l.segments().len()).unwrap_or(0);
+                let (bytes_before, segments_before) = (p.size_on_disk().unwrap_or(0), segments());
+                match p.apply_retention(now) {
+                    Ok(Some(_)) => {
+                        let bytes_after = p.size_on_disk().unwrap_or(0);
+                        m.retention_bytes_reclaimed
+                            .inc_by(bytes_before.saturating_sub(bytes_after));
+                        m.retention_segments_deleted
+                            .inc_by(segments_before.saturating_sub(segments()) as u64);
+                    }
+                    Ok(None) => {}
+                    Err(e) => warn_limited!(partition = ?p, error = %e, "retention pass failed"),
                 }
             }
         }
@@ -592,7 +604,12 @@ impl Broker {
             for p in &topic.partitions {
                 let started = std::time::Instant::now();
                 match p.compact(now, memory) {
-                    Ok(Some(s)) => tracing::info!(
+                    Ok(Some(s)) => {
+                        self.metrics.cleaner_passes.inc();
+                        self.metrics
+                            .cleaner_bytes_reclaimed
+                            .inc_by(s.bytes_before.saturating_sub(s.bytes_after));
+                        tracing::info!(
                         partition = ?p,
                         segments = format!("{} -> {}", s.segments_before, s.segments_after),
                         bytes = format!("{} -> {}", s.bytes_before, s.bytes_after),
@@ -600,7 +617,8 @@ impl Broker {
                         map_keys = s.map_keys,
                         ms = started.elapsed().as_millis() as u64,
                         "log cleaner compacted"
-                    ),
+                        )
+                    }
                     Ok(None) => {}
                     Err(e) => warn_limited!(partition = ?p, error = %e, "log cleaner pass failed"),
                 }

@@ -78,6 +78,8 @@ pub struct PartitionStats {
     pub bytes_rejected: AtomicU64,
     pub failed_produce_requests: AtomicU64,
     pub failed_fetch_requests: AtomicU64,
+    /// A new leader seen for the partition's Raft group.
+    pub leader_changes: AtomicU64,
 }
 
 /// Broker-wide totals (they outlive deleted topics).
@@ -179,8 +181,6 @@ pub struct Metrics {
     pub retention_passes: Counter,
     pub retention_bytes_reclaimed: Counter,
     pub retention_segments_deleted: Counter,
-    /// Partition leadership observed changing on this broker.
-    pub leader_changes: Counter,
     /// Time from a replicated append to its commit (acks=all).
     pub raft_commit: Histogram,
     broker: Arc<OnceLock<Weak<Broker>>>,
@@ -289,11 +289,6 @@ impl Metrics {
             "sluice_retention_deleted_segments",
             "Segments deleted by retention",
         );
-        let leader_changes = counter(
-            &mut registry,
-            "sluice_raft_leader_changes",
-            "Partition leadership changes seen by this broker (a Raft group's leader changed)",
-        );
         let raft_commit = latency_buckets();
         registry.register(
             "sluice_raft_commit_duration_seconds",
@@ -322,7 +317,6 @@ impl Metrics {
             retention_passes,
             retention_bytes_reclaimed,
             retention_segments_deleted,
-            leader_changes,
             raft_commit,
             broker,
             rendered: Mutex::new(None),

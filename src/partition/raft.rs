@@ -181,7 +181,12 @@ impl Partition {
 
     /// Called on the host thread when the group's status changes.
     fn on_status(&self, s: &GroupStatus) {
-        self.status.send_replace(*s);
+        let before = self.status.send_replace(*s);
+        if s.leader.is_some() && s.leader != before.leader {
+            self.stats
+                .leader_changes
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let advanced = self.high_watermark.send_if_modified(|hw| {
             if s.high_watermark > *hw {
                 *hw = s.high_watermark;

@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -24,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from conftest import Broker, free_port
 
+MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
 N = 2000
 CONSUMED = 1200
 VALUE = 100
@@ -175,6 +177,22 @@ def test_prometheus_sees_kafka_series_and_group_lag(broker, tmp_path):
         assert prom.value_when('sum(sluice_request_stage_duration_seconds_count{request="Produce",stage="local"})',
                                lambda v: v >= 1) >= 1
         assert prom.value_when("process_resident_memory_bytes", lambda v: v > 0) > 0
+
+        # docs/monitoring: the alert rules load, and every dashboard query
+        # is valid PromQL over these series (and finds data where the run
+        # made some).
+        out = subprocess.run(["promtool", "check", "rules", str(MONITORING / "alerts.yml")],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+        empty = []
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                if not prom.query(target["expr"]):
+                    empty.append(panel["title"])
+        assert set(empty) <= {"Rejected bytes / s", "Offline partitions", "Errors / s per API and error",
+                              "Raft commit p99", "Produce p99 per stage", "p99 request latency per API",
+                              "fsync p99", "CPU"}, empty
     finally:
         prom.stop()
 
@@ -242,3 +260,57 @@ def test_a_thousand_scrapes_and_idle_connections_do_not_hold_up_kafka(broker):
         s.close()
     assert len(results) == 1000
     assert all(r == 200 for r in results), {r for r in results if r != 200}
+
+
+def scrape(port):
+    """`/metrics` as {series with labels: value} (comments left out)."""
+    out = {}
+    for line in http(port, "/metrics")[2].splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def wait_for(what, check, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.mark.timeout(150)
+def test_in_a_cluster_one_controller_and_health_follows_the_quorum(tmp_path):
+    from cluster_support import Cluster
+
+    c = Cluster(tmp_path)
+    c.start()
+    try:
+        c.create_topic("replicated", partitions=3, rf=3)
+        ports = {n: b.admin_port for n, b in c.brokers.items()}
+        active = "kafka_controller_kafkacontroller_activecontrollercount"
+        under = "kafka_server_replicamanager_underreplicatedpartitions"
+        wait_for("one active controller",
+                 lambda: sum(scrape(p).get(active, 0) for p in ports.values()) == 1)
+        wait_for("every broker healthy and ready",
+                 lambda: all(http(p, "/health")[0] == 200 and http(p, "/ready")[0] == 200 for p in ports.values()))
+        wait_for("every partition replicated",
+                 lambda: sum(scrape(p).get(under, -1) for p in ports.values()) == 0)
+        assert sum(scrape(p)["kafka_server_replicamanager_leadercount"] for p in ports.values()) >= 3
+
+        # Cut off from the others, broker 3 says so on /health; the leaders
+        # among the others count its replicas out of reach.
+        c.net.isolate(3)
+        wait_for("broker 3 unhealthy", lambda: http(ports[3], "/health")[0] == 503)
+        assert "cut off" in http(ports[3], "/health")[2]
+        assert http(ports[3], "/ready")[0] == 503
+        assert all(http(ports[n], "/health")[0] == 200 for n in (1, 2))
+        wait_for("under-replicated partitions on the majority side",
+                 lambda: sum(scrape(ports[n]).get(under, 0) for n in (1, 2)) >= 1)
+        c.net.heal()
+        wait_for("broker 3 healthy again", lambda: http(ports[3], "/health")[0] == 200)
+        wait_for("replicated again", lambda: sum(scrape(p).get(under, -1) for p in ports.values()) == 0)
+    finally:
+        c.shutdown()
