@@ -192,7 +192,7 @@ impl BrokerCollector {
     ) -> Result<(), std::fmt::Error> {
         let me = broker.node_id();
         let (mut hosted, mut leading, mut under, mut leaderless, mut offline) = (0, 0, 0, 0, 0);
-        let mut leader_changes = 0u64;
+        let (mut leader_changes, mut elections) = (0u64, 0u64);
         let mut logs: Vec<(&str, i32, [f64; 6])> = Vec::new();
         let mut under_replicated: Vec<(&str, i32, f64)> = Vec::new();
         let mut terms: Vec<(&str, i32, f64)> = Vec::new();
@@ -207,6 +207,7 @@ impl BrokerCollector {
                 }
                 hosted += 1;
                 leader_changes += p.stats.leader_changes.load(Ordering::Relaxed);
+                elections += p.stats.elections.load(Ordering::Relaxed);
                 let leads = leader == Some(me);
                 let urp = leads && p.is_replicated() && p.reachable_replicas() < p.replicas.len();
                 if leads {
@@ -291,6 +292,13 @@ impl BrokerCollector {
             "New leaders seen by the Raft groups of the partitions this broker holds",
             MetricType::Counter,
             leader_changes as f64,
+        )?;
+        single(
+            encoder,
+            "sluice_raft_elections",
+            "Elections held by the Raft groups of the partitions this broker holds (term increases seen)",
+            MetricType::Counter,
+            elections as f64,
         )?;
         single(
             encoder,

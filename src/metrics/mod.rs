@@ -80,6 +80,8 @@ pub struct PartitionStats {
     pub failed_fetch_requests: AtomicU64,
     /// A new leader seen for the partition's Raft group.
     pub leader_changes: AtomicU64,
+    /// Elections held by the partition's Raft group (term increases seen).
+    pub elections: AtomicU64,
 }
 
 /// Broker-wide totals (they outlive deleted topics).

@@ -182,10 +182,15 @@ impl Partition {
     /// Called on the host thread when the group's status changes.
     fn on_status(&self, s: &GroupStatus) {
         let before = self.status.send_replace(*s);
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
         if s.leader.is_some() && s.leader != before.leader {
+            self.stats.leader_changes.fetch_add(1, relaxed);
+        }
+        // Every election raises the term (once the first status is known).
+        if before.term > 0 && s.term > before.term {
             self.stats
-                .leader_changes
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                .elections
+                .fetch_add(s.term - before.term, relaxed);
         }
         let advanced = self.high_watermark.send_if_modified(|hw| {
             if s.high_watermark > *hw {

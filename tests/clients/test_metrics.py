@@ -219,6 +219,23 @@ def test_every_series_has_help_and_errors_are_counted(broker):
     assert any('error="UNKNOWN_TOPIC_OR_PARTITION"' in line for line in errors), errors
 
 
+def test_topic_labels_can_be_switched_off(tmp_path):
+    b = Broker(tmp_path, config='"metrics.topic.labels.enable" = false\n')
+    b.start()
+    try:
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(10):
+            p.produce("quiet", value=f"v{i}".encode())
+        assert p.flush(30) == 0
+        series = scrape(b.admin_port)
+        assert series["kafka_server_brokertopicmetrics_messagesinpersec"] == 10
+        labelled = [s for s in series if 'topic="' in s or 'partition="' in s]
+        assert labelled == []
+    finally:
+        b.proc.kill()
+        b.proc.wait(10)
+
+
 def test_health_ready_and_bad_requests(broker):
     port = broker.admin_port
     assert http(port, "/health")[0] == 200
@@ -299,6 +316,8 @@ def test_in_a_cluster_one_controller_and_health_follows_the_quorum(tmp_path):
         wait_for("every partition replicated",
                  lambda: sum(scrape(p).get(under, -1) for p in ports.values()) == 0)
         assert sum(scrape(p)["kafka_server_replicamanager_leadercount"] for p in ports.values()) >= 3
+        # Each replica saw its group's first leader.
+        assert sum(scrape(p)["sluice_raft_leader_changes_total"] for p in ports.values()) >= 9
 
         # Cut off from the others, broker 3 says so on /health; the leaders
         # among the others count its replicas out of reach.
