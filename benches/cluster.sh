@@ -27,12 +27,12 @@ cleanup() {
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-CLIENT=() INTERNAL=()
-for i in 1 2 3; do CLIENT[$i]=$(port); INTERNAL[$i]=$(port); done
+CLIENT=() INTERNAL=() ADMIN=()
+for i in 1 2 3; do CLIENT[$i]=$(port); INTERNAL[$i]=$(port); ADMIN[$i]=$(port); done
 VOTERS="1@127.0.0.1:${INTERNAL[1]},2@127.0.0.1:${INTERNAL[2]},3@127.0.0.1:${INTERNAL[3]}"
 for i in 1 2 3; do
     "$BIN" --listen "127.0.0.1:${CLIENT[$i]}" --data-dir "$WORK/$i" --node-id "$i" \
-        --controller-voters "$VOTERS" >"$WORK/broker-$i.log" 2>&1 &
+        --controller-voters "$VOTERS" --admin-listen "127.0.0.1:${ADMIN[$i]}" >"$WORK/broker-$i.log" 2>&1 &
     PIDS+=($!)
 done
 BOOT="127.0.0.1:${CLIENT[1]},127.0.0.1:${CLIENT[2]},127.0.0.1:${CLIENT[3]}"

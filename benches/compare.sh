@@ -50,7 +50,7 @@ wait_port() {
     echo "nothing listens on $1" >&2; return 1
 }
 
-"$SLUICE" --listen 127.0.0.1:19192 --data-dir "$WORK/sluice-data" > "$WORK/sluice.log" 2>&1 &
+"$SLUICE" --listen 127.0.0.1:19192 --admin-listen "" --data-dir "$WORK/sluice-data" > "$WORK/sluice.log" 2>&1 &
 SPID=$!
 wait_port 19192
 run_all sluice 19192

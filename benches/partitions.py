@@ -65,7 +65,7 @@ def low_soft_limit():
 
 def launch(data, port, log, extra=()):
     return subprocess.Popen(
-        [BIN, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data), *extra],
+        [BIN, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data), "--admin-listen", "", *extra],
         stdout=subprocess.DEVNULL,
         stderr=open(log, "ab"),
         preexec_fn=low_soft_limit,
