@@ -22,6 +22,7 @@
 // First: its macros are used by the modules below.
 #[macro_use]
 pub mod log_limit;
+pub mod logging;
 pub mod alloc;
 pub mod bench;
 pub mod broker;
