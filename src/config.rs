@@ -871,7 +871,10 @@ mod tests {
         assert!(e.contains("xml") && e.contains("json"), "{e}");
         let e = Cli::try_parse_from(["sluice", "--log-format", "xml"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("[possible values: text, json]"), "{e}");
+        assert!(
+            e.to_string().contains("[possible values: text, json]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -22,7 +22,6 @@
 // First: its macros are used by the modules below.
 #[macro_use]
 pub mod log_limit;
-pub mod logging;
 pub mod alloc;
 pub mod bench;
 pub mod broker;
@@ -34,6 +33,7 @@ pub mod error;
 pub mod group;
 pub mod handlers;
 pub mod limits;
+pub mod logging;
 pub mod metadata;
 pub mod partition;
 pub mod producer_state;

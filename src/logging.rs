@@ -9,7 +9,9 @@
 //! `connection.rs`). In JSON an event's fields are at the top level next to
 //! `timestamp`, `level`, `target` and `message`; the innermost span's
 //! fields (with its `name`) are under `span`, and every enclosing span,
-//! outermost first, under `spans`.
+//! outermost first, under `spans`. So no event has a field named `message`
+//! (nor `level`, `target`, `timestamp`, `span`, `spans`): it would hide the
+//! line's own in JSON; handlers name the reason sent to the client `detail`.
 //!
 //! The format comes from `--log-format` / `SLUICE_LOG_FORMAT`, else from
 //! `log.format` in the configuration file: logging starts before the rest of

@@ -35,6 +35,21 @@ def produce_to_internal_topic(b: Broker):
     assert errors and errors[0] is not None, "the produce to an internal topic should fail"
 
 
+def create_topic_twice(b: Broker):
+    """The second CreateTopics is refused, logged with the reason as
+    `detail` next to the line's own message."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("twice", num_partitions=1)])["twice"].result(timeout=20)
+    try:
+        admin.create_topics([NewTopic("twice", num_partitions=1)])["twice"].result(timeout=20)
+    except Exception:
+        pass
+    else:
+        raise AssertionError("the second creation should fail")
+
+
 def run_stopped(b: Broker, action):
     b.start()
     try:
@@ -46,7 +61,7 @@ def run_stopped(b: Broker, action):
 def test_json_lines_carry_level_message_and_request_fields(tmp_path, monkeypatch):
     monkeypatch.setenv("RUST_LOG", "info,sluice::connection=debug")
     b = Broker(tmp_path, extra_args=["--log-format", "json"])
-    run_stopped(b, produce_to_internal_topic)
+    run_stopped(b, lambda b: (produce_to_internal_topic(b), create_topic_twice(b)))
     records = json_records(b)
     assert records, "no log line at all"
     for r in records:
@@ -67,6 +82,10 @@ def test_json_lines_carry_level_message_and_request_fields(tmp_path, monkeypatch
     assert span["client"] == "log-format-test"
     assert span["peer"].startswith("127.0.0.1:")
     assert r["spans"][-1] == span
+    # An event's fields never hide the line's message.
+    dup = [r for r in records if r["message"] == "topic not created"]
+    assert dup and dup[0]["topic"] == "twice" and "exists" in dup[0]["detail"], dup
+    assert dup[0]["span"]["api"] == "CreateTopics"
 
 
 def test_text_is_the_default_with_the_same_fields(tmp_path, monkeypatch):
