@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Image of the Sluice broker: `docker build -t sluice .` (see README, "Container").
 #
 # Stage 1 builds the binary. The dependencies are compiled first, against
@@ -15,8 +14,8 @@ ENV CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_PROFILE_RELEASE_STRIP=debuginfo
 COPY Cargo.toml Cargo.lock ./
 COPY protocol/Cargo.toml protocol/
 COPY storage/Cargo.toml storage/
-# Stubs for every target the manifests name (lib, bin, benches), then the
-# dependencies alone.
+# Stubs for every target the manifests of the workspace members (., protocol,
+# storage) name: lib, bin, benches; then the dependencies alone.
 RUN set -eu; \
     for dir in . protocol storage; do \
         mkdir -p "$dir/src" "$dir/benches"; \
