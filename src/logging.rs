@@ -80,15 +80,17 @@ where
 }
 
 /// Installs the process's subscriber: `format` lines on stderr, filtered by
-/// `RUST_LOG`. Text is colored only on a terminal, and not when `NO_COLOR`
-/// is set: a log file or a container's log gets plain lines.
+/// `RUST_LOG`, with the records of the `log` crate (rustls's) forwarded to
+/// it. Text is colored only on a terminal, and not when `NO_COLOR` is set:
+/// a log file or a container's log gets plain lines.
 pub fn init(format: LogFormat) {
     use std::io::IsTerminal;
+    use tracing_subscriber::util::SubscriberInitExt;
     let ansi = std::io::stderr().is_terminal()
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let s = subscriber(format, env_filter(), std::io::stderr, ansi);
-    if tracing::subscriber::set_global_default(s).is_err() {
-        let _ = writeln!(std::io::stderr(), "a log subscriber was already installed");
+    if let Err(e) = s.try_init() {
+        let _ = writeln!(std::io::stderr(), "cannot install the log subscriber: {e}");
     }
 }
 

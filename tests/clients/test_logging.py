@@ -51,8 +51,14 @@ def create_topic_twice(b: Broker):
 
 
 def run_stopped(b: Broker, action):
+    """Starts the broker, runs `action`, stops it (SIGTERM): its log is then
+    complete."""
+    from confluent_kafka.admin import AdminClient
+
     b.start()
     try:
+        # Serving requests: its SIGTERM handler is in place too.
+        AdminClient({"bootstrap.servers": b.bootstrap}).list_topics(timeout=20)
         action(b)
     finally:
         b.stop()
