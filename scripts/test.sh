@@ -101,12 +101,34 @@ cargo build --release -j2 --bin sluice
 step "Rust tests"
 cargo test --release -j2 --workspace
 
+# The image test of tests/clients/test_container.py builds and runs the image
+# only with a docker or podman that works (SLUICE_CONTAINER_ENGINE picks one,
+# or =none); the same detection here says which happened.
+container_test() {
+    local e path
+    if [ "${SLUICE_CONTAINER_ENGINE:-}" = none ]; then
+        echo "SKIPPED (SLUICE_CONTAINER_ENGINE=none)"
+        return
+    fi
+    for e in ${SLUICE_CONTAINER_ENGINE:-docker podman}; do
+        path=$(command -v "$e" 2>/dev/null) || continue
+        if timeout 20 "$path" info >/dev/null 2>&1; then
+            echo "RUN with $e (image build and run)"
+            return
+        fi
+    done
+    echo "SKIPPED: no working docker or podman here (the Dockerfile, deploy/ files and health check are still tested)"
+}
+CONTAINER_TEST=$(container_test)
+
 step "client tests (pytest)"
+echo "container image test: $CONTAINER_TEST"
 export SLUICE_BIN="$ROOT/target/release/sluice"
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider tests/clients "$@"
 rc=$?
 set -e
+echo "container image test: $CONTAINER_TEST"
 if [ "$rc" = 5 ]; then
     echo "pytest collected no tests: that is a failure" >&2
     exit 1

@@ -48,6 +48,10 @@ pub struct Cli {
     /// TOML configuration file (see config/sluice.toml for every key and default).
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Log lines as text (the default) or one JSON object per line; the
+    /// file's `log.format` otherwise. `RUST_LOG` filters them either way.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, global = true)]
+    pub log_format: Option<crate::logging::LogFormat>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -85,6 +89,9 @@ pub struct Config {
     pub ssl: std::collections::BTreeMap<String, String>,
     #[serde(rename = "data.dir")]
     pub data_dir: PathBuf,
+    /// `text` or `json` (see [`crate::logging`]).
+    #[serde(rename = "log.format")]
+    pub log_format: crate::logging::LogFormat,
     #[serde(rename = "node.id")]
     pub node_id: i32,
     #[serde(rename = "cluster.id")]
@@ -243,6 +250,7 @@ impl Default for Config {
             inter_broker_listener_name: None,
             ssl: Default::default(),
             data_dir: PathBuf::from("data"),
+            log_format: Default::default(),
             node_id: 1,
             cluster_id: None,
             controller_voters: None,
@@ -352,6 +360,9 @@ impl Config {
         if let Some(dir) = &cli.data_dir {
             config.data_dir = dir.clone();
         }
+        if let Some(f) = cli.log_format {
+            config.log_format = f;
+        }
         if let Some(id) = cli.node_id {
             config.node_id = id;
         }
@@ -386,6 +397,19 @@ impl Config {
             });
         }
         Ok(config)
+    }
+
+    /// The log format to start logging with, before the configuration is
+    /// loaded and checked: `--log-format` / `SLUICE_LOG_FORMAT`, else
+    /// `log.format` of the file when the file can be read, else text. (A
+    /// file that cannot be read is reported by [`Config::load`] afterwards.)
+    pub fn early_log_format(cli: &Cli) -> crate::logging::LogFormat {
+        cli.log_format
+            .or_else(|| {
+                let path = cli.config.as_deref()?;
+                Some(Self::from_file(path).ok()?.log_format)
+            })
+            .unwrap_or_default()
     }
 
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -567,6 +591,7 @@ impl Config {
                 self.advertised_listener.clone().unwrap_or_default(),
             ),
             ("data.dir", self.data_dir.display().to_string()),
+            ("log.format", self.log_format.to_string()),
             ("node.id", self.node_id.to_string()),
             (
                 "controller.quorum.voters",
@@ -818,6 +843,7 @@ mod tests {
         assert_eq!(c.log_segment_bytes, d.log_segment_bytes);
         assert_eq!(c.message_max_bytes, d.message_max_bytes);
         assert_eq!(c.auto_create_topics_enable, d.auto_create_topics_enable);
+        assert_eq!(c.log_format, d.log_format);
         assert_eq!(
             c.listener_security_protocol_map,
             d.listener_security_protocol_map
@@ -850,6 +876,34 @@ mod tests {
             c.controller_voters = Some(bad.into());
             assert!(c.voters().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_flag_else_the_file() {
+        use crate::logging::LogFormat;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "\"log.format\" = \"json\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        let cli = Cli::parse_from(["sluice", "--config", path]);
+        assert_eq!(Config::early_log_format(&cli), LogFormat::Json);
+        assert_eq!(Config::load(&cli).unwrap().log_format, LogFormat::Json);
+        let cli = Cli::parse_from(["sluice", "--config", path, "--log-format", "text"]);
+        assert_eq!(Config::early_log_format(&cli), LogFormat::Text);
+        assert_eq!(Config::load(&cli).unwrap().log_format, LogFormat::Text);
+        let cli = Cli::parse_from(["sluice"]);
+        assert_eq!(Config::early_log_format(&cli), LogFormat::Text);
+        std::fs::write(&file, "log.format = \"xml\"\n").unwrap();
+        let cli = Cli::parse_from(["sluice", "--config", path]);
+        assert_eq!(Config::early_log_format(&cli), LogFormat::Text);
+        let e = Config::load(&cli).unwrap_err().to_string();
+        assert!(e.contains("xml") && e.contains("json"), "{e}");
+        let e = Cli::try_parse_from(["sluice", "--log-format", "xml"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains("[possible values: text, json]"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -215,6 +215,7 @@ async fn process(
         v = version,
         corr = header.correlation_id,
         client = header.client_id.as_deref().unwrap_or(""),
+        %peer,
     );
     let ctx = RequestContext {
         broker: broker.clone(),

@@ -33,6 +33,7 @@ pub mod error;
 pub mod group;
 pub mod handlers;
 pub mod limits;
+pub mod logging;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -9,19 +9,17 @@ use sluice::broker::{Broker, follow_image, track_leaders};
 use sluice::cluster::Cluster;
 use sluice::config::{Cli, Command, Config};
 use sluice::handlers;
-use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
 static ALLOC: sluice::alloc::BrokerAlloc = sluice::alloc::BrokerAlloc;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // A bad flag (--log-format xml included) is refused here by clap, with
+    // exit code 2, before anything is logged.
     let cli = Cli::parse();
+    // Logging starts before the configuration is checked, so that what the
+    // check reports comes in the chosen format (see sluice::logging).
+    sluice::logging::init(Config::early_log_format(&cli));
     if let Some(Command::Bench(args)) = &cli.command {
         return bench(args);
     }

@@ -190,7 +190,7 @@ pub async fn alter(ctx: &RequestContext, req: AlterConfigsRequest) -> AlterConfi
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
         if let Err(e) = outcome {
-            info_limited!(resource = %name, message = %e.message, "AlterConfigs refused");
+            info_limited!(resource = %name, detail = %e.message, "AlterConfigs refused");
             r = r
                 .with_error_code(e.code)
                 .with_error_message(Some(str_bytes(e.message)));
@@ -259,7 +259,7 @@ pub async fn incremental(
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name);
         if let Err(e) = outcome {
-            info_limited!(resource = %name, message = %e.message, "IncrementalAlterConfigs refused");
+            info_limited!(resource = %name, detail = %e.message, "IncrementalAlterConfigs refused");
             r = r
                 .with_error_code(e.code)
                 .with_error_message(Some(str_bytes(e.message)));

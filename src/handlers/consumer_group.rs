@@ -104,7 +104,7 @@ pub async fn heartbeat(
         return resp.with_error_code(ResponseError::InvalidGroupId.code());
     }
     if let Err(message) = validate(ctx.version, &req) {
-        tracing::debug!(group = %group, %message, "ConsumerGroupHeartbeat refused");
+        tracing::debug!(group = %group, detail = %message, "ConsumerGroupHeartbeat refused");
         return resp
             .with_error_code(ResponseError::InvalidRequest.code())
             .with_error_message(Some(str_bytes(message.to_owned())));
@@ -145,7 +145,7 @@ pub async fn heartbeat(
     };
     let out = broker.groups.consumer_heartbeat(broker, &group, hb).await;
     if out.error != 0 {
-        tracing::debug!(group = %group, code = out.error, message = ?out.message, "ConsumerGroupHeartbeat refused");
+        tracing::debug!(group = %group, code = out.error, detail = ?out.message, "ConsumerGroupHeartbeat refused");
         return resp
             .with_error_code(out.error)
             .with_error_message(out.message.map(str_bytes));

@@ -49,7 +49,7 @@ pub async fn handle(
                 .map_err(|e| (e.code, e.message)),
         };
         if let Err((code, message)) = outcome {
-            info_limited!(topic = %name, code, %message, "partitions not created");
+            info_limited!(topic = %name, code, detail = %message, "partitions not created");
             r.error_code = code;
             r.error_message = Some(str_bytes(message));
         }

@@ -68,7 +68,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                 }
             }
             Err((code, message)) => {
-                info_limited!(topic = %name, code, %message, "topic not created");
+                info_limited!(topic = %name, code, detail = %message, "topic not created");
                 r.error_code = code;
                 if ctx.version >= 1 {
                     r.error_message = Some(str_bytes(message));

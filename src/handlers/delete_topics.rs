@@ -64,7 +64,7 @@ pub async fn handle(ctx: &RequestContext, req: DeleteTopicsRequest) -> DeleteTop
                 }
             }
             Err((code, message)) => {
-                info_limited!(topic = ?name, %id, code, %message, "topic not deleted");
+                info_limited!(topic = ?name, %id, code, detail = %message, "topic not deleted");
                 r.error_code = code;
                 if ctx.version >= 5 {
                     r.error_message = Some(str_bytes(message));

@@ -66,7 +66,7 @@ pub async fn handle(ctx: &RequestContext, req: DescribeConfigsRequest) -> Descri
                         .collect();
                 }
                 Err((e, message)) => {
-                    info_limited!(resource = %res.resource_name, %message, "describe configs failed");
+                    info_limited!(resource = %res.resource_name, detail = %message, "describe configs failed");
                     out.error_code = e.code();
                     out.error_message = Some(str_bytes(message));
                 }
