@@ -2,6 +2,7 @@
 //!
 //! Module map:
 //! - [`bench`]: `sluice bench`, the throughput and latency load generator.
+//! - [`client`]: a small Kafka wire client (bench, CLI, broker-to-broker requests).
 //! - [`alloc`]: the global allocator that keeps lying element counts from aborting.
 //! - [`config`]: configuration from defaults, TOML file, flags and `SLUICE_*` variables.
 //! - [`server`]: the listener, the connection limit, graceful shutdown.
@@ -26,6 +27,7 @@ pub mod alloc;
 pub mod bench;
 pub mod broker;
 pub mod cleaner;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod connection;

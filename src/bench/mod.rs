@@ -16,7 +16,7 @@
 //! isolation level read_committed).
 
 pub mod chart;
-pub mod client;
+pub use crate::client;
 mod txn;
 
 use std::sync::Arc;

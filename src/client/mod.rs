@@ -1,8 +1,9 @@
-//! A small Kafka wire client for the load generator: one connection, the
-//! versions negotiated with ApiVersions, requests written and answers read on
-//! separate halves so that several requests can be in flight; answers
-//! awaited for a bounded time, retries of retriable errors bounded too, and
-//! error codes named for people.
+//! A small Kafka wire client, shared by `sluice bench`, the admin CLI
+//! (`crate::cli`) and the broker's requests to other brokers: one
+//! connection, the versions negotiated with ApiVersions, requests written
+//! and answers read on separate halves so that several requests can be in
+//! flight; answers awaited for a bounded time, retries of retriable errors
+//! bounded too, and error codes named for people.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -150,10 +151,9 @@ impl Sender {
             .ok_or_else(|| format!("the broker does not serve {key:?}"))?;
         let v = max.min(*ours.end());
         if v < min.max(*ours.start()) {
-            return Err(format!(
-                "no common version of {key:?}: broker {min}-{max}, bench {ours:?}"
-            )
-            .into());
+            return Err(
+                format!("no common version of {key:?}: broker {min}-{max}, ours {ours:?}").into(),
+            );
         }
         Ok(v)
     }
@@ -172,7 +172,7 @@ impl Sender {
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
             .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
+            .with_client_id(Some(StrBytes::from_static_str("sluice")))
             .encode(&mut body, Req::header_version(version))?;
         req.encode(&mut body, version)?;
         let mut frame = BytesMut::with_capacity(body.len() + 4);
