@@ -57,6 +57,11 @@ pub enum Command {
     /// Manage SCRAM credentials offline (before a start).
     #[command(subcommand)]
     Scram(crate::security::sasl::offline::ScramCommand),
+    /// The admin commands: a Kafka client of any compatible broker.
+    #[command(flatten)]
+    Admin(crate::cli::AdminCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
 }
 
 /// Everything the broker reads from configuration.
