@@ -199,13 +199,14 @@ async fn start(admin: &mut Admin, args: &ConsumeArgs, tps: &[Tp]) -> Result<Posi
             *p = o;
         }
     }
-    if let Some(g) = &args.group {
-        if args.offset.is_none() && args.timestamp.is_none() {
-            let c = admin.coordinator(g).await?;
-            for ((t, p), o) in offsets::committed(admin, c, g).await? {
-                if t == args.topic && pos.contains_key(&p) {
-                    pos.insert(p, o);
-                }
+    if let Some(g) = &args.group
+        && args.offset.is_none()
+        && args.timestamp.is_none()
+    {
+        let c = admin.coordinator(g).await?;
+        for ((t, p), o) in offsets::committed(admin, c, g).await? {
+            if t == args.topic && pos.contains_key(&p) {
+                pos.insert(p, o);
             }
         }
     }

@@ -120,12 +120,77 @@ async fn list(admin: &mut Admin, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
-/// A group's state and members, from its coordinator.
-async fn described(
-    admin: &mut Admin,
-    coordinator: Node,
-    group: &str,
-) -> Result<describe_groups_response::DescribedGroup, CliError> {
+/// A member as either protocol describes it.
+struct MemberView {
+    member_id: String,
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    assigned: Vec<Tp>,
+}
+
+/// A group's state and members, either protocol.
+struct GroupView {
+    state: String,
+    /// "consumer" (KIP-848) or "classic".
+    kind: &'static str,
+    protocol_type: String,
+    members: Vec<MemberView>,
+}
+
+impl GroupView {
+    /// Whether offsets may be committed from outside the group.
+    fn is_empty(&self) -> bool {
+        matches!(self.state.as_str(), "Empty" | "Dead" | "") && self.members.is_empty()
+    }
+}
+
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
+/// A group's state and members, from its coordinator: ConsumerGroupDescribe
+/// for KIP-848 groups (where the broker has it), else DescribeGroups.
+async fn described(admin: &mut Admin, coordinator: Node, group: &str) -> Result<GroupView, CliError> {
+    if admin
+        .version(coordinator, ApiKey::ConsumerGroupDescribe, 0..=1)
+        .await
+        .is_ok()
+    {
+        let (r, _): (ConsumerGroupDescribeResponse, _) = admin
+            .call(coordinator, ApiKey::ConsumerGroupDescribe, 0..=1, |_| {
+                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(str_bytes(group))])
+            })
+            .await?;
+        let g = r
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| CliError::Failed("ConsumerGroupDescribe answered no group".into()))?;
+        // A classic group (or none): not found here, DescribeGroups tells.
+        if g.error_code != GROUP_ID_NOT_FOUND {
+            check(|| format!("cannot describe group {group}"), g.error_code, g.error_message.as_deref())?;
+            return Ok(GroupView {
+                state: g.group_state.to_string(),
+                kind: "consumer",
+                protocol_type: "consumer".into(),
+                members: g
+                    .members
+                    .into_iter()
+                    .map(|m| MemberView {
+                        member_id: m.member_id.to_string(),
+                        instance_id: m.instance_id.map(|s| s.to_string()),
+                        client_id: m.client_id.to_string(),
+                        client_host: m.client_host.to_string(),
+                        assigned: m
+                            .assignment
+                            .topic_partitions
+                            .iter()
+                            .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic_name.to_string(), *p)))
+                            .collect(),
+                    })
+                    .collect(),
+            });
+        }
+    }
     let (r, _): (DescribeGroupsResponse, _) = admin
         .call(coordinator, ApiKey::DescribeGroups, 0..=5, |_| {
             DescribeGroupsRequest::default().with_groups(vec![GroupId(str_bytes(group))])
@@ -136,49 +201,78 @@ async fn described(
         .into_iter()
         .next()
         .ok_or_else(|| CliError::Failed("DescribeGroups answered no group".into()))?;
-    check(
-        || format!("cannot describe group {group}"),
-        g.error_code,
-        g.error_message.as_deref(),
-    )?;
-    Ok(g)
+    check(|| format!("cannot describe group {group}"), g.error_code, g.error_message.as_deref())?;
+    let consumer = g.protocol_type.as_str() == crate::group::consumer_protocol::PROTOCOL_TYPE;
+    Ok(GroupView {
+        state: g.group_state.to_string(),
+        kind: "classic",
+        protocol_type: g.protocol_type.to_string(),
+        members: g
+            .members
+            .into_iter()
+            .map(|m| MemberView {
+                member_id: m.member_id.to_string(),
+                instance_id: m.group_instance_id.map(|s| s.to_string()),
+                client_id: m.client_id.to_string(),
+                client_host: m.client_host.to_string(),
+                // Only consumers' assignments have a known layout.
+                assigned: if consumer {
+                    crate::group::consumer_protocol::decode_assignment(&m.member_assignment)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect(),
+    })
 }
 
 async fn describe(admin: &mut Admin, group: &str, json: bool) -> Result<(), CliError> {
     let coordinator = admin.coordinator(group).await?;
     let g = described(admin, coordinator, group).await?;
     let committed = offsets::committed(admin, coordinator, group).await?;
-    let tps: Vec<Tp> = committed.keys().cloned().collect();
+    // Every partition committed or assigned, and who owns it.
+    let mut owner: BTreeMap<Tp, &str> = BTreeMap::new();
+    for m in &g.members {
+        for tp in &m.assigned {
+            owner.insert(tp.clone(), &m.member_id);
+        }
+    }
+    let mut tps: Vec<Tp> = committed.keys().chain(owner.keys()).cloned().collect();
+    tps.sort();
+    tps.dedup();
     let ends = offsets::list_offsets(admin, &tps, LATEST).await?;
-    let rows: Vec<(Tp, i64, i64, i64)> = committed
+    let rows: Vec<(Tp, Option<i64>, i64, Option<i64>)> = tps
         .iter()
-        .map(|(tp, &c)| {
+        .map(|tp| {
             let end = ends.get(tp).copied().unwrap_or(-1);
-            (tp.clone(), c, end, (end - c).max(0))
+            let c = committed.get(tp).copied();
+            (tp.clone(), c, end, c.map(|c| (end - c).max(0)))
         })
         .collect();
-    let total_lag: i64 = rows.iter().map(|r| r.3).sum();
+    let total_lag: i64 = rows.iter().filter_map(|r| r.3).sum();
+    let dash = |v: Option<i64>| v.map_or("-".to_owned(), |v| v.to_string());
     let mut human = format!(
-        "Group {group}  state {}  protocol {}  members {}  total lag {total_lag}\n",
-        g.group_state,
-        if g.protocol_type.is_empty() {
-            "-"
-        } else {
-            g.protocol_type.as_str()
-        },
+        "Group {group}  state {}  type {}  members {}  total lag {total_lag}\n",
+        g.state,
+        g.kind,
         g.members.len()
     );
     human.push_str(&table(
-        &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG"],
+        &["TOPIC", "PARTITION", "COMMITTED", "END", "LAG", "CONSUMER"],
         &rows
             .iter()
-            .map(|((t, p), c, e, l)| {
+            .map(|(tp, c, e, l)| {
                 vec![
-                    t.clone(),
-                    p.to_string(),
-                    c.to_string(),
+                    tp.0.clone(),
+                    tp.1.to_string(),
+                    dash(*c),
                     e.to_string(),
-                    l.to_string(),
+                    dash(*l),
+                    owner.get(tp).map_or("-".to_owned(), |m| m.to_string()),
                 ]
             })
             .collect::<Vec<_>>(),
@@ -186,14 +280,15 @@ async fn describe(admin: &mut Admin, group: &str, json: bool) -> Result<(), CliE
     if !g.members.is_empty() {
         human.push('\n');
         human.push_str(&table(
-            &["MEMBER", "CLIENT ID", "HOST"],
+            &["MEMBER", "CLIENT ID", "HOST", "PARTITIONS"],
             &g.members
                 .iter()
                 .map(|m| {
                     vec![
-                        m.member_id.to_string(),
-                        m.client_id.to_string(),
-                        m.client_host.to_string(),
+                        m.member_id.clone(),
+                        m.client_id.clone(),
+                        m.client_host.clone(),
+                        m.assigned.len().to_string(),
                     ]
                 })
                 .collect::<Vec<_>>(),
@@ -201,17 +296,20 @@ async fn describe(admin: &mut Admin, group: &str, json: bool) -> Result<(), CliE
     }
     let value = json!({
         "group": group,
-        "state": g.group_state.as_str(),
-        "protocol_type": g.protocol_type.as_str(),
+        "state": g.state,
+        "type": g.kind,
+        "protocol_type": g.protocol_type,
         "members": g.members.iter().map(|m| json!({
-            "member_id": m.member_id.as_str(),
-            "group_instance_id": m.group_instance_id.as_ref().map(|s| s.as_str()),
-            "client_id": m.client_id.as_str(),
-            "client_host": m.client_host.as_str(),
+            "member_id": m.member_id,
+            "group_instance_id": m.instance_id,
+            "client_id": m.client_id,
+            "client_host": m.client_host,
+            "assigned": m.assigned.iter().map(|(t, p)| json!({"topic": t, "partition": p})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "total_lag": total_lag,
         "offsets": rows.iter().map(|((t, p), c, e, l)| json!({
             "topic": t, "partition": p, "committed": c, "end": e, "lag": l,
+            "consumer": owner.get(&(t.clone(), *p)),
         })).collect::<Vec<_>>(),
     });
     print(json, &value, &human);
@@ -254,10 +352,10 @@ async fn reset(admin: &mut Admin, args: &ResetArgs, json: bool) -> Result<(), Cl
     let group = &args.group;
     let coordinator = admin.coordinator(group).await?;
     let g = described(admin, coordinator, group).await?;
-    if !args.dry_run && !matches!(g.group_state.as_str(), "Empty" | "Dead" | "") {
+    if !args.dry_run && !g.is_empty() {
         return Err(CliError::Failed(format!(
             "cannot reset the offsets of group {group}: it is {} with {} member(s); stop its consumers first (or use --dry-run)",
-            g.group_state,
+            g.state,
             g.members.len()
         )));
     }

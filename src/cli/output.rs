@@ -141,11 +141,14 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 /// Prints `value` as JSON, or `human` when not `json`.
 pub fn print(json: bool, value: &serde_json::Value, human: &str) {
-    if json {
-        println!("{value}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed pipe (`| head`) is not worth a panic.
+    let _ = if json {
+        writeln!(out, "{value}")
     } else {
-        print!("{human}");
-    }
+        out.write_all(human.as_bytes())
+    };
 }
 
 /// A one-line progress count on stderr, shown only on a terminal.

@@ -367,3 +367,39 @@ def test_shell_completion_and_help_name_exit_codes(tmp_path):
     script = ok(b, "completion", "bash")
     assert "sluice" in script and "reset-offsets" in script
     assert "Exit codes" in ok(b, "group", "--help")
+
+
+def test_group_describe_shows_kip848_and_classic_members_with_their_partitions(tmp_path):
+    with running_broker(tmp_path) as b:
+        create_topic(b.bootstrap, "work", partitions=4)
+        produce(b.bootstrap, "work", [(p, None, b"x") for p in range(4) for _ in range(5)])
+        members = []
+        for group, protocol in (("new-style", "consumer"), ("old-style", "classic")):
+            conf = {"bootstrap.servers": b.bootstrap, "group.id": group, "group.protocol": protocol,
+                    "auto.offset.reset": "earliest"}
+            if protocol == "classic":
+                conf["session.timeout.ms"] = 6000
+            c = Consumer(conf)
+            c.subscribe(["work"])
+            seen, deadline = 0, time.time() + 30
+            while seen < 20 and time.time() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    seen += 1
+            assert seen == 20
+            c.commit(asynchronous=False)
+            members.append(c)
+
+            desc = js(b, "group", "describe", group)
+            assert desc["type"] == ("consumer" if protocol == "consumer" else "classic")
+            assert desc["state"] == "Stable"
+            assert len(desc["members"]) == 1
+            assert sorted(a["partition"] for a in desc["members"][0]["assigned"]) == [0, 1, 2, 3]
+            member_id = desc["members"][0]["member_id"]
+            assert [(o["partition"], o["lag"], o["consumer"]) for o in desc["offsets"]] == [
+                (p, 0, member_id) for p in range(4)
+            ]
+            out = cli(b, "group", "reset-offsets", group, "--all-topics", "--to-earliest")
+            assert out.returncode == 1 and "stop its consumers" in out.stderr
+        for c in members:
+            c.close()
