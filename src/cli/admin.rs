@@ -13,6 +13,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 
 use super::ClientArgs;
 use super::output::{CliError, check};
+use crate::client::sasl::{SaslLogin, authenticate};
 use crate::client::{self, Receiver, Sender};
 
 /// Which broker a request goes to.
@@ -32,6 +33,8 @@ struct Conn {
 pub struct Admin {
     bootstrap: String,
     timeout: Duration,
+    tls: client::Tls,
+    sasl: Option<SaslLogin>,
     conns: HashMap<Node, Conn>,
     /// Node id → host:port, from the last Metadata answer.
     brokers: HashMap<i32, String>,
@@ -53,6 +56,8 @@ impl Admin {
         let mut admin = Admin {
             bootstrap: args.bootstrap.clone(),
             timeout,
+            tls: args.tls()?,
+            sasl: args.sasl()?,
             conns: HashMap::new(),
             brokers: HashMap::new(),
         };
@@ -67,7 +72,7 @@ impl Admin {
                 "cannot reach the broker at {addr}: {why} (check --bootstrap or SLUICE_BOOTSTRAP)"
             ))
         };
-        match tokio::time::timeout(self.timeout, client::connect(addr, &None)).await {
+        match tokio::time::timeout(self.timeout, client::connect(addr, &self.tls)).await {
             Err(_) => Err(unreachable(format!(
                 "no connection within {} s",
                 self.timeout.as_secs_f64()
@@ -77,7 +82,28 @@ impl Admin {
                     .trim_start_matches(&format!("cannot connect to {addr}: "))
                     .to_owned(),
             )),
-            Ok(Ok((tx, rx))) => Ok(Conn { tx, rx }),
+            Ok(Ok((mut tx, mut rx))) => {
+                if let Some(login) = &self.sasl {
+                    match tokio::time::timeout(self.timeout, authenticate(&mut tx, &mut rx, login))
+                        .await
+                    {
+                        Err(_) => {
+                            return Err(unreachable(format!(
+                                "no SASL answer within {} s",
+                                self.timeout.as_secs_f64()
+                            )));
+                        }
+                        Ok(Err(e)) => {
+                            return Err(CliError::Failed(format!(
+                                "cannot log in to {addr} as {} with {}: {e}",
+                                login.username, login.mechanism
+                            )));
+                        }
+                        Ok(Ok(())) => {}
+                    }
+                }
+                Ok(Conn { tx, rx })
+            }
         }
     }
 

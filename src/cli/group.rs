@@ -149,7 +149,11 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 
 /// A group's state and members, from its coordinator: ConsumerGroupDescribe
 /// for KIP-848 groups (where the broker has it), else DescribeGroups.
-async fn described(admin: &mut Admin, coordinator: Node, group: &str) -> Result<GroupView, CliError> {
+async fn described(
+    admin: &mut Admin,
+    coordinator: Node,
+    group: &str,
+) -> Result<GroupView, CliError> {
     if admin
         .version(coordinator, ApiKey::ConsumerGroupDescribe, 0..=1)
         .await
@@ -157,17 +161,21 @@ async fn described(admin: &mut Admin, coordinator: Node, group: &str) -> Result<
     {
         let (r, _): (ConsumerGroupDescribeResponse, _) = admin
             .call(coordinator, ApiKey::ConsumerGroupDescribe, 0..=1, |_| {
-                ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(str_bytes(group))])
+                ConsumerGroupDescribeRequest::default()
+                    .with_group_ids(vec![GroupId(str_bytes(group))])
             })
             .await?;
-        let g = r
-            .groups
-            .into_iter()
-            .next()
-            .ok_or_else(|| CliError::Failed("ConsumerGroupDescribe answered no group".into()))?;
+        let g =
+            r.groups.into_iter().next().ok_or_else(|| {
+                CliError::Failed("ConsumerGroupDescribe answered no group".into())
+            })?;
         // A classic group (or none): not found here, DescribeGroups tells.
         if g.error_code != GROUP_ID_NOT_FOUND {
-            check(|| format!("cannot describe group {group}"), g.error_code, g.error_message.as_deref())?;
+            check(
+                || format!("cannot describe group {group}"),
+                g.error_code,
+                g.error_message.as_deref(),
+            )?;
             return Ok(GroupView {
                 state: g.group_state.to_string(),
                 kind: "consumer",
@@ -184,7 +192,11 @@ async fn described(admin: &mut Admin, coordinator: Node, group: &str) -> Result<
                             .assignment
                             .topic_partitions
                             .iter()
-                            .flat_map(|tp| tp.partitions.iter().map(|p| (tp.topic_name.to_string(), *p)))
+                            .flat_map(|tp| {
+                                tp.partitions
+                                    .iter()
+                                    .map(|p| (tp.topic_name.to_string(), *p))
+                            })
                             .collect(),
                     })
                     .collect(),
@@ -201,7 +213,11 @@ async fn described(admin: &mut Admin, coordinator: Node, group: &str) -> Result<
         .into_iter()
         .next()
         .ok_or_else(|| CliError::Failed("DescribeGroups answered no group".into()))?;
-    check(|| format!("cannot describe group {group}"), g.error_code, g.error_message.as_deref())?;
+    check(
+        || format!("cannot describe group {group}"),
+        g.error_code,
+        g.error_message.as_deref(),
+    )?;
     let consumer = g.protocol_type.as_str() == crate::group::consumer_protocol::PROTOCOL_TYPE;
     Ok(GroupView {
         state: g.group_state.to_string(),

@@ -49,9 +49,68 @@ pub struct ClientArgs {
     /// of tables, for scripts.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Connect over TLS (an SSL or SASL_SSL listener), trusting the CA
+    /// certificates in this PEM file.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// With --tls-ca: a client certificate chain (PEM) to present; its key
+    /// in --tls-key.
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// Authenticate with SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (a
+    /// SASL_PLAINTEXT or SASL_SSL listener).
+    #[arg(long, global = true, env = "SLUICE_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long, global = true, env = "SLUICE_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    #[arg(
+        long,
+        global = true,
+        env = "SLUICE_SASL_PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_password: Option<String>,
 }
 
 impl ClientArgs {
+    /// The TLS configuration of --tls-ca/--tls-cert/--tls-key.
+    pub fn tls(&self) -> Result<crate::client::Tls, CliError> {
+        crate::client::tls_config(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
+        .map_err(|e| CliError::Usage(e.to_string()))
+    }
+
+    /// The SASL login of --sasl-mechanism/--sasl-username/--sasl-password.
+    pub fn sasl(&self) -> Result<Option<crate::client::sasl::SaslLogin>, CliError> {
+        let Some(mechanism) = &self.sasl_mechanism else {
+            return Ok(None);
+        };
+        let mechanism = mechanism.to_ascii_uppercase();
+        if !matches!(
+            mechanism.as_str(),
+            "PLAIN" | "SCRAM-SHA-256" | "SCRAM-SHA-512"
+        ) {
+            return Err(CliError::Usage(format!(
+                "--sasl-mechanism {mechanism}: expected PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"
+            )));
+        }
+        match (&self.sasl_username, &self.sasl_password) {
+            (Some(u), Some(p)) => Ok(Some(crate::client::sasl::SaslLogin {
+                mechanism,
+                username: u.clone(),
+                password: p.clone(),
+            })),
+            _ => Err(CliError::Usage(
+                "--sasl-mechanism needs --sasl-username and --sasl-password".into(),
+            )),
+        }
+    }
+
     pub fn timeout(&self) -> Result<Duration, CliError> {
         Duration::try_from_secs_f64(self.timeout)
             .ok()

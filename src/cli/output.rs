@@ -3,8 +3,6 @@
 
 use std::io::IsTerminal;
 
-use kafka_protocol::error::ResponseError;
-
 /// A failed command; its kind decides the exit code.
 #[derive(Debug)]
 pub enum CliError {
@@ -40,25 +38,7 @@ impl From<crate::client::Error> for CliError {
     }
 }
 
-/// Kafka's name of an error code, as its Java clients print it
-/// (`TOPIC_ALREADY_EXISTS`).
-pub fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".to_owned(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
-        Some(e) => {
-            let camel = format!("{e:?}");
-            let mut out = String::with_capacity(camel.len() + 8);
-            for (i, ch) in camel.chars().enumerate() {
-                if ch.is_ascii_uppercase() && i > 0 {
-                    out.push('_');
-                }
-                out.push(ch.to_ascii_uppercase());
-            }
-            out
-        }
-    }
-}
+pub use crate::client::error_name;
 
 /// `what` failed with a Kafka error `code`: "cannot create topic t:
 /// TOPIC_ALREADY_EXISTS (36): Topic 't' already exists."

@@ -350,6 +350,18 @@ def test_scram_user_added_by_the_cli_authenticates(tmp_path):
         got = consume_rdkafka(rdkafka_conf(b, "SCRAM-SHA-256", "dave", "dave-secret"), "scram-cli", 20)
         assert len(got) == 20
 
+        # The CLI itself logs in with SCRAM (and PLAIN) on the SASL listener.
+        carol = ["--sasl-mechanism", "SCRAM-SHA-512", "--sasl-username", "carol", "--sasl-password", "carol-secret"]
+        assert "scram-cli" in [t["name"] for t in js(b, "topic", "list", *carol, bootstrap=b.sasl_bootstrap)]
+        ok(b, "produce", "scram-cli", *carol, bootstrap=b.sasl_bootstrap, stdin="over sasl\n")
+        plain = ["--sasl-mechanism", "PLAIN", "--sasl-username", "bob", "--sasl-password", "bob-secret"]
+        out = ok(b, "consume", "scram-cli", "--from-beginning", "-e", *plain, bootstrap=b.sasl_bootstrap)
+        assert "over sasl" in out.splitlines()
+        bad = ["--sasl-mechanism", "SCRAM-SHA-256", "--sasl-username", "dave", "--sasl-password", "nope"]
+        out = cli(b, "topic", "list", *bad, bootstrap=b.sasl_bootstrap)
+        assert out.returncode == 1 and "SASL_AUTHENTICATION_FAILED" in out.stderr and "dave" in out.stderr
+        assert cli(b, "topic", "list", "--sasl-mechanism", "GSSAPI", bootstrap=b.sasl_bootstrap).returncode == 2
+
         ok(b, "user", "delete", "dave")
         assert "dave" not in {u["user"] for u in js(b, "user", "list")}
         out = cli(b, "user", "delete", "nobody")
@@ -403,3 +415,49 @@ def test_group_describe_shows_kip848_and_classic_members_with_their_partitions(t
             assert out.returncode == 1 and "stop its consumers" in out.stderr
         for c in members:
             c.close()
+
+
+def test_cli_over_tls_and_mutual_tls(tmp_path):
+    from test_tls import make_pki
+
+    (tmp_path / "pki").mkdir()
+    pki = make_pki(tmp_path / "pki")
+    from conftest import Broker
+
+    b = Broker(tmp_path)
+    ssl_port, mtls_port = free_port(), free_port()
+    b.config_path = tmp_path / "sluice.toml"
+    b.config_path.write_text(
+        f'listeners = "PLAINTEXT://127.0.0.1:{b.port},SSL://127.0.0.1:{ssl_port},MTLS://127.0.0.1:{mtls_port}"\n'
+        '"listener.security.protocol.map" = "PLAINTEXT:PLAINTEXT,SSL:SSL,MTLS:SSL"\n'
+        '"inter.broker.listener.name" = "PLAINTEXT"\n'
+        '"ssl.keystore.type" = "PEM"\n'
+        f'"ssl.keystore.location" = "{pki / "broker-store.pem"}"\n'
+        '"ssl.truststore.type" = "PEM"\n'
+        f'"ssl.truststore.location" = "{pki / "ca.pem"}"\n'
+        '"listener.name.mtls.ssl.client.auth" = "required"\n'
+    )
+    b.start()
+    try:
+        ssl = f"127.0.0.1:{ssl_port}"
+        mtls = f"127.0.0.1:{mtls_port}"
+        ca = ["--tls-ca", str(pki / "ca.pem")]
+        ok(b, "topic", "create", "secure", "-p", "2", *ca, bootstrap=ssl)
+        ok(b, "produce", "secure", *ca, bootstrap=ssl, stdin="a\nb\n")
+        alice = [*ca, "--tls-cert", str(pki / "alice.pem"), "--tls-key", str(pki / "alice.key")]
+        out = ok(b, "consume", "secure", "--from-beginning", "-e", *alice, bootstrap=mtls)
+        assert sorted(out.splitlines()) == ["a", "b"]
+        # Metadata on the TLS listener names TLS addresses: the leader
+        # connections are TLS too.
+        assert js(b, "cluster", "describe", *ca, bootstrap=ssl)["brokers"][0]["port"] == ssl_port
+        # Plaintext to a TLS port, or no client certificate on the mTLS
+        # port: no broker there to talk to, within the timeout.
+        out = cli(b, "topic", "list", "--timeout", "3", bootstrap=ssl)
+        assert out.returncode == 3 and ssl in out.stderr
+        out = cli(b, "topic", "list", "--timeout", "3", *ca, bootstrap=mtls)
+        assert out.returncode == 3 and mtls in out.stderr
+        assert cli(b, "topic", "list", "--tls-ca", str(tmp_path / "missing.pem"), bootstrap=ssl).returncode == 2
+    finally:
+        if b.proc and b.proc.poll() is None:
+            b.proc.kill()
+            b.proc.wait(10)
