@@ -61,18 +61,48 @@ impl Admin {
             conns: HashMap::new(),
             brokers: HashMap::new(),
         };
-        let conn = admin.open(&args.bootstrap).await?;
-        admin.conns.insert(Node::Any, conn);
-        Ok(admin)
+        // Like bootstrap.servers: a list, tried in turn, all within the timeout.
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut failures = Vec::new();
+        for addr in args
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                failures.push(format!("{addr}: not tried, the --timeout ran out"));
+                break;
+            }
+            match admin.open_within(addr, left).await {
+                Ok(conn) => {
+                    admin.conns.insert(Node::Any, conn);
+                    return Ok(admin);
+                }
+                Err(CliError::Unreachable(why)) => failures.push(why),
+                Err(e) => return Err(e),
+            }
+        }
+        match failures.len() {
+            0 => Err(CliError::Usage("--bootstrap: no address given".into())),
+            _ => Err(CliError::Unreachable(failures.join("; "))),
+        }
     }
 
     async fn open(&self, addr: &str) -> Result<Conn, CliError> {
+        self.open_within(addr, self.timeout).await
+    }
+
+    /// A connection to `addr` (TLS, ApiVersions and SASL as configured)
+    /// within `wait`.
+    async fn open_within(&self, addr: &str, wait: Duration) -> Result<Conn, CliError> {
         let unreachable = |why: String| {
             CliError::Unreachable(format!(
                 "cannot reach the broker at {addr}: {why} (check --bootstrap or SLUICE_BOOTSTRAP)"
             ))
         };
-        match tokio::time::timeout(self.timeout, client::connect(addr, &self.tls)).await {
+        match tokio::time::timeout(wait, client::connect(addr, &self.tls)).await {
             Err(_) => Err(unreachable(format!(
                 "no connection within {} s",
                 self.timeout.as_secs_f64()

@@ -250,6 +250,13 @@ async fn describe(admin: &mut Admin, group: &str, json: bool) -> Result<(), CliE
     let coordinator = admin.coordinator(group).await?;
     let g = described(admin, coordinator, group).await?;
     let committed = offsets::committed(admin, coordinator, group).await?;
+    if g.state == "Dead" && g.members.is_empty() && committed.is_empty() {
+        return Err(kafka_error(
+            &format!("cannot describe group {group}"),
+            GROUP_ID_NOT_FOUND,
+            Some("the group does not exist"),
+        ));
+    }
     // Every partition committed or assigned, and who owns it.
     let mut owner: BTreeMap<Tp, &str> = BTreeMap::new();
     for m in &g.members {

@@ -171,6 +171,8 @@ def test_group_describe_lag_and_reset_offsets_seen_by_confluent(tmp_path):
 
         assert js(b, "group", "delete", "billing") == {"deleted": ["billing"]}
         assert "billing" not in [g["group"] for g in js(b, "group", "list")]
+        out = cli(b, "group", "describe", "billing")
+        assert out.returncode == 1 and "GROUP_ID_NOT_FOUND" in out.stderr
 
 
 def test_produce_lines_read_back_by_confluent(tmp_path):
@@ -273,6 +275,9 @@ def test_cluster_describe_and_config_get_set(tmp_path):
         assert [(x["host"], x["port"]) for x in c["brokers"]] == [("127.0.0.1", b.port)]
         assert c["controller"] == c["brokers"][0]["id"]
         assert "BROKER" in ok(b, "cluster", "describe")
+        # A bootstrap list is tried in turn, as bootstrap.servers.
+        dead = f"127.0.0.1:{free_port()}"
+        assert js(b, "cluster", "describe", bootstrap=f"{dead},{b.bootstrap}")["controller"] == c["controller"]
 
         create_topic(b.bootstrap, "cfg", partitions=1)
         ok(b, "config", "set", "--topic", "cfg", "retention.bytes=1048576", "max.message.bytes=2000000")
