@@ -466,3 +466,45 @@ def test_cli_over_tls_and_mutual_tls(tmp_path):
         if b.proc and b.proc.poll() is None:
             b.proc.kill()
             b.proc.wait(10)
+
+
+def test_three_broker_cluster_leaders_coordinators_and_quorum(tmp_path):
+    from cluster_support import Cluster
+
+    c = Cluster(tmp_path)
+    c.start()
+    try:
+        b = c.brokers[1]
+        # Only one broker's address: the CLI finds leaders and coordinators itself.
+        deadline = time.time() + 30
+        while cli(b, "topic", "create", "spread", "-p", "6", "-r", "3").returncode != 0:
+            assert time.time() < deadline, "no topic creation within 30 s"
+            time.sleep(0.5)
+        leaders = {p: c.leader("spread", p)[0] for p in range(6)}
+        desc = js(b, "topic", "describe", "spread")[0]
+        assert all(len(p["replicas"]) == 3 for p in desc["partitions"])
+
+        lines = "".join(f"key-{i}:value-{i}\n" for i in range(60))
+        assert js(b, "produce", "spread", "-K", ":", stdin=lines)["produced"] == 60
+        got = read_all(c.bootstrap, "spread", 60, 6)
+        assert sorted(m.value().decode() for m in got) == sorted(f"value-{i}" for i in range(60))
+        out = ok(b, "consume", "spread", "--from-beginning", "-e", "-f", "%p %s\\n")
+        assert len(out.splitlines()) == 60
+        assert {int(line.split()[0]) for line in out.splitlines()} <= set(leaders)
+
+        commit(c.bootstrap, "spread-readers", [("spread", p, 1) for p in range(6)])
+        # End offsets as confluent saw them (a replicated log need not start at 0).
+        ends = {}
+        for m in got:
+            ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+        desc = js(b, "group", "describe", "spread-readers")
+        assert {o["partition"]: (o["end"], o["lag"]) for o in desc["offsets"]} == {
+            p: (ends[p], ends[p] - 1) for p in ends
+        }
+
+        cl = js(b, "cluster", "describe")
+        assert sorted(x["id"] for x in cl["brokers"]) == [1, 2, 3]
+        assert sorted(v["node"] for v in cl["quorum"]["voters"]) == [1, 2, 3]
+        assert cl["quorum"]["leader"] in (1, 2, 3)
+    finally:
+        c.shutdown()
