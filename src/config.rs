@@ -17,7 +17,11 @@ use serde::Deserialize;
 #[command(
     name = "sluice",
     version,
-    about = "Sluice: a Kafka-compatible event broker"
+    about = "Sluice: a Kafka-compatible event broker",
+    long_about = "Sluice: a Kafka-compatible event broker. Without a command it runs the broker; \
+the admin commands (topic, group, produce, consume, cluster, config, acl, user) are a \
+Kafka client of any compatible broker at --bootstrap / SLUICE_BOOTSTRAP.",
+    after_long_help = crate::cli::EXIT_CODES
 )]
 pub struct Cli {
     /// Address the Kafka listener binds to.

@@ -31,6 +31,7 @@ struct Conn {
 }
 
 pub struct Admin {
+    /// The bootstrap address that answered (reopened if its connection is lost).
     bootstrap: String,
     timeout: Duration,
     tls: client::Tls,
@@ -54,7 +55,7 @@ impl Admin {
     pub async fn connect(args: &ClientArgs) -> Result<Admin, CliError> {
         let timeout = args.timeout()?;
         let mut admin = Admin {
-            bootstrap: args.bootstrap.clone(),
+            bootstrap: String::new(),
             timeout,
             tls: args.tls()?,
             sasl: args.sasl()?,
@@ -78,6 +79,7 @@ impl Admin {
             match admin.open_within(addr, left).await {
                 Ok(conn) => {
                     admin.conns.insert(Node::Any, conn);
+                    admin.bootstrap = addr.to_owned();
                     return Ok(admin);
                 }
                 Err(CliError::Unreachable(why)) => failures.push(why),
@@ -140,7 +142,9 @@ impl Admin {
     async fn conn(&mut self, node: Node) -> Result<&mut Conn, CliError> {
         if !self.conns.contains_key(&node) {
             let Node::Id(id) = node else {
-                unreachable!("the bootstrap connection is opened first")
+                // Lost after a timeout or error: the same address again.
+                let conn = self.open(&self.bootstrap.clone()).await?;
+                return Ok(self.conns.entry(node).or_insert(conn));
             };
             if !self.brokers.contains_key(&id) {
                 // Boxed: metadata() comes back here for the bootstrap connection.
@@ -155,6 +159,12 @@ impl Admin {
             self.conns.insert(node, conn);
         }
         Ok(self.conns.get_mut(&node).expect("inserted above"))
+    }
+
+    /// Closes the connection to `node` (a request on it was abandoned);
+    /// the next request opens a new one.
+    pub fn forget(&mut self, node: Node) {
+        self.conns.remove(&node);
     }
 
     /// The highest version of `key` in `ours` that `node` serves.
@@ -308,13 +318,5 @@ impl Admin {
                 ));
             }
         }
-    }
-
-    pub fn bootstrap(&self) -> &str {
-        &self.bootstrap
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 }

@@ -91,7 +91,8 @@ pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         Some(Progress::new("consumed", args.count))
     };
     let mut seen = 0u64;
-    let mut stop = std::pin::pin!(tokio::signal::ctrl_c());
+    // Ctrl-C or SIGTERM ends the read; a group still gets its commit.
+    let mut stop = Stop::new();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
     'read: loop {
         if args.count.is_some_and(|c| seen >= c) {
@@ -110,10 +111,14 @@ pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
             by_leader.entry(leaders[p]).or_default().push(*p);
         }
         for (leader, ps) in by_leader {
-            let fetch = fetch(&mut admin, args, leader, &ps, &positions);
             let r = tokio::select! {
-                r = fetch => r?,
-                _ = &mut stop => break 'read,
+                r = fetch(&mut admin, args, leader, &ps, &positions) => Some(r?),
+                _ = stop.wait() => None,
+            };
+            let Some(r) = r else {
+                // The fetch's answer may still come on that connection.
+                admin.forget(Node::Id(leader));
+                break 'read;
             };
             for topic in r.responses {
                 for pd in topic.partitions {
@@ -169,6 +174,38 @@ pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         offsets::commit(&mut admin, c, g, &done).await?;
     }
     Ok(())
+}
+
+/// Ctrl-C and SIGTERM, caught from the start so that one arriving
+/// between two fetches is not missed.
+struct Stop {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Stop {
+    fn new() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+
+    async fn wait(&mut self) {
+        async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            _ = one(&mut self.int) => {}
+            _ = one(&mut self.term) => {}
+        }
+    }
 }
 
 /// Where each partition starts.

@@ -6,6 +6,7 @@ what confluent does, the CLI reports. Exit codes: 0 done, 1 a Kafka error,
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -237,6 +238,18 @@ def test_consume_formats_offsets_and_groups(tmp_path):
         assert {o["partition"]: o["lag"] for o in desc["offsets"]} == {0: 0, 1: 0}
         produce(b.bootstrap, "feed", [(1, None, b"late")])
         assert ok(b, "consume", "feed", "-g", "tail", "-e") == "late\n"
+
+        # Following (no -e) until SIGTERM: what was read is still committed.
+        follower = subprocess.Popen(
+            [b.bin, "consume", "feed", "-g", "follow", "--from-beginning"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "SLUICE_BOOTSTRAP": b.bootstrap},
+        )
+        lines = [follower.stdout.readline() for _ in range(21)]
+        assert len([x for x in lines if x]) == 21
+        follower.send_signal(signal.SIGTERM)
+        assert follower.wait(15) == 0
+        desc = js(b, "group", "describe", "follow")
+        assert desc["total_lag"] == 0 and len(desc["offsets"]) == 2
 
 
 def test_unreachable_broker_exits_3_within_timeout(tmp_path):
