@@ -17,7 +17,11 @@ use serde::Deserialize;
 #[command(
     name = "sluice",
     version,
-    about = "Sluice: a Kafka-compatible event broker"
+    about = "Sluice: a Kafka-compatible event broker",
+    long_about = "Sluice: a Kafka-compatible event broker. Without a command it runs the broker; \
+the admin commands (topic, group, produce, consume, cluster, config, acl, user) are a \
+Kafka client of any compatible broker at --bootstrap / SLUICE_BOOTSTRAP.",
+    after_long_help = crate::cli::EXIT_CODES
 )]
 pub struct Cli {
     /// Address the Kafka listener binds to.
@@ -65,6 +69,11 @@ pub enum Command {
     /// Manage SCRAM credentials offline (before a start).
     #[command(subcommand)]
     Scram(crate::security::sasl::offline::ScramCommand),
+    /// The admin commands: a Kafka client of any compatible broker.
+    #[command(flatten)]
+    Admin(crate::cli::AdminCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completion { shell: clap_complete::Shell },
 }
 
 /// Everything the broker reads from configuration.

@@ -2,6 +2,8 @@
 //!
 //! Module map:
 //! - [`bench`]: `sluice bench`, the throughput and latency load generator.
+//! - [`cli`]: the admin CLI (`sluice topic`, `group`, `produce`, `consume`, …), a Kafka client.
+//! - [`client`]: a small Kafka wire client (bench, CLI, broker-to-broker requests).
 //! - [`alloc`]: the global allocator that keeps lying element counts from aborting.
 //! - [`config`]: configuration from defaults, TOML file, flags and `SLUICE_*` variables.
 //! - [`server`]: the listener, the connection limit, graceful shutdown.
@@ -26,6 +28,8 @@ pub mod alloc;
 pub mod bench;
 pub mod broker;
 pub mod cleaner;
+pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod connection;

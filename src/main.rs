@@ -20,6 +20,17 @@ fn main() -> std::process::ExitCode {
     // Logging starts before the configuration is checked, so that what the
     // check reports comes in the chosen format (see sluice::logging).
     sluice::logging::init(Config::early_log_format(&cli));
+    if let Some(Command::Admin(cmd)) = &cli.command {
+        return sluice::cli::main(cmd);
+    }
+    if let Some(Command::Completion { shell }) = &cli.command {
+        use clap::CommandFactory;
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "sluice", &mut script);
+        // A closed pipe (`| head`) is no failure of ours.
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return std::process::ExitCode::SUCCESS;
+    }
     if let Some(Command::Bench(args)) = &cli.command {
         return bench(args);
     }

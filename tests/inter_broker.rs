@@ -127,12 +127,10 @@ async fn the_internal_listener_serves_kafka_after_the_hello_and_refuses_the_rest
     assert_eq!(again.error_code, 0);
 
     // The client the broker itself uses for its peers gets through too.
-    let (mut tx, mut rx) = sluice::bench::client::connect_with_hello(
-        &node.internal.to_string(),
-        &hello(LinkKind::Kafka, 3),
-    )
-    .await
-    .unwrap();
+    let (mut tx, mut rx) =
+        sluice::client::connect_with_hello(&node.internal.to_string(), &hello(LinkKind::Kafka, 3))
+            .await
+            .unwrap();
     let corr = tx
         .send(ApiKey::Metadata, 12, &MetadataRequest::default())
         .await

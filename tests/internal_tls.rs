@@ -116,10 +116,9 @@ async fn the_internal_listener_serves_other_brokers_over_mutual_tls_only() {
     let LinkStream::Tls(stream) = stream else {
         panic!("not TLS")
     };
-    let (mut tx, mut rx) =
-        sluice::bench::client::connect_stream(*stream, &hello(LinkKind::Kafka, 2))
-            .await
-            .unwrap();
+    let (mut tx, mut rx) = sluice::client::connect_stream(*stream, &hello(LinkKind::Kafka, 2))
+        .await
+        .unwrap();
     let corr = tx
         .send(ApiKey::Metadata, 12, &MetadataRequest::default())
         .await

@@ -16,7 +16,7 @@
 //! isolation level read_committed).
 
 pub mod chart;
-pub mod client;
+pub use crate::client;
 mod txn;
 
 use std::sync::Arc;
@@ -437,31 +437,11 @@ async fn progress(
 impl BenchArgs {
     /// The TLS client configuration of --tls-ca (and --tls-cert/--tls-key).
     pub fn tls(&self) -> Result<client::Tls> {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let Some(ca) = &self.tls_ca else {
-            return Ok(None);
-        };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca: {e}"))? {
-            roots.add(cert.map_err(|e| format!("--tls-ca: {e}"))?)?;
-        }
-        let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-        let config = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => builder.with_client_auth_cert(
-                CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| format!("--tls-cert: {e}"))?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(|e| format!("--tls-cert: {e}"))?,
-                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key: {e}"))?,
-            )?,
-            _ => builder.with_no_client_auth(),
-        };
-        Ok(Some(std::sync::Arc::new(config)))
+        client::tls_config(
+            self.tls_ca.as_deref(),
+            self.tls_cert.as_deref(),
+            self.tls_key.as_deref(),
+        )
     }
 }
 

@@ -16,8 +16,8 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
-use crate::bench::client::{Receiver, Sender, connect_stream, connect_tcp};
 use crate::broker::Broker;
+use crate::client::{Receiver, Sender, connect_stream, connect_tcp};
 use crate::replication::transport::{self, LinkKind, LinkStream, hello};
 
 /// How long one request to a peer may take.

@@ -1,8 +1,11 @@
-//! A small Kafka wire client for the load generator: one connection, the
-//! versions negotiated with ApiVersions, requests written and answers read on
-//! separate halves so that several requests can be in flight; answers
-//! awaited for a bounded time, retries of retriable errors bounded too, and
-//! error codes named for people.
+//! A small Kafka wire client, shared by `sluice bench`, the admin CLI
+//! (`crate::cli`) and the broker's requests to other brokers: one
+//! connection, the versions negotiated with ApiVersions, requests written
+//! and answers read on separate halves so that several requests can be in
+//! flight; answers awaited for a bounded time, retries of retriable errors
+//! bounded too, and error codes named for people.
+
+pub mod sasl;
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
@@ -26,6 +29,41 @@ type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 pub type Tls = Option<std::sync::Arc<rustls::ClientConfig>>;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The TLS client configuration trusting the CA certificates of the PEM
+/// file `ca` (None: plaintext), presenting `cert` with `key` when given
+/// (for a listener with ssl.client.auth).
+pub fn tls_config(
+    ca: Option<&std::path::Path>,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Tls> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(ca) = ca else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| format!("--tls-ca: {e}"))? {
+        roots.add(cert.map_err(|e| format!("--tls-ca: {e}"))?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let config = match (cert, key) {
+        (Some(cert), Some(key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("--tls-cert: {e}"))?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| format!("--tls-cert: {e}"))?,
+            PrivateKeyDer::from_pem_file(key).map_err(|e| format!("--tls-key: {e}"))?,
+        )?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(std::sync::Arc::new(config)))
+}
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// The longest wait for an answer in [`answer`] (produce requests carry a
@@ -150,10 +188,9 @@ impl Sender {
             .ok_or_else(|| format!("the broker does not serve {key:?}"))?;
         let v = max.min(*ours.end());
         if v < min.max(*ours.start()) {
-            return Err(format!(
-                "no common version of {key:?}: broker {min}-{max}, bench {ours:?}"
-            )
-            .into());
+            return Err(
+                format!("no common version of {key:?}: broker {min}-{max}, ours {ours:?}").into(),
+            );
         }
         Ok(v)
     }
@@ -172,7 +209,7 @@ impl Sender {
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
             .with_correlation_id(correlation)
-            .with_client_id(Some(StrBytes::from_static_str("sluice-bench")))
+            .with_client_id(Some(StrBytes::from_static_str("sluice")))
             .encode(&mut body, Req::header_version(version))?;
         req.encode(&mut body, version)?;
         let mut frame = BytesMut::with_capacity(body.len() + 4);
@@ -215,6 +252,26 @@ impl Receiver {
             return Err("trailing bytes in a response".into());
         }
         Ok(resp)
+    }
+}
+
+/// Kafka's name of an error code, as its Java clients print it
+/// (`TOPIC_ALREADY_EXISTS`).
+pub fn error_name(code: i16) -> String {
+    match ResponseError::try_from_code(code) {
+        None => "NONE".to_owned(),
+        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
+        Some(e) => {
+            let camel = format!("{e:?}");
+            let mut out = String::with_capacity(camel.len() + 8);
+            for (i, ch) in camel.chars().enumerate() {
+                if ch.is_ascii_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(ch.to_ascii_uppercase());
+            }
+            out
+        }
     }
 }
 
