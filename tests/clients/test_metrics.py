@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from conftest import create_topic, free_port, running_broker
 
 MONITORING = Path(__file__).resolve().parents[2] / "docs" / "monitoring"
 N = 2000
@@ -42,14 +42,8 @@ def http(port, path, method="GET"):
 
 @pytest.fixture
 def broker(tmp_path):
-    b = Broker(tmp_path, config='"group.initial.rebalance.delay.ms" = 0\n')
-    b.start()
-    try:
+    with running_broker(tmp_path, '"group.initial.rebalance.delay.ms" = 0\n') as b:
         yield b
-    finally:
-        if b.proc and b.proc.poll() is None:
-            b.proc.kill()
-            b.proc.wait(10)
 
 
 class Prometheus:
@@ -220,9 +214,7 @@ def test_every_series_has_help_and_errors_are_counted(broker):
 
 
 def test_topic_labels_can_be_switched_off(tmp_path):
-    b = Broker(tmp_path, config='"metrics.topic.labels.enable" = false\n')
-    b.start()
-    try:
+    with running_broker(tmp_path, '"metrics.topic.labels.enable" = false\n') as b:
         p = Producer({"bootstrap.servers": b.bootstrap})
         for i in range(10):
             p.produce("quiet", value=f"v{i}".encode())
@@ -231,9 +223,37 @@ def test_topic_labels_can_be_switched_off(tmp_path):
         assert series["kafka_server_brokertopicmetrics_messagesinpersec"] == 10
         labelled = [s for s in series if 'topic="' in s or 'partition="' in s]
         assert labelled == []
-    finally:
-        b.proc.kill()
-        b.proc.wait(10)
+
+
+def test_retention_cleaner_and_listener_counters(tmp_path):
+    config = '"log.retention.check.interval.ms" = 200\n"log.cleaner.backoff.ms" = 200\n'
+    with running_broker(tmp_path, config) as b:
+        small = {"segment.bytes": "16384"}
+        create_topic(b.bootstrap, "expiring", 1, {**small, "retention.ms": "1000"})
+        create_topic(b.bootstrap, "compacted", 1,
+                     {**small, "cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.01"})
+        p = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 5})
+        # Many small batches, so both logs roll many 16 KiB segments.
+        for i in range(2000):
+            p.produce("expiring", value=b"x" * VALUE)
+            p.produce("compacted", key=f"k{i % 10}".encode(), value=b"y" * VALUE)
+            if i % 50 == 49:
+                assert p.flush(30) == 0
+        # The producer is still connected: one connection at least, and
+        # every byte it sent counted on the listener.
+        series = scrape(b.admin_port)
+        assert series['sluice_connections{listener="PLAINTEXT"}'] >= 1
+        assert series['sluice_network_received_bytes_total{listener="PLAINTEXT"}'] > 2 * 2000 * VALUE
+        assert series['sluice_network_sent_bytes_total{listener="PLAINTEXT"}'] > 0
+        # Old segments of "expiring" go; the cleaner rewrites "compacted".
+        wait_for("retention deleted segments",
+                 lambda: scrape(b.admin_port).get("sluice_retention_deleted_segments_total", 0) >= 1)
+        wait_for("the cleaner compacted",
+                 lambda: scrape(b.admin_port).get("sluice_cleaner_passes_total", 0) >= 1)
+        series = scrape(b.admin_port)
+        assert series["sluice_retention_reclaimed_bytes_total"] > 0
+        assert series["sluice_cleaner_reclaimed_bytes_total"] > 0
+        assert series["sluice_retention_passes_total"] >= 1
 
 
 def test_health_ready_and_bad_requests(broker):
