@@ -203,100 +203,110 @@ fn latency_buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.5, 16))
 }
 
+/// A family of latency histograms.
+fn histograms<S: Clone + std::hash::Hash + Eq>() -> Family<S, Histogram> {
+    Family::new_with_constructor(latency_buckets as fn() -> Histogram)
+}
+
+/// Registers `metric` under `name` and hands back a handle to it.
+fn reg<M: prometheus_client::registry::Metric + Clone>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    r.register(name, help, metric.clone());
+    metric
+}
+
 /// How long a rendering is reused.
 const RENDER_REUSE: Duration = Duration::from_millis(250);
 
 impl Metrics {
     pub fn new(topic_labels: bool) -> Self {
-        let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let mut r = Registry::default();
+        let requests = reg(
+            &mut r,
             "kafka_network_requestmetrics_requests",
             "Requests received, per API and version",
-            requests.clone(),
+            Family::<RequestLabels, Counter>::default(),
         );
-        let errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
+        let errors = reg(
+            &mut r,
             "kafka_network_requestmetrics_errors",
             "Error codes answered, per API and Kafka error name (each partition's error counts once)",
-            errors.clone(),
+            Family::<ErrorLabels, Counter>::default(),
         );
-        let latency = Family::<ApiLabels, Histogram>::new_with_constructor(
-            latency_buckets as fn() -> Histogram,
-        );
-        registry.register(
+        let latency = reg(
+            &mut r,
             "sluice_request_duration_seconds",
             "Time from a request's frame read to its response written, per API",
-            latency.clone(),
+            histograms(),
         );
-        let stages = Family::<StageLabels, Histogram>::new_with_constructor(
-            latency_buckets as fn() -> Histogram,
-        );
-        registry.register(
+        let stages = reg(
+            &mut r,
             "sluice_request_stage_duration_seconds",
             "Produce and Fetch time per stage: queue (behind earlier requests of the connection), local (append or read), wait (replication for acks=all, data for a long poll), send",
-            stages.clone(),
+            histograms(),
         );
-        let connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
+        let per_listener = |r: &mut Registry, name: &str, help: &str| {
+            reg(r, name, help, Family::<ListenerLabels, Counter>::default())
+        };
+        let connections = reg(
+            &mut r,
             "sluice_connections",
             "Open client connections, per listener",
-            connections.clone(),
+            Family::<ListenerLabels, Gauge>::default(),
         );
-        let connections_accepted = Family::<ListenerLabels, Counter>::default();
-        registry.register(
+        let connections_accepted = per_listener(
+            &mut r,
             "sluice_connections_accepted",
             "Connections accepted, per listener",
-            connections_accepted.clone(),
         );
-        let bytes_received = Family::<ListenerLabels, Counter>::default();
-        registry.register(
+        let bytes_received = per_listener(
+            &mut r,
             "sluice_network_received_bytes",
             "Bytes read from client connections, per listener",
-            bytes_received.clone(),
         );
-        let bytes_sent = Family::<ListenerLabels, Counter>::default();
-        registry.register(
+        let bytes_sent = per_listener(
+            &mut r,
             "sluice_network_sent_bytes",
             "Bytes written to client connections, per listener",
-            bytes_sent.clone(),
         );
-        let counter = |registry: &mut Registry, name: &str, help: &str| {
-            let c = Counter::default();
-            registry.register(name, help, c.clone());
-            c
-        };
+        let counter =
+            |r: &mut Registry, name: &str, help: &str| reg(r, name, help, Counter::default());
         let cleaner_passes = counter(
-            &mut registry,
+            &mut r,
             "sluice_cleaner_passes",
             "Log cleaner (compaction) passes that rewrote a partition",
         );
         let cleaner_bytes_reclaimed = counter(
-            &mut registry,
+            &mut r,
             "sluice_cleaner_reclaimed_bytes",
             "Bytes the log cleaner removed from disk",
         );
         let retention_passes = counter(
-            &mut registry,
+            &mut r,
             "sluice_retention_passes",
             "Retention checks run over all partitions",
         );
         let retention_bytes_reclaimed = counter(
-            &mut registry,
+            &mut r,
             "sluice_retention_reclaimed_bytes",
-            "Bytes of segments deleted by retention (time, size) or DeleteRecords",
+            "Bytes of segments deleted by retention (time, size)",
         );
         let retention_segments_deleted = counter(
-            &mut registry,
+            &mut r,
             "sluice_retention_deleted_segments",
             "Segments deleted by retention",
         );
-        let raft_commit = latency_buckets();
-        registry.register(
+        let raft_commit = reg(
+            &mut r,
             "sluice_raft_commit_duration_seconds",
             "Time from a replicated append to its commit by a majority (acks=all produce)",
-            raft_commit.clone(),
+            latency_buckets(),
         );
+        let mut registry = r;
         let broker = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(collect::BrokerCollector {
             broker: broker.clone(),
