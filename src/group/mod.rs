@@ -602,13 +602,21 @@ impl GroupCoordinator {
     pub async fn tick(&self, broker: &Broker) {
         let now = broker.now_ms();
         let mut all = Vec::new();
-        // In a cluster, only the groups whose partition is led here.
+        // In a cluster, only the groups whose partition is led here and was
+        // loaded in the current term: a copy from an earlier term (the
+        // leadership went away and came back) is stale, its deadlines
+        // included, until a request loads the partition afresh.
         let offsets = broker.topic(OFFSETS_TOPIC);
+        let loaded_terms = self.lock().loaded_terms.clone();
         let led = |group: &str| {
             offsets.as_ref().is_none_or(|t| {
                 t.partitions
                     .get(partition_for(group, t.partitions.len() as i32) as usize)
-                    .is_some_and(|p| p.check_serving().is_ok())
+                    .is_some_and(|p| match p.coordinator_term() {
+                        Ok(Some(term)) => loaded_terms.get(&p.index) == Some(&term),
+                        Ok(None) => true,
+                        Err(_) => false,
+                    })
             })
         };
         {
