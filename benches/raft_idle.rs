@@ -70,6 +70,7 @@ fn main() {
                     config.clone(),
                     Arc::new(SystemClock),
                     &[1, 2, 3],
+                    true,
                 )
                 .expect("open replica");
                 let mut replica = Replica::new(id, store, Timing::default()).expect("replica");

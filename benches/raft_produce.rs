@@ -55,6 +55,7 @@ async fn run(replicas: u64) -> (f64, usize) {
             LogConfig::default(),
             Arc::new(SystemClock),
             &voters,
+            true,
         )
         .expect("store");
         let replica = Replica::new(id, store, Timing::default()).expect("replica");

@@ -105,6 +105,9 @@ impl Cluster {
             LogConfig::default(),
             clock,
             &ids,
+            // Nothing reads the metadata log by offset: it keeps the
+            // numbering it always had.
+            false,
         )
         .map_err(|e| BrokerError::InvalidRequest(format!("controller log: {e}")))?;
         // Replay: the image is rebuilt from every committed record.

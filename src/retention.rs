@@ -72,6 +72,7 @@ mod tests {
     fn seg(base: i64, next: i64, size: u64, max_ts: i64) -> SegmentInfo {
         SegmentInfo {
             base_offset: base,
+            first_entry: 1,
             next_offset: next,
             size_bytes: size,
             max_timestamp: max_ts,

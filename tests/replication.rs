@@ -40,6 +40,7 @@ async fn start_node(
         LogConfig::default(),
         Arc::new(SystemClock),
         &[1, 2, 3],
+        true,
     )
     .unwrap();
     let replica = Replica::new(id, store.clone(), Timing::default()).unwrap();
@@ -192,6 +193,7 @@ mod controller {
             LogConfig::default(),
             Arc::new(SystemClock),
             &[1, 2, 3],
+            true,
         )
         .unwrap();
         // The image is not stored: it is rebuilt from the log at every start.
@@ -273,6 +275,7 @@ mod controller {
             topic_id: "id-orders".into(),
             assignment: metadata::assign("orders", 0, 6, 3, &brokers).unwrap(),
             configs: Default::default(),
+            dense_offsets: true,
         };
         nodes[&follower]
             .host
@@ -345,6 +348,7 @@ async fn groups_added_and_removed_while_nodes_run() {
             LogConfig::default(),
             Arc::new(SystemClock),
             &[1, 2, 3],
+            true,
         )
         .unwrap();
         host.add_group(late, Replica::new(id, store, Timing::default()).unwrap());
@@ -368,7 +372,7 @@ async fn groups_added_and_removed_while_nodes_run() {
     wait_for("commits on every node", Duration::from_secs(20), || {
         hosts
             .values()
-            .all(|h| h.status(late).is_some_and(|s| s.high_watermark == 11))
+            .all(|h| h.status(late).is_some_and(|s| s.high_watermark == 10))
     })
     .await;
     // One follower drops the group; the other two go on committing.
@@ -389,7 +393,7 @@ async fn groups_added_and_removed_while_nodes_run() {
         || {
             hosts[&leader]
                 .status(late)
-                .is_some_and(|s| s.high_watermark == 16)
+                .is_some_and(|s| s.high_watermark == 15)
         },
     )
     .await;

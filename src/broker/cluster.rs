@@ -89,6 +89,7 @@ impl Broker {
             topic_id: id.to_string(),
             assignment,
             configs: overrides,
+            dense_offsets: true,
         };
         let image = c
             .propose_until(&record, wait, |img| img.topics.contains_key(name))
@@ -333,6 +334,7 @@ impl Broker {
                 clock: self.clock.clone(),
                 data_available: self.data_available.clone(),
                 replicas: replicas.iter().map(|&r| r as i32).collect(),
+                dense_offsets: info.dense_offsets,
             };
             let p = if replicas.contains(&c.me) {
                 match Partition::open_replicated(spec, c.me, c.host.clone(), c.timing) {

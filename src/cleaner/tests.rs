@@ -40,6 +40,7 @@ fn segments(spec: &[Vec<Vec<Rec>>], timestamp: i64) -> Vec<SealedSegment> {
             SealedSegment {
                 info: SegmentInfo {
                     base_offset: base,
+                    first_entry: 1,
                     next_offset: next,
                     size_bytes: bytes.len() as u64,
                     max_timestamp: timestamp,
@@ -281,6 +282,7 @@ fn txn_segment(spec: &[(i64, Option<crate::txn::partition::Marker>, &str, &str)]
     SealedSegment {
         info: SegmentInfo {
             base_offset: 0,
+            first_entry: 1,
             next_offset: spec.len() as i64,
             size_bytes: bytes.len() as u64,
             max_timestamp: 1,

@@ -280,6 +280,7 @@ mod tests {
     fn segment(base: i64, next: i64, max_timestamp: i64) -> SegmentInfo {
         SegmentInfo {
             base_offset: base,
+            first_entry: 1,
             next_offset: next,
             size_bytes: if next > base { 100 } else { 0 },
             max_timestamp,

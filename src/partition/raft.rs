@@ -80,6 +80,9 @@ pub struct ReplicaSpec<'a> {
     pub data_available: Arc<Notify>,
     /// Assigned replicas, the preferred leader first.
     pub replicas: Vec<i32>,
+    /// Raft's own entries take no offset (the topic's choice, see
+    /// `replication::store`).
+    pub dense_offsets: bool,
 }
 
 impl Partition {
@@ -93,8 +96,14 @@ impl Partition {
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = spec.data_dir.join(format!("{}-{}", spec.topic, spec.index));
         let voters: Vec<u64> = spec.replicas.iter().map(|&r| r as u64).collect();
-        let store = ReplicaStore::open(&dir, spec.config.log_config(), spec.clock.clone(), &voters)
-            .map_err(store_error)?;
+        let store = ReplicaStore::open(
+            &dir,
+            spec.config.log_config(),
+            spec.clock.clone(),
+            &voters,
+            spec.dense_offsets,
+        )
+        .map_err(store_error)?;
         let mut replica = Replica::new(me, store.clone(), timing).map_err(replica_error)?;
         replica.set_preferred_leader(voters.first().copied());
         replica.allow_quiesce();

@@ -37,12 +37,17 @@ pub enum MetadataRecord {
         listeners: Vec<ListenerEndpoint>,
     },
     /// A topic with its replica assignment (partition → replicas, the first
-    /// being the preferred leader) and its config overrides.
+    /// being the preferred leader) and its config overrides. `dense_offsets`:
+    /// its partitions' Raft entries of their own take no offset (see
+    /// `store::entry_to_batch`); absent (false) in the records of topics
+    /// created before that, whose logs keep numbering as they did.
     CreateTopic {
         name: String,
         topic_id: String,
         assignment: Vec<Vec<u64>>,
         configs: BTreeMap<String, String>,
+        #[serde(default)]
+        dense_offsets: bool,
     },
     DeleteTopic {
         name: String,
@@ -148,6 +153,8 @@ pub struct TopicInfo {
     pub topic_id: String,
     pub assignment: Vec<Vec<u64>>,
     pub configs: BTreeMap<String, String>,
+    /// Raft's own entries take no offset in its partitions' logs.
+    pub dense_offsets: bool,
 }
 
 /// What every broker knows of the cluster.
@@ -225,6 +232,7 @@ impl ClusterImage {
                 topic_id,
                 assignment,
                 configs,
+                dense_offsets,
             } => {
                 if self.topics.contains_key(name) {
                     return Err(format!("topic '{name}' already exists"));
@@ -238,6 +246,7 @@ impl ClusterImage {
                         topic_id: topic_id.clone(),
                         assignment: assignment.clone(),
                         configs: configs.clone(),
+                        dense_offsets: *dense_offsets,
                     },
                 );
                 Ok(())
@@ -422,6 +431,7 @@ mod tests {
             topic_id: format!("id-{name}"),
             assignment,
             configs: BTreeMap::new(),
+            dense_offsets: true,
         }
     }
 
@@ -603,6 +613,23 @@ mod tests {
         let b = bytes::Bytes::from(encode(&r));
         assert_eq!(decode(&b).unwrap(), r);
         assert!(decode(&bytes::Bytes::from(batch::build_simple(2, 10, 0))).is_err());
+    }
+
+    #[test]
+    fn topics_created_before_dense_offsets_keep_their_numbering() {
+        // A record of an earlier release has no `dense_offsets`: its
+        // partitions keep taking an offset for each of Raft's own entries.
+        let old: MetadataRecord = serde_json::from_str(
+            r#"{"type":"CreateTopic","name":"t","topic_id":"id","assignment":[[1,2,3]],"configs":{}}"#,
+        )
+        .unwrap();
+        let mut img = ClusterImage::default();
+        img.apply(1, &old).unwrap();
+        assert!(!img.topics["t"].dense_offsets);
+        img.apply(2, &topic("u", vec![vec![1, 2, 3]])).unwrap();
+        assert!(img.topics["u"].dense_offsets);
+        let json = serde_json::to_string(&topic("u", vec![vec![1]])).unwrap();
+        assert!(json.contains(r#""dense_offsets":true"#), "{json}");
     }
 
     #[test]

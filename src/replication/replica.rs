@@ -33,10 +33,13 @@ pub struct Proposal {
 }
 
 /// How many offsets the batch an entry is stored as takes: its records for
-/// a produced batch, one for the control batch of Raft's own entries.
-fn offsets_taken(e: &Entry) -> i64 {
+/// a produced batch; for Raft's own entries none with dense offsets, else
+/// one (their control batch).
+fn offsets_taken(e: &Entry, dense: bool) -> i64 {
     if e.get_entry_type() == raft::eraftpb::EntryType::EntryNormal && !e.data.is_empty() {
         sluice_storage::BatchHeader::parse(&e.data).map_or(1, |h| h.last_offset_delta as i64 + 1)
+    } else if dense {
+        0
     } else {
         1
     }
@@ -561,6 +564,7 @@ impl Replica {
         let (stored_end, stored_last) = self
             .store
             .with_log(|l| (l.log_end_offset(), l.last_entry_index()));
+        let dense = self.store.dense_offsets();
         self.node.propose(context, data)?;
         // Offsets are assigned when the entry is stored: after the stored
         // log and the entries still waiting to be stored ahead of it.
@@ -570,13 +574,13 @@ impl Replica {
             + ahead
                 .iter()
                 .filter(|e| e.index > stored_last)
-                .map(offsets_taken)
+                .map(|e| offsets_taken(e, dense))
                 .sum::<i64>();
         Ok(Proposal {
             index: mine.index,
             term: mine.term,
             base_offset,
-            last_offset: base_offset + offsets_taken(mine) - 1,
+            last_offset: base_offset + offsets_taken(mine, dense) - 1,
         })
     }
 
@@ -644,6 +648,11 @@ impl Replica {
     /// The highest entry index known to be committed.
     pub fn commit_index(&self) -> u64 {
         self.node.raft.raft_log.committed
+    }
+
+    /// The last entry carried out (commands applied) here.
+    pub fn applied_index(&self) -> u64 {
+        self.node.raft.raft_log.applied
     }
 
     /// Persists what Raft decided (entries, hard state; one fsync for all),

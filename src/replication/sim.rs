@@ -31,11 +31,20 @@ pub struct SimCluster {
     /// Messages of these types still to be lost on the way (see
     /// [`Self::lose`]).
     to_lose: Vec<MessageType>,
+    /// Raft's own entries take no offset (see `store`); the default, as
+    /// for every topic the broker creates.
+    pub dense: bool,
 }
 
 impl SimCluster {
     /// `n` replicas with ids 1..=n, each with its log in `root/{id}`.
     pub fn new(root: &Path, n: u64) -> Result<Self, ReplicaError> {
+        Self::with_offsets(root, n, true)
+    }
+
+    /// Like [`Self::new`]; `dense`: whether Raft's own entries take no
+    /// offset (false: the numbering of topics created before that).
+    pub fn with_offsets(root: &Path, n: u64, dense: bool) -> Result<Self, ReplicaError> {
         let voters: Vec<u64> = (1..=n).collect();
         let mut sim = Self {
             dirs: voters
@@ -53,6 +62,7 @@ impl SimCluster {
             },
             delivered: 0,
             to_lose: Vec::new(),
+            dense,
         };
         for id in voters {
             sim.restart(id)?;
@@ -68,6 +78,7 @@ impl SimCluster {
             self.config.clone(),
             Arc::new(SystemClock),
             &self.voters,
+            self.dense,
             fs.clone(),
         )?;
         self.faults.insert(id, fs);

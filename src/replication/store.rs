@@ -5,9 +5,15 @@
 //! numbers batches densely from 1). The entry's term is the batch's partition
 //! leader epoch. A normal entry carrying a produced record batch is stored as
 //! that batch; Raft's own entries (the empty entry a new leader appends,
-//! configuration changes) are stored as control batches, which consumers skip:
-//! one control record whose key is (version 0, type [`RAFT_CONTROL_TYPE`]) and
-//! whose value is the entry (type, data, context) in Raft's protobuf encoding.
+//! configuration changes, commands) are stored as control batches: one
+//! control record whose key is (version 0, type [`RAFT_CONTROL_TYPE`]) and
+//! whose value is the entry (type, data, context) in Raft's protobuf
+//! encoding. With dense offsets (every topic created since) that batch is
+//! hidden: it takes no offset and reads never return it, so Kafka offsets
+//! count records only. Logs of topics created before keep their numbering:
+//! there each of Raft's own entries took one offset, a control batch that
+//! consumers skip. The choice is the topic's (`dense_offsets` in its
+//! metadata record), the same on every replica.
 //!
 //! Beside the segments, `raft-state` holds the hard state (term, vote,
 //! commit), the voters and the index and term of the last entry before the
@@ -53,6 +59,8 @@ struct Inner {
     snapshot_term: u64,
     /// While a snapshot is installed: the offset the log restarts at.
     reset_to: Option<i64>,
+    /// Raft's own entries take no offset (see the module doc).
+    dense: bool,
     /// Where the state file's next record goes.
     state_file: checkpoint::Slotted,
 }
@@ -98,8 +106,9 @@ impl Command {
     }
 }
 
-/// The batch an entry is stored as: the same bytes on every replica.
-pub fn entry_to_batch(e: &Entry) -> Result<Vec<u8>, StoreError> {
+/// The batch an entry is stored as: the same bytes on every replica (of a
+/// log with the same `dense` choice).
+pub fn entry_to_batch(e: &Entry, dense: bool) -> Result<Vec<u8>, StoreError> {
     let bad = |reason: String| StoreError::BadEntry {
         index: e.index,
         reason,
@@ -114,7 +123,7 @@ pub fn entry_to_batch(e: &Entry) -> Result<Vec<u8>, StoreError> {
     own.context = e.context.clone();
     let value = own.write_to_bytes().map_err(|err| bad(err.to_string()))?;
     let key = raft_key();
-    Ok(batch::build(
+    let mut b = batch::build(
         &[RecordSpec {
             key: Some(&key),
             value: Some(&value),
@@ -125,7 +134,11 @@ pub fn entry_to_batch(e: &Entry) -> Result<Vec<u8>, StoreError> {
             control: true,
             ..BuildOptions::default()
         },
-    ))
+    );
+    if dense {
+        batch::hide(&mut b);
+    }
+    Ok(b)
 }
 
 /// The entry a stored batch is.
@@ -153,14 +166,15 @@ pub fn batch_to_entry(index: u64, batch: Bytes) -> Result<Entry, StoreError> {
 
 impl ReplicaStore {
     /// Opens the log in `dir`; a new one starts with `voters` as its
-    /// configuration.
+    /// configuration. `dense`: Raft's own entries take no offset.
     pub fn open(
         dir: &Path,
         config: LogConfig,
         clock: Arc<dyn Clock>,
         voters: &[u64],
+        dense: bool,
     ) -> Result<Self, StoreError> {
-        Self::open_with_fs(dir, config, clock, voters, Arc::new(RealFs))
+        Self::open_with_fs(dir, config, clock, voters, dense, Arc::new(RealFs))
     }
 
     /// Like [`Self::open`], writing the log through `fs` (fault tests).
@@ -169,6 +183,7 @@ impl ReplicaStore {
         config: LogConfig,
         clock: Arc<dyn Clock>,
         voters: &[u64],
+        dense: bool,
         fs: Arc<dyn FileSystem>,
     ) -> Result<Self, StoreError> {
         let log = Log::open_with_fs(dir, config, clock, fs)?;
@@ -231,6 +246,7 @@ impl ReplicaStore {
             snapshot_index,
             snapshot_term,
             reset_to: None,
+            dense,
             state_file,
         };
         if reset_to.is_some() {
@@ -240,6 +256,11 @@ impl ReplicaStore {
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
+    }
+
+    /// Whether Raft's own entries take no offset here.
+    pub fn dense_offsets(&self) -> bool {
+        self.lock().dense
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -289,7 +310,7 @@ impl ReplicaStore {
                     reason: format!("the log ends at {}", inner.log.last_entry_index()),
                 });
             }
-            let batch = entry_to_batch(e)?;
+            let batch = entry_to_batch(e, inner.dense)?;
             let opts = AppendOptions {
                 leader_epoch: e.term as i32,
                 log_append_time: None,
@@ -354,11 +375,9 @@ impl ReplicaStore {
         if doomed == 0 {
             return Ok(0);
         }
-        let new_first_base = segs[doomed].base_offset;
-        let new_first = match inner.log.entry_for_offset(new_first_base)? {
-            Some(e) => e,
-            None => inner.log.last_entry_index() + 1,
-        };
+        // The first entry of the first kept segment (by index: a hidden
+        // entry at the end of the segment before has the same offset).
+        let new_first = segs[doomed].first_entry;
         inner.snapshot_term = inner.log.entry_term(new_first - 1)?.max(0) as u64;
         inner.snapshot_index = new_first - 1;
         Self::write_state(&mut inner)?;

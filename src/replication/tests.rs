@@ -80,25 +80,33 @@ fn entries_round_trip_through_batches() {
     conf.data = protobuf::Message::write_to_bytes(&cc).unwrap().into();
     conf.context = Bytes::from_static(b"ctx");
     for (i, mut e) in [normal, empty, conf].into_iter().enumerate() {
-        e.index = 10 + i as u64;
-        e.term = 7;
-        let mut b = entry_to_batch(&e).unwrap();
-        // Storage gives the batch its term as partition leader epoch.
-        b[12..16].copy_from_slice(&7i32.to_be_bytes());
-        let h = BatchHeader::parse(&b).unwrap();
-        assert_eq!(
-            h.is_control(),
-            i > 0,
-            "Raft's own entries are control batches"
-        );
-        let back = batch_to_entry(e.index, Bytes::from(b.clone())).unwrap();
-        assert_eq!(back.get_entry_type(), e.get_entry_type());
-        assert_eq!((back.index, back.term), (e.index, 7));
-        assert_eq!(back.context, e.context);
-        if i == 0 {
-            assert_eq!(back.data[..], b[..], "a data entry is its batch");
-        } else {
-            assert_eq!(back.data, e.data);
+        for dense in [true, false] {
+            e.index = 10 + i as u64;
+            e.term = 7;
+            let mut b = entry_to_batch(&e, dense).unwrap();
+            // Storage gives the batch its term as partition leader epoch.
+            b[12..16].copy_from_slice(&7i32.to_be_bytes());
+            let h = BatchHeader::parse(&b).unwrap();
+            assert_eq!(
+                h.is_control(),
+                i > 0,
+                "Raft's own entries are control batches"
+            );
+            // With dense offsets they take none; before, one.
+            assert_eq!(h.is_hidden(), dense && i > 0);
+            assert_eq!(
+                h.next_offset() - h.base_offset,
+                if i == 0 { 1 } else { i64::from(!dense) }
+            );
+            let back = batch_to_entry(e.index, Bytes::from(b.clone())).unwrap();
+            assert_eq!(back.get_entry_type(), e.get_entry_type());
+            assert_eq!((back.index, back.term), (e.index, 7));
+            assert_eq!(back.context, e.context);
+            if i == 0 {
+                assert_eq!(back.data[..], b[..], "a data entry is its batch");
+            } else {
+                assert_eq!(back.data, e.data);
+            }
         }
     }
     // A normal entry that is not a valid batch is refused, not stored.
@@ -106,7 +114,7 @@ fn entries_round_trip_through_batches() {
         data: Bytes::from_static(b"not a batch"),
         ..Entry::default()
     };
-    assert!(entry_to_batch(&junk).is_err());
+    assert!(entry_to_batch(&junk, true).is_err());
 }
 
 #[test]
@@ -116,10 +124,10 @@ fn a_leader_is_elected_and_its_batches_commit_on_every_replica() {
     let leader = sim.elect(200).unwrap();
     let term = sim.replicas[&leader].term();
     propose_all(&mut sim, leader, "a", 20).unwrap();
-    // The leader's empty entry (a control batch) takes offset 0.
+    // The leader's empty entry (a hidden control batch) takes no offset.
     let done = sim
         .run_until(100, |s| {
-            s.replicas.values().all(|r| r.high_watermark() == 21) && all_agree(s)
+            s.replicas.values().all(|r| r.high_watermark() == 20) && all_agree(s)
         })
         .unwrap();
     assert!(done, "every replica commits all 20 batches");
@@ -152,7 +160,7 @@ fn nothing_commits_without_a_majority() {
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "ok", 3).unwrap();
     assert!(
-        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 4)
+        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 3)
             .unwrap()
     );
     let others: Vec<u64> = sim
@@ -168,7 +176,7 @@ fn nothing_commits_without_a_majority() {
     sim.run_until(50, |_| false).unwrap();
     assert_eq!(
         sim.replicas[&leader].high_watermark(),
-        4,
+        3,
         "one of three commits nothing"
     );
     assert!(
@@ -193,7 +201,7 @@ fn a_deposed_leaders_uncommitted_suffix_is_replaced() {
     let mut sim = SimCluster::new(dir.path(), 3).unwrap();
     let old = sim.elect(200).unwrap();
     propose_all(&mut sim, old, "first", 5).unwrap();
-    assert!(all_reach(&mut sim, 6));
+    assert!(all_reach(&mut sim, 5));
 
     // Cut off, the old leader still takes proposals; nobody else sees them.
     sim.isolate(old);
@@ -247,20 +255,20 @@ fn crashed_replicas_recover_from_their_logs_and_catch_up() {
     let mut sim = SimCluster::new(dir.path(), 3).unwrap();
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "one", 10).unwrap();
-    assert!(all_reach(&mut sim, 11));
+    assert!(all_reach(&mut sim, 10));
 
     // A follower misses writes while it is down, then catches up.
     let follower = a_follower(&sim, leader);
     sim.crash(follower);
     propose_all(&mut sim, leader, "two", 10).unwrap();
     assert!(
-        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 21)
+        sim.run_until(100, |s| s.replicas[&leader].high_watermark() == 20)
             .unwrap()
     );
     sim.restart(follower).unwrap();
     assert!(
         sim.run_until(200, |s| all_agree(s)
-            && s.replicas[&follower].high_watermark() == 21)
+            && s.replicas[&follower].high_watermark() == 20)
             .unwrap()
     );
 
@@ -294,12 +302,12 @@ fn a_follower_left_behind_retention(dir: &std::path::Path) -> (SimCluster, u64, 
     let mut sim = SimCluster::new(dir, 3).unwrap();
     let leader = sim.elect(200).unwrap();
     propose_all(&mut sim, leader, "early", 10).unwrap();
-    assert!(all_reach(&mut sim, 11));
+    assert!(all_reach(&mut sim, 10));
     let behind = a_follower(&sim, leader);
     sim.crash(behind);
     for round in 0..4 {
         propose_all(&mut sim, leader, &format!("late{round}"), 60).unwrap();
-        let want = 11 + 60 * (round + 1) as i64;
+        let want = 10 + 60 * (round + 1) as i64;
         assert!(
             sim.run_until(100, |s| s.replicas[&leader].high_watermark() == want)
                 .unwrap()
@@ -568,6 +576,7 @@ fn a_snapshot_install_cut_short_is_finished_at_the_next_start() {
                 },
                 std::sync::Arc::new(sluice_storage::SystemClock),
                 &[1, 2, 3],
+                true,
             )
             .unwrap();
             store.begin_snapshot_only(&snap).unwrap();
@@ -625,8 +634,8 @@ fn the_leader_reports_each_voters_progress() {
     let follower = a_follower(&sim, leader);
     assert!(sim.replicas[&follower].voter_progress().unwrap().is_empty());
     propose_all(&mut sim, leader, "q", 5).unwrap();
-    // The leader's own first entry takes an offset too.
-    assert!(all_reach(&mut sim, 6));
+    // The leader's own first entry takes no offset.
+    assert!(all_reach(&mut sim, 5));
     sim.run_until(10, |_| false).unwrap();
     let progress = sim.replicas[&leader].voter_progress().unwrap();
     assert_eq!(
@@ -653,4 +662,64 @@ fn the_leader_reports_each_voters_progress() {
     assert!(cut.log_end_offset < me.log_end_offset, "{progress:?}");
     assert!(cut.heard_ticks_ago.unwrap() >= 25, "{progress:?}");
     assert!(cut.caught_up_ticks_ago.unwrap() >= 25, "{progress:?}");
+}
+
+/// Leader changes, a wiped follower refilled from the leader, everyone
+/// restarted: with dense offsets the records take offsets 0.. with no hole
+/// on every replica; with the numbering of topics created before, each of
+/// Raft's own entries takes one offset, the same on every replica (a
+/// follower stores what it receives as its leader stored it).
+#[test]
+fn raft_entries_take_no_offset_unless_the_topic_predates_dense_offsets() {
+    for dense in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = SimCluster::with_offsets(dir.path(), 3, dense).unwrap();
+        let mut leader = sim.elect(200).unwrap();
+        let mut want = Vec::new();
+        for round in 0..4 {
+            let tag = format!("r{round}");
+            propose_all(&mut sim, leader, &tag, 5).unwrap();
+            want.extend(names(&tag, 5));
+            assert!(
+                sim.run_until(200, |s| all_agree(s) && committed_values(s, leader) == want)
+                    .unwrap(),
+                "round {round}"
+            );
+            sim.crash(leader);
+            let old = leader;
+            leader = sim.elect(300).unwrap();
+            sim.restart(old).unwrap();
+        }
+        let f = a_follower(&sim, leader);
+        sim.crash(f);
+        std::fs::remove_dir_all(sim.dir(f)).unwrap();
+        sim.restart(f).unwrap();
+        propose_all(&mut sim, leader, "last", 5).unwrap();
+        want.extend(names("last", 5));
+        assert!(
+            sim.run_until(300, |s| all_agree(s) && committed_values(s, f) == want)
+                .unwrap()
+        );
+        let own = sim
+            .log_of(leader)
+            .iter()
+            .filter(|(_, _, b)| BatchHeader::parse(b).unwrap().is_control())
+            .count() as i64;
+        assert!(own >= 5, "a leader entry per term: {own}");
+        for id in 1..=3 {
+            let offsets: Vec<i64> = sim.committed_data(id).iter().map(|(o, _)| *o).collect();
+            let hw = sim.replicas[&id].high_watermark();
+            if dense {
+                assert_eq!(offsets, (0..25).collect::<Vec<i64>>(), "replica {id}");
+                assert_eq!(hw, 25, "replica {id}: the end offset is the record count");
+            } else {
+                assert_eq!(offsets.len(), 25);
+                assert_eq!(
+                    hw,
+                    25 + own,
+                    "replica {id}: one offset per entry of Raft's own"
+                );
+            }
+        }
+    }
 }

@@ -17,7 +17,7 @@
 //! what matters. The connection is re-established with a capped backoff.
 //!
 //! ```text
-//! hello:  magic "SLRT" or "SLKF" (4) · version u16 (= 1) · sender node id u64
+//! hello:  magic "SLRT" or "SLKF" (4) · version u16 (= 2) · sender node id u64
 //! frame:  length u32 (of what follows) · count u32 ·
 //!         count × ( group length u16 · group (UTF-8) · message length u32 ·
 //!                   raft Message in protobuf )
@@ -52,8 +52,11 @@ use crate::security::tls::TlsContext;
 pub const MAGIC: &[u8; 4] = b"SLRT";
 /// The hello of a connection carrying Kafka requests from another broker.
 pub const KAFKA_MAGIC: &[u8; 4] = b"SLKF";
-/// The version of both hellos.
-pub const VERSION: u16 = 1;
+/// The version of both hellos. 2: Raft's own entries of topics created
+/// since take no offset, which a broker of version 1 would store as taking
+/// one, its offsets then differing from its group's; the two never connect
+/// (a cluster moves to this release all at once).
+pub const VERSION: u16 = 2;
 /// Bytes of a hello: magic, version, sender node id.
 pub const HELLO_LEN: usize = 14;
 /// How long an accepted connection may take to send its hello.
@@ -723,10 +726,14 @@ mod tests {
         for kind in [LinkKind::Raft, LinkKind::Kafka] {
             assert_eq!(parse_hello(&hello(kind, 42)), Ok((kind, 42)));
         }
-        assert_eq!(&hello(LinkKind::Kafka, 7)[..6], b"SLKF\x00\x01");
-        let mut newer = hello(LinkKind::Kafka, 7);
-        newer[5] = 2;
-        assert!(parse_hello(&newer).is_err());
+        assert_eq!(&hello(LinkKind::Kafka, 7)[..6], b"SLKF\x00\x02");
+        // Another version (an earlier release's 1, a later one's 3) is
+        // refused: their logs would number Raft's own entries otherwise.
+        for other in [1, 3] {
+            let mut h = hello(LinkKind::Kafka, 7);
+            h[5] = other;
+            assert!(parse_hello(&h).is_err());
+        }
         assert!(parse_hello(b"GET / HTTP/1.1").is_err());
         assert!(parse_hello(&[0u8; HELLO_LEN]).is_err());
     }

@@ -92,7 +92,9 @@ impl BatchHeader {
                 h.batch_length
             )));
         }
-        if h.last_offset_delta < 0 {
+        // -1 only on a control batch: a replicated log's own entry that
+        // takes no offset (see [`hide`]).
+        if h.last_offset_delta < 0 && !(h.last_offset_delta == -1 && h.is_control()) {
             return Err(StorageError::InvalidBatch(format!(
                 "negative last offset delta {}",
                 h.last_offset_delta
@@ -112,6 +114,12 @@ impl BatchHeader {
 
     pub fn next_offset(&self) -> i64 {
         self.last_offset() + 1
+    }
+
+    /// A batch that takes no offset (last offset delta -1, a control
+    /// batch): an entry of a replicated log's own that no reader sees.
+    pub fn is_hidden(&self) -> bool {
+        self.last_offset_delta == -1
     }
 
     pub fn is_control(&self) -> bool {
@@ -171,6 +179,22 @@ pub fn patched_prefix(batch: &[u8], base_offset: i64, leader_epoch: i32) -> [u8;
     p[0..8].copy_from_slice(&base_offset.to_be_bytes());
     p[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
     p
+}
+
+/// Makes a control batch one that takes no offset: its last offset delta
+/// becomes -1, so its base offset is also the offset after it and the next
+/// batch starts at the same offset. A replicated log stores its own entries
+/// (a new leader's empty entry, configuration changes, commands) this way:
+/// they hold a place in the log, never a Kafka offset, and reads never
+/// return them.
+pub fn hide(batch: &mut [u8]) {
+    debug_assert!(
+        i16_at(batch, 21) & ATTR_CONTROL != 0,
+        "only control batches hide"
+    );
+    batch[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Sets LogAppendTime on a copy of the batch: the timestamp-type bit and the max

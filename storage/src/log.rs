@@ -85,6 +85,8 @@ pub struct ReadResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentInfo {
     pub base_offset: i64,
+    /// Index of its first entry (see "Raft entries").
+    pub first_entry: u64,
     pub next_offset: i64,
     pub size_bytes: u64,
     pub max_timestamp: i64,
@@ -400,7 +402,10 @@ impl Log {
     pub fn roll(&mut self) -> Result<()> {
         let base = self.log_end_offset();
         let a = self.active();
-        if a.base_offset == base && a.entries() == 0 {
+        // An active segment with no offset yet (empty, or holding only
+        // hidden batches) stays: the new one would have its base offset,
+        // and its file name.
+        if a.base_offset == base {
             return Ok(());
         }
         let first_entry = a.first_entry + a.entries();
@@ -495,7 +500,7 @@ impl Log {
     /// Removes every batch whose base offset is `offset` or above. `offset` must be
     /// the log end offset or the base offset of a batch.
     pub fn truncate_to(&mut self, offset: i64) -> Result<()> {
-        if offset == self.log_end_offset() {
+        if offset == self.log_end_offset() && !self.ends_hidden_at(offset)? {
             return Ok(());
         }
         if offset < self.log_start_offset || offset > self.log_end_offset() {
@@ -505,10 +510,40 @@ impl Log {
                 log_end: self.log_end_offset(),
             });
         }
-        let i = self.segment_for(offset);
-        let entry = self.segments[i]
-            .entry_of(offset)?
+        let (i, entry) = self
+            .first_entry_at(offset)?
             .ok_or(StorageError::NotABatchBoundary(offset))?;
+        self.truncate_at(i, entry, offset)
+    }
+
+    /// Whether the log's last batch is a hidden one at `offset`.
+    fn ends_hidden_at(&self, offset: i64) -> Result<bool> {
+        if self.last_entry_index() < self.first_entry_index() {
+            return Ok(false);
+        }
+        let (s, e) = self.locate_entry(self.last_entry_index())?;
+        let h = self.segments[s].entry(e)?.0;
+        Ok(h.is_hidden() && h.base_offset == offset)
+    }
+
+    /// (segment, entry in it) of the first batch whose base offset is
+    /// `offset` (a hidden batch before a data batch at the same offset),
+    /// looking back into the segment before when `offset` is where the
+    /// next one starts (a hidden batch may close a segment).
+    fn first_entry_at(&self, offset: i64) -> Result<Option<(usize, usize)>> {
+        let i = self.segment_for(offset);
+        if i > 0
+            && self.segments[i - 1].next_offset() == offset
+            && let Some(e) = self.segments[i - 1].entry_of(offset)?
+        {
+            return Ok(Some((i - 1, e)));
+        }
+        Ok(self.segments[i].entry_of(offset)?.map(|e| (i, e)))
+    }
+
+    /// Removes entry `entry` of segment `i` (whose base offset is
+    /// `offset`) and everything after it.
+    fn truncate_at(&mut self, i: usize, entry: usize, offset: i64) -> Result<()> {
         while self.segments.len() > i + 1 {
             let s = self.segments.pop().expect("checked length");
             s.delete(&self.dir)?;
@@ -653,6 +688,7 @@ impl Log {
             .iter()
             .map(|s| SegmentInfo {
                 base_offset: s.base_offset,
+                first_entry: s.first_entry,
                 next_offset: s.next_offset(),
                 size_bytes: s.size(),
                 max_timestamp: s.max_timestamp(),
@@ -860,12 +896,12 @@ impl Log {
         self.entry_term(self.last_entry_index())
     }
 
-    /// Raft index of the batch whose base offset is `offset`.
+    /// Raft index of the first batch whose base offset is `offset` (a
+    /// hidden batch, if one starts there).
     pub fn entry_for_offset(&self, offset: i64) -> Result<Option<u64>> {
-        let i = self.segment_for(offset);
-        Ok(self.segments[i]
-            .entry_of(offset)?
-            .map(|e| self.segments[i].first_entry + e as u64))
+        Ok(self
+            .first_entry_at(offset)?
+            .map(|(i, e)| self.segments[i].first_entry + e as u64))
     }
 
     /// Removes entry `index` and everything after it.
@@ -875,6 +911,8 @@ impl Log {
         }
         let (s, e) = self.locate_entry(index)?;
         let offset = self.segments[s].entry(e)?.0.base_offset;
-        self.truncate_to(offset)
+        // By entry, not by offset: a data batch shares its base offset with
+        // a hidden batch just before it, which stays.
+        self.truncate_at(s, e, offset)
     }
 }

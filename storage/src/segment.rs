@@ -221,6 +221,15 @@ impl Segment {
 
     /// Records a batch at `pos` in the dense map and the sparse indexes.
     fn index_batch(&mut self, h: &BatchHeader, pos: u32) {
+        if h.is_hidden() {
+            // No offset of its own: the indexes never point at it (the
+            // batch after it starts at the same offset), so a lookup lands
+            // on data; `entry_of` finds it by scanning.
+            self.positions.push(pos);
+            self.size = self.size.max(pos as u64 + h.total_size() as u64);
+            self.bytes_since_index += h.total_size();
+            return;
+        }
         if self.bytes_since_index > self.index_interval {
             // Full indexes are caught by `is_full` before the next append.
             self.offset_index.append(h.base_offset, pos);
@@ -351,7 +360,9 @@ impl Segment {
         let mut end = start;
         while end < self.size as usize {
             let h = self.header_at(&o.map, end)?;
-            if end > start && end - start + h.total_size() > max_bytes {
+            // A hidden batch (never the first: it holds no offset `find_in`
+            // could land on) ends the run; the next read starts after it.
+            if end > start && (h.is_hidden() || end - start + h.total_size() > max_bytes) {
                 break;
             }
             end += h.total_size();
@@ -395,16 +406,30 @@ impl Segment {
 
     /// Index in the dense map of the batch starting at `offset`.
     pub fn entry_of(&self, offset: i64) -> Result<Option<usize>> {
-        if offset >= self.next_offset {
+        // At the segment's next offset only hidden batches can start.
+        if offset > self.next_offset || offset < self.base_offset {
             return Ok(None);
         }
         let o = self.open_file()?;
-        match self.find_in(&o.map, offset)? {
-            Some(pos) if self.header_at(&o.map, pos)?.base_offset == offset => {
-                Ok(self.positions.binary_search(&(pos as u32)).ok())
+        // The first batch starting at `offset`: a hidden batch there comes
+        // before the data batch that starts at the same offset. The index
+        // never points at a hidden batch, so the scan starts below `offset`.
+        let mut pos = if offset > self.base_offset {
+            self.offset_index.lookup(offset - 1).1
+        } else {
+            0
+        };
+        while (pos as u64) < self.size {
+            let h = self.header_at(&o.map, pos as usize)?;
+            if h.base_offset >= offset {
+                if h.base_offset > offset {
+                    return Ok(None);
+                }
+                return Ok(self.positions.binary_search(&pos).ok());
             }
-            _ => Ok(None),
+            pos += h.total_size() as u32;
         }
+        Ok(None)
     }
 
     /// Removes the batches from the `entry`-th on.

@@ -210,6 +210,7 @@ impl Log {
                 Ok(SealedSegment {
                     info: SegmentInfo {
                         base_offset: s.base_offset,
+                        first_entry: s.first_entry,
                         next_offset: s.next_offset(),
                         size_bytes: s.size(),
                         max_timestamp: s.max_timestamp(),
