@@ -188,8 +188,19 @@ impl Member {
     /// Commits the positions (of `only`, or all) that moved since the last
     /// commit; a failure is reported on stderr, the next commit tries again.
     async fn commit(&mut self, admin: &mut Admin, positions: &Positions, only: Option<&[i32]>) {
+        if let Err(e) = self.try_commit(admin, positions, only).await {
+            eprintln!("warning: {e}");
+        }
+    }
+
+    async fn try_commit(
+        &mut self,
+        admin: &mut Admin,
+        positions: &Positions,
+        only: Option<&[i32]>,
+    ) -> Result<(), CliError> {
         if self.epoch <= 0 {
-            return;
+            return Ok(());
         }
         let todo: BTreeMap<Tp, i64> = positions
             .iter()
@@ -199,7 +210,7 @@ impl Member {
             .map(|(p, o)| ((self.topic.clone(), *p), *o))
             .collect();
         if todo.is_empty() {
-            return;
+            return Ok(());
         }
         let member = (self.member_id.as_str(), self.epoch);
         match offsets::commit_as(admin, self.coordinator, &self.group, member, &todo).await {
@@ -207,20 +218,28 @@ impl Member {
                 for ((_, p), o) in todo {
                     self.committed.insert(p, o);
                 }
+                Ok(())
             }
             Err(e) => {
-                eprintln!("warning: {e}");
                 // The coordinator may have moved.
                 if let Ok(c) = admin.coordinator(&self.group).await {
                     self.coordinator = c;
                 }
+                Err(e)
             }
         }
     }
 
     /// The end: commits what was read, then leaves the group.
     pub async fn close(&mut self, admin: &mut Admin, positions: &Positions) {
-        self.commit(admin, positions, None).await;
+        if let Err(e) = self.try_commit(admin, positions, None).await {
+            // The member epoch may have moved on (STALE_MEMBER_EPOCH): once
+            // more with the one a heartbeat answers.
+            match self.heartbeat(admin).await {
+                Ok(Beat::Same | Beat::Assigned(_)) => self.commit(admin, positions, None).await,
+                _ => eprintln!("warning: {e}"),
+            }
+        }
         if self.epoch == JOIN && !self.assigned {
             // Never joined.
             return;
