@@ -120,10 +120,6 @@ impl Member {
         admin: &mut Admin,
         positions: &mut Positions,
     ) -> Result<Vec<i32>, CliError> {
-        if Instant::now() >= self.next_commit {
-            self.commit(admin, positions, None).await;
-            self.next_commit = Instant::now() + COMMIT_EVERY;
-        }
         let mut added: BTreeSet<i32> = BTreeSet::new();
         // Bounded: after an assignment is acknowledged, the next answer
         // normally brings nothing new.
@@ -167,6 +163,11 @@ impl Member {
                     }
                 }
             }
+        }
+        // After the heartbeat: a member fenced meanwhile has nothing to commit.
+        if Instant::now() >= self.next_commit {
+            self.commit(admin, positions, None).await;
+            self.next_commit = Instant::now() + COMMIT_EVERY;
         }
         Ok(added.into_iter().collect())
     }
