@@ -1,9 +1,16 @@
 //! `sluice consume`: Fetch from the partitions' leaders and print each
 //! message through a format template (kcat's `-f` tokens) or as JSON.
 //!
-//! With `--group`, reading starts at the group's committed offsets and the
-//! offsets read are committed at the end, as a client outside the group
-//! (no rebalance membership): the coordinator takes such commits only
+//! With `--group`, the CLI is a member of the group, as
+//! kafka-console-consumer or `kcat -G` are: it joins as a KIP-848 consumer
+//! (ConsumerGroupHeartbeat, see [`super::member`]), reads only the
+//! partitions the coordinator assigns it, from the group's committed
+//! offsets (or the start flags for partitions without one), and commits
+//! as it goes, before giving up a partition, and at the end, then leaves
+//! the group (on Ctrl-C and SIGTERM too). Several `sluice consume -g G`
+//! share the partitions. Against a broker without ConsumerGroupHeartbeat
+//! it reads every partition from the committed offsets and commits at the
+//! end as a client outside the group, which the coordinator takes only
 //! while the group has no active members.
 
 use std::collections::BTreeMap;
@@ -16,6 +23,7 @@ use kafka_protocol::records::{Record, RecordBatchDecoder};
 use serde_json::json;
 
 use super::admin::{Node, topic_name};
+use super::member::{Member, Positions};
 use super::offsets::{self, EARLIEST, LATEST, Tp};
 use super::output::{CliError, Progress, check};
 use super::{Admin, ClientArgs};
@@ -27,10 +35,12 @@ pub struct ConsumeArgs {
     pub client: ClientArgs,
     /// The topic to read.
     pub topic: String,
-    /// Only these partitions (repeatable; default: all).
+    /// Only these partitions (repeatable; default: all). Not with --group,
+    /// whose coordinator assigns the partitions.
     #[arg(long, short = 'p')]
     pub partition: Vec<i32>,
-    /// Start at each partition's earliest offset.
+    /// Start at each partition's earliest offset (with --group: where the
+    /// group has no committed offset).
     #[arg(long, group = "start")]
     pub from_beginning: bool,
     /// Start at this offset (with --partition, or in every partition).
@@ -39,14 +49,22 @@ pub struct ConsumeArgs {
     /// Start at the first message at or after this time (ms since the epoch).
     #[arg(long, group = "start")]
     pub timestamp: Option<i64>,
-    /// Start at this group's committed offsets (partitions without one:
-    /// the end, or --from-beginning) and commit what was read at the end.
+    /// Start at the first message at or after this time, ISO-8601:
+    /// 2026-12-01T10:00:00, optionally .SSS and a zone (Z, +01:00);
+    /// without a zone, UTC.
+    #[arg(long, group = "start")]
+    pub datetime: Option<String>,
+    /// Consume as a member of this group: read the partitions its
+    /// coordinator assigns, from the group's committed offsets (where none:
+    /// the start flags, else the end), commit what was read as it goes and
+    /// at the end, and leave the group on exit.
     #[arg(long, short = 'g')]
     pub group: Option<String>,
     /// Stop after this many messages.
     #[arg(long, short = 'c')]
     pub count: Option<u64>,
-    /// Stop at the end of every partition instead of waiting for more.
+    /// Stop at the end of every partition (with --group: of every partition
+    /// assigned) instead of waiting for more.
     #[arg(long, short = 'e')]
     pub exit: bool,
     /// Read only committed transactional messages.
@@ -59,10 +77,26 @@ pub struct ConsumeArgs {
     pub format: String,
 }
 
-/// Positions being read: partition → (next offset, leader).
-type Positions = BTreeMap<i32, i64>;
+impl ConsumeArgs {
+    /// --timestamp, or --datetime in ms since the epoch.
+    fn start_time(&self) -> Result<Option<i64>, CliError> {
+        match &self.datetime {
+            Some(d) => offsets::parse_datetime(d)
+                .map(Some)
+                .map_err(|e| CliError::Usage(format!("--datetime {e}"))),
+            None => Ok(self.timestamp),
+        }
+    }
+}
 
 pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
+    if args.group.is_some() && !args.partition.is_empty() {
+        return Err(CliError::Usage(
+            "--partition cannot go with --group: the group's coordinator assigns the partitions"
+                .into(),
+        ));
+    }
+    args.start_time()?;
     let mut admin = Admin::connect(&args.client).await?;
     let leaders: BTreeMap<i32, i32> = admin.leaders(&args.topic).await?.into_iter().collect();
     let parts: Vec<i32> = if args.partition.is_empty() {
@@ -78,11 +112,31 @@ pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
         }
         args.partition.clone()
     };
-    let tps: Vec<Tp> = parts.iter().map(|p| (args.topic.clone(), *p)).collect();
-    let mut positions = start(&mut admin, args, &tps).await?;
     let coordinator = match &args.group {
         Some(g) => Some(admin.coordinator(g).await?),
         None => None,
+    };
+    let mut member = None;
+    if let (Some(g), Some(c)) = (&args.group, coordinator) {
+        if admin
+            .version(c, ApiKey::ConsumerGroupHeartbeat, 0..=1)
+            .await
+            .is_ok()
+        {
+            member = Some(Member::new(g, &args.topic, c));
+        } else {
+            eprintln!(
+                "note: the broker does not serve ConsumerGroupHeartbeat (KIP-848): reading every partition from group {g}'s committed offsets, committing at the end as a client outside the group (refused while the group has active members)"
+            );
+        }
+    }
+    // A member reads what it is assigned, from the first heartbeat on.
+    let mut positions = match member {
+        Some(_) => Positions::new(),
+        None => {
+            let tps: Vec<Tp> = parts.iter().map(|p| (args.topic.clone(), *p)).collect();
+            start(&mut admin, args, &tps, None).await?
+        }
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut progress = if std::io::stdout().is_terminal() {
@@ -94,78 +148,113 @@ pub async fn run(args: &ConsumeArgs) -> Result<(), CliError> {
     // Ctrl-C or SIGTERM ends the read; a group still gets its commit.
     let mut stop = Stop::new();
     let mut at_end: BTreeMap<i32, bool> = BTreeMap::new();
-    'read: loop {
-        if args.count.is_some_and(|c| seen >= c) {
-            break;
-        }
-        if args.exit
-            && parts
-                .iter()
-                .all(|p| at_end.get(p).copied().unwrap_or(false))
-        {
-            break;
-        }
-        // One fetch per leader in turn.
-        let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
-        for p in &parts {
-            by_leader.entry(leaders[p]).or_default().push(*p);
-        }
-        for (leader, ps) in by_leader {
-            let r = tokio::select! {
-                r = fetch(&mut admin, args, leader, &ps, &positions) => Some(r?),
-                _ = stop.wait() => None,
-            };
-            let Some(r) = r else {
-                // The fetch's answer may still come on that connection.
-                admin.forget(Node::Id(leader));
-                break 'read;
-            };
-            for topic in r.responses {
-                for pd in topic.partitions {
-                    let p = pd.partition_index;
-                    check(
-                        || format!("cannot fetch {}-{p}", args.topic),
-                        pd.error_code,
-                        None,
-                    )?;
-                    let pos = positions
-                        .get_mut(&p)
-                        .expect("fetched partitions have positions");
-                    let mut records = pd.records.unwrap_or_default();
-                    for rec in decode(&mut records)? {
-                        if rec.control || rec.offset < *pos {
-                            *pos = (*pos).max(rec.offset + 1);
-                            continue;
-                        }
-                        *pos = rec.offset + 1;
-                        if args.count.is_some_and(|c| seen >= c) {
-                            continue;
-                        }
-                        write(&mut out, args, p, &rec).map_err(|e| {
-                            CliError::Failed(format!("cannot write to stdout: {e}"))
-                        })?;
-                        seen += 1;
-                        if let Some(pr) = &mut progress {
-                            pr.add(1);
-                        }
+    let result: Result<(), CliError> = async {
+        'read: loop {
+            if args.count.is_some_and(|c| seen >= c) {
+                break;
+            }
+            if let Some(m) = &mut member {
+                let added = m.tick(&mut admin, &mut positions).await?;
+                if !added.is_empty() {
+                    let committed = m.committed(&mut admin, &added).await?;
+                    let tps: Vec<Tp> = added.iter().map(|p| (args.topic.clone(), *p)).collect();
+                    positions.extend(start(&mut admin, args, &tps, Some(committed)).await?);
+                    for p in &added {
+                        at_end.remove(p);
                     }
-                    let end = if args.read_committed {
-                        pd.last_stable_offset
-                    } else {
-                        pd.high_watermark
-                    };
-                    at_end.insert(p, *pos >= end);
                 }
             }
-            out.flush()
-                .map_err(|e| CliError::Failed(format!("cannot write to stdout: {e}")))?;
+            if args.exit
+                && member.as_ref().is_none_or(Member::has_assignment)
+                && !positions.is_empty()
+                && positions
+                    .keys()
+                    .all(|p| at_end.get(p).copied().unwrap_or(false))
+            {
+                break;
+            }
+            if positions.is_empty() {
+                // A member with no partitions: until its next heartbeat.
+                let Some(m) = &member else { break };
+                tokio::select! {
+                    _ = tokio::time::sleep_until(m.next_beat()) => continue,
+                    _ = stop.wait() => break 'read,
+                }
+            }
+            // One fetch per leader in turn.
+            let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+            for p in positions.keys() {
+                let leader = *leaders.get(p).ok_or_else(|| {
+                    CliError::Failed(format!("no leader known for {}-{p}", args.topic))
+                })?;
+                by_leader.entry(leader).or_default().push(*p);
+            }
+            for (leader, ps) in by_leader {
+                let r = tokio::select! {
+                    r = fetch(&mut admin, args, leader, &ps, &positions) => Some(r?),
+                    _ = stop.wait() => None,
+                };
+                let Some(r) = r else {
+                    // The fetch's answer may still come on that connection.
+                    admin.forget(Node::Id(leader));
+                    break 'read;
+                };
+                for topic in r.responses {
+                    for pd in topic.partitions {
+                        let p = pd.partition_index;
+                        check(
+                            || format!("cannot fetch {}-{p}", args.topic),
+                            pd.error_code,
+                            None,
+                        )?;
+                        let pos = positions
+                            .get_mut(&p)
+                            .expect("fetched partitions have positions");
+                        let mut records = pd.records.unwrap_or_default();
+                        for rec in decode(&mut records)? {
+                            if rec.control || rec.offset < *pos {
+                                *pos = (*pos).max(rec.offset + 1);
+                                continue;
+                            }
+                            if args.count.is_some_and(|c| seen >= c) {
+                                continue;
+                            }
+                            *pos = rec.offset + 1;
+                            write(&mut out, args, p, &rec).map_err(|e| {
+                                CliError::Failed(format!("cannot write to stdout: {e}"))
+                            })?;
+                            seen += 1;
+                            if let Some(pr) = &mut progress {
+                                pr.add(1);
+                            }
+                        }
+                        let end = if args.read_committed {
+                            pd.last_stable_offset
+                        } else {
+                            pd.high_watermark
+                        };
+                        at_end.insert(p, *pos >= end);
+                    }
+                }
+                out.flush()
+                    .map_err(|e| CliError::Failed(format!("cannot write to stdout: {e}")))?;
+            }
         }
+        Ok(())
     }
+    .await;
     out.flush()
         .map_err(|e| CliError::Failed(format!("cannot write to stdout: {e}")))?;
     if let Some(pr) = &mut progress {
         pr.finish();
     }
+    if let Some(m) = &mut member {
+        // Even after an error: what was printed is committed, and the
+        // group need not wait out a session timeout.
+        m.close(&mut admin, &positions).await;
+        return result;
+    }
+    result?;
     if let (Some(g), Some(c)) = (&args.group, coordinator) {
         let done: BTreeMap<Tp, i64> = positions
             .iter()
@@ -208,11 +297,19 @@ impl Stop {
     }
 }
 
-/// Where each partition starts.
-async fn start(admin: &mut Admin, args: &ConsumeArgs, tps: &[Tp]) -> Result<Positions, CliError> {
+/// Where each partition starts: with a group, its committed offset
+/// (`committed`, or fetched when None); otherwise, or where the group has
+/// none, where the start flags say (the end by default).
+async fn start(
+    admin: &mut Admin,
+    args: &ConsumeArgs,
+    tps: &[Tp],
+    committed: Option<Positions>,
+) -> Result<Positions, CliError> {
+    let time = args.start_time()?;
     let spec = if args.from_beginning {
         EARLIEST
-    } else if let Some(ts) = args.timestamp {
+    } else if let Some(ts) = time {
         ts
     } else {
         LATEST
@@ -222,7 +319,7 @@ async fn start(admin: &mut Admin, args: &ConsumeArgs, tps: &[Tp]) -> Result<Posi
     for ((_, p), o) in &listed {
         pos.insert(*p, *o);
     }
-    if args.timestamp.is_some() {
+    if time.is_some() {
         // No message at or after the time: the end.
         let ends = offsets::list_offsets(admin, tps, LATEST).await?;
         for ((_, p), o) in ends {
@@ -236,15 +333,22 @@ async fn start(admin: &mut Admin, args: &ConsumeArgs, tps: &[Tp]) -> Result<Posi
             *p = o;
         }
     }
-    if let Some(g) = &args.group
-        && args.offset.is_none()
-        && args.timestamp.is_none()
-    {
-        let c = admin.coordinator(g).await?;
-        for ((t, p), o) in offsets::committed(admin, c, g).await? {
-            if t == args.topic && pos.contains_key(&p) {
-                pos.insert(p, o);
-            }
+    let committed = match (committed, &args.group) {
+        (Some(c), _) => c,
+        (None, Some(g)) => {
+            let c = admin.coordinator(g).await?;
+            offsets::committed(admin, c, g)
+                .await?
+                .into_iter()
+                .filter(|((t, _), _)| *t == args.topic)
+                .map(|((_, p), o)| (p, o))
+                .collect()
+        }
+        (None, None) => Positions::new(),
+    };
+    for (p, o) in committed {
+        if let Some(slot) = pos.get_mut(&p) {
+            *slot = o;
         }
     }
     Ok(pos)

@@ -55,6 +55,11 @@ pub struct ResetArgs {
     /// To the first offset at or after this time (ms since the epoch).
     #[arg(long, group = "to")]
     pub to_timestamp: Option<i64>,
+    /// To the first offset at or after this time, ISO-8601 as
+    /// kafka-consumer-groups takes it: 2026-12-01T10:00:00, optionally .SSS
+    /// and a zone (Z, +01:00); without a zone, UTC.
+    #[arg(long, group = "to")]
+    pub to_datetime: Option<String>,
     /// To this offset (kept within each partition's earliest and end offsets).
     #[arg(long, group = "to")]
     pub to_offset: Option<i64>,
@@ -373,6 +378,13 @@ async fn reset_partitions(
 
 async fn reset(admin: &mut Admin, args: &ResetArgs, json: bool) -> Result<(), CliError> {
     let group = &args.group;
+    let to_time = match &args.to_datetime {
+        Some(d) => Some(
+            offsets::parse_datetime(d)
+                .map_err(|e| CliError::Usage(format!("--to-datetime {e}")))?,
+        ),
+        None => args.to_timestamp,
+    };
     let coordinator = admin.coordinator(group).await?;
     let g = described(admin, coordinator, group).await?;
     if !args.dry_run && !g.is_empty() {
@@ -391,7 +403,7 @@ async fn reset(admin: &mut Admin, args: &ResetArgs, json: bool) -> Result<(), Cl
     }
     let earliest = offsets::list_offsets(admin, &tps, EARLIEST).await?;
     let latest = offsets::list_offsets(admin, &tps, LATEST).await?;
-    let by_time = match args.to_timestamp {
+    let by_time = match to_time {
         Some(ts) => Some(offsets::list_offsets(admin, &tps, ts).await?),
         None => None,
     };

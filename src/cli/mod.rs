@@ -18,6 +18,7 @@ pub mod cluster;
 pub mod config;
 pub mod consume;
 pub mod group;
+pub mod member;
 pub mod offsets;
 pub mod output;
 pub mod produce;

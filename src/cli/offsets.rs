@@ -144,16 +144,29 @@ pub async fn commit(
     group: &str,
     offsets: &BTreeMap<Tp, i64>,
 ) -> Result<(), CliError> {
+    commit_as(admin, coordinator, group, ("", -1), offsets).await
+}
+
+/// Commits `offsets` for `group` as `member` (member id, and its member
+/// epoch or generation; ("", -1) from outside the group).
+pub async fn commit_as(
+    admin: &mut Admin,
+    coordinator: Node,
+    group: &str,
+    member: (&str, i32),
+    offsets: &BTreeMap<Tp, i64>,
+) -> Result<(), CliError> {
     let mut topics: BTreeMap<&str, Vec<(i32, i64)>> = BTreeMap::new();
     for ((t, p), o) in offsets {
         topics.entry(t).or_default().push((*p, *o));
     }
     let (r, _): (OffsetCommitResponse, _) = admin
-        .call(coordinator, ApiKey::OffsetCommit, 2..=8, |_| {
+        // v9: what Kafka asks of KIP-848 members.
+        .call(coordinator, ApiKey::OffsetCommit, 2..=9, |_| {
             OffsetCommitRequest::default()
                 .with_group_id(GroupId(str_bytes(group)))
-                .with_generation_id_or_member_epoch(-1)
-                .with_member_id(str_bytes(""))
+                .with_generation_id_or_member_epoch(member.1)
+                .with_member_id(str_bytes(member.0))
                 .with_retention_time_ms(-1)
                 .with_topics(
                     topics
@@ -192,4 +205,162 @@ pub async fn commit(
         }
     }
     Ok(())
+}
+
+/// Milliseconds since the epoch of an ISO-8601 date and time as Kafka's
+/// kafka-consumer-groups takes it: `YYYY-MM-DDTHH:MM:SS`, optionally
+/// `.SSS` (1 to 9 digits, cut to milliseconds) and a zone `Z`, `+HH:MM`,
+/// `+HHMM` or `+HH` (or `-`); without a zone, UTC.
+pub fn parse_datetime(s: &str) -> Result<i64, String> {
+    let bad = || {
+        format!(
+            "{s}: expected an ISO-8601 date and time such as 2026-12-01T10:00:00, 2026-12-01T10:00:00.250Z or 2026-12-01T10:00:00+01:00"
+        )
+    };
+    let b = s.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let d = b.get(r).ok_or_else(bad)?;
+        if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        Ok(d.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0')))
+    };
+    let sep = |i: usize, c: u8| {
+        b.get(i)
+            .is_some_and(|x| *x == c || (c == b'T' && *x == b't'))
+    };
+    if b.len() < 19
+        || !(sep(4, b'-') && sep(7, b'-') && sep(10, b'T') && sep(13, b':') && sep(16, b':'))
+    {
+        return Err(bad());
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&mo)
+        || d < 1
+        || d > days_in[(mo - 1) as usize]
+        || h > 23
+        || mi > 59
+        || sec > 59
+    {
+        return Err(bad());
+    }
+    let mut i = 19;
+    let mut ms = 0;
+    if b.get(i) == Some(&b'.') {
+        let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&digits) {
+            return Err(bad());
+        }
+        let frac = num(i + 1..i + 1 + digits.min(3))?;
+        ms = frac * 10i64.pow(3 - digits.min(3) as u32);
+        i += 1 + digits;
+    }
+    let offset_min = match &b[i..] {
+        [] | [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (hh, mm) = match rest.len() {
+                2 => (num(i + 1..i + 3)?, 0),
+                4 => (num(i + 1..i + 3)?, num(i + 3..i + 5)?),
+                5 if rest[2] == b':' => (num(i + 1..i + 3)?, num(i + 4..i + 6)?),
+                _ => return Err(bad()),
+            };
+            if hh > 18 || mm > 59 {
+                return Err(bad());
+            }
+            let m = hh * 60 + mm;
+            if *sign == b'-' { -m } else { m }
+        }
+        _ => return Err(bad()),
+    };
+    // Days from 1970-01-01 to y-mo-d (proleptic Gregorian calendar).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_min * 60;
+    Ok(secs * 1000 + ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_datetime;
+
+    #[test]
+    fn datetimes_in_utc_and_with_zones() {
+        assert_eq!(parse_datetime("1970-01-01T00:00:00"), Ok(0));
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20Z"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20.123"),
+            Ok(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20.5Z"),
+            Ok(1_700_000_000_500)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T22:13:20.123456789Z"),
+            Ok(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T23:13:20+01:00"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-14T21:43:20-0030"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2023-11-15T00:13:20+02"),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_datetime("2024-02-29T00:00:00Z"),
+            Ok(1_709_164_800_000)
+        );
+        assert_eq!(parse_datetime("2026-12-01T10:00:00"), Ok(1_796_119_200_000));
+        assert_eq!(parse_datetime("1969-12-31T23:59:59Z"), Ok(-1000));
+    }
+
+    #[test]
+    fn malformed_datetimes_are_refused() {
+        for s in [
+            "",
+            "2026-12-01",
+            "2026-12-01 10:00:00",
+            "2026-13-01T10:00:00",
+            "2023-02-29T10:00:00",
+            "2026-12-01T24:00:00",
+            "2026-12-01T10:00:00.",
+            "2026-12-01T10:00:00+1",
+            "2026-12-01T10:00:00 UTC",
+            "1700000000000",
+        ] {
+            assert!(parse_datetime(s).is_err(), "{s}");
+        }
+    }
 }

@@ -14,7 +14,7 @@ import time
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from conftest import create_topic, free_port, running_broker
+from conftest import GROUP_CONFIG, create_topic, free_port, running_broker
 
 
 def cli(broker, *args, stdin=None, timeout=60, bootstrap=None, env=None):
@@ -158,6 +158,31 @@ def test_group_describe_lag_and_reset_offsets_seen_by_confluent(tmp_path):
         plan = js(b, "group", "reset-offsets", "billing", "--topic", "events", "--to-timestamp", str(now_ms))
         assert [o["new"] for o in plan["offsets"]] == [10, 10]
 
+        # --to-datetime (ISO-8601, UTC without a zone) moves offsets as
+        # --to-timestamp does; --datetime starts a consume there too.
+        create_topic(b.bootstrap, "timed", partitions=1)
+        p = Producer({"bootstrap.servers": b.bootstrap})
+        for i in range(10):  # 1 s apart from 2023-11-14T22:13:20Z
+            p.produce("timed", value=f"t{i}".encode(), partition=0, timestamp=1_700_000_000_000 + i * 1000)
+        assert p.flush(30) == 0
+        for when, ts, expected in [
+            ("2023-11-14T22:13:25", 1_700_000_005_000, 5),
+            ("2023-11-14T22:13:25.001Z", 1_700_000_005_001, 6),
+            ("2023-11-14T23:13:22.500+01:00", 1_700_000_002_500, 3),
+            ("1970-01-01T00:00:00Z", 0, 0),
+            ("2030-01-01T00:00:00", 1_893_456_000_000, 10),
+        ]:
+            by_time = js(b, "group", "reset-offsets", "timer", "--topic", "timed", "--to-timestamp", str(ts))
+            by_date = js(b, "group", "reset-offsets", "timer", "--topic", "timed", "--to-datetime", when)
+            assert [o["new"] for o in by_date["offsets"]] == [o["new"] for o in by_time["offsets"]] == [expected], when
+        assert lag_by_partition(js(b, "group", "describe", "timer"))[("timed", 0)] == (10, 10, 0)
+        out = ok(b, "consume", "timed", "--datetime", "2023-11-14T22:13:27Z", "-e", "-f", "%o=%s\\n")
+        assert out.splitlines() == ["7=t7", "8=t8", "9=t9"]
+        for bad in ("2023-11-14", "yesterday", "2023-11-14T25:00:00"):
+            out = cli(b, "group", "reset-offsets", "timer", "--topic", "timed", "--to-datetime", bad)
+            assert out.returncode == 2 and "--to-datetime" in out.stderr, (bad, out.stderr)
+        assert cli(b, "consume", "timed", "--datetime", "soon", "-e").returncode == 2
+
         # Not while the group has members.
         member = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "billing", "session.timeout.ms": 6000})
         member.subscribe(["events"])
@@ -239,6 +264,10 @@ def test_consume_formats_offsets_and_groups(tmp_path):
         produce(b.bootstrap, "feed", [(1, None, b"late")])
         assert ok(b, "consume", "feed", "-g", "tail", "-e") == "late\n"
 
+        # The group assigns the partitions: --partition with it is bad usage.
+        out = cli(b, "consume", "feed", "-g", "tail", "-p", "0", "-e")
+        assert out.returncode == 2 and "--partition" in out.stderr
+
         # Following (no -e) until SIGTERM: what was read is still committed.
         follower = subprocess.Popen(
             [b.bin, "consume", "feed", "-g", "follow", "--from-beginning"],
@@ -250,6 +279,126 @@ def test_consume_formats_offsets_and_groups(tmp_path):
         assert follower.wait(15) == 0
         desc = js(b, "group", "describe", "follow")
         assert desc["total_lag"] == 0 and len(desc["offsets"]) == 2
+
+
+def produce_keyed(bootstrap, topic, keys):
+    """One message a key, partitioned by key; key → partition."""
+    where = {}
+    p = Producer({"bootstrap.servers": bootstrap})
+    for k in keys:
+        p.produce(topic, key=k.encode(), value=k.encode(),
+                  on_delivery=lambda err, msg: where.__setitem__(msg.key().decode(), msg.partition()))
+    assert p.flush(30) == 0
+    return where
+
+
+def start_consume(b, tmp_path, name, *args):
+    """A `sluice consume` in the background, its stdout in a file."""
+    out = open(tmp_path / f"{name}.out", "w")
+    err = open(tmp_path / f"{name}.err", "w")
+    proc = subprocess.Popen([b.bin, "consume", *args], stdout=out, stderr=err,
+                            env={**os.environ, "SLUICE_BOOTSTRAP": b.bootstrap})
+    out.close()
+    err.close()
+    return proc
+
+
+def lines_of(tmp_path, name):
+    return (tmp_path / f"{name}.out").read_text().splitlines()
+
+
+def wait_for(what, cond, timeout=30.0, step=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = cond()
+        if got:
+            return got
+        (step or (lambda: time.sleep(0.2)))()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def stop(proc, tmp_path, name):
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(20)
+    assert code == 0, (tmp_path / f"{name}.err").read_text()
+
+
+def test_two_cli_consumers_in_one_group_split_the_partitions(tmp_path):
+    with running_broker(tmp_path, GROUP_CONFIG) as b:
+        create_topic(b.bootstrap, "shared", partitions=4)
+        keys = [f"key-{i}" for i in range(40)]
+        where = produce_keyed(b.bootstrap, "shared", keys[:20])
+        fmt = ["-f", "%p:%o:%k\\n"]
+        procs = {n: start_consume(b, tmp_path, n, "shared", "-g", "duo", "--from-beginning", *fmt)
+                 for n in ("one", "two")}
+
+        # Both are members of the group, two partitions each.
+        def split():
+            d = js(b, "group", "describe", "duo")
+            ok_ = (d["type"] == "consumer" and len(d["members"]) == 2
+                   and sorted(len(m["assigned"]) for m in d["members"]) == [2, 2])
+            return d if ok_ else None
+        desc = wait_for("two members with two partitions each", split)
+        owned = [{a["partition"] for a in m["assigned"]} for m in desc["members"]]
+        assert owned[0] | owned[1] == {0, 1, 2, 3} and not owned[0] & owned[1]
+
+        where.update(produce_keyed(b.bootstrap, "shared", keys[20:]))
+        assert set(where.values()) == {0, 1, 2, 3}  # the keys spread
+        wait_for("all 40 records", lambda: sum(len(lines_of(tmp_path, n)) for n in procs) >= 40)
+        for n, proc in procs.items():
+            stop(proc, tmp_path, n)
+
+        # Each record exactly once, from the partition its key went to.
+        printed = [line.split(":") for n in procs for line in lines_of(tmp_path, n)]
+        assert sorted(k for _, _, k in printed) == sorted(keys)
+        assert all(int(p) == where[k] for p, _, k in printed)
+        assert len({(p, o) for p, o, _ in printed}) == 40
+        # Records produced once both were members: each read its own partitions.
+        late = [{int(p) for p, _, k in (line.split(":") for line in lines_of(tmp_path, n)) if k in keys[20:]}
+                for n in procs]
+        assert sorted(map(sorted, late)) == sorted(map(sorted, owned))
+
+        # Stopped by SIGTERM: they committed everything and left.
+        desc = js(b, "group", "describe", "duo")
+        assert desc["members"] == []
+        assert all(o["committed"] == o["end"] for o in desc["offsets"]) and len(desc["offsets"]) == 4
+        assert sum(o["end"] for o in desc["offsets"]) == 40
+
+
+def test_cli_consumer_and_confluent_kip848_consumer_share_a_group(tmp_path):
+    with running_broker(tmp_path, GROUP_CONFIG) as b:
+        create_topic(b.bootstrap, "mixed", partitions=4)
+        c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "mix", "group.protocol": "consumer",
+                      "auto.offset.reset": "earliest"})
+        c.subscribe(["mixed"])
+        got = []
+
+        def poll():
+            for m in c.consume(num_messages=100, timeout=0.2):
+                assert not m.error(), m.error()
+                got.append(m)
+        wait_for("confluent's assignment", lambda: len(c.assignment()) == 4, step=poll)
+
+        cli_proc = start_consume(b, tmp_path, "cli", "mixed", "-g", "mix", "-f", "%p:%o:%k\\n")
+
+        def split():
+            d = js(b, "group", "describe", "mix")
+            return (len(d["members"]) == 2 and len(c.assignment()) == 2
+                    and sorted(len(m["assigned"]) for m in d["members"]) == [2, 2])
+        wait_for("the partitions split between confluent and the CLI", split, step=poll)
+
+        keys = [f"key-{i}" for i in range(40)]
+        where = produce_keyed(b.bootstrap, "mixed", keys)
+        wait_for("all 40 records", lambda: len(got) + len(lines_of(tmp_path, "cli")) >= 40, step=poll)
+        stop(cli_proc, tmp_path, "cli")
+        c.close()
+
+        theirs = {m.key().decode(): m.partition() for m in got}
+        ours = {line.split(":")[2]: int(line.split(":")[0]) for line in lines_of(tmp_path, "cli")}
+        assert sorted([*theirs, *ours]) == sorted(keys)  # each once
+        assert not set(theirs.values()) & set(ours.values())  # different partitions
+        assert ours and theirs
+        assert all(where[k] == p for k, p in {**theirs, **ours}.items())
 
 
 def test_unreachable_broker_exits_3_within_timeout(tmp_path):
