@@ -15,7 +15,7 @@
 //! whether the proposal won). The broker opens and closes its partition
 //! replicas to match the image ([`crate::broker::Broker::reconcile`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +65,9 @@ pub struct Cluster {
     /// Each voter's host as `controller.quorum.voters` writes it: the name
     /// its certificate is checked against.
     voter_hosts: HashMap<u64, String>,
+    /// When (ms since the epoch) the brokers' liveness was last reviewed
+    /// here as the active controller.
+    liveness_reviewed: AtomicU64,
 }
 
 /// How long without a controller leader before a broker counts itself cut
@@ -147,6 +150,7 @@ impl Cluster {
             kafka_links: std::sync::Mutex::new(Some(kafka_rx)),
             internal_tls,
             voter_hosts,
+            liveness_reviewed: AtomicU64::new(0),
         }))
     }
 
@@ -228,6 +232,60 @@ impl Cluster {
         self.controller().is_none()
             && now_ms().saturating_sub(self.quorum_seen.load(Ordering::Relaxed))
                 > CUT_OFF_AFTER.as_millis() as u64
+    }
+
+    /// As the active controller (caught up with the quorum), at most every
+    /// `every`: fences the registered brokers not heard from for `session`
+    /// (`broker.session.timeout.ms`) and unfences those heard again, by
+    /// proposing the whole fenced set when it differs from the image's.
+    /// Brokers hear from each other on every Raft tick (a ping when there is
+    /// nothing else to send), so silence means the broker is down or cut
+    /// off. A lost proposal is made again at the next review.
+    pub fn review_liveness(&self, session: Duration, every: Duration) {
+        if !self.is_active_controller() || !self.caught_up() {
+            return;
+        }
+        let now = now_ms();
+        if now.saturating_sub(self.liveness_reviewed.load(Ordering::Relaxed))
+            < every.as_millis() as u64
+        {
+            return;
+        }
+        self.liveness_reviewed.store(now, Ordering::Relaxed);
+        let heard = self.host.peers_heard();
+        let at = std::time::Instant::now();
+        let silent = |id: &u64| {
+            heard
+                .get(id)
+                .is_some_and(|&t| at.saturating_duration_since(t) > session)
+        };
+        let (want, have): (BTreeSet<u64>, BTreeSet<u64>) = self.with_image(|img| {
+            let want = img
+                .brokers
+                .keys()
+                .filter(|&&id| id != self.me && silent(&id))
+                .copied()
+                .collect();
+            (want, img.fenced.clone())
+        });
+        if want == have {
+            return;
+        }
+        for id in want.difference(&have) {
+            tracing::warn!(
+                broker = id,
+                session_ms = session.as_millis() as u64,
+                "fencing a broker not heard from for broker.session.timeout.ms"
+            );
+        }
+        for id in have.difference(&want) {
+            tracing::info!(broker = id, "unfencing a broker heard from again");
+        }
+        let record = MetadataRecord::FenceBrokers {
+            fenced: want.into_iter().collect(),
+        };
+        self.host
+            .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));
     }
 
     /// Proposes `record` (again every half second, until `done` holds for

@@ -120,6 +120,16 @@ pub struct Config {
     /// without a leader.
     #[serde(rename = "raft.tick.ms")]
     pub raft_tick_ms: u64,
+    /// A broker the active controller has not heard from for this long is
+    /// fenced: gone from Metadata, DescribeCluster and every ISR until it
+    /// is heard again (Kafka's default, 9 s).
+    #[serde(rename = "broker.session.timeout.ms")]
+    pub broker_session_timeout_ms: u64,
+    /// How often the active controller reviews which brokers it hears
+    /// from (Kafka's default, 2 s). Brokers hear from each other on every
+    /// Raft tick.
+    #[serde(rename = "broker.heartbeat.interval.ms")]
+    pub broker_heartbeat_interval_ms: u64,
     #[serde(rename = "offsets.topic.replication.factor")]
     pub offsets_topic_replication_factor: i16,
     #[serde(rename = "max.connections")]
@@ -267,6 +277,8 @@ impl Default for Config {
             admin_listen: "127.0.0.1:9644".into(),
             metrics_topic_labels_enable: true,
             raft_tick_ms: 100,
+            broker_session_timeout_ms: 9000,
+            broker_heartbeat_interval_ms: 2000,
             offsets_topic_replication_factor: 3,
             max_connections: 10_000,
             socket_request_max_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
@@ -607,6 +619,14 @@ impl Config {
                 self.controller_voters.clone().unwrap_or_default(),
             ),
             ("raft.tick.ms", self.raft_tick_ms.to_string()),
+            (
+                "broker.session.timeout.ms",
+                self.broker_session_timeout_ms.to_string(),
+            ),
+            (
+                "broker.heartbeat.interval.ms",
+                self.broker_heartbeat_interval_ms.to_string(),
+            ),
             (
                 "offsets.topic.replication.factor",
                 self.offsets_topic_replication_factor.to_string(),

@@ -59,7 +59,13 @@ impl Broker {
         crate::topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
         let image = c.image();
-        let brokers: Vec<u64> = image.brokers.keys().copied().collect();
+        // Fenced brokers get no new replicas, as in Kafka.
+        let brokers: Vec<u64> = image
+            .brokers
+            .keys()
+            .filter(|id| !image.fenced.contains(id))
+            .copied()
+            .collect();
         let assignment = metadata::assign(
             name,
             0,
@@ -168,7 +174,13 @@ impl Broker {
                 format!("topic '{name}' has {current} partitions; asked for {total}"),
             ));
         }
-        let brokers: Vec<u64> = image.brokers.keys().copied().collect();
+        // Fenced brokers get no new replicas, as in Kafka.
+        let brokers: Vec<u64> = image
+            .brokers
+            .keys()
+            .filter(|id| !image.fenced.contains(id))
+            .copied()
+            .collect();
         let rf = info.assignment.first().map_or(1, Vec::len);
         let added = metadata::assign(
             name,
@@ -365,6 +377,29 @@ impl Broker {
         })
     }
 
+    /// Brokers the active controller fenced (not heard from for
+    /// `broker.session.timeout.ms`): out of the broker lists and every ISR.
+    pub fn fenced(&self) -> std::collections::BTreeSet<i32> {
+        match &self.cluster {
+            Some(c) => c.with_image(|img| img.fenced.iter().map(|&id| id as i32).collect()),
+            None => Default::default(),
+        }
+    }
+
+    /// A partition's in-sync replicas as Metadata reports them: its
+    /// replicas but the fenced brokers (Raft has no ISR of its own: any
+    /// voter holding the committed log can be elected).
+    pub fn in_sync(
+        replicas: &[kafka_protocol::messages::BrokerId],
+        fenced: &std::collections::BTreeSet<i32>,
+    ) -> Vec<kafka_protocol::messages::BrokerId> {
+        replicas
+            .iter()
+            .filter(|r| !fenced.contains(&r.0))
+            .copied()
+            .collect()
+    }
+
     /// The brokers clients of the first listener can reach: (node id,
     /// host, port). See [`Self::brokers_on`].
     pub fn brokers(&self) -> Vec<(i32, String, i32)> {
@@ -416,6 +451,7 @@ impl Broker {
                     img.brokers
                         .iter()
                         .filter(|(id, _)| **id as i32 != self.node_id())
+                        .filter(|(id, _)| !img.fenced.contains(id))
                         .filter_map(|(id, b)| {
                             let (host, port) = b.endpoint(listener)?;
                             Some((*id as i32, host, port as i32))
@@ -513,6 +549,10 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
         cluster.note_quorum();
+        cluster.review_liveness(
+            Duration::from_millis(b.config.broker_session_timeout_ms),
+            Duration::from_millis(b.config.broker_heartbeat_interval_ms),
+        );
         let topics = b.topics();
         let mut leaders = Vec::new();
         let now = std::time::Instant::now();

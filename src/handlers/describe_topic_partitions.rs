@@ -22,6 +22,7 @@ pub async fn handle(
 ) -> DescribeTopicPartitionsResponse {
     let broker = &ctx.broker;
     let node = broker.node_id();
+    let fenced = broker.fenced();
     // Topics in name order: all of them, or those asked for.
     let mut names: Vec<String> = if req.topics.is_empty() {
         // All of them: those the principal may describe.
@@ -104,8 +105,9 @@ pub async fn handle(
                 .with_partition_index(part.index)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
                 .with_leader_epoch(epoch)
-                // Raft has no ISR: every voter with the committed log can lead.
-                .with_isr_nodes(replicas.clone())
+                // Raft has no ISR: every voter with the committed log can
+                // lead; fenced brokers are out.
+                .with_isr_nodes(crate::broker::Broker::in_sync(&replicas, &fenced))
                 .with_replica_nodes(replicas)
                 .with_eligible_leader_replicas(Some(Vec::new()))
                 .with_last_known_elr(Some(Vec::new()));

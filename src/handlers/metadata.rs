@@ -25,8 +25,9 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
     let mut topics = Vec::new();
     // KIP-430: the topics' operations this principal may perform, when asked.
     let with_ops = ctx.version >= 8 && req.include_topic_authorized_operations;
+    let fenced = broker.fenced();
     let described = |t: &Topic| {
-        let mut d = describe(t, node, ctx.version);
+        let mut d = describe(t, node, ctx.version, &fenced);
         if with_ops {
             d.topic_authorized_operations = ctx.authorized_operations(ResourceType::Topic, &t.name);
         }
@@ -144,8 +145,14 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 /// In a cluster the leader is the Raft leader as this broker knows it
 /// (LEADER_NOT_AVAILABLE while there is none), the epoch its term. Raft has
 /// no ISR: every voter with the committed log can be elected, so the ISR
-/// reported is the replica set.
-fn describe(t: &Topic, node: BrokerId, version: i16) -> MetadataResponseTopic {
+/// reported is the replica set but the fenced brokers, which are the
+/// offline replicas (v5+).
+fn describe(
+    t: &Topic,
+    node: BrokerId,
+    version: i16,
+    fenced: &std::collections::BTreeSet<i32>,
+) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -159,8 +166,15 @@ fn describe(t: &Topic, node: BrokerId, version: i16) -> MetadataResponseTopic {
             let mut p = MetadataResponsePartition::default()
                 .with_partition_index(part.index)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
-                .with_isr_nodes(replicas.clone())
-                .with_replica_nodes(replicas);
+                .with_isr_nodes(crate::broker::Broker::in_sync(&replicas, fenced))
+                .with_replica_nodes(replicas.clone());
+            if version >= 5 {
+                p.offline_replicas = replicas
+                    .iter()
+                    .filter(|r| fenced.contains(&r.0))
+                    .copied()
+                    .collect();
+            }
             if leader.is_none() {
                 p.error_code = ResponseError::LeaderNotAvailable.code();
             }

@@ -696,15 +696,17 @@ impl Partition {
         // Committed, or no longer this term's leader: then the outcome is
         // not this broker's to tell, and the producer retries at the new
         // leader (as Kafka answers pending writes when a leader steps down).
+        // By entry index, not by offset: one of Raft's own entries (a
+        // DeleteRecords command) takes no offset, so the high watermark
+        // does not move when it commits.
         let mut rx = self.status.subscribe();
-        let settled =
-            rx.wait_for(|s| s.high_watermark > r.last_offset || !s.is_leader || s.term != term);
+        let settled = rx.wait_for(|s| s.commit_index >= index || !s.is_leader || s.term != term);
         let s = match tokio::time::timeout(timeout, settled).await {
             Ok(Ok(s)) => *s,
             Ok(Err(_)) => return Err(BrokerError::NotLeaderOrFollower),
             Err(_) => return Err(BrokerError::RequestTimedOut),
         };
-        if s.high_watermark <= r.last_offset {
+        if s.commit_index < index {
             tracing::info!(partition = ?self, index, term, "leadership lost before an append committed");
             return Err(BrokerError::NotLeaderOrFollower);
         }

@@ -343,7 +343,7 @@ impl Partition {
         offset: i64,
         timeout: std::time::Duration,
     ) -> Result<i64, BrokerError> {
-        let proposal = {
+        let (proposal, target) = {
             let mut state = self.lock();
             let start = self.serving()?.log_start_offset();
             let target = self.delete_records_target(offset, start)?;
@@ -352,10 +352,10 @@ impl Partition {
             }
             let p = blocking(|| r.host.propose_command(&r.group, Command::LogStart(target)))
                 .map_err(replica_error)?;
-            // The command took an entry (and an offset) the produce path's
-            // predictions did not count on.
+            // The command took an entry the produce path's predictions did
+            // not count on.
             state.next = None;
-            p
+            (p, target)
         };
         let appended = AppendResult {
             last_offset: proposal.last_offset,
@@ -363,6 +363,13 @@ impl Partition {
             ..AppendResult::default()
         };
         self.wait_acked(&appended, timeout).await?;
+        // Committed: the command is carried out when Raft hands the entry
+        // over as committed, usually in the round whose status told of the
+        // commit, at the latest in a following one.
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.log_start_offset() < target && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         Ok(self.log_start_offset())
     }
 

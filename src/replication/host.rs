@@ -98,6 +98,8 @@ enum Input {
 struct Shared {
     status: Arc<Mutex<HashMap<String, GroupStatus>>>,
     quiet: Arc<std::sync::atomic::AtomicUsize>,
+    /// When each peer was last heard from (copied every tick).
+    heard: Arc<Mutex<HashMap<u64, Instant>>>,
 }
 
 /// Handle on a running host.
@@ -275,6 +277,16 @@ impl Host {
 
     pub fn status(&self, group: &str) -> Option<GroupStatus> {
         self.shared.status.lock().ok()?.get(group).copied()
+    }
+
+    /// When each peer was last heard from (any message, the pings every
+    /// tick included), as of the last tick.
+    pub fn peers_heard(&self) -> HashMap<u64, Instant> {
+        self.shared
+            .heard
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_default()
     }
 
     /// How many of this host's groups were quiet at the last tick.
@@ -588,6 +600,10 @@ fn drive(
                     ..Default::default()
                 };
                 sender.send("", ping);
+            }
+            if let Ok(mut heard) = shared.heard.lock() {
+                heard.clear();
+                heard.extend(liveness.peers.iter().map(|(&id, p)| (id, p.heard)));
             }
             for peer in liveness.went_down(now) {
                 let woken = wake_for(peer, true, &mut groups, &mut touched);

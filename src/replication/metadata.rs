@@ -104,6 +104,13 @@ pub enum MetadataRecord {
     DeleteAcls {
         acls: Vec<AclBinding>,
     },
+    /// The brokers fenced now (the whole set, replacing the one before):
+    /// the active controller has not heard from them for
+    /// `broker.session.timeout.ms`. They leave Metadata, DescribeCluster
+    /// and every ISR until it hears from them again.
+    FenceBrokers {
+        fenced: Vec<u64>,
+    },
 }
 
 /// One credential change of `AlterScramCredentials`.
@@ -171,6 +178,8 @@ pub struct ClusterImage {
     pub acls: Arc<BTreeSet<AclBinding>>,
     /// Users' SCRAM credentials.
     pub scram_credentials: CredentialMap,
+    /// Brokers fenced (see [`MetadataRecord::FenceBrokers`]).
+    pub fenced: BTreeSet<u64>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -317,6 +326,10 @@ impl ClusterImage {
                 }
                 Ok(())
             }
+            MetadataRecord::FenceBrokers { fenced } => {
+                self.fenced = fenced.iter().copied().collect();
+                Ok(())
+            }
             MetadataRecord::AlterScramCredentials { changes, if_absent } => {
                 for c in changes {
                     match &c.credential {
@@ -379,7 +392,7 @@ pub fn assign(
     let n = brokers.len();
     if replication_factor == 0 || replication_factor > n {
         return Err(format!(
-            "replication factor {replication_factor} needs that many brokers; {n} are registered"
+            "replication factor {replication_factor} needs that many brokers; {n} are registered and unfenced"
         ));
     }
     let start = topic

@@ -94,7 +94,7 @@ def kafka_call(port, api_key, version, body, timeout=3.0) -> _Reader:
 def metadata(port, topics=None, timeout=3.0):
     """Metadata v7 from the broker on `port`: {"brokers": {id: (host, port)},
     "controller": id, "topics": {name: {"error": code, "partitions": {index:
-    {"error", "leader", "epoch", "replicas", "isr"}}}}}."""
+    {"error", "leader", "epoch", "replicas", "isr", "offline"}}}}}."""
     if topics is None:
         body = struct.pack(">i", -1)
     else:
@@ -124,8 +124,10 @@ def metadata(port, topics=None, timeout=3.0):
             epoch = r.i32()
             replicas = r.array(r.i32)
             isr = r.array(r.i32)
-            r.array(r.i32)  # offline
-            parts[index] = {"error": perr, "leader": leader, "epoch": epoch, "replicas": replicas, "isr": isr}
+            offline = r.array(r.i32)
+            parts[index] = {
+                "error": perr, "leader": leader, "epoch": epoch, "replicas": replicas, "isr": isr, "offline": offline,
+            }
         out_topics[name] = {"error": err, "partitions": parts}
     return {"brokers": brokers, "controller": controller, "topics": out_topics}
 

@@ -124,3 +124,63 @@ def start_java(main_class: str, *args, log_path: Path) -> JavaProcess:
     """Starts a Java program in the background, its stderr to `log_path`
     (stdout is read by `wait()`, so it should print little)."""
     return JavaProcess(main_class, java_command(main_class, *args), log_path)
+
+
+class InteractiveJava:
+    """A Java program driven step by step: it prints one JSON object a line
+    on stdout (`expect` waits for one with a given "event") and reads
+    commands a line at a time on stdin (`send`). Its stderr goes to a
+    temporary file shown when an expectation fails."""
+
+    def __init__(self, main_class, cmd):
+        import queue
+        import tempfile
+        import threading
+
+        self.main_class = main_class
+        self._err = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, text=True, cwd=JAVA_DIR
+        )
+        self._lines = queue.Queue()
+
+        def pump():
+            for line in self.proc.stdout:
+                line = line.strip()
+                if line.startswith("{"):
+                    self._lines.put(json.loads(line))
+            self._lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def expect(self, event, timeout):
+        import queue
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0.01))
+            except queue.Empty:
+                line = "timeout"
+            if line is None or line == "timeout":
+                self._err.flush()
+                tail = "\n".join(open(self._err.name, errors="replace").read().splitlines()[-40:])
+                pytest.fail(f"{self.main_class}: no {event!r} line ({line or 'exited'}); its log:\n{tail}")
+            if line.get("event") == event:
+                return line
+
+    def send(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._err.close()
+        os.unlink(self._err.name)
+
+
+def run_java_interactive(main_class: str, *args) -> InteractiveJava:
+    return InteractiveJava(main_class, java_command(main_class, *args))

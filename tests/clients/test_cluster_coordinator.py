@@ -1,0 +1,119 @@
+"""A group keeps its members while its coordination moves away and back.
+
+The coordinator of a group is the leader of the group's __consumer_offsets
+partition. Killing it moves coordination to another broker; restarting it
+gives it the leadership back (it is the partition's preferred replica), so
+coordination returns to a broker that coordinated the group before. That
+broker must load the group afresh, with fresh session deadlines, before it
+acts on it: acting on its stale copy expired every member (Stable → Empty)
+and the live members got UNKNOWN_MEMBER_ID and rebalanced."""
+
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
+
+from cluster_support import Cluster
+
+pytestmark = pytest.mark.timeout(200)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+        assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
+    finally:
+        c.shutdown()
+
+
+class Member:
+    """A librdkafka group member polling from its own thread, counting the
+    assignments it is given (each one after the first is a rebalance)."""
+
+    def __init__(self, bootstrap, name):
+        self.assignments = []
+        self.records = 0
+        self.errors = []
+        self._stop = threading.Event()
+        self.c = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "steady",
+            "client.id": name,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 15000,
+            "heartbeat.interval.ms": 1000,
+            "error_cb": lambda e: self.errors.append(e.name()),
+        })
+        self.c.subscribe(["jobs"], on_assign=lambda c, ps: self.assignments.append(sorted(p.partition for p in ps)))
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            m = self.c.poll(0.2)
+            if m is not None and not m.error():
+                self.records += 1
+
+    def close(self):
+        self._stop.set()
+        self.t.join(10)
+        self.c.close()
+
+
+def group_view(cluster):
+    """(coordinator id, state, sorted member ids), asked afresh."""
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    g = admin.describe_consumer_groups(["steady"], request_timeout=5)["steady"].result(timeout=10)
+    return g.coordinator.id, g.state.name, sorted(m.member_id for m in g.members)
+
+
+def wait_view(cluster, cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = group_view(cluster)
+            if cond(*last):
+                return last
+        except Exception as e:  # a coordinator moving: ask again
+            last = repr(e)
+        time.sleep(0.3)
+    raise AssertionError(f"{what} not within {timeout}s: last view {last}")
+
+
+def test_members_stay_while_coordination_moves_away_and_back(cluster):
+    cluster.create_topic("jobs", 4, 3)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+    for i in range(400):
+        p.produce("jobs", key=str(i).encode(), value=b"x")
+    assert p.flush(30) == 0
+    members = [Member(cluster.bootstrap, f"m{i}") for i in range(2)]
+    try:
+        first, state, ids = wait_view(cluster, lambda c, s, m: s == "STABLE" and len(m) == 2, 60, "a stable group of two")
+        assert all(len(m.assignments) == 1 for m in members), [m.assignments for m in members]
+        print(f"  coordinator {first}, members {ids}")
+
+        cluster.kill9(first)
+        away, _, _ = wait_view(cluster, lambda c, s, m: c != first and s == "STABLE", 40, "another coordinator")
+        print(f"  killed {first}; {away} coordinates")
+        cluster.start([first])
+        # The restarted broker is the preferred leader of the group's
+        # partition: once caught up it takes the leadership back.
+        back, state, now = wait_view(cluster, lambda c, s, m: c == first, 60, "coordination back on the restarted broker")
+        print(f"  coordination back on {back}: {state}, members {now}")
+        # Several heartbeats and a session timeout's worth of time with the
+        # returned coordinator: nobody is expired, nobody rejoins.
+        time.sleep(17)
+        coordinator, state, after = group_view(cluster)
+        assert (coordinator, state, after) == (first, "STABLE", ids), (coordinator, state, after, ids)
+        for m in members:
+            assert m.assignments == m.assignments[:1], f"a member was assigned again: {m.assignments}"
+            assert "UNKNOWN_MEMBER_ID" not in m.errors, m.errors
+    finally:
+        for m in members:
+            m.close()
