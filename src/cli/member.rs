@@ -246,15 +246,7 @@ impl Member {
             return;
         }
         self.epoch = LEAVE;
-        let req = self.request();
-        let r: Result<(ConsumerGroupHeartbeatResponse, _), _> = admin
-            .call(
-                self.coordinator,
-                ApiKey::ConsumerGroupHeartbeat,
-                0..=1,
-                |_| req,
-            )
-            .await;
+        let r = self.send(admin).await;
         match r {
             Ok((r, _)) if r.error_code != 0 && r.error_code != UNKNOWN_MEMBER_ID => {
                 eprintln!(
@@ -299,6 +291,22 @@ impl Member {
         }
     }
 
+    /// Sends the next heartbeat (see [`Self::request`]) once.
+    async fn send(
+        &self,
+        admin: &mut Admin,
+    ) -> Result<(ConsumerGroupHeartbeatResponse, i16), CliError> {
+        let req = self.request();
+        admin
+            .call(
+                self.coordinator,
+                ApiKey::ConsumerGroupHeartbeat,
+                0..=1,
+                |_| req,
+            )
+            .await
+    }
+
     /// One heartbeat, retried at a new coordinator when it moved.
     async fn heartbeat(&mut self, admin: &mut Admin) -> Result<Beat, CliError> {
         let retry = client::Retry::new(
@@ -306,18 +314,9 @@ impl Member {
             Duration::from_millis(200),
         );
         let r = loop {
-            let req = self.request();
-            let sent = admin
-                .call(
-                    self.coordinator,
-                    ApiKey::ConsumerGroupHeartbeat,
-                    0..=1,
-                    |_| req,
-                )
-                .await;
+            let sent = self.send(admin).await;
             let code = match sent {
                 Ok((r, _)) => {
-                    let r: ConsumerGroupHeartbeatResponse = r;
                     match r.error_code {
                         0 => break r,
                         UNKNOWN_MEMBER_ID | FENCED_MEMBER_EPOCH => {

@@ -3,6 +3,7 @@ fault-injecting proxy in front of each internal listener, a three-broker
 cluster, the acks=all workload and the checker of acknowledged writes."""
 
 import collections
+import contextlib
 import random
 import re
 import socket
@@ -926,3 +927,16 @@ def wait_replicated(cluster, workload, nodes, timeout=20.0):
         "acknowledged values missing from data folders: "
         + ", ".join(f"node {n}: {len(m)} (e.g. {m[:3]})" for n, m in missing.items() if m)
     )
+
+
+@contextlib.contextmanager
+def running_cluster(tmp_path, **kwargs):
+    """A started `Cluster` for one test, shut down after it; the test fails
+    if a broker exited on its own meanwhile."""
+    c = Cluster(tmp_path, **kwargs)
+    try:
+        c.start()
+        yield c
+        assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
+    finally:
+        c.shutdown()

@@ -17,20 +17,15 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from cluster_support import Cluster
+from cluster_support import running_cluster
 
 pytestmark = pytest.mark.timeout(200)
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        c.start()
+    with running_cluster(tmp_path) as c:
         yield c
-        assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
-    finally:
-        c.shutdown()
 
 
 class Member:

@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from cluster_support import NODES as _NODES, Cluster, metadata
+from cluster_support import NODES as _NODES, metadata, running_cluster
 from java_support import run_java_interactive
 
 pytestmark = pytest.mark.timeout(180)
@@ -22,14 +22,9 @@ REVIEW_MS = 2000  # broker.heartbeat.interval.ms, the default
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        c.start()
+    with running_cluster(tmp_path) as c:
         c.create_topic("live", 3, 3)
         yield c
-        assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
-    finally:
-        c.shutdown()
 
 
 def views(cluster, asked):

@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from cluster_support import (
     NODES,
-    Cluster,
+    running_cluster,
     Workload,
     assert_no_problems,
     check_acked,
@@ -101,13 +101,8 @@ def test_offset_arithmetic_on_one_broker(tmp_path):
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        c.start()
+    with running_cluster(tmp_path) as c:
         yield c
-        assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
-    finally:
-        c.shutdown()
 
 
 def test_offset_arithmetic_in_a_cluster_across_leader_changes(cluster):
