@@ -1,14 +1,14 @@
 //! The broker's side of a cluster: admin changes go to the controller
 //! quorum, and the broker's topics follow the cluster image.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use uuid::Uuid;
 
-use super::{Broker, Topic, TopicError};
+use super::{Broker, Placement, Topic, TopicError};
 use crate::cluster::Cluster;
 use crate::partition::{Partition, ReplicaSpec};
 use crate::replication::metadata::{self, ClusterImage, MetadataRecord, TopicInfo};
@@ -46,12 +46,69 @@ fn unknown(name: &str) -> TopicError {
     )
 }
 
+/// The brokers that may get new replicas: registered and not fenced (as in
+/// Kafka).
+fn unfenced(image: &ClusterImage) -> Vec<u64> {
+    image
+        .brokers
+        .keys()
+        .filter(|id| !image.fenced.contains(id))
+        .copied()
+        .collect()
+}
+
+/// Checks replica lists a client gave for partitions numbered from `first`,
+/// as Kafka's controller does: each list non-empty and `rf` long (the first
+/// list's length when `rf` is None), no broker twice in one list, and every
+/// broker registered and unfenced. INVALID_REPLICA_ASSIGNMENT otherwise.
+fn check_assignment(
+    lists: &[Vec<u64>],
+    first: usize,
+    rf: Option<usize>,
+    image: &ClusterImage,
+) -> Result<(), TopicError> {
+    let bad = |m: String| TopicError::new(ResponseError::InvalidReplicaAssignment, m);
+    let rf = rf.or_else(|| lists.first().map(Vec::len)).unwrap_or(0);
+    for (i, replicas) in lists.iter().enumerate() {
+        let p = first + i;
+        if replicas.is_empty() {
+            return Err(bad(format!("partition {p} is assigned no replicas")));
+        }
+        if replicas.len() != rf {
+            return Err(bad(format!(
+                "partition {p} is assigned {} replica(s); the other partitions have {rf}",
+                replicas.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for &b in replicas {
+            if !seen.insert(b) {
+                return Err(bad(format!("partition {p} lists broker {b} twice")));
+            }
+            if !image.brokers.contains_key(&b) {
+                return Err(bad(format!(
+                    "partition {p} is assigned broker {b}, which is not registered"
+                )));
+            }
+            if image.fenced.contains(&b) {
+                return Err(bad(format!(
+                    "partition {p} is assigned broker {b}, which is fenced"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Broker {
+    /// Creates a topic through the quorum. [`Placement::Auto`] comes with
+    /// its defaults resolved; an explicit assignment is checked against the
+    /// cluster's brokers and used as given.
     pub(super) async fn create_topic_in_cluster(
         &self,
         c: &Cluster,
         name: &str,
-        (partitions, replication_factor): (i32, i16),
+        placement: Placement,
         overrides: BTreeMap<String, String>,
         validate_only: bool,
         wait: Duration,
@@ -59,21 +116,25 @@ impl Broker {
         crate::topic_config::validate(&self.config, &overrides)
             .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
         let image = c.image();
-        // Fenced brokers get no new replicas, as in Kafka.
-        let brokers: Vec<u64> = image
-            .brokers
-            .keys()
-            .filter(|id| !image.fenced.contains(id))
-            .copied()
-            .collect();
-        let assignment = metadata::assign(
-            name,
-            0,
-            partitions as usize,
-            replication_factor as usize,
-            &brokers,
-        )
-        .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?;
+        let assignment = match placement {
+            Placement::Auto {
+                partitions,
+                replication_factor,
+            } => metadata::assign(
+                name,
+                0,
+                partitions.max(0) as usize,
+                replication_factor.max(0) as usize,
+                &unfenced(&image),
+            )
+            .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?,
+            Placement::Explicit(lists) => {
+                check_assignment(&lists, 0, None, &image)?;
+                lists
+            }
+        };
+        let partitions = assignment.len();
+        let replication_factor = assignment.first().map_or(0, Vec::len);
         if image.topics.contains_key(name) {
             return Err(TopicError::new(
                 ResponseError::TopicAlreadyExists,
@@ -161,6 +222,7 @@ impl Broker {
         c: &Cluster,
         name: &str,
         total: i32,
+        assignment: Option<Vec<Vec<u64>>>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let image = c.image();
@@ -174,22 +236,25 @@ impl Broker {
                 format!("topic '{name}' has {current} partitions; asked for {total}"),
             ));
         }
-        // Fenced brokers get no new replicas, as in Kafka.
-        let brokers: Vec<u64> = image
-            .brokers
-            .keys()
-            .filter(|id| !image.fenced.contains(id))
-            .copied()
-            .collect();
         let rf = info.assignment.first().map_or(1, Vec::len);
-        let added = metadata::assign(
-            name,
-            current as usize,
-            (total - current) as usize,
-            rf,
-            &brokers,
-        )
-        .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?;
+        let new = (total - current) as usize;
+        let added = match assignment {
+            None => metadata::assign(name, current as usize, new, rf, &unfenced(&image))
+                .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?,
+            Some(lists) => {
+                if lists.len() != new {
+                    return Err(TopicError::new(
+                        ResponseError::InvalidReplicaAssignment,
+                        format!(
+                            "{} assignment(s) given for {new} new partition(s)",
+                            lists.len()
+                        ),
+                    ));
+                }
+                check_assignment(&lists, current as usize, Some(rf), &image)?;
+                lists
+            }
+        };
         if validate_only {
             return Ok(());
         }

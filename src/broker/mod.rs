@@ -64,6 +64,20 @@ impl TopicError {
     }
 }
 
+/// Where a new topic's (or new partitions') replicas go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Placement {
+    /// Spread over the brokers: `partitions` and `replication_factor`, -1
+    /// for the broker's default.
+    Auto {
+        partitions: i32,
+        replication_factor: i16,
+    },
+    /// One replica list per partition as the client gave it (CreateTopics
+    /// or CreatePartitions `assignments`), the preferred leader first.
+    Explicit(Vec<Vec<u64>>),
+}
+
 pub struct Broker {
     pub config: Config,
     pub versions: VersionTable,
@@ -238,13 +252,27 @@ impl Broker {
     pub async fn create_topic(
         &self,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        placement: Placement,
         overrides: BTreeMap<String, String>,
         validate_only: bool,
         wait: std::time::Duration,
     ) -> Result<Arc<Topic>, TopicError> {
         validate_topic_name(name)?;
+        if let (Some(c), Placement::Explicit(_)) = (&self.cluster, &placement) {
+            // The cluster checks the lists against its brokers.
+            return self
+                .create_topic_in_cluster(c, name, placement, overrides, validate_only, wait)
+                .await;
+        }
+        let (partitions, replication_factor) = match &placement {
+            Placement::Auto {
+                partitions,
+                replication_factor,
+            } => (*partitions, *replication_factor),
+            Placement::Explicit(lists) => {
+                (lists.len() as i32, lists.first().map_or(0, Vec::len) as i16)
+            }
+        };
         let partitions = if partitions == -1 {
             self.config.num_partitions
         } else {
@@ -268,15 +296,12 @@ impl Broker {
             ));
         }
         if let Some(c) = &self.cluster {
+            let placement = Placement::Auto {
+                partitions,
+                replication_factor,
+            };
             return self
-                .create_topic_in_cluster(
-                    c,
-                    name,
-                    (partitions, replication_factor),
-                    overrides,
-                    validate_only,
-                    wait,
-                )
+                .create_topic_in_cluster(c, name, placement, overrides, validate_only, wait)
                 .await;
         }
         if replication_factor > 1 {
@@ -450,16 +475,20 @@ impl Broker {
         }
     }
 
-    /// Grows a topic to `total` partitions.
+    /// Grows a topic to `total` partitions; in a cluster, with the new
+    /// partitions' replica lists as given (`assignment`) or spread over the
+    /// brokers. A single broker holds every replica itself (the handler
+    /// checks an assignment names only it).
     pub async fn create_partitions(
         &self,
         name: &str,
         total: i32,
+        assignment: Option<Vec<Vec<u64>>>,
         validate_only: bool,
     ) -> Result<(), TopicError> {
         if let Some(c) = &self.cluster {
             return self
-                .create_partitions_in_cluster(c, name, total, validate_only)
+                .create_partitions_in_cluster(c, name, total, assignment, validate_only)
                 .await;
         }
         let _guard = self.admin.lock().await;
@@ -641,7 +670,16 @@ impl Broker {
         let unavailable = ResponseError::CoordinatorNotAvailable.code();
         let rf = (rf.max(1) as usize).min(self.broker_count().max(1)) as i16;
         match self
-            .create_topic(name, partitions, rf, configs, false, ADMIN_WAIT)
+            .create_topic(
+                name,
+                Placement::Auto {
+                    partitions,
+                    replication_factor: rf,
+                },
+                configs,
+                false,
+                ADMIN_WAIT,
+            )
             .await
         {
             Ok(t) => Ok(t),
@@ -660,7 +698,16 @@ impl Broker {
             return None;
         }
         match self
-            .create_topic(name, -1, -1, BTreeMap::new(), false, ADMIN_WAIT)
+            .create_topic(
+                name,
+                Placement::Auto {
+                    partitions: -1,
+                    replication_factor: -1,
+                },
+                BTreeMap::new(),
+                false,
+                ADMIN_WAIT,
+            )
             .await
         {
             Ok(t) => Some(t),

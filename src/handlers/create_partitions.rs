@@ -11,7 +11,6 @@ pub async fn handle(
     ctx: &RequestContext,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let node = ctx.broker.node_id();
     let mut results = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let name = t.name.0.to_string();
@@ -22,31 +21,33 @@ pub async fn handle(
             results.push(r);
             continue;
         }
-        let current = ctx.broker.topic(&name).map(|t| t.partitions.len() as i32);
-        let bad_assignment = match (&t.assignments, current) {
-            (Some(a), Some(cur)) if a.len() as i32 != t.count - cur => Some(format!(
-                "{} assignments given for {} new partitions",
-                a.len(),
-                t.count - cur
-            )),
-            (Some(a), _)
-                if a.iter().any(|x| {
-                    x.broker_ids.is_empty() || x.broker_ids.iter().any(|b| b.0 != node)
-                }) =>
-            {
-                Some(format!("replicas must be broker {node}, the only broker"))
-            }
-            _ => None,
+        let outcome = match &t.assignments {
+            None => Ok(None),
+            Some(a) => a
+                .iter()
+                .map(|x| super::create_topics::broker_ids(&x.broker_ids))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
         };
-        let outcome = match bad_assignment {
-            Some(m) if current.is_some_and(|c| t.count > c) => {
-                Err((ResponseError::InvalidReplicaAssignment.code(), m))
-            }
-            _ => ctx
+        // A bad id matters only when partitions are to be added: growing
+        // to fewer is INVALID_PARTITIONS first, as in Kafka.
+        let grows = ctx
+            .broker
+            .topic(&name)
+            .is_some_and(|cur| t.count > cur.partitions.len() as i32);
+        let outcome = match outcome {
+            Err(_) if !grows => Ok(None),
+            other => other,
+        };
+        let outcome = match outcome {
+            // In a cluster, the broker checks the lists against the image.
+            Ok(lists) if ctx.broker.cluster().is_some() => ctx
                 .broker
-                .create_partitions(&name, t.count, req.validate_only)
+                .create_partitions(&name, t.count, lists, req.validate_only)
                 .await
                 .map_err(|e| (e.code, e.message)),
+            Ok(lists) => single_node(ctx, &name, t.count, lists, req.validate_only).await,
+            Err(e) => Err(e),
         };
         if let Err((code, message)) = outcome {
             info_limited!(topic = %name, code, detail = %message, "partitions not created");
@@ -56,4 +57,41 @@ pub async fn handle(
         results.push(r);
     }
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// On a single broker, an assignment can only name that broker, once for
+/// each new partition.
+async fn single_node(
+    ctx: &RequestContext,
+    name: &str,
+    count: i32,
+    lists: Option<Vec<Vec<u64>>>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let node = ctx.broker.node_id() as u64;
+    let current = ctx.broker.topic(name).map(|t| t.partitions.len() as i32);
+    let bad_assignment = match (&lists, current) {
+        (Some(a), Some(cur)) if a.len() as i32 != count - cur => Some(format!(
+            "{} assignments given for {} new partitions",
+            a.len(),
+            count - cur
+        )),
+        (Some(a), _)
+            if a.iter()
+                .any(|x| x.is_empty() || x.iter().any(|&b| b != node)) =>
+        {
+            Some(format!("replicas must be broker {node}, the only broker"))
+        }
+        _ => None,
+    };
+    match bad_assignment {
+        Some(m) if current.is_some_and(|c| count > c) => {
+            Err((ResponseError::InvalidReplicaAssignment.code(), m))
+        }
+        _ => ctx
+            .broker
+            .create_partitions(name, count, None, validate_only)
+            .await
+            .map_err(|e| (e.code, e.message)),
+    }
 }

@@ -10,7 +10,7 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::{RequestContext, str_bytes};
-use crate::broker::Topic;
+use crate::broker::{Placement, Topic};
 use crate::security::acl::AclOperation;
 use crate::topic_config;
 
@@ -132,16 +132,20 @@ async fn create_one(
             ),
         ));
     }
-    let (partitions, rf) = if t.assignments.is_empty() {
-        (t.num_partitions, t.replication_factor)
+    let placement = if t.assignments.is_empty() {
+        Placement::Auto {
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+        }
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((
                 ResponseError::InvalidRequest.code(),
-                "both assignments and num_partitions/replication_factor were given".into(),
+                "Both numPartitions or replicationFactor and replicasAssignments were set. \
+                 Both cannot be used at the same time."
+                    .into(),
             ));
         }
-        let node = ctx.broker.node_id();
         for (i, a) in t.assignments.iter().enumerate() {
             if a.partition_index != i as i32 {
                 return Err((
@@ -149,27 +153,54 @@ async fn create_one(
                     "assignments must list partitions 0..n in order".into(),
                 ));
             }
-            if a.broker_ids.is_empty() || a.broker_ids.iter().any(|b| b.0 != node) {
+        }
+        let lists = t
+            .assignments
+            .iter()
+            .map(|a| broker_ids(&a.broker_ids))
+            .collect::<Result<Vec<_>, _>>()?;
+        if ctx.broker.cluster().is_none() {
+            // A single broker holds every replica itself.
+            let node = ctx.broker.node_id() as u64;
+            if lists
+                .iter()
+                .any(|l| l.is_empty() || l.iter().any(|&b| b != node))
+            {
                 return Err((
                     ResponseError::InvalidReplicaAssignment.code(),
                     format!("replicas must be broker {node}, the only broker"),
                 ));
             }
         }
-        let rf = t.assignments[0].broker_ids.len() as i16;
-        (t.assignments.len() as i32, rf)
+        // In a cluster, the broker checks the lists against the image.
+        Placement::Explicit(lists)
     };
     ctx.broker
         .create_topic(
             t.name.0.as_str(),
-            partitions,
-            rf,
+            placement,
             overrides,
             validate_only,
             crate::broker::admin_wait(timeout_ms),
         )
         .await
         .map_err(|e| (e.code, e.message))
+}
+
+/// A replica list from a request as node ids; a negative id is no broker.
+pub(super) fn broker_ids(
+    ids: &[kafka_protocol::messages::BrokerId],
+) -> Result<Vec<u64>, (i16, String)> {
+    ids.iter()
+        .map(|b| {
+            u64::try_from(b.0).map_err(|_| {
+                (
+                    ResponseError::InvalidReplicaAssignment.code(),
+                    format!("{} is not a broker id", b.0),
+                )
+            })
+        })
+        .collect()
 }
 
 /// The new topic's configs with their sources, as DescribeConfigs reports
