@@ -316,22 +316,20 @@ impl Member {
         let r = loop {
             let sent = self.send(admin).await;
             let code = match sent {
-                Ok((r, _)) => {
-                    match r.error_code {
-                        0 => break r,
-                        UNKNOWN_MEMBER_ID | FENCED_MEMBER_EPOCH => {
-                            return Ok(Beat::Lost(r.error_code));
-                        }
-                        c if c == NOT_COORDINATOR || client::RETRIABLE.contains(&c) => c,
-                        c => {
-                            return Err(kafka_error(
-                                &format!("cannot be a member of group {}", self.group),
-                                c,
-                                r.error_message.as_deref(),
-                            ));
-                        }
+                Ok((r, _)) => match r.error_code {
+                    0 => break r,
+                    UNKNOWN_MEMBER_ID | FENCED_MEMBER_EPOCH => {
+                        return Ok(Beat::Lost(r.error_code));
                     }
-                }
+                    c if c == NOT_COORDINATOR || client::RETRIABLE.contains(&c) => c,
+                    c => {
+                        return Err(kafka_error(
+                            &format!("cannot be a member of group {}", self.group),
+                            c,
+                            r.error_message.as_deref(),
+                        ));
+                    }
+                },
                 // The connection is gone: the coordinator may be too.
                 Err(CliError::Unreachable(_)) => client::COORDINATOR_NOT_AVAILABLE,
                 Err(e) => return Err(e),
