@@ -931,11 +931,18 @@ def wait_replicated(cluster, workload, nodes, timeout=20.0):
 
 @contextlib.contextmanager
 def running_cluster(tmp_path, **kwargs):
-    """A started `Cluster` for one test, shut down after it; the test fails
-    if a broker exited on its own meanwhile."""
+    """A started `Cluster` (an RF 3 topic created: a leader agreed) for one
+    test, shut down after it; the test fails if a broker exited on its own
+    meanwhile. Brokers' log tails are printed when it does not start."""
     c = Cluster(tmp_path, **kwargs)
     try:
-        c.start()
+        try:
+            c.start()
+            c.create_topic("cluster-ready-probe", 1, 3)
+        except BaseException:
+            for n, b in c.brokers.items():
+                print(f"--- broker {n} log (tail) ---\n{b.log_tail()}")
+            raise
         yield c
         assert not c.crashed(), f"brokers exited on their own: {c.crashed()}"
     finally:

@@ -15,7 +15,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from cluster_support import NODES, Cluster, kafka_call, metadata
+from cluster_support import NODES, kafka_call, metadata, running_cluster
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -28,20 +28,8 @@ INVALID_REQUEST = 42
 
 @pytest.fixture
 def cluster(tmp_path):
-    c = Cluster(tmp_path)
-    try:
-        try:
-            c.start()
-            c.create_topic("cluster-ready-probe", 1, 3)
-        except BaseException:
-            for n, b in c.brokers.items():
-                print(f"--- broker {n} log (tail) ---\n{b.log_tail()}")
-            raise
+    with running_cluster(tmp_path) as c:
         yield c
-        crashed = c.crashed()
-        assert not crashed, f"brokers exited on their own: {crashed}"
-    finally:
-        c.shutdown()
 
 
 # -- raw requests -------------------------------------------------------------
