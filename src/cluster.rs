@@ -68,13 +68,20 @@ pub struct Cluster {
     /// When (ms since the epoch) the brokers' liveness was last reviewed
     /// here as the active controller.
     liveness_reviewed: AtomicU64,
+    /// When this broker, as the active controller, last reviewed the
+    /// balance of leaderships (0: not yet).
+    balance_reviewed: AtomicU64,
 }
 
 /// How long without a controller leader before a broker counts itself cut
 /// off (a few election timeouts).
 pub const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
 
-fn now_ms() -> u64 {
+/// A broker heard from within this long is up (brokers hear from each
+/// other on every Raft tick).
+const HEARD_NOW: Duration = Duration::from_secs(1);
+
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -151,6 +158,7 @@ impl Cluster {
             internal_tls,
             voter_hosts,
             liveness_reviewed: AtomicU64::new(0),
+            balance_reviewed: AtomicU64::new(0),
         }))
     }
 
@@ -288,6 +296,57 @@ impl Cluster {
             .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));
     }
 
+    /// Whether this broker heard from broker `id` within the last second
+    /// (brokers hear from each other on every Raft tick); itself always.
+    pub fn heard_now(&self, id: u64) -> bool {
+        id == self.me
+            || self
+                .host
+                .peers_heard()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < HEARD_NOW)
+    }
+
+    /// As the active controller, every `interval`
+    /// (`leader.imbalance.check.interval.seconds`; the first review one
+    /// interval after this broker became active): asks for a preferred
+    /// election of the partitions whose preferred broker leads too few of
+    /// its own (`leader.imbalance.per.broker.percentage`, see
+    /// [`ClusterImage::imbalanced`]).
+    pub fn review_balance(&self, interval: Duration, percentage: u32) {
+        if !self.is_active_controller() || !self.caught_up() {
+            self.balance_reviewed.store(0, Ordering::Relaxed);
+            return;
+        }
+        let now = now_ms();
+        let last = self.balance_reviewed.load(Ordering::Relaxed);
+        if last == 0 {
+            self.balance_reviewed.store(now, Ordering::Relaxed);
+            return;
+        }
+        if now.saturating_sub(last) < interval.as_millis() as u64 {
+            return;
+        }
+        self.balance_reviewed.store(now, Ordering::Relaxed);
+        let heard = self.host.peers_heard();
+        let live =
+            |id: u64| id == self.me || heard.get(&id).is_some_and(|t| t.elapsed() < HEARD_NOW);
+        let partitions = self.with_image(|img| img.imbalanced(percentage, live));
+        if partitions.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = partitions.len(),
+            "leaderships out of balance: asking for a preferred leader election"
+        );
+        let record = MetadataRecord::ElectPreferred {
+            partitions,
+            at_ms: now,
+        };
+        self.host
+            .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));
+    }
+
     /// Proposes `record` (again every half second, until `done` holds for
     /// the image or `timeout` passes) and returns the image that satisfied
     /// `done`.
@@ -347,7 +406,7 @@ impl Cluster {
     /// first is also the record's host and port), retrying until the image
     /// holds them (runs for the broker's life: a re-registration after a
     /// change of address goes through the same loop).
-    pub async fn register(self: Arc<Self>, listeners: Vec<ListenerEndpoint>) {
+    pub async fn register(self: Arc<Self>, listeners: Vec<ListenerEndpoint>, rack: Option<String>) {
         let Some(first) = listeners.first().cloned() else {
             return;
         };
@@ -356,12 +415,16 @@ impl Cluster {
             host: first.host.clone(),
             port: first.port,
             listeners: listeners.clone(),
+            rack: rack.clone(),
         };
         let me = self.me;
         loop {
             let registered = |img: &ClusterImage| {
                 img.brokers.get(&me).is_some_and(|b| {
-                    b.host == first.host && b.port == first.port && b.listeners == listeners
+                    b.host == first.host
+                        && b.port == first.port
+                        && b.listeners == listeners
+                        && b.rack == rack
                 })
             };
             match self

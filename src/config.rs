@@ -130,6 +130,22 @@ pub struct Config {
     /// Raft tick.
     #[serde(rename = "broker.heartbeat.interval.ms")]
     pub broker_heartbeat_interval_ms: u64,
+    /// The rack (or zone) this broker is in: new partitions spread their
+    /// replicas over racks, and Metadata and DescribeCluster report it.
+    #[serde(rename = "broker.rack")]
+    pub broker_rack: Option<String>,
+    /// The active controller moves leaderships back to preferred replicas
+    /// (the first assigned) when a broker leads too few of its own.
+    #[serde(rename = "auto.leader.rebalance.enable")]
+    pub auto_leader_rebalance_enable: bool,
+    /// How often it checks (Kafka's default, 300 s).
+    #[serde(rename = "leader.imbalance.check.interval.seconds")]
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// A broker is out of balance when more than this share of the
+    /// partitions it prefers are led by another broker (Kafka's default,
+    /// 10 %).
+    #[serde(rename = "leader.imbalance.per.broker.percentage")]
+    pub leader_imbalance_per_broker_percentage: u32,
     #[serde(rename = "offsets.topic.replication.factor")]
     pub offsets_topic_replication_factor: i16,
     #[serde(rename = "max.connections")]
@@ -279,6 +295,10 @@ impl Default for Config {
             raft_tick_ms: 100,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            broker_rack: None,
+            auto_leader_rebalance_enable: true,
+            leader_imbalance_check_interval_seconds: 300,
+            leader_imbalance_per_broker_percentage: 10,
             offsets_topic_replication_factor: 3,
             max_connections: 10_000,
             socket_request_max_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
@@ -626,6 +646,19 @@ impl Config {
             (
                 "broker.heartbeat.interval.ms",
                 self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            ("broker.rack", self.broker_rack.clone().unwrap_or_default()),
+            (
+                "auto.leader.rebalance.enable",
+                self.auto_leader_rebalance_enable.to_string(),
+            ),
+            (
+                "leader.imbalance.check.interval.seconds",
+                self.leader_imbalance_check_interval_seconds.to_string(),
+            ),
+            (
+                "leader.imbalance.per.broker.percentage",
+                self.leader_imbalance_per_broker_percentage.to_string(),
             ),
             (
                 "offsets.topic.replication.factor",

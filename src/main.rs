@@ -169,7 +169,7 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|l| l.endpoint())
             .collect();
-        tokio::spawn(c.register(endpoints));
+        tokio::spawn(c.register(endpoints, broker.config.broker_rack.clone()));
     }
     admin.serving(broker.clone());
     sluice::server::run_listeners(listeners, broker, shutdown_signal()).await?;

@@ -47,13 +47,13 @@ fn unknown(name: &str) -> TopicError {
 }
 
 /// The brokers that may get new replicas: registered and not fenced (as in
-/// Kafka).
-fn unfenced(image: &ClusterImage) -> Vec<u64> {
+/// Kafka), with their racks.
+fn unfenced(image: &ClusterImage) -> Vec<(u64, Option<String>)> {
     image
         .brokers
-        .keys()
-        .filter(|id| !image.fenced.contains(id))
-        .copied()
+        .iter()
+        .filter(|(id, _)| !image.fenced.contains(id))
+        .map(|(id, b)| (*id, b.rack.clone()))
         .collect()
 }
 
@@ -120,7 +120,7 @@ impl Broker {
             Placement::Auto {
                 partitions,
                 replication_factor,
-            } => metadata::assign(
+            } => metadata::assign_over_racks(
                 name,
                 0,
                 partitions.max(0) as usize,
@@ -239,7 +239,7 @@ impl Broker {
         let rf = info.assignment.first().map_or(1, Vec::len);
         let new = (total - current) as usize;
         let added = match assignment {
-            None => metadata::assign(name, current as usize, new, rf, &unfenced(&image))
+            None => metadata::assign_over_racks(name, current as usize, new, rf, &unfenced(&image))
                 .map_err(|m| TopicError::new(ResponseError::InvalidReplicationFactor, m))?,
             Some(lists) => {
                 if lists.len() != new {
@@ -531,6 +531,25 @@ impl Broker {
         }
     }
 
+    /// Each broker's `broker.rack`, for Metadata and DescribeCluster (only
+    /// brokers that have one).
+    pub fn broker_racks(&self) -> HashMap<i32, String> {
+        match &self.cluster {
+            Some(c) => c.with_image(|img| {
+                img.brokers
+                    .iter()
+                    .filter_map(|(id, b)| Some((*id as i32, b.rack.clone()?)))
+                    .collect()
+            }),
+            None => self
+                .config
+                .broker_rack
+                .iter()
+                .map(|r| (self.node_id(), r.clone()))
+                .collect(),
+        }
+    }
+
     /// Where a client reaches node `id` (on the first listener).
     pub fn broker_address(&self, id: i32) -> Option<(String, i32)> {
         self.brokers()
@@ -599,6 +618,40 @@ const LEADER_REPUBLISH: Duration = Duration::from_secs(2);
 /// Leaderships per published record.
 const LEADERS_PER_RECORD: usize = 1000;
 
+/// How long a preferred election asked for stays in force: a leader
+/// hands over within this time of the request, or not at all.
+const ELECTION_WINDOW: Duration = Duration::from_secs(30);
+
+/// Passes each preferred election in the image (once per request) to the
+/// replica this broker leads of that partition.
+fn act_on_elections(b: &Broker, cluster: &Cluster, seen: &mut HashMap<(String, i32), u64>) {
+    let now = crate::cluster::now_ms();
+    let window = ELECTION_WINDOW.as_millis() as u64;
+    let fresh: Vec<((String, i32), u64, u64)> = cluster.with_image(|image| {
+        seen.retain(|k, _| image.elections.contains_key(k));
+        image
+            .elections
+            .iter()
+            .filter(|(k, e)| seen.get(*k) != Some(&e.index) && now.saturating_sub(e.at_ms) < window)
+            .map(|(k, e)| (k.clone(), e.index, e.at_ms))
+            .collect()
+    });
+    for ((name, index), record, at_ms) in fresh {
+        let Some(p) = b
+            .topic(&name)
+            .and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
+        else {
+            continue;
+        };
+        if !(p.is_replicated() && p.status().is_leader) {
+            continue;
+        }
+        seen.insert((name, index), record);
+        let left = window.saturating_sub(now.saturating_sub(at_ms));
+        p.request_hand_over(left / b.config.raft_tick_ms.max(1));
+    }
+}
+
 /// Publishes, through the quorum, the leadership of the partitions led
 /// here that the image does not show yet (retried until it does), and tells
 /// the placeholders of partitions held elsewhere who leads them — so every
@@ -610,6 +663,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
     let mut every = tokio::time::interval(LEADER_TRACKING);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: HashMap<(String, i32), (u64, std::time::Instant)> = HashMap::new();
+    let mut elections_seen: HashMap<(String, i32), u64> = HashMap::new();
     loop {
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
@@ -618,6 +672,13 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
             Duration::from_millis(b.config.broker_session_timeout_ms),
             Duration::from_millis(b.config.broker_heartbeat_interval_ms),
         );
+        if b.config.auto_leader_rebalance_enable {
+            cluster.review_balance(
+                Duration::from_secs(b.config.leader_imbalance_check_interval_seconds.max(1)),
+                b.config.leader_imbalance_per_broker_percentage,
+            );
+        }
+        act_on_elections(&b, &cluster, &mut elections_seen);
         let topics = b.topics();
         let mut leaders = Vec::new();
         let now = std::time::Instant::now();

@@ -29,11 +29,13 @@ pub async fn handle(ctx: &RequestContext, req: DescribeClusterRequest) -> Descri
         resp.cluster_authorized_operations =
             ctx.authorized_operations(ResourceType::Cluster, CLUSTER_NAME);
     }
+    let mut racks = broker.broker_racks();
     let brokers = broker
         .brokers_on(&ctx.session.listener)
         .into_iter()
         .map(|(id, host, port)| {
             DescribeClusterBroker::default()
+                .with_rack(racks.remove(&id).map(str_bytes))
                 .with_broker_id(BrokerId(id))
                 .with_host(str_bytes(host))
                 .with_port(port)

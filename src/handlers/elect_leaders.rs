@@ -1,10 +1,13 @@
 //! ElectLeaders: preferred leader election (`kafka-leader-election.sh`,
-//! admin electLeaders). A Raft group already hands leadership to its
-//! preferred replica (the first one) once that replica has every entry; this
-//! answers whether it leads, waiting for the handover up to the request's
-//! timeout. Raft never elects a replica that lacks committed entries, so an
-//! unclean election is never needed: a partition with a leader answers
-//! ELECTION_NOT_NEEDED, one without ELIGIBLE_LEADERS_NOT_AVAILABLE.
+//! admin electLeaders). Leadership does not move back to a returning
+//! preferred replica by itself; this asks for it through the controller
+//! quorum (a `MetadataRecord::ElectPreferred`, as the active controller's
+//! leader balancing does): each partition's Raft leader hands over once the
+//! preferred replica (the first assigned) has every entry. The answer waits
+//! for the hand-over up to the request's timeout. Raft never elects a
+//! replica that lacks committed entries, so an unclean election is never
+//! needed while a majority of replicas lives: a partition with a leader
+//! answers ELECTION_NOT_NEEDED, one without ELIGIBLE_LEADERS_NOT_AVAILABLE.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +18,7 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse};
 
 use super::{RequestContext, str_bytes, topic_name};
 use crate::partition::Partition;
+use crate::replication::metadata::{MetadataRecord, PartitionRef};
 use crate::security::acl::AclOperation;
 
 const PREFERRED: i8 = 0;
@@ -69,14 +73,30 @@ pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLead
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.timeout_ms.clamp(0, 60_000) as u64);
+    // Judge every partition first; those that need an election are asked
+    // for in one record, then awaited together.
+    let outcomes: Vec<(String, i32, Outcome)> = wanted
+        .into_iter()
+        .map(|(topic, index, partition)| {
+            let outcome = match partition {
+                None => Outcome::Done(Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("{topic}-{index} does not exist"),
+                ))),
+                Some(p) => judge(ctx, &topic, p, election),
+            };
+            (topic, index, outcome)
+        })
+        .collect();
+    ask_for_elections(ctx, &outcomes, deadline).await;
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
-    for (topic, index, partition) in wanted {
-        let outcome = match partition {
-            None => Err((
-                ResponseError::UnknownTopicOrPartition,
-                format!("{topic}-{index} does not exist"),
-            )),
-            Some(p) => elect(&p, node, election, deadline).await,
+    for (topic, index, outcome) in outcomes {
+        let outcome = match outcome {
+            Outcome::Done(r) => r,
+            Outcome::Elect {
+                partition,
+                preferred,
+            } => wait_for(&partition, node, preferred, deadline).await,
         };
         // Asked for all partitions, Kafka reports only those it elected.
         if !explicit && matches!(outcome, Err((ResponseError::ElectionNotNeeded, _))) {
@@ -102,41 +122,126 @@ pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLead
     ElectLeadersResponse::default().with_replica_election_results(results)
 }
 
-async fn elect(
-    p: &Partition,
-    node: i32,
-    election: i8,
-    deadline: tokio::time::Instant,
-) -> Result<(), (ResponseError, String)> {
-    let preferred = p.replicas.first().copied().unwrap_or(node);
+type Verdict = Result<(), (ResponseError, String)>;
+
+enum Outcome {
+    Done(Verdict),
+    /// A preferred election to ask for and wait on.
+    Elect {
+        partition: Arc<Partition>,
+        preferred: i32,
+    },
+}
+
+fn judge(ctx: &RequestContext, topic: &str, p: Arc<Partition>, election: i8) -> Outcome {
+    let node = ctx.broker.node_id();
+    let leader = p.leader(node).0;
     if election == UNCLEAN {
-        return match p.leader(node).0 {
+        return Outcome::Done(match leader {
             Some(_) => Err((
                 ResponseError::ElectionNotNeeded,
                 "the partition has a leader".into(),
             )),
             None => Err((
                 ResponseError::EligibleLeadersNotAvailable,
-                "no replica with every committed entry is reachable".into(),
+                "no replica with every committed entry is reachable, and a Raft group \
+                 never elects one that lacks committed entries"
+                    .into(),
             )),
-        };
+        });
     }
-    if p.leader(node).0 == Some(preferred) {
-        return Err((
+    let preferred = p.replicas.first().copied().unwrap_or(node);
+    if leader == Some(preferred) {
+        return Outcome::Done(Err((
             ResponseError::ElectionNotNeeded,
             format!("the preferred replica {preferred} already leads"),
-        ));
+        )));
     }
-    // The group hands over to its preferred replica once that one has every
-    // entry: wait for it.
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Registered, not fenced, and heard from just now (a broker that went
+    // down is fenced only after broker.session.timeout.ms).
+    let live = match ctx.broker.cluster() {
+        Some(c) => {
+            let id = preferred as u64;
+            c.with_image(|img| img.brokers.contains_key(&id) && !img.fenced.contains(&id))
+                && c.heard_now(id)
+        }
+        None => preferred == node,
+    };
+    if !live {
+        return Outcome::Done(Err((
+            ResponseError::PreferredLeaderNotAvailable,
+            format!(
+                "the preferred replica {preferred} of {topic}-{} is not live",
+                p.index
+            ),
+        )));
+    }
+    Outcome::Elect {
+        partition: p,
+        preferred,
+    }
+}
+
+/// Asks the controller quorum for a preferred election of the partitions
+/// that need one, and waits until the request is in this broker's image.
+async fn ask_for_elections(
+    ctx: &RequestContext,
+    outcomes: &[(String, i32, Outcome)],
+    deadline: tokio::time::Instant,
+) {
+    let Some(cluster) = ctx.broker.cluster() else {
+        return;
+    };
+    let partitions: Vec<PartitionRef> = outcomes
+        .iter()
+        .filter(|(_, _, o)| matches!(o, Outcome::Elect { .. }))
+        .filter_map(|(topic, index, _)| {
+            Some(PartitionRef {
+                name: topic.clone(),
+                topic_id: ctx.broker.topic(topic)?.id.to_string(),
+                partition: *index,
+            })
+        })
+        .collect();
+    if partitions.is_empty() {
+        return;
+    }
+    let at_ms = crate::cluster::now_ms();
+    let keys: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|p| (p.name.clone(), p.partition))
+        .collect();
+    let record = MetadataRecord::ElectPreferred { partitions, at_ms };
+    let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
+    // Done once the request is in the image (or the preferred replicas lead
+    // already, which removes it).
+    let _ = cluster
+        .propose_until(&record, wait, |img| {
+            keys.iter().all(|k| {
+                img.elections.get(k).is_some_and(|e| e.at_ms == at_ms)
+                    || img.leaders.get(k).map(|l| l.0) == img.preferred(&k.0, k.1)
+            })
+        })
+        .await;
+}
+
+/// Waits until `preferred` leads `p`, or the deadline.
+async fn wait_for(
+    p: &Partition,
+    node: i32,
+    preferred: i32,
+    deadline: tokio::time::Instant,
+) -> Verdict {
+    loop {
         if p.leader(node).0 == Some(preferred) {
             return Ok(());
         }
+        if tokio::time::Instant::now() >= deadline {
+            return Err((
+                ResponseError::PreferredLeaderNotAvailable,
+                format!("the preferred replica {preferred} did not take over in time"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err((
-        ResponseError::PreferredLeaderNotAvailable,
-        format!("the preferred replica {preferred} did not take over in time"),
-    ))
 }

@@ -113,11 +113,13 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
             });
         }
     }
+    let mut racks = broker.broker_racks();
     let brokers = broker
         .brokers_on(&ctx.session.listener)
         .into_iter()
         .map(|(id, host, port)| {
             MetadataResponseBroker::default()
+                .with_rack(racks.remove(&id).map(str_bytes))
                 .with_node_id(BrokerId(id))
                 .with_host(str_bytes(host))
                 .with_port(port)

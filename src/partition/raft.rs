@@ -181,6 +181,17 @@ impl Partition {
         }
     }
 
+    /// A preferred election: if this replica leads and is not the
+    /// preferred one, it hands leadership over once the preferred replica
+    /// is caught up, for the next `within_ticks` Raft ticks.
+    pub fn request_hand_over(&self, within_ticks: u64) {
+        if let Backing::Raft(r) = &self.backing {
+            r.host.act(&r.group, move |replica| {
+                replica.request_hand_over(within_ticks)
+            });
+        }
+    }
+
     /// Stops driving the replica (the topic was deleted).
     pub fn detach(&self) {
         if let Backing::Raft(r) = &self.backing {

@@ -51,6 +51,7 @@ pub type Watcher = Box<dyn FnMut(&GroupStatus) + Send>;
 
 /// Looks at a group's replica (None: no such group), on the host thread.
 type Inspection = Box<dyn FnOnce(Option<&Replica>) + Send>;
+type Action = Box<dyn FnOnce(&mut Replica) + Send>;
 
 /// Called with each committed entry of a group, in order, on the host
 /// thread (keep it short).
@@ -89,6 +90,11 @@ enum Input {
     Inspect {
         group: String,
         f: Inspection,
+    },
+    /// Changes a group's replica between rounds (waking it if quiet).
+    Act {
+        group: String,
+        f: Action,
     },
     Stop,
 }
@@ -236,6 +242,16 @@ impl Host {
             })
             .ok()?;
         rx.await.ok().flatten()
+    }
+
+    /// Runs `f` on `group`'s replica on the host thread, between rounds,
+    /// and wakes the group if it was quiet. Nothing happens when the group
+    /// is not on this host.
+    pub fn act(&self, group: &str, f: impl FnOnce(&mut Replica) + Send + 'static) {
+        let _ = self.inputs.send(Input::Act {
+            group: group.to_owned(),
+            f: Box::new(f),
+        });
     }
 
     /// Starts driving `replica` as `group` (a partition assigned to this
@@ -481,6 +497,18 @@ fn drive(
                 Input::Barrier(tx) => barriers.push(tx),
                 Input::Inspect { group, f } => {
                     f(index.get(&group).map(|&i| &groups[i].replica));
+                }
+                Input::Act { group, f } => {
+                    if let Some(&i) = index.get(&group) {
+                        touched[i] = true;
+                        let g = &mut groups[i];
+                        let r = &mut g.replica;
+                        if catch_unwind(AssertUnwindSafe(|| f(r))).is_err() {
+                            failed.push(group);
+                        } else {
+                            g.wake();
+                        }
+                    }
                 }
                 Input::Message(e) => {
                     if liveness.heard(e.from, now) {

@@ -35,6 +35,9 @@ pub enum MetadataRecord {
         port: u16,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         listeners: Vec<ListenerEndpoint>,
+        /// Its `broker.rack` (absent when it has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rack: Option<String>,
     },
     /// A topic with its replica assignment (partition → replicas, the first
     /// being the preferred leader) and its config overrides. `dense_offsets`:
@@ -111,6 +114,33 @@ pub enum MetadataRecord {
     FenceBrokers {
         fenced: Vec<u64>,
     },
+    /// A preferred leader election (ElectLeaders, or the active
+    /// controller's leader balancing): the leaders of these partitions hand
+    /// over to their preferred replica once it is caught up. `at_ms` is
+    /// when it was asked (the proposer's clock): leaders act on it only
+    /// while it is recent, so an old request does not move a leadership
+    /// that a later failover placed.
+    ElectPreferred {
+        partitions: Vec<PartitionRef>,
+        at_ms: u64,
+    },
+}
+
+/// One partition of a topic (by name and id, so a record outlived by its
+/// topic does not touch a new topic of the same name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRef {
+    pub name: String,
+    pub topic_id: String,
+    pub partition: i32,
+}
+
+/// A preferred election asked for one partition: the index of the record
+/// that asked (so a leader acts on each request once) and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Election {
+    pub index: u64,
+    pub at_ms: u64,
 }
 
 /// One credential change of `AlterScramCredentials`.
@@ -138,6 +168,7 @@ pub struct BrokerInfo {
     /// Every listener's advertised address; empty for a broker that
     /// registered before listeners existed.
     pub listeners: Vec<ListenerEndpoint>,
+    pub rack: Option<String>,
 }
 
 impl BrokerInfo {
@@ -180,6 +211,9 @@ pub struct ClusterImage {
     pub scram_credentials: CredentialMap,
     /// Brokers fenced (see [`MetadataRecord::FenceBrokers`]).
     pub fenced: BTreeSet<u64>,
+    /// Preferred elections asked for and not done yet (the preferred
+    /// replica does not lead), by (topic, partition).
+    pub elections: BTreeMap<(String, i32), Election>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -207,6 +241,9 @@ impl ClusterImage {
         if self.leaders.get(&key).is_some_and(|(_, e)| *e >= epoch) {
             return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
         }
+        if self.preferred(name, partition) == Some(leader) {
+            self.elections.remove(&key);
+        }
         self.leaders.insert(key, (leader, epoch));
         Ok(())
     }
@@ -225,6 +262,7 @@ impl ClusterImage {
                 host,
                 port,
                 listeners,
+                rack,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -232,6 +270,7 @@ impl ClusterImage {
                         host: host.clone(),
                         port: *port,
                         listeners: listeners.clone(),
+                        rack: rack.clone(),
                     },
                 );
                 Ok(())
@@ -265,6 +304,7 @@ impl ClusterImage {
                     .remove(name)
                     .ok_or_else(|| format!("topic '{name}' does not exist"))?;
                 self.leaders.retain(|(t, _), _| t != name);
+                self.elections.retain(|(t, _), _| t != name);
                 Ok(())
             }
             MetadataRecord::CreatePartitions { name, from, added } => {
@@ -330,6 +370,34 @@ impl ClusterImage {
                 self.fenced = fenced.iter().copied().collect();
                 Ok(())
             }
+            MetadataRecord::ElectPreferred { partitions, at_ms } => {
+                let mut asked = 0;
+                for p in partitions {
+                    let known = self
+                        .topics
+                        .get(&p.name)
+                        .is_some_and(|t| t.topic_id == p.topic_id);
+                    let preferred = self.preferred(&p.name, p.partition);
+                    if !known || preferred.is_none() {
+                        continue;
+                    }
+                    let key = (p.name.clone(), p.partition);
+                    if self.leaders.get(&key).map(|(l, _)| *l) == preferred {
+                        self.elections.remove(&key);
+                        continue;
+                    }
+                    let election = Election {
+                        index,
+                        at_ms: *at_ms,
+                    };
+                    self.elections.insert(key, election);
+                    asked += 1;
+                }
+                if asked == 0 {
+                    return Err("no partition needs a preferred election".into());
+                }
+                Ok(())
+            }
             MetadataRecord::AlterScramCredentials { changes, if_absent } => {
                 for c in changes {
                     match &c.credential {
@@ -362,6 +430,52 @@ impl ClusterImage {
         }
     }
 
+    /// The partitions whose leadership should move back to their preferred
+    /// replica, as Kafka's leader balancing judges: for each registered,
+    /// unfenced broker that is `live` (heard from just now), the partitions
+    /// it is the preferred replica of and does not lead, when they are more
+    /// than `percentage` % of those it is the preferred replica of.
+    pub fn imbalanced(&self, percentage: u32, live: impl Fn(u64) -> bool) -> Vec<PartitionRef> {
+        let mut preferred: BTreeMap<u64, (usize, Vec<PartitionRef>)> = BTreeMap::new();
+        for (name, t) in &self.topics {
+            for (i, replicas) in t.assignment.iter().enumerate() {
+                let Some(&first) = replicas.first() else {
+                    continue;
+                };
+                if !self.brokers.contains_key(&first)
+                    || self.fenced.contains(&first)
+                    || !live(first)
+                {
+                    continue;
+                }
+                let entry = preferred.entry(first).or_default();
+                entry.0 += 1;
+                let leader = self.leaders.get(&(name.clone(), i as i32)).map(|l| l.0);
+                if leader != Some(first) {
+                    entry.1.push(PartitionRef {
+                        name: name.clone(),
+                        topic_id: t.topic_id.clone(),
+                        partition: i as i32,
+                    });
+                }
+            }
+        }
+        preferred
+            .into_values()
+            .filter(|(total, away)| away.len() * 100 > *total * percentage as usize)
+            .flat_map(|(_, away)| away)
+            .collect()
+    }
+
+    /// A partition's preferred replica (the first assigned), if it exists.
+    pub fn preferred(&self, name: &str, partition: i32) -> Option<u64> {
+        let t = self.topics.get(name)?;
+        t.assignment
+            .get(usize::try_from(partition).ok()?)?
+            .first()
+            .copied()
+    }
+
     /// The partitions (topic, index) that have `node` among their replicas.
     pub fn partitions_of(&self, node: u64) -> Vec<(String, i32)> {
         self.topics
@@ -378,10 +492,8 @@ impl ClusterImage {
 }
 
 /// Replicas for `partitions` new partitions numbered from `first_partition`,
-/// over `brokers` (sorted ids), `replication_factor` each. Replica lists
-/// rotate through the brokers, starting at a point derived from the topic
-/// name, so preferred leaders (the first replica) spread evenly over brokers
-/// and topics; a partition never holds a broker twice.
+/// over `brokers` (sorted ids), `replication_factor` each: see
+/// [`assign_over_racks`], with no racks.
 pub fn assign(
     topic: &str,
     first_partition: usize,
@@ -389,22 +501,82 @@ pub fn assign(
     replication_factor: usize,
     brokers: &[u64],
 ) -> Result<Vec<Vec<u64>>, String> {
+    let brokers: Vec<(u64, Option<String>)> = brokers.iter().map(|&id| (id, None)).collect();
+    assign_over_racks(
+        topic,
+        first_partition,
+        partitions,
+        replication_factor,
+        &brokers,
+    )
+}
+
+/// Replicas for `partitions` new partitions numbered from `first_partition`,
+/// over `brokers` (id, `broker.rack`), `replication_factor` each, as Kafka's
+/// rack-aware placement does. The brokers go in a ring, one of each rack in
+/// turn (see [`rack_alternated`]); each partition starts one step further
+/// round the ring than the one before, from a point derived from the topic
+/// name, so preferred leaders (the first replica) spread evenly over brokers
+/// and topics. Going round, a partition takes no second broker of a rack
+/// until every rack holds one of its replicas, and never one broker twice.
+pub fn assign_over_racks(
+    topic: &str,
+    first_partition: usize,
+    partitions: usize,
+    replication_factor: usize,
+    brokers: &[(u64, Option<String>)],
+) -> Result<Vec<Vec<u64>>, String> {
     let n = brokers.len();
     if replication_factor == 0 || replication_factor > n {
         return Err(format!(
             "replication factor {replication_factor} needs that many brokers; {n} are registered and unfenced"
         ));
     }
+    let ring = rack_alternated(brokers);
+    let rack_of: BTreeMap<u64, Option<&str>> =
+        brokers.iter().map(|(id, r)| (*id, r.as_deref())).collect();
+    let racks = rack_of.values().collect::<BTreeSet<_>>().len();
     let start = topic
         .bytes()
         .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
     Ok((first_partition..first_partition + partitions)
         .map(|p| {
-            (0..replication_factor)
-                .map(|j| brokers[(start.wrapping_add(p) + j) % n])
-                .collect()
+            let from = start.wrapping_add(p);
+            let mut replicas: Vec<u64> = Vec::with_capacity(replication_factor);
+            let mut used = BTreeSet::new();
+            for k in 0..2 * n {
+                let id = ring[from.wrapping_add(k) % n];
+                let rack = rack_of[&id];
+                if replicas.contains(&id) || (used.len() < racks && used.contains(&rack)) {
+                    continue;
+                }
+                replicas.push(id);
+                used.insert(rack);
+                if replicas.len() == replication_factor {
+                    break;
+                }
+            }
+            replicas
         })
         .collect())
+}
+
+/// Brokers (id, rack) in the ring [`assign_over_racks`] goes round, as
+/// Kafka's rack-aware placement orders them: one broker of each rack in
+/// turn (racks by name, brokers by id within a rack). Brokers without a
+/// rack make one rack of their own.
+pub fn rack_alternated(brokers: &[(u64, Option<String>)]) -> Vec<u64> {
+    let mut racks: BTreeMap<Option<&str>, Vec<u64>> = BTreeMap::new();
+    for (id, rack) in brokers {
+        racks.entry(rack.as_deref()).or_default().push(*id);
+    }
+    for ids in racks.values_mut() {
+        ids.sort_unstable();
+    }
+    let longest = racks.values().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| racks.values().filter_map(move |ids| ids.get(i).copied()))
+        .collect()
 }
 
 /// A record as the batch stored in the controller's log.
@@ -457,6 +629,7 @@ mod tests {
                 host: "a".into(),
                 port: 9092,
                 listeners: Vec::new(),
+                rack: None,
             },
             topic("orders", vec![vec![1, 2], vec![2, 1]]),
             topic("orders", vec![vec![1]]),
@@ -668,6 +841,7 @@ mod tests {
                     port: 9093,
                 },
             ],
+            rack: Some("rack-b".into()),
         };
         let json = serde_json::to_string(&new).unwrap();
         assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), new);
@@ -675,6 +849,9 @@ mod tests {
         img.apply(1, &old).unwrap();
         img.apply(2, &new).unwrap();
         assert_eq!(img.brokers[&2].endpoint("SSL"), Some(("h".into(), 9092)));
+        // A record without a rack (or from before racks): no rack.
+        assert_eq!(img.brokers[&2].rack, None);
+        assert_eq!(img.brokers[&3].rack.as_deref(), Some("rack-b"));
         assert_eq!(
             img.brokers[&3].endpoint("ssl"),
             Some(("h3.example".into(), 9093))
@@ -707,5 +884,143 @@ mod tests {
         assert!(assign("orders", 0, 1, 4, &brokers).is_err());
         assert!(assign("orders", 0, 1, 0, &brokers).is_err());
         assert_eq!(assign("x", 0, 2, 1, &[7]).unwrap(), vec![vec![7], vec![7]]);
+    }
+
+    #[test]
+    fn leader_balancing_asks_for_the_partitions_a_broker_does_not_lead() {
+        let mut img = ClusterImage::default();
+        let mut i = 0;
+        let mut apply = |img: &mut ClusterImage, r: MetadataRecord| {
+            i += 1;
+            img.apply(i, &r)
+        };
+        for id in 1..=3 {
+            let r = MetadataRecord::RegisterBroker {
+                node_id: id,
+                host: "h".into(),
+                port: 9092,
+                listeners: Vec::new(),
+                rack: None,
+            };
+            apply(&mut img, r).unwrap();
+        }
+        // Broker 1 prefers partitions 0..10, broker 2 partitions 10..20.
+        let assignment: Vec<Vec<u64>> = (0..20)
+            .map(|p| if p < 10 { vec![1, 2, 3] } else { vec![2, 3, 1] })
+            .collect();
+        apply(&mut img, topic("t", assignment)).unwrap();
+        let lead = |p: i32, leader: u64, epoch: u64| MetadataRecord::PartitionLeaders {
+            leaders: vec![LeaderOf {
+                name: "t".into(),
+                topic_id: "id-t".into(),
+                partition: p,
+                leader,
+                epoch,
+            }],
+        };
+        for p in 0..20 {
+            apply(&mut img, lead(p, if p < 10 { 1 } else { 2 }, 1)).unwrap();
+        }
+        assert!(img.imbalanced(10, |_| true).is_empty());
+        // Broker 1 lost one of its ten (10 %, not more than 10 %): balanced.
+        apply(&mut img, lead(0, 2, 2)).unwrap();
+        assert!(img.imbalanced(10, |_| true).is_empty());
+        // Two of ten: out of balance; only broker 1's partitions move.
+        apply(&mut img, lead(1, 3, 2)).unwrap();
+        let away = img.imbalanced(10, |_| true);
+        let parts: Vec<i32> = away.iter().map(|p| p.partition).collect();
+        assert_eq!(parts, [0, 1]);
+        assert!(img.imbalanced(20, |_| true).is_empty());
+        // Nor is one not heard from just now (down, not fenced yet).
+        assert!(img.imbalanced(10, |id| id != 1).is_empty());
+        // A fenced broker is not given leaderships back.
+        apply(&mut img, MetadataRecord::FenceBrokers { fenced: vec![1] }).unwrap();
+        assert!(img.imbalanced(10, |_| true).is_empty());
+        apply(&mut img, MetadataRecord::FenceBrokers { fenced: vec![] }).unwrap();
+
+        // The election is remembered until the preferred replica leads.
+        let ask = MetadataRecord::ElectPreferred {
+            partitions: away,
+            at_ms: 5,
+        };
+        apply(&mut img, ask.clone()).unwrap();
+        let asked = img.elections[&("t".to_string(), 0)];
+        assert_eq!(asked.at_ms, 5);
+        assert_eq!(img.elections.len(), 2);
+        apply(&mut img, lead(0, 1, 3)).unwrap();
+        assert_eq!(img.elections.len(), 1);
+        // Asking for partitions whose preferred replica leads changes nothing.
+        let done = MetadataRecord::ElectPreferred {
+            partitions: vec![PartitionRef {
+                name: "t".into(),
+                topic_id: "id-t".into(),
+                partition: 0,
+            }],
+            at_ms: 6,
+        };
+        assert!(apply(&mut img, done).is_err());
+        // Nor does a record naming a topic by an old id.
+        let stale = MetadataRecord::ElectPreferred {
+            partitions: vec![PartitionRef {
+                name: "t".into(),
+                topic_id: "old".into(),
+                partition: 5,
+            }],
+            at_ms: 7,
+        };
+        assert!(apply(&mut img, stale).is_err());
+        let json = serde_json::to_string(&ask).unwrap();
+        assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), ask);
+        apply(&mut img, MetadataRecord::DeleteTopic { name: "t".into() }).unwrap();
+        assert!(img.elections.is_empty());
+    }
+
+    #[test]
+    fn rack_aware_placement_spreads_replicas_over_racks() {
+        let racks = |r: &[(u64, &str)]| -> Vec<(u64, Option<String>)> {
+            r.iter()
+                .map(|(id, rack)| (*id, Some(rack.to_string())))
+                .collect()
+        };
+        let spread = |brokers: &[(u64, Option<String>)], rf: usize, want: usize| {
+            for topic in ["orders", "payments", "x"] {
+                let a = assign_over_racks(topic, 0, 12, rf, brokers).unwrap();
+                let mut led = BTreeMap::new();
+                for replicas in &a {
+                    let on: BTreeSet<_> = replicas
+                        .iter()
+                        .map(|id| brokers.iter().find(|b| b.0 == *id).unwrap().1.clone())
+                        .collect();
+                    assert_eq!(on.len(), want, "{topic}: {replicas:?}");
+                    let distinct: BTreeSet<_> = replicas.iter().collect();
+                    assert_eq!(distinct.len(), rf);
+                    *led.entry(replicas[0]).or_insert(0) += 1;
+                }
+                // Preferred leaders spread evenly.
+                assert_eq!(led.len(), brokers.len(), "{topic}: {led:?}");
+                assert!(
+                    led.values().all(|&c| c == 12 / brokers.len()),
+                    "{topic}: {led:?}"
+                );
+            }
+        };
+        // Six brokers in three racks, numbered so that sorted ids bunch racks.
+        let six = racks(&[(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")]);
+        assert_eq!(rack_alternated(&six), [1, 3, 5, 2, 4, 6]);
+        spread(&six, 3, 3);
+        spread(&six, 2, 2);
+        // Racks of unequal size: still every rack before any rack twice.
+        let three = racks(&[(1, "a"), (2, "a"), (3, "b")]);
+        spread(&three, 2, 2);
+        spread(&three, 3, 2);
+        let four = racks(&[(1, "a"), (2, "a"), (3, "a"), (4, "b")]);
+        spread(&four, 2, 2);
+        // Without racks: the ids in order, as before racks.
+        let plain: Vec<(u64, Option<String>)> = vec![(3, None), (1, None), (2, None)];
+        assert_eq!(rack_alternated(&plain), [1, 2, 3]);
+        assert_eq!(
+            assign_over_racks("orders", 0, 6, 3, &plain).unwrap(),
+            assign("orders", 0, 6, 3, &[1, 2, 3]).unwrap()
+        );
     }
 }

@@ -27,4 +27,6 @@ pub mod transport;
 #[cfg(test)]
 mod compaction_tests;
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod tests;

@@ -91,6 +91,10 @@ pub struct Replica {
     /// The replica that should lead when it can (Kafka's preferred leader:
     /// the first of the partition's assigned replicas).
     preferred: Option<u64>,
+    /// Until this tick, a leader that is not the preferred replica hands
+    /// over to it once it is caught up (a preferred election asked for it:
+    /// ElectLeaders or the controller's leader balancing).
+    hand_over_until: u64,
     last_transfer: u64,
     /// A leader believed this replica holds entries it does not (its log was
     /// lost): the next heartbeat answer tells it.
@@ -107,6 +111,23 @@ pub struct Replica {
     may_quiesce: bool,
     /// The leader asked this follower to go quiet and it agreed.
     quiet_asked: bool,
+    /// The voters this group moves to (a reassignment), if any: whoever
+    /// leads drives the membership changes (see [`Self::drive_membership`]).
+    target: Option<Vec<u64>>,
+    /// The commit index when every new replica had become a learner: they
+    /// are caught up once they hold it.
+    catch_up_mark: Option<u64>,
+}
+
+/// A group's membership as this replica's configuration says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Membership {
+    /// The voters (of the incoming configuration, in a joint one).
+    pub voters: Vec<u64>,
+    /// The outgoing voters of a joint configuration (empty otherwise).
+    pub outgoing: Vec<u64>,
+    /// Replicas that receive the log without voting.
+    pub learners: Vec<u64>,
 }
 
 /// One voter of a group as its leader sees it.
@@ -181,6 +202,7 @@ impl Replica {
             last_heard: Default::default(),
             caught_up: Default::default(),
             preferred: None,
+            hand_over_until: 0,
             last_transfer: 0,
             lost_log: false,
             fully_replicated: 0,
@@ -188,6 +210,8 @@ impl Replica {
             fully_replicated_at: (0, 0),
             may_quiesce: false,
             quiet_asked: false,
+            target: None,
+            catch_up_mark: None,
         })
     }
 
@@ -239,6 +263,7 @@ impl Replica {
         }
         self.node.tick();
         self.maybe_hand_over();
+        self.drive_membership();
     }
 
     /// A message from another replica. Messages for another term or from an
@@ -295,7 +320,12 @@ impl Replica {
             }
             _ => {}
         }
-        self.node.step(m)?;
+        match self.node.step(m) {
+            // An answer from a replica that is not (or no longer, or not
+            // yet) a member: a membership change is under way; dropped.
+            Err(raft::Error::StepPeerNotFound) => return Ok(()),
+            other => other?,
+        }
         self.follow_term();
         if self.is_leader() {
             let raft = &self.node.raft;
@@ -351,8 +381,8 @@ impl Replica {
     /// Whether this leader could go quiet now: everything it holds is
     /// committed and stored, every voter whose broker is `live` holds all of
     /// it and was heard within a heartbeat interval, those make a majority,
-    /// no leadership transfer is under way, and the preferred leader (if it
-    /// is another, live broker) does not wait for a hand-over.
+    /// no leadership transfer is under way, and no preferred election waits
+    /// for a live preferred replica to take over.
     pub fn can_quiesce(&self, live: &dyn Fn(u64) -> bool) -> bool {
         let raft = &self.node.raft;
         if !self.may_quiesce
@@ -366,7 +396,10 @@ impl Replica {
         if raft.raft_log.committed != last || !raft.raft_log.unstable.entries.is_empty() {
             return false;
         }
-        if self.preferred.is_some_and(|p| p != self.id && live(p)) {
+        if self.hand_over_wanted() && self.preferred.is_some_and(live) {
+            return false;
+        }
+        if self.target.is_some() && !self.membership_reached() {
             return false;
         }
         let window = 2 * self.timing.heartbeat_ticks as u64;
@@ -500,16 +533,32 @@ impl Replica {
         self.preferred = preferred;
     }
 
-    /// A leader that is not the preferred replica hands leadership over once
-    /// the preferred one is reachable and has every entry (at most once per
-    /// election timeout), so leaders spread as the assignment intends
-    /// instead of bunching on whichever node started first.
+    /// A preferred election: for the next `within` ticks, this leader
+    /// (if it is not the preferred replica) hands leadership over once the
+    /// preferred one is reachable and has every entry. Leadership does not
+    /// move back by itself when a preferred replica returns: that would
+    /// hit every client with a second round of NOT_LEADER_OR_FOLLOWER right
+    /// after the first; the controller's balancing asks for it instead.
+    pub fn request_hand_over(&mut self, within: u64) {
+        self.hand_over_until = self.ticks + within;
+    }
+
+    /// Whether a preferred election asks this leader to hand over now.
+    fn hand_over_wanted(&self) -> bool {
+        self.ticks < self.hand_over_until
+            && self.is_leader()
+            && self.preferred.is_some_and(|p| p != self.id)
+    }
+
+    /// Hands leadership to the preferred replica when a preferred election
+    /// asks for it and that replica is reachable and caught up (one attempt
+    /// per election timeout).
     fn maybe_hand_over(&mut self) {
-        let Some(p) = self.preferred.filter(|&p| p != self.id) else {
+        if !self.hand_over_wanted() {
             return;
-        };
-        if !self.is_leader() || self.ticks - self.last_transfer < self.timing.election_ticks as u64
-        {
+        }
+        let Some(p) = self.preferred else { return };
+        if self.ticks - self.last_transfer < self.timing.election_ticks as u64 {
             return;
         }
         let last = self.node.raft.raft_log.last_index();
@@ -650,6 +699,11 @@ impl Replica {
         self.node.raft.raft_log.committed
     }
 
+    /// The term of entry `index` in this replica's log, if it holds it.
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        self.node.raft.raft_log.term(index).ok()
+    }
+
     /// The last entry carried out (commands applied) here.
     pub fn applied_index(&self) -> u64 {
         self.node.raft.raft_log.applied
@@ -738,11 +792,205 @@ impl Replica {
         }
     }
 
-    fn apply_commands(&self, committed: &[Entry]) -> Result<(), ReplicaError> {
-        for c in committed.iter().filter_map(Command::of) {
-            self.store.apply(c)?;
+    fn apply_commands(&mut self, committed: &[Entry]) -> Result<(), ReplicaError> {
+        use raft::eraftpb::EntryType;
+        for e in committed {
+            match e.get_entry_type() {
+                EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+                    self.apply_membership(e)?
+                }
+                EntryType::EntryNormal => {
+                    if let Some(c) = Command::of(e) {
+                        self.store.apply(c)?;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A committed membership change: Raft's configuration switches, and
+    /// the store records it (with its index, so it is taken in once even
+    /// when the entry is handed out again after a restart or a snapshot).
+    fn apply_membership(&mut self, e: &Entry) -> Result<(), ReplicaError> {
+        use protobuf::Message as _;
+        use raft::eraftpb::{ConfChange, ConfChangeV2, EntryType};
+        if e.index <= self.store.conf_index() {
+            return Ok(());
+        }
+        let bad = |err: protobuf::ProtobufError| {
+            ReplicaError::Store(StoreError::BadEntry {
+                index: e.index,
+                reason: err.to_string(),
+            })
+        };
+        let applied = if e.get_entry_type() == EntryType::EntryConfChange {
+            let cc = ConfChange::parse_from_bytes(&e.data).map_err(bad)?;
+            self.node.apply_conf_change(&cc)
+        } else {
+            let cc = ConfChangeV2::parse_from_bytes(&e.data).map_err(bad)?;
+            self.node.apply_conf_change(&cc)
+        };
+        match applied {
+            Ok(cs) => {
+                tracing::info!(id = self.id, index = e.index, voters = ?cs.voters,
+                    outgoing = ?cs.voters_outgoing, learners = ?cs.learners, "membership changed");
+                self.store.set_conf_state(cs, e.index)?;
+            }
+            // Every replica refuses the same change alike (the leader
+            // checks before proposing, so this is a change the
+            // configuration had already taken in).
+            Err(err) => {
+                tracing::warn!(id = self.id, index = e.index, error = %err, "membership change not applied")
+            }
+        }
+        Ok(())
+    }
+
+    /// The group's membership as this replica's configuration says.
+    pub fn membership(&self) -> Membership {
+        let cs = self.node.raft.prs().conf().to_conf_state();
+        let sorted = |mut ids: Vec<u64>| {
+            ids.sort_unstable();
+            ids
+        };
+        Membership {
+            voters: sorted(cs.voters),
+            outgoing: sorted(cs.voters_outgoing),
+            learners: sorted(cs.learners),
+        }
+    }
+
+    /// Sets (or clears) the voters this group should move to. Whoever
+    /// leads takes the group there one step at a time: each new replica is
+    /// added as a learner; once every learner holds what was committed
+    /// when the last one was added, a joint configuration (old and new
+    /// voters both deciding) switches them to voters and takes out the
+    /// replicas leaving; a leader that is not among the new voters hands
+    /// leadership to one that is; then the joint configuration is left.
+    /// Setting the old voters back cancels a move that has not switched
+    /// yet (the learners are removed).
+    pub fn set_target_voters(&mut self, target: Option<Vec<u64>>) {
+        let target = target.map(|mut t| {
+            t.sort_unstable();
+            t.dedup();
+            t
+        });
+        if target != self.target {
+            self.catch_up_mark = None;
+        }
+        self.target = target;
+    }
+
+    /// Whether the membership is the target's (or there is no target).
+    pub fn membership_reached(&self) -> bool {
+        let Some(target) = &self.target else {
+            return true;
+        };
+        let m = self.membership();
+        m.outgoing.is_empty() && m.learners.is_empty() && &m.voters == target
+    }
+
+    /// One step of a move towards the target voters (see
+    /// [`Self::set_target_voters`]), on the leader, when no membership
+    /// change is in flight.
+    fn drive_membership(&mut self) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeTransition, ConfChangeType, ConfChangeV2};
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        if !self.leader_ready() || self.node.raft.lead_transferee.is_some() {
+            return;
+        }
+        let raft = &self.node.raft;
+        if raft.pending_conf_index > raft.raft_log.applied {
+            return; // a change is on its way
+        }
+        let committed = raft.raft_log.committed;
+        let m = self.membership();
+        let single = |kind: ConfChangeType, id: u64| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(kind);
+            c.node_id = id;
+            c
+        };
+        let change = |changes: Vec<ConfChangeSingle>, transition: ConfChangeTransition| {
+            let mut cc = ConfChangeV2::default();
+            cc.set_transition(transition);
+            cc.set_changes(changes.into());
+            cc
+        };
+        let cc = if !m.outgoing.is_empty() {
+            // Joint: leave it from a leader among the new voters.
+            if m.voters.contains(&self.id) {
+                ConfChangeV2::default()
+            } else {
+                self.hand_over_to_one_of(&m.voters, committed);
+                return;
+            }
+        } else if let Some(&stray) = m.learners.iter().find(|l| !target.contains(l)) {
+            // A learner of a cancelled move.
+            change(
+                vec![single(ConfChangeType::RemoveNode, stray)],
+                ConfChangeTransition::Auto,
+            )
+        } else if let Some(&new) = target
+            .iter()
+            .find(|t| !m.voters.contains(t) && !m.learners.contains(t))
+        {
+            change(
+                vec![single(ConfChangeType::AddLearnerNode, new)],
+                ConfChangeTransition::Auto,
+            )
+        } else if m.voters == target {
+            return; // reached
+        } else {
+            let mark = *self.catch_up_mark.get_or_insert(committed);
+            let caught_up = m.learners.iter().all(|&l| {
+                raft.prs().get(l).is_some_and(|pr| {
+                    pr.matched >= mark && pr.state == raft::ProgressState::Replicate
+                })
+            });
+            if !caught_up {
+                return;
+            }
+            let mut changes: Vec<ConfChangeSingle> = target
+                .iter()
+                .filter(|t| !m.voters.contains(t))
+                .map(|&t| single(ConfChangeType::AddNode, t))
+                .collect();
+            changes.extend(
+                m.voters
+                    .iter()
+                    .filter(|v| !target.contains(v))
+                    .map(|&v| single(ConfChangeType::RemoveNode, v)),
+            );
+            change(changes, ConfChangeTransition::Explicit)
+        };
+        if let Err(e) = self.node.propose_conf_change(vec![], cc) {
+            tracing::debug!(id = self.id, error = %e, "membership change not proposed");
+        }
+    }
+
+    /// Transfers leadership to a caught-up, reachable replica of `among`
+    /// (at most once per election timeout).
+    fn hand_over_to_one_of(&mut self, among: &[u64], committed: u64) {
+        if self.ticks - self.last_transfer < self.timing.election_ticks as u64 {
+            return;
+        }
+        let window = self.timing.election_ticks as u64;
+        let raft = &self.node.raft;
+        let next = among.iter().copied().find(|&id| {
+            raft.prs().get(id).is_some_and(|pr| pr.matched >= committed)
+                && self
+                    .last_heard
+                    .get(&id)
+                    .is_some_and(|&t| self.ticks - t <= window)
+        });
+        if let Some(id) = next {
+            self.last_transfer = self.ticks;
+            self.node.transfer_leader(id);
+        }
     }
 
     /// Whether this replica leads and has committed an entry of its own

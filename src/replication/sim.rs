@@ -87,6 +87,22 @@ impl SimCluster {
         Ok(())
     }
 
+    /// Starts a new, empty replica `id` (a broker a reassignment moves the
+    /// group onto): it knows the group's current voters, not being one, and
+    /// takes part once the leader adds it.
+    pub fn add_node(&mut self, id: u64) -> Result<(), ReplicaError> {
+        let first = self.dirs.values().next().expect("a replica").clone();
+        let root = first
+            .parent()
+            .expect("replica folders share a root")
+            .to_owned();
+        self.dirs.insert(id, root.join(id.to_string()));
+        if let Some(r) = self.replicas.values().next() {
+            self.voters = r.membership().voters;
+        }
+        self.restart(id)
+    }
+
     /// Drops replica `id` without closing anything: its unsynced writes are
     /// whatever the page cache holds, as after kill -9 of the process.
     pub fn crash(&mut self, id: u64) {

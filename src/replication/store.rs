@@ -54,6 +54,10 @@ struct Inner {
     log: Log,
     hard_state: HardState,
     conf_state: ConfState,
+    /// Index of the membership change `conf_state` last took in (0: none
+    /// yet): an entry at or below it is not applied again (after a restart
+    /// or a snapshot that carried a newer configuration than its index).
+    conf_index: u64,
     /// Index and term of the entry just before the log's first.
     snapshot_index: u64,
     snapshot_term: u64,
@@ -192,6 +196,7 @@ impl ReplicaStore {
             voters: voters.to_vec(),
             ..ConfState::default()
         };
+        let mut conf_index = 0;
         let (mut snapshot_index, mut snapshot_term) = (log.first_entry_index() - 1, 0);
         let mut reset_to = None;
         let (state_file, text) = checkpoint::Slotted::read(dir, STATE_FILE);
@@ -200,13 +205,24 @@ impl ReplicaStore {
                 .lines()
                 .map(|l| checkpoint::numbers(l).unwrap_or_default())
                 .collect();
-            if let [hs, vs, snap] = &lines[..]
+            let ids = |v: &Vec<i64>| v.iter().map(|&v| v as u64).collect::<Vec<u64>>();
+            // Three lines, or seven since membership changes: the rest of
+            // the configuration (learners, outgoing voters of a joint
+            // configuration, learners next, auto-leave).
+            if let [hs, vs, snap, membership @ ..] = &lines[..]
                 && let ([term, vote, commit], [index, sterm, rest @ ..]) = (&hs[..], &snap[..])
             {
                 hard_state.term = *term as u64;
                 hard_state.vote = *vote as u64;
                 hard_state.commit = *commit as u64;
-                conf_state.voters = vs.iter().map(|v| *v as u64).collect();
+                conf_state.voters = ids(vs);
+                if let [learners, outgoing, next, last] = membership {
+                    conf_state.learners = ids(learners);
+                    conf_state.voters_outgoing = ids(outgoing);
+                    conf_state.learners_next = ids(next);
+                    conf_state.auto_leave = last.first() == Some(&1);
+                    conf_index = last.get(1).map_or(0, |&i| i as u64);
+                }
                 snapshot_index = *index as u64;
                 snapshot_term = *sterm as u64;
                 reset_to = rest.first().copied();
@@ -243,6 +259,7 @@ impl ReplicaStore {
             log,
             hard_state,
             conf_state,
+            conf_index,
             snapshot_index,
             snapshot_term,
             reset_to: None,
@@ -269,28 +286,59 @@ impl ReplicaStore {
 
     fn write_state(inner: &mut Inner) -> Result<(), StoreError> {
         let hs = &inner.hard_state;
-        let voters: Vec<String> = inner
-            .conf_state
-            .voters
-            .iter()
-            .map(|v| v.to_string())
-            .collect();
+        let cs = &inner.conf_state;
+        let ids = |v: &[u64]| {
+            v.iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut text = format!(
+            "{} {} {}\n{}\n{} {}{}\n",
+            hs.term,
+            hs.vote,
+            hs.commit,
+            ids(&cs.voters),
+            inner.snapshot_index,
+            inner.snapshot_term,
+            inner.reset_to.map_or(String::new(), |b| format!(" {b}"))
+        );
+        // The rest of the configuration only once a membership change made
+        // one (the three-line form otherwise, as before).
+        if inner.conf_index > 0 {
+            text += &format!(
+                "{}\n{}\n{}\n{} {}\n",
+                ids(&cs.learners),
+                ids(&cs.voters_outgoing),
+                ids(&cs.learners_next),
+                u8::from(cs.auto_leave),
+                inner.conf_index
+            );
+        }
         let dir = inner.log.dir().to_owned();
-        inner.state_file.write(
-            &dir,
-            STATE_FILE,
-            &format!(
-                "{} {} {}\n{}\n{} {}{}\n",
-                hs.term,
-                hs.vote,
-                hs.commit,
-                voters.join(" "),
-                inner.snapshot_index,
-                inner.snapshot_term,
-                inner.reset_to.map_or(String::new(), |b| format!(" {b}"))
-            ),
-        )?;
+        inner.state_file.write(&dir, STATE_FILE, &text)?;
         Ok(())
+    }
+
+    /// Records the group's configuration after the membership change at
+    /// entry `index` applied (durably, at once: who votes is part of Raft's
+    /// safety).
+    pub fn set_conf_state(&self, cs: ConfState, index: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        inner.conf_state = cs;
+        inner.conf_index = index;
+        Self::write_state(&mut inner)
+    }
+
+    /// The index of the membership change the configuration last took in
+    /// (0: none).
+    pub fn conf_index(&self) -> u64 {
+        self.lock().conf_index
+    }
+
+    /// The group's configuration as stored.
+    pub fn conf_state(&self) -> ConfState {
+        self.lock().conf_state.clone()
     }
 
     /// Appends entries from Raft, first cutting any conflicting suffix (a new
@@ -441,12 +489,16 @@ impl ReplicaStore {
             reason,
         };
         let text = std::str::from_utf8(&snap.data).map_err(|e| bad(e.to_string()))?;
-        let Some(&base) = checkpoint::numbers(text).as_deref().and_then(|n| n.first()) else {
+        // The offset the log restarts at, and (since membership changes)
+        // the index of the change the snapshot's configuration took in.
+        let numbers = checkpoint::numbers(text).unwrap_or_default();
+        let Some(&base) = numbers.first() else {
             return Err(bad(format!("snapshot data '{text}'")));
         };
         inner.snapshot_index = meta.index;
         inner.snapshot_term = meta.term;
         inner.conf_state = meta.get_conf_state().clone();
+        inner.conf_index = numbers.get(1).map_or(0, |&i| i as u64);
         inner.hard_state.commit = inner.hard_state.commit.max(meta.index);
         inner.reset_to = Some(base);
         Self::write_state(inner)?;
@@ -566,8 +618,13 @@ impl Storage for ReplicaStore {
         // its log and continues at the first kept entry.
         let inner = self.lock();
         let first_base = inner.log.segments().first().map_or(0, |s| s.base_offset);
+        let data = if inner.conf_index > 0 {
+            format!("{first_base} {}", inner.conf_index)
+        } else {
+            first_base.to_string()
+        };
         let mut snap = Snapshot {
-            data: first_base.to_string().into(),
+            data: data.into(),
             ..Snapshot::default()
         };
         let meta = snap.mut_metadata();

@@ -402,6 +402,16 @@ fn leadership_moves_to_the_preferred_replica() {
     for r in sim.replicas.values_mut() {
         r.set_preferred_leader(Some(preferred));
     }
+    // A returning preferred replica does not take leadership back by
+    // itself (that would be a second leader change for every client)...
+    sim.run_until(100, |_| false).unwrap();
+    assert_eq!(
+        sim.leader(),
+        Some(first),
+        "no hand-over without an election"
+    );
+    // ...until a preferred election asks the leader for it.
+    sim.replicas.get_mut(&first).unwrap().request_hand_over(300);
     assert!(
         sim.run_until(200, |s| s.leader() == Some(preferred))
             .unwrap(),

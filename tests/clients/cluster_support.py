@@ -369,7 +369,9 @@ _handed_out = set()
 
 
 class Cluster:
-    def __init__(self, tmp_path, nodes=NODES, config=""):
+    def __init__(self, tmp_path, nodes=NODES, config="", node_config=None):
+        """`config`: TOML every broker gets; `node_config`: {node: TOML}
+        added for that broker only."""
         self.ids = list(nodes)
         self.net = FaultyNetwork()
         self.proxies = {n: None for n in self.ids}
@@ -384,7 +386,7 @@ class Cluster:
             d.mkdir()
             b = Broker(
                 d,
-                config,
+                config + (node_config or {}).get(n, ""),
                 extra_args=[
                     "--node-id", str(n),
                     "--controller-voters", voters,
@@ -557,14 +559,36 @@ class Cluster:
 
     def while_leading(self, topic, partition, node, read):
         """`read()` while `node` leads the partition, with the same leader
-        epoch before and after it; None when leadership moved meanwhile (the
-        preferred replica takes it back about an election timeout after it
-        has caught up)."""
+        epoch before and after it; None when leadership moved meanwhile (a
+        preferred election, or the leader lost its majority)."""
         before = self.leader(topic, partition)
         if before[0] != node:
             return None
         got = read()
         return got if self.leader(topic, partition) == before else None
+
+    def elect_preferred(self, topic, partition, timeout=30.0):
+        """Preferred leader election through librdkafka's admin client
+        (ElectLeaders), asked again until the partition's first replica
+        leads; returns it."""
+        from confluent_kafka import ElectionType
+
+        preferred = self.partition_view(self.live()[0], topic, partition)["replicas"][0]
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.time() + timeout
+        answers = []
+        while time.time() < deadline:
+            fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)])
+            try:
+                fut.result(timeout=15)
+                answers.append("ok")
+            except KafkaException as e:
+                answers.append(e.args[0].name())
+            leader, _ = self.leader(topic, partition, timeout=max(deadline - time.time(), 1.0))
+            if leader == preferred:
+                return preferred
+            time.sleep(0.5)
+        raise AssertionError(f"{preferred} does not lead {topic}-{partition} after elections: {answers}")
 
     def create_topic(self, name, partitions=1, rf=3, timeout=30.0, config=None):
         """CreateTopics (with topic `config`) through librdkafka, retried while

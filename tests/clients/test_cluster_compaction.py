@@ -207,8 +207,10 @@ def test_compacted_topic_keeps_every_latest_value_through_failovers(cluster):
     print(f"  {w.acked} acknowledged, {w.failed} failed so far")
     assert all(w.latest[k][1] is None for k in DOOMED), "every erasure acknowledged"
 
-    # Back, caught up, and leading again (it is the preferred replica).
+    # Back, caught up, and leading again (it is the preferred replica: a
+    # preferred election gives the leadership back).
     cluster.start([first])
+    cluster.elect_preferred(TOPIC, 0)
 
     def read():
         return read_latest(cluster.bootstrap)

@@ -4,7 +4,8 @@ The coordinator of a group is the leader of the group's __consumer_offsets
 partition. Cutting it off from the other brokers (it keeps running, and
 clients still reach it) moves coordination to another broker; healing the
 network gives it the leadership back (it is the partition's preferred
-replica), so coordination returns to a broker that still holds its own copy
+replica, and the active controller's leader balancing, checking every 2 s
+here, asks for a preferred election), so coordination returns to a broker that still holds its own copy
 of the group from before, with session deadlines long past. It must load
 the group afresh before it acts on it: acting on the stale copy expired
 every member (Stable → Empty) and the live members got UNKNOWN_MEMBER_ID
@@ -21,10 +22,14 @@ from cluster_support import running_cluster
 
 pytestmark = pytest.mark.timeout(200)
 
+# Leadership returns to a preferred replica through leader balancing (Kafka's
+# default interval is 300 s).
+BALANCE_OFTEN = '"leader.imbalance.check.interval.seconds" = 2\n'
+
 
 @pytest.fixture
 def cluster(tmp_path):
-    with running_cluster(tmp_path) as c:
+    with running_cluster(tmp_path, config=BALANCE_OFTEN) as c:
         yield c
 
 
@@ -111,7 +116,7 @@ def test_members_stay_while_coordination_moves_away_and_back(cluster):
         time.sleep(max(0.0, 20 - (time.monotonic() - cut)))
         cluster.net.heal()
         # It is the preferred leader of the group's partition: once caught
-        # up it takes the leadership back.
+        # up, leader balancing gives it the leadership back.
         back, state, now = wait_view(cluster, lambda c, s, m: c == first, 60, "coordination back on the healed broker")
         print(f"  coordination back on {back}: {state}, members {now}")
         # Several heartbeats and a session timeout's worth of time with the
