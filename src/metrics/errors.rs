@@ -50,7 +50,6 @@ top_level!(
     DescribeQuorumResponse,
     DescribeUserScramCredentialsResponse,
     ElectLeadersResponse,
-    ListPartitionReassignmentsResponse,
     ListTransactionsResponse,
     DescribeLogDirsResponse,
     ListConfigResourcesResponse,
@@ -115,12 +114,6 @@ codes! {
     DescribeConfigsResponse => |r, out| out.extend(r.results.iter().map(|c| c.error_code));
     AlterConfigsResponse => |r, out| out.extend(r.responses.iter().map(|c| c.error_code));
     IncrementalAlterConfigsResponse => |r, out| out.extend(r.responses.iter().map(|c| c.error_code));
-    AlterPartitionReassignmentsResponse => |r, out| {
-        out.push(r.error_code);
-        for t in &r.responses {
-            out.extend(t.partitions.iter().map(|p| p.error_code));
-        }
-    };
     DeleteRecordsResponse => |r, out| {
         for t in &r.topics {
             out.extend(t.partitions.iter().map(|p| p.error_code));
