@@ -394,6 +394,9 @@ class Cluster:
                 ],
             )
             b.port = quiet_port()
+            # The admin listener too: a port from the ephemeral range may be
+            # taken by an outgoing connection before the broker binds it.
+            b.admin_port = quiet_port()
             b.bootstrap = f"127.0.0.1:{b.port}"
             self.brokers[n] = b
         self.down = set()  # nodes this test stopped on purpose
