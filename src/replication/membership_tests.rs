@@ -5,7 +5,6 @@
 
 use super::replica::Membership;
 use super::sim::SimCluster;
-use sluice_storage::BatchHeader;
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
 
 fn payload(i: usize) -> Vec<u8> {
@@ -18,17 +17,6 @@ fn payload(i: usize) -> Vec<u8> {
         }],
         BuildOptions::default(),
     )
-}
-
-fn values(sim: &SimCluster, id: u64) -> Vec<String> {
-    sim.committed_data(id)
-        .iter()
-        .flat_map(|(_, b)| {
-            let h = BatchHeader::parse(b).unwrap();
-            crate::cleaner::records::records(b, &h).unwrap()
-        })
-        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-        .collect()
 }
 
 fn expected(n: usize) -> Vec<String> {
@@ -114,12 +102,12 @@ fn a_group_moves_to_new_replicas_while_it_commits() {
     assert!(after > 0);
     assert!(
         sim.run_until(100, |s| {
-            let v = values(s, 2);
-            [3, 4].iter().all(|&id| values(s, id) == v)
+            let v = s.committed_values(2);
+            [3, 4].iter().all(|&id| s.committed_values(id) == v)
         })
         .unwrap()
     );
-    let got = values(&sim, 4);
+    let got = sim.committed_values(4);
     assert!(
         got.len() >= before + during + after,
         "{} committed on the new replica, {} acknowledged",
@@ -161,7 +149,7 @@ fn a_leader_that_leaves_hands_over_first() {
     assert!(acked > 0);
     let now = sim.leader().unwrap();
     assert!(target.contains(&now), "{now} leads, not one of {target:?}");
-    let got = values(&sim, 5);
+    let got = sim.committed_values(5);
     assert_eq!(got, expected(got.len()));
 }
 
@@ -185,7 +173,7 @@ fn all_replicas_replaced() {
     }
     let (_, after) = write_until(&mut sim, &mut next, 100, |_| false);
     assert!(after > 0, "the new replicas commit alone");
-    let got = values(&sim, 6);
+    let got = sim.committed_values(6);
     assert_eq!(got, expected(got.len()));
 }
 

@@ -278,4 +278,17 @@ impl SimCluster {
             .map(|(offset, _, b)| (offset, b))
             .collect()
     }
+
+    /// The record values of replica `id`'s committed data batches, in log
+    /// order.
+    pub fn committed_values(&self, id: u64) -> Vec<String> {
+        self.committed_data(id)
+            .iter()
+            .flat_map(|(_, b)| {
+                let h = BatchHeader::parse(b).expect("batch");
+                cleaner::records::records(b, &h).expect("records")
+            })
+            .map(|r| String::from_utf8(r.value.expect("a value").to_vec()).expect("utf-8"))
+            .collect()
+    }
 }

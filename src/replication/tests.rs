@@ -18,18 +18,6 @@ fn payload(tag: &str, i: usize) -> Vec<u8> {
     )
 }
 
-/// The record values of the committed data batches of replica `id`.
-fn committed_values(sim: &SimCluster, id: u64) -> Vec<String> {
-    sim.committed_data(id)
-        .iter()
-        .flat_map(|(_, b)| {
-            let h = BatchHeader::parse(b).unwrap();
-            crate::cleaner::records::records(b, &h).unwrap()
-        })
-        .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
-        .collect()
-}
-
 fn propose_all(sim: &mut SimCluster, on: u64, tag: &str, n: usize) -> Result<(), ReplicaError> {
     for i in 0..n {
         sim.replicas
@@ -132,7 +120,7 @@ fn a_leader_is_elected_and_its_batches_commit_on_every_replica() {
         .unwrap();
     assert!(done, "every replica commits all 20 batches");
     for &id in sim.replicas.keys() {
-        assert_eq!(committed_values(&sim, id), names("a", 20));
+        assert_eq!(sim.committed_values(id), names("a", 20));
         assert!(
             sim.log_of(id)
                 .iter()
@@ -191,7 +179,7 @@ fn nothing_commits_without_a_majority() {
         sim.run_until(300, all_agree).unwrap(),
         "the replicas converge"
     );
-    let values = committed_values(&sim, others[0]);
+    let values = sim.committed_values(others[0]);
     assert_eq!(values[..3], names("ok", 3)[..], "what was committed stays");
 }
 
@@ -237,7 +225,7 @@ fn a_deposed_leaders_uncommitted_suffix_is_replaced() {
     let mut want = names("first", 5);
     want.extend(names("second", 4));
     for &id in sim.replicas.keys() {
-        assert_eq!(committed_values(&sim, id), want, "replica {id}");
+        assert_eq!(sim.committed_values(id), want, "replica {id}");
     }
     let old_log = sim.log_of(old);
     let lost_left = old_log
@@ -283,14 +271,14 @@ fn crashed_replicas_recover_from_their_logs_and_catch_up() {
     let leader = sim.elect(300).unwrap();
     propose_all(&mut sim, leader, "three", 2).unwrap();
     assert!(
-        sim.run_until(300, |s| all_agree(s) && committed_values(s, 1).len() == 22)
+        sim.run_until(300, |s| all_agree(s) && s.committed_values(1).len() == 22)
             .unwrap()
     );
     let mut want = names("one", 10);
     want.extend(names("two", 10));
     want.extend(names("three", 2));
     for id in 1..=3 {
-        assert_eq!(committed_values(&sim, id), want);
+        assert_eq!(sim.committed_values(id), want);
     }
 }
 
@@ -348,7 +336,7 @@ fn a_follower_behind_the_leaders_first_entry_installs_a_snapshot() {
     assert_eq!(first_behind, first);
     assert!(start > 11, "its log now starts where the leader's does");
     assert!(
-        !committed_values(&sim, behind)
+        !sim.committed_values(behind)
             .iter()
             .any(|v| v.starts_with("early"))
     );
@@ -422,10 +410,10 @@ fn leadership_moves_to_the_preferred_replica() {
     assert_eq!(sim.leader(), Some(preferred));
     assert!(
         sim.run_until(100, |s| all_agree(s)
-            && committed_values(s, preferred).len() == 5)
+            && s.committed_values(preferred).len() == 5)
             .unwrap()
     );
-    assert_eq!(committed_values(&sim, preferred), names("p", 5));
+    assert_eq!(sim.committed_values(preferred), names("p", 5));
 }
 
 #[test]
@@ -531,7 +519,7 @@ fn a_proposal_at_a_predicted_place_lands_there_or_nowhere() {
         .propose_at(payload("x", 2), next);
     assert!(matches!(on_follower, Err(ReplicaError::NotLeader { .. })));
     assert!(all_reach(&mut sim, next.last_offset + 1));
-    assert_eq!(committed_values(&sim, leader), names("x", 2));
+    assert_eq!(sim.committed_values(leader), names("x", 2));
 }
 
 #[test]
@@ -542,7 +530,7 @@ fn a_wiped_follower_rejoins_and_refills_from_the_leader() {
     propose_all(&mut sim, leader, "w", 10).unwrap();
     let hw = {
         sim.run_until(100, |s| {
-            all_agree(s) && committed_values(s, leader).len() == 10
+            all_agree(s) && s.committed_values(leader).len() == 10
         })
         .unwrap();
         sim.replicas[&leader].high_watermark()
@@ -559,11 +547,11 @@ fn a_wiped_follower_rejoins_and_refills_from_the_leader() {
         0
     );
     assert!(
-        sim.run_until(200, |s| committed_values(s, f).len() == 10)
+        sim.run_until(200, |s| s.committed_values(f).len() == 10)
             .unwrap(),
         "the wiped follower refills"
     );
-    assert_eq!(committed_values(&sim, f), names("w", 10));
+    assert_eq!(sim.committed_values(f), names("w", 10));
     assert!(all_agree(&sim));
 }
 
@@ -691,7 +679,7 @@ fn raft_entries_take_no_offset_unless_the_topic_predates_dense_offsets() {
             propose_all(&mut sim, leader, &tag, 5).unwrap();
             want.extend(names(&tag, 5));
             assert!(
-                sim.run_until(200, |s| all_agree(s) && committed_values(s, leader) == want)
+                sim.run_until(200, |s| all_agree(s) && s.committed_values(leader) == want)
                     .unwrap(),
                 "round {round}"
             );
@@ -707,7 +695,7 @@ fn raft_entries_take_no_offset_unless_the_topic_predates_dense_offsets() {
         propose_all(&mut sim, leader, "last", 5).unwrap();
         want.extend(names("last", 5));
         assert!(
-            sim.run_until(300, |s| all_agree(s) && committed_values(s, f) == want)
+            sim.run_until(300, |s| all_agree(s) && s.committed_values(f) == want)
                 .unwrap()
         );
         let own = sim

@@ -12,6 +12,7 @@ back to the preferred replica (the first assigned) when asked:
   partitions it is the preferred replica of).
 """
 
+import contextlib
 import time
 
 import pytest
@@ -72,10 +73,26 @@ def elect(admin, election, partitions):
     return {tp.partition: (e.name() if e is not None else None) for tp, e in got.items()}
 
 
+@contextlib.contextmanager
+def topic_cluster(tmp_path, config=""):
+    """A running cluster with TOPIC (RF 3) created."""
+    with running_cluster(tmp_path, config=config) as c:
+        c.create_topic(TOPIC, PARTITIONS, 3)
+        yield c
+
+
+def wait_listed(cluster, node, listed, timeout=20):
+    """Until a broker other than `node` lists it in Metadata (unfenced), or
+    no longer does (fenced)."""
+    deadline = time.monotonic() + timeout
+    while (node in metadata(cluster.port(next(n for n in cluster.live() if n != node)))["brokers"]) != listed:
+        assert time.monotonic() < deadline, f"{node} {'not back' if listed else 'not fenced'} within {timeout}s"
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def default_cluster(tmp_path):
-    with running_cluster(tmp_path) as c:
-        c.create_topic(TOPIC, PARTITIONS, 3)
+    with topic_cluster(tmp_path) as c:
         yield c
 
 
@@ -97,18 +114,12 @@ def test_leadership_stays_until_a_preferred_election_asks(default_cluster):
     cluster.kill9(node)
     wait_leaders(cluster, lambda v: all(v[p][0] not in (node, -1) for p in mine), 30, f"new leaders away from {node}")
     # Fenced (broker.session.timeout.ms, 9 s): its partitions cannot go back.
-    deadline = time.monotonic() + 20
-    while node in metadata(cluster.port(cluster.live()[0]))["brokers"]:
-        assert time.monotonic() < deadline, f"{node} not fenced"
-        time.sleep(0.2)
+    wait_listed(cluster, node, False)
     got = elect(admin, ElectionType.PREFERRED, mine)
     assert got == {p: "PREFERRED_LEADER_NOT_AVAILABLE" for p in mine}, got
 
     cluster.start([node])
-    deadline = time.monotonic() + 20
-    while node not in metadata(cluster.port(next(n for n in cluster.live() if n != node)))["brokers"]:
-        assert time.monotonic() < deadline, f"{node} not unfenced"
-        time.sleep(0.2)
+    wait_listed(cluster, node, True)
     away = leaders(cluster, node)
     # Caught up and heard from, yet the leaderships stay where they are.
     time.sleep(6)
@@ -125,9 +136,7 @@ def test_leadership_stays_until_a_preferred_election_asks(default_cluster):
 
 @pytest.fixture
 def balancing_cluster(tmp_path):
-    config = '"leader.imbalance.check.interval.seconds" = 2\n'
-    with running_cluster(tmp_path, config=config) as c:
-        c.create_topic(TOPIC, PARTITIONS, 3)
+    with topic_cluster(tmp_path, '"leader.imbalance.check.interval.seconds" = 2\n') as c:
         yield c
 
 
@@ -143,8 +152,7 @@ def test_leader_balancing_gives_leaderships_back(balancing_cluster):
 @pytest.fixture
 def unbalanced_cluster(tmp_path):
     config = '"leader.imbalance.check.interval.seconds" = 1\n"auto.leader.rebalance.enable" = false\n'
-    with running_cluster(tmp_path, config=config) as c:
-        c.create_topic(TOPIC, PARTITIONS, 3)
+    with topic_cluster(tmp_path, config) as c:
         yield c
 
 
@@ -152,10 +160,7 @@ def test_no_balancing_when_disabled(unbalanced_cluster):
     cluster = unbalanced_cluster
     node = NODES[2]
     mine = crash_and_return(cluster, node)
-    deadline = time.monotonic() + 20
-    while node not in metadata(cluster.port(next(n for n in cluster.live() if n != node)))["brokers"]:
-        assert time.monotonic() < deadline, f"{node} not back"
-        time.sleep(0.2)
+    wait_listed(cluster, node, True)
     time.sleep(6)
     view = leaders(cluster, node)
     assert all(view[p][0] != node for p in mine), view
