@@ -332,9 +332,14 @@ def test_two_cli_consumers_in_one_group_split_the_partitions(tmp_path):
         procs = {n: start_consume(b, tmp_path, n, "shared", "-g", "duo", "--from-beginning", *fmt)
                  for n in ("one", "two")}
 
-        # Both are members of the group, two partitions each.
+        # Both are members of the group, two partitions each. Until the
+        # first of them has joined, the group does not exist yet.
         def split():
-            d = js(b, "group", "describe", "duo")
+            out = cli(b, "group", "describe", "duo", "--json")
+            if out.returncode != 0 and "GROUP_ID_NOT_FOUND" in out.stderr:
+                return None
+            assert out.returncode == 0, out.stderr
+            d = json.loads(out.stdout)
             ok_ = (d["type"] == "consumer" and len(d["members"]) == 2
                    and sorted(len(m["assigned"]) for m in d["members"]) == [2, 2])
             return d if ok_ else None
