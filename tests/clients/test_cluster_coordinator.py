@@ -11,6 +11,7 @@ the group afresh before it acts on it: acting on the stale copy expired
 every member (Stable → Empty) and the live members got UNKNOWN_MEMBER_ID
 and rebalanced."""
 
+import json
 import threading
 import time
 
@@ -41,6 +42,11 @@ class Member:
         self.assignments = []
         self.records = 0
         self.errors = []
+        # The member's own view of the group (librdkafka's statistics):
+        # (when, state, join state), and since when it has been "up" (it
+        # talks to a coordinator) and "steady" without a break.
+        self.cgrp = (0.0, None, None)
+        self.steady_since = None
         self._stop = threading.Event()
         self.c = Consumer({
             "bootstrap.servers": bootstrap,
@@ -50,10 +56,27 @@ class Member:
             "session.timeout.ms": 15000,
             "heartbeat.interval.ms": 1000,
             "error_cb": lambda e: self.errors.append(e.name()),
+            "statistics.interval.ms": 200,
+            "stats_cb": self._stats,
         })
         self.c.subscribe(["jobs"], on_assign=lambda c, ps: self.assignments.append(sorted(p.partition for p in ps)))
         self.t = threading.Thread(target=self._run, daemon=True)
         self.t.start()
+
+    def _stats(self, text):
+        cgrp = json.loads(text).get("cgrp", {})
+        now = time.monotonic()
+        self.cgrp = (now, cgrp.get("state"), cgrp.get("join_state"))
+        if self.cgrp[1:] != ("up", "steady"):
+            self.steady_since = None
+        elif self.steady_since is None:
+            self.steady_since = now
+
+    def settled_since(self, t):
+        """Whether the member has been steady with a coordinator it reaches
+        for the last 3 s, as reported after `t`."""
+        when = self.cgrp[0]
+        return when > t and self.steady_since is not None and when - self.steady_since >= 3
 
     def _run(self):
         while not self._stop.is_set():
@@ -106,6 +129,17 @@ def test_members_stay_while_coordination_moves_away_and_back(cluster):
         # coordinator moves, and rejoin under a new id: what must hold is
         # that the group the other broker coordinates stays as it is when
         # coordination comes back.
+        away, _, _ = wait_view(
+            cluster, lambda c, s, m: c != first and s == "STABLE" and len(m) == 2, 60, "another coordinator"
+        )
+        # The group is only settled on the new coordinator once every
+        # member reaches it (a client still looking for the coordinator
+        # when its session runs out rejoins under a new id).
+        moved = time.monotonic()
+        deadline = moved + 60
+        while not all(m.settled_since(moved) for m in members):
+            assert time.monotonic() < deadline, [m.cgrp for m in members]
+            time.sleep(0.2)
         away, _, ids = wait_view(
             cluster, lambda c, s, m: c != first and s == "STABLE" and len(m) == 2, 60, "another coordinator"
         )
