@@ -326,5 +326,56 @@ async fn every_served_version_is_answered() {
             assert_eq!(r.error_code, 42, "INVALID_REQUEST at v{v}");
         }
     }
+
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(name("moving"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ])
+        .with_timeout_ms(5000);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 5, &req).await;
+    assert_eq!(r.topics[0].error_code, 0);
+    for v in range(ApiKey::AlterPartitionReassignments) {
+        use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+        let ask = |replicas: Option<Vec<i32>>| {
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_allow_replication_factor_change(true)
+                .with_topics(vec![
+                    ReassignableTopic::default()
+                        .with_name(name("moving"))
+                        .with_partitions(vec![
+                            ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(
+                                    replicas.map(|r| r.into_iter().map(BrokerId).collect()),
+                                ),
+                        ]),
+                ])
+        };
+        // One broker: its replica stays where it is; another broker does
+        // not exist; there is never a reassignment to cancel.
+        for (replicas, code) in [(Some(vec![1]), 0), (Some(vec![2]), 39), (None, 85)] {
+            let r: AlterPartitionReassignmentsResponse = c
+                .call(
+                    ApiKey::AlterPartitionReassignments,
+                    v,
+                    &ask(replicas.clone()),
+                )
+                .await;
+            assert_eq!(r.error_code, 0, "AlterPartitionReassignments v{v}");
+            let p = &r.responses[0].partitions[0];
+            assert_eq!(p.error_code, code, "{replicas:?} at v{v}");
+        }
+    }
+    for v in range(ApiKey::ListPartitionReassignments) {
+        let req = ListPartitionReassignmentsRequest::default().with_timeout_ms(5000);
+        let r: ListPartitionReassignmentsResponse =
+            c.call(ApiKey::ListPartitionReassignments, v, &req).await;
+        assert_eq!(r.error_code, 0, "ListPartitionReassignments v{v}");
+        assert!(r.topics.is_empty());
+    }
     broker.stop().await;
 }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::{Broker, Placement, Topic, TopicError};
 use crate::cluster::Cluster;
 use crate::partition::{Partition, ReplicaSpec};
-use crate::replication::metadata::{self, ClusterImage, MetadataRecord, TopicInfo};
+use crate::replication::metadata::{self, ClusterImage, MetadataRecord};
 use crate::topic_config::TopicConfig;
 
 /// How long an admin request waits for the quorum and for this broker to
@@ -362,12 +362,18 @@ impl Broker {
             };
             let existing = self.topic(name).filter(|t| t.id == id);
             let unchanged = existing.as_ref().is_some_and(|t| {
-                t.partitions.len() == info.assignment.len() && t.overrides == info.configs
+                t.partitions.len() == info.assignment.len()
+                    && t.overrides == info.configs
+                    && t.partitions.iter().all(|p| {
+                        let holders = image.holders(name, p.index);
+                        p.is_hosted() == holders.contains(&c.me)
+                            && p.replicas().iter().map(|&r| r as u64).eq(holders)
+                    })
             });
             if unchanged {
                 continue;
             }
-            match self.open_from_image(c, name, id, info, existing.as_deref()) {
+            match self.open_from_image(c, image, name, id, existing.as_deref()) {
                 Ok(t) => {
                     self.topics
                         .write()
@@ -384,15 +390,19 @@ impl Broker {
     }
 
     /// The topic as the image describes it, reusing the partitions already
-    /// open.
+    /// open: a partition a reassignment brings here is opened (an empty
+    /// replica the group's leader fills), one it took away is closed and
+    /// its folder removed, and every partition's replica list follows the
+    /// image.
     fn open_from_image(
         &self,
         c: &Cluster,
+        image: &ClusterImage,
         name: &str,
         id: Uuid,
-        info: &TopicInfo,
         existing: Option<&Topic>,
     ) -> Result<Topic, crate::error::BrokerError> {
+        let info = &image.topics[name];
         let config = TopicConfig::resolve(&self.config, &info.configs);
         let mut partitions: Vec<Arc<Partition>> =
             existing.map(|t| t.partitions.clone()).unwrap_or_default();
@@ -401,34 +411,61 @@ impl Broker {
                 p.set_config(config.clone());
             }
         }
-        let opened_before = partitions.len();
-        for (i, replicas) in info.assignment.iter().enumerate().skip(opened_before) {
-            let spec = ReplicaSpec {
-                data_dir: &self.config.data_dir,
-                topic: name,
-                index: i as i32,
-                config: config.clone(),
-                clock: self.clock.clone(),
-                data_available: self.data_available.clone(),
-                replicas: replicas.iter().map(|&r| r as i32).collect(),
-                dense_offsets: info.dense_offsets,
-            };
-            let p = if replicas.contains(&c.me) {
-                match Partition::open_replicated(spec, c.me, c.host.clone(), c.timing) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        // None of this attempt's replicas stays on the
-                        // Raft host; the next attempt opens them again.
-                        for p in &partitions[opened_before..] {
-                            p.detach();
+        let spec = |i: usize| ReplicaSpec {
+            data_dir: &self.config.data_dir,
+            topic: name,
+            index: i as i32,
+            config: config.clone(),
+            clock: self.clock.clone(),
+            data_available: self.data_available.clone(),
+            // The group's voters as assigned (a replica opened for a
+            // reassignment joins as a learner; a stored configuration
+            // wins over this).
+            replicas: info.assignment[i].iter().map(|&r| r as i32).collect(),
+            dense_offsets: info.dense_offsets,
+        };
+        let mut opened: Vec<Arc<Partition>> = Vec::new();
+        let mut removed: Vec<Arc<Partition>> = Vec::new();
+        for i in 0..info.assignment.len() {
+            let holders = image.holders(name, i as i32);
+            let here = holders.contains(&c.me);
+            let current = partitions.get(i).cloned();
+            let p = match &current {
+                Some(p) if p.is_hosted() == here => p.clone(),
+                _ if here => {
+                    match Partition::open_replicated(spec(i), c.me, c.host.clone(), c.timing) {
+                        Ok(p) => {
+                            opened.push(p.clone());
+                            p
                         }
-                        return Err(e);
+                        Err(e) => {
+                            // None of this attempt's replicas stays on the
+                            // Raft host; the next attempt opens them again.
+                            for p in &opened {
+                                p.detach();
+                            }
+                            return Err(e);
+                        }
                     }
                 }
-            } else {
-                Partition::remote(spec)
+                _ => {
+                    removed.extend(current.clone());
+                    Partition::remote(spec(i))
+                }
             };
-            partitions.push(p);
+            p.set_replicas(holders.iter().map(|&r| r as i32).collect());
+            if i < partitions.len() {
+                partitions[i] = p;
+            } else {
+                partitions.push(p);
+            }
+        }
+        if let Some(t) = existing
+            && !removed.is_empty()
+        {
+            tracing::info!(topic = %name, partitions = ?removed.iter().map(|p| p.index).collect::<Vec<_>>(),
+                "removing replicas reassigned away from this broker");
+            self.remove_partitions(t, &removed);
         }
         if existing.is_none() {
             tracing::info!(topic = %name, partitions = partitions.len(), "opened topic");
@@ -652,6 +689,74 @@ fn act_on_elections(b: &Broker, cluster: &Cluster, seen: &mut HashMap<(String, i
     }
 }
 
+/// Tells the replicas hosted here the voters their group moves to (each
+/// reassignment in the image, once; and that it ended, with the preferred
+/// leader of the new assignment), and, for a group led here that reached
+/// its target, publishes the reassignment's completion.
+async fn drive_reassignments(
+    b: &Broker,
+    cluster: &Cluster,
+    sent: &mut HashMap<(String, i32), Vec<u64>>,
+) {
+    let local = |name: &str, index: i32| {
+        b.topic(name)
+            .and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
+            .filter(|p| p.is_replicated())
+    };
+    let (moving, ended) = cluster.with_image(|image| {
+        let moving: Vec<((String, i32), Vec<u64>, String)> = image
+            .reassignments
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    r.target.clone(),
+                    image.topics[&k.0].topic_id.clone(),
+                )
+            })
+            .collect();
+        let ended: Vec<((String, i32), Option<u64>)> = sent
+            .keys()
+            .filter(|k| !image.reassignments.contains_key(*k))
+            .map(|k| (k.clone(), image.preferred(&k.0, k.1)))
+            .collect();
+        (moving, ended)
+    });
+    for (key, preferred) in ended {
+        sent.remove(&key);
+        if let Some(p) = local(&key.0, key.1) {
+            p.set_membership_target(None, preferred);
+        }
+    }
+    for ((name, index), target, topic_id) in moving {
+        let Some(p) = local(&name, index) else {
+            sent.remove(&(name, index));
+            continue;
+        };
+        let key = (name.clone(), index);
+        if sent.get(&key) != Some(&target) {
+            let preferred = p.replicas().first().map(|&r| r as u64);
+            p.set_membership_target(Some(target.clone()), preferred);
+            sent.insert(key, target.clone());
+            continue;
+        }
+        if p.membership_reached().await {
+            let record = MetadataRecord::CompleteReassignment {
+                partition: metadata::PartitionRef {
+                    name: name.clone(),
+                    topic_id,
+                    partition: index,
+                },
+                replicas: target,
+            };
+            tracing::info!(topic = %name, partition = index, "reassignment reached its target");
+            cluster
+                .host
+                .propose_anywhere(crate::cluster::CONTROLLER_GROUP, metadata::encode(&record));
+        }
+    }
+}
+
 /// Publishes, through the quorum, the leadership of the partitions led
 /// here that the image does not show yet (retried until it does), and tells
 /// the placeholders of partitions held elsewhere who leads them — so every
@@ -664,6 +769,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: HashMap<(String, i32), (u64, std::time::Instant)> = HashMap::new();
     let mut elections_seen: HashMap<(String, i32), u64> = HashMap::new();
+    let mut targets_sent: HashMap<(String, i32), Vec<u64>> = HashMap::new();
     loop {
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
@@ -679,6 +785,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
             );
         }
         act_on_elections(&b, &cluster, &mut elections_seen);
+        drive_reassignments(&b, &cluster, &mut targets_sent).await;
         let topics = b.topics();
         let mut leaders = Vec::new();
         let now = std::time::Instant::now();

@@ -56,7 +56,7 @@ pub async fn handle(ctx: &RequestContext, req: CreateTopicsRequest) -> CreateTop
                         topic.partitions.len() as i32
                     };
                     r.replication_factor = match topic.partitions.first() {
-                        Some(p) => p.replicas.len().max(1) as i16,
+                        Some(p) => p.replicas().len().max(1) as i16,
                         None => resolved_replication_factor(ctx, &t),
                     };
                     // The configs only with DESCRIBE_CONFIGS on the topic.

@@ -96,10 +96,10 @@ pub async fn handle(
             }
             left -= 1;
             let (leader, epoch) = part.leader(node);
-            let replicas: Vec<BrokerId> = if part.replicas.is_empty() {
+            let replicas: Vec<BrokerId> = if part.replicas().is_empty() {
                 vec![BrokerId(node)]
             } else {
-                part.replicas.iter().map(|&r| BrokerId(r)).collect()
+                part.replicas().iter().map(|&r| BrokerId(r)).collect()
             };
             let mut p = DescribeTopicPartitionsResponsePartition::default()
                 .with_partition_index(part.index)

@@ -150,7 +150,7 @@ fn judge(ctx: &RequestContext, topic: &str, p: Arc<Partition>, election: i8) -> 
             )),
         });
     }
-    let preferred = p.replicas.first().copied().unwrap_or(node);
+    let preferred = p.replicas().first().copied().unwrap_or(node);
     if leader == Some(preferred) {
         return Outcome::Done(Err((
             ResponseError::ElectionNotNeeded,

@@ -160,10 +160,10 @@ fn describe(
         .iter()
         .map(|part| {
             let (leader, epoch) = part.leader(node.0);
-            let replicas: Vec<BrokerId> = if part.replicas.is_empty() {
+            let replicas: Vec<BrokerId> = if part.replicas().is_empty() {
                 vec![node]
             } else {
-                part.replicas.iter().map(|&r| BrokerId(r)).collect()
+                part.replicas().iter().map(|&r| BrokerId(r)).collect()
             };
             let mut p = MetadataResponsePartition::default()
                 .with_partition_index(part.index)

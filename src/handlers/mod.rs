@@ -43,6 +43,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod reassignments;
 mod scram_credentials;
 mod txn;
 
@@ -89,6 +90,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ElectLeaders, 0, 2),
+    (ApiKey::AlterPartitionReassignments, 0, 1),
+    (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
@@ -182,6 +185,8 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         DescribeTopicPartitions => m::DescribeTopicPartitionsRequest => describe_topic_partitions::handle,
         DescribeLogDirs => m::DescribeLogDirsRequest => describe_log_dirs::handle,
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
+        AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest => reassignments::alter,
+        ListPartitionReassignments => m::ListPartitionReassignmentsRequest => reassignments::list,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
         DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
         DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
@@ -281,6 +286,8 @@ macro_rules! request_types {
             DescribeTopicPartitions => m::DescribeTopicPartitionsRequest,
             DescribeLogDirs => m::DescribeLogDirsRequest,
             ElectLeaders => m::ElectLeadersRequest,
+            AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest,
+            ListPartitionReassignments => m::ListPartitionReassignmentsRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
             DescribeProducers => m::DescribeProducersRequest,
             DescribeQuorum => m::DescribeQuorumRequest,

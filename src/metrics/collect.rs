@@ -209,7 +209,7 @@ impl BrokerCollector {
                 leader_changes += p.stats.leader_changes.load(Ordering::Relaxed);
                 elections += p.stats.elections.load(Ordering::Relaxed);
                 let leads = leader == Some(me);
-                let urp = leads && p.is_replicated() && p.reachable_replicas() < p.replicas.len();
+                let urp = leads && p.is_replicated() && p.reachable_replicas() < p.replicas().len();
                 if leads {
                     leading += 1;
                 }

@@ -50,6 +50,7 @@ top_level!(
     DescribeQuorumResponse,
     DescribeUserScramCredentialsResponse,
     ElectLeadersResponse,
+    ListPartitionReassignmentsResponse,
     ListTransactionsResponse,
     DescribeLogDirsResponse,
     ListConfigResourcesResponse,
@@ -114,6 +115,12 @@ codes! {
     DescribeConfigsResponse => |r, out| out.extend(r.results.iter().map(|c| c.error_code));
     AlterConfigsResponse => |r, out| out.extend(r.responses.iter().map(|c| c.error_code));
     IncrementalAlterConfigsResponse => |r, out| out.extend(r.responses.iter().map(|c| c.error_code));
+    AlterPartitionReassignmentsResponse => |r, out| {
+        out.push(r.error_code);
+        for t in &r.responses {
+            out.extend(t.partitions.iter().map(|p| p.error_code));
+        }
+    };
     DeleteRecordsResponse => |r, out| {
         for t in &r.topics {
             out.extend(t.partitions.iter().map(|p| p.error_code));

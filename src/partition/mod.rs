@@ -120,9 +120,10 @@ pub struct Partition {
     pub topic: Arc<str>,
     pub index: i32,
     pub dir: PathBuf,
-    /// The assigned replicas (node ids, the preferred leader first); empty
-    /// on a single broker.
-    pub replicas: Vec<i32>,
+    /// The assigned replicas (node ids, the preferred leader first; during a
+    /// reassignment the target's, then those leaving); empty on a single
+    /// broker. See [`Self::replicas`].
+    replicas: Mutex<Vec<i32>>,
     state: Mutex<State>,
     backing: Backing,
     /// The Raft group as this broker sees it (replicated), or the preferred
@@ -196,6 +197,20 @@ fn producer_batch(h: &BatchHeader) -> ProducerBatch {
 }
 
 impl Partition {
+    /// The assigned replicas (node ids, the preferred leader first); empty
+    /// on a single broker.
+    pub fn replicas(&self) -> Vec<i32> {
+        self.replicas
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The replicas as the cluster image now says (a reassignment).
+    pub fn set_replicas(&self, replicas: Vec<i32>) {
+        *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = replicas;
+    }
+
     /// Opens (or creates) the partition's log and rebuilds its producer state.
     pub fn open(
         data_dir: &Path,
@@ -216,7 +231,7 @@ impl Partition {
             topic: topic.into(),
             index,
             dir,
-            replicas: Vec::new(),
+            replicas: Mutex::new(Vec::new()),
             state: Mutex::new(State {
                 producers,
                 txns,

@@ -150,7 +150,7 @@ impl Partition {
             topic: spec.topic.into(),
             index: spec.index,
             dir: spec.data_dir.join(format!("{}-{}", spec.topic, spec.index)),
-            replicas: spec.replicas,
+            replicas: Mutex::new(spec.replicas),
             state: Mutex::new(State {
                 producers: ProducerStateManager::default(),
                 txns: Default::default(),
@@ -189,6 +189,32 @@ impl Partition {
             r.host.act(&r.group, move |replica| {
                 replica.request_hand_over(within_ticks)
             });
+        }
+    }
+
+    /// The voters this partition's group moves to (a reassignment), or
+    /// None; and its preferred leader (the first assigned replica).
+    pub fn set_membership_target(&self, target: Option<Vec<u64>>, preferred: Option<u64>) {
+        if let Backing::Raft(r) = &self.backing {
+            r.host.act(&r.group, move |replica| {
+                replica.set_target_voters(target);
+                replica.set_preferred_leader(preferred);
+            });
+        }
+    }
+
+    /// Whether this replica leads its group and the group's membership is
+    /// the reassignment's target.
+    pub async fn membership_reached(&self) -> bool {
+        match &self.backing {
+            Backing::Raft(r) => r
+                .host
+                .inspect(&r.group, |replica| {
+                    replica.is_leader() && replica.membership_reached()
+                })
+                .await
+                .unwrap_or(false),
+            _ => false,
         }
     }
 

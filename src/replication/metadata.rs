@@ -124,6 +124,19 @@ pub enum MetadataRecord {
         partitions: Vec<PartitionRef>,
         at_ms: u64,
     },
+    /// A reassignment of one partition (AlterPartitionReassignments):
+    /// `target` Some starts one, or replaces the one under way; None
+    /// cancels it (the group goes back to its assigned replicas).
+    AlterReassignment {
+        partition: PartitionRef,
+        target: Option<Vec<u64>>,
+    },
+    /// The partition's Raft group reached the reassignment's target
+    /// (published by its leader): `replicas` become its assignment.
+    CompleteReassignment {
+        partition: PartitionRef,
+        replicas: Vec<u64>,
+    },
 }
 
 /// One partition of a topic (by name and id, so a record outlived by its
@@ -133,6 +146,18 @@ pub struct PartitionRef {
     pub name: String,
     pub topic_id: String,
     pub partition: i32,
+}
+
+/// A reassignment under way: the replicas the partition moves to. A
+/// cancelled one moves back to the assigned replicas and is no longer
+/// listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    pub target: Vec<u64>,
+    pub cancelled: bool,
+    /// Replicas of an earlier target (replaced or cancelled) that may still
+    /// be in the group: they keep their replica until the move is done.
+    pub leaving: Vec<u64>,
 }
 
 /// A preferred election asked for one partition: the index of the record
@@ -214,6 +239,8 @@ pub struct ClusterImage {
     /// Preferred elections asked for and not done yet (the preferred
     /// replica does not lead), by (topic, partition).
     pub elections: BTreeMap<(String, i32), Election>,
+    /// Reassignments under way, by (topic, partition).
+    pub reassignments: BTreeMap<(String, i32), Reassignment>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -305,6 +332,7 @@ impl ClusterImage {
                     .ok_or_else(|| format!("topic '{name}' does not exist"))?;
                 self.leaders.retain(|(t, _), _| t != name);
                 self.elections.retain(|(t, _), _| t != name);
+                self.reassignments.retain(|(t, _), _| t != name);
                 Ok(())
             }
             MetadataRecord::CreatePartitions { name, from, added } => {
@@ -369,6 +397,69 @@ impl ClusterImage {
             MetadataRecord::FenceBrokers { fenced } => {
                 self.fenced = fenced.iter().copied().collect();
                 Ok(())
+            }
+            MetadataRecord::AlterReassignment { partition, target } => {
+                let assigned = self.assigned(partition)?;
+                let key = (partition.name.clone(), partition.partition);
+                match target {
+                    Some(target) => {
+                        if target.is_empty() {
+                            return Err("a reassignment to no replica".into());
+                        }
+                        let before = self.reassignments.get(&key);
+                        if before.is_none() && *target == assigned {
+                            return Err("the partition has those replicas already".into());
+                        }
+                        let mut leaving: Vec<u64> = before
+                            .map(|r| r.leaving.iter().chain(&r.target).copied().collect())
+                            .unwrap_or_default();
+                        leaving.retain(|id| !target.contains(id) && !assigned.contains(id));
+                        leaving.dedup();
+                        let r = Reassignment {
+                            target: target.clone(),
+                            cancelled: false,
+                            leaving,
+                        };
+                        self.reassignments.insert(key, r);
+                    }
+                    None => {
+                        let r = self
+                            .reassignments
+                            .get_mut(&key)
+                            .filter(|r| !r.cancelled)
+                            .ok_or("no reassignment in progress")?;
+                        let old = std::mem::replace(&mut r.target, assigned.clone());
+                        r.leaving
+                            .extend(old.into_iter().filter(|id| !assigned.contains(id)));
+                        r.leaving.sort_unstable();
+                        r.leaving.dedup();
+                        r.cancelled = true;
+                    }
+                }
+                Ok(())
+            }
+            MetadataRecord::CompleteReassignment {
+                partition,
+                replicas,
+            } => {
+                self.assigned(partition)?;
+                let key = (partition.name.clone(), partition.partition);
+                let same = |a: &[u64], b: &[u64]| {
+                    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+                    a.sort_unstable();
+                    b.sort_unstable();
+                    a == b
+                };
+                match self.reassignments.get(&key) {
+                    Some(r) if same(&r.target, replicas) => {
+                        let target = r.target.clone();
+                        self.reassignments.remove(&key);
+                        let t = self.topics.get_mut(&partition.name).expect("checked");
+                        t.assignment[partition.partition as usize] = target;
+                        Ok(())
+                    }
+                    _ => Err("not the reassignment under way".into()),
+                }
             }
             MetadataRecord::ElectPreferred { partitions, at_ms } => {
                 let mut asked = 0;
@@ -465,6 +556,41 @@ impl ClusterImage {
             .filter(|(total, away)| away.len() * 100 > *total * percentage as usize)
             .flat_map(|(_, away)| away)
             .collect()
+    }
+
+    /// A partition's assigned replicas, if the topic (with that id) has it.
+    fn assigned(&self, p: &PartitionRef) -> Result<Vec<u64>, String> {
+        self.topics
+            .get(&p.name)
+            .filter(|t| t.topic_id == p.topic_id)
+            .and_then(|t| t.assignment.get(usize::try_from(p.partition).ok()?))
+            .cloned()
+            .ok_or_else(|| format!("no partition {}-{}", p.name, p.partition))
+    }
+
+    /// The replicas that hold a partition now: during a reassignment the
+    /// target's, then the assigned ones leaving (as Kafka lists them);
+    /// otherwise the assigned ones.
+    pub fn holders(&self, name: &str, partition: i32) -> Vec<u64> {
+        let Some(assigned) = self
+            .topics
+            .get(name)
+            .and_then(|t| t.assignment.get(usize::try_from(partition).ok()?))
+        else {
+            return Vec::new();
+        };
+        match self.reassignments.get(&(name.to_owned(), partition)) {
+            Some(r) => {
+                let mut all = r.target.clone();
+                for id in assigned.iter().chain(&r.leaving) {
+                    if !all.contains(id) {
+                        all.push(*id);
+                    }
+                }
+                all
+            }
+            None => assigned.clone(),
+        }
     }
 
     /// A partition's preferred replica (the first assigned), if it exists.

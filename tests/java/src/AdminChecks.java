@@ -21,7 +21,9 @@ import org.apache.kafka.clients.admin.ElectLeadersResult;
 import org.apache.kafka.clients.admin.FeatureMetadata;
 import org.apache.kafka.clients.admin.ListConfigResourcesOptions;
 import org.apache.kafka.clients.admin.LogDirDescription;
+import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.PartitionReassignment;
 import org.apache.kafka.clients.admin.ProducerState;
 import org.apache.kafka.clients.admin.QuorumInfo;
 import org.apache.kafka.clients.admin.RaftVoterEndpoint;
@@ -76,6 +78,11 @@ import org.apache.kafka.common.Uuid;
  *       when absent), nodes as {id: [[listener, host, port]]}.
  *   features BOOTSTRAP
  *       describeFeatures: the supported ranges and finalized levels.
+ *   reassign BOOTSTRAP TOPIC PARTITION REPLICAS|cancel
+ *       alterPartitionReassignments of TOPIC-PARTITION to REPLICAS (ids
+ *       separated by commas), or cancelling its reassignment (step
+ *       "reassign"); then listPartitionReassignments (step "list":
+ *       "TOPIC-PARTITION" -> [replicas, adding, removing]).
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
  *       createTopics with those configs, and what CreateTopicsResult tells
  *       of the new topic: numPartitions, replicationFactor and config.
@@ -92,6 +99,7 @@ public final class AdminChecks {
                 case "create-topic": createTopic(admin, args); break;
                 case "features": features(admin); break;
                 case "elect": elect(admin, args); break;
+                case "reassign": reassign(admin, args[2], Integer.parseInt(args[3]), args[4]); break;
                 case "list-config-resources": listConfigResources(admin, args[2], args[3]); break;
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 case "producers": producers(admin, args); break;
@@ -303,6 +311,32 @@ public final class AdminChecks {
                 return new Object[0];
             });
         }
+    }
+
+    static void reassign(Admin admin, String topic, int partition, String replicas) throws Exception {
+        TopicPartition tp = new TopicPartition(topic, partition);
+        Optional<NewPartitionReassignment> target = Optional.empty();
+        if (!replicas.equals("cancel")) {
+            List<Integer> ids = new java.util.ArrayList<>();
+            for (String id : replicas.split(",")) {
+                ids.add(Integer.parseInt(id));
+            }
+            target = Optional.of(new NewPartitionReassignment(ids));
+        }
+        Map<TopicPartition, Optional<NewPartitionReassignment>> asked = Map.of(tp, target);
+        step("reassign", () -> {
+            admin.alterPartitionReassignments(asked).all().get(WAIT_S, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+        step("list", () -> {
+            Map<String, Object> out = new TreeMap<>();
+            for (Map.Entry<TopicPartition, PartitionReassignment> e : admin.listPartitionReassignments()
+                    .reassignments().get(WAIT_S, TimeUnit.SECONDS).entrySet()) {
+                PartitionReassignment r = e.getValue();
+                out.put(e.getKey().toString(), List.of(r.replicas(), r.addingReplicas(), r.removingReplicas()));
+            }
+            return new Object[] {"reassignments", out};
+        });
     }
 
     static void listConfigResources(Admin admin, String topic, String group) throws Exception {
