@@ -660,6 +660,13 @@ impl Replica {
         Ok(p)
     }
 
+    /// The last entry Raft knows to be in the store (entries above it may
+    /// still wait in Raft's memory for the next `ready`).
+    #[cfg(test)]
+    pub(crate) fn persisted_index(&self) -> u64 {
+        self.node.raft.raft_log.persisted
+    }
+
     /// Raft's view of this replica, for test failures.
     #[cfg(test)]
     pub(crate) fn describe(&self) -> String {
@@ -729,7 +736,10 @@ impl Replica {
             }
         }
         out.committed = rd.take_committed_entries();
-        self.store.append(rd.entries())?;
+        let commit = rd
+            .hs()
+            .map_or(self.node.raft.raft_log.committed, |hs| hs.commit);
+        self.append_entries(rd.entries(), commit)?;
         // Commands are carried out before a commit index that covers them
         // can reach the disk: a restart hands out again only the entries
         // above the stored commit index.
@@ -771,6 +781,35 @@ impl Replica {
         self.update_fully_replicated(&mut out.messages)?;
         self.report_snapshots_sent(&out.messages);
         Ok(out)
+    }
+
+    /// Appends Raft's new entries. A membership change goes in only once
+    /// the commit index that covers the changes before it is on disk: a
+    /// configuration takes effect when applied, and a replica that
+    /// restarted with a change in its log but an older commit index would
+    /// otherwise campaign under a configuration two changes old, and could
+    /// win with a majority that overlaps no majority of the newest one
+    /// (the third of the conditions that make apply-time configurations
+    /// safe; Raft refuses a campaign with a committed change unapplied, and
+    /// a leader proposes a change only once the previous one is applied).
+    /// `commit` covers the previous change: the leader sending this change
+    /// had applied it.
+    fn append_entries(&mut self, entries: &[Entry], commit: u64) -> Result<(), ReplicaError> {
+        use raft::eraftpb::EntryType;
+        let mut rest = entries;
+        while let Some(at) = rest
+            .iter()
+            .position(|e| e.get_entry_type() != EntryType::EntryNormal)
+        {
+            let (before, from) = rest.split_at(at);
+            self.store.append(before)?;
+            self.store.sync()?;
+            self.store.persist_commit(commit.min(from[0].index - 1))?;
+            self.store.append(&from[..1])?;
+            rest = &from[1..];
+        }
+        self.store.append(rest)?;
+        Ok(())
     }
 
     /// A snapshot here is one message that carries all of it (where the
@@ -835,7 +874,22 @@ impl Replica {
             Ok(cs) => {
                 tracing::info!(id = self.id, index = e.index, voters = ?cs.voters,
                     outgoing = ?cs.voters_outgoing, learners = ?cs.learners, "membership changed");
+                let member = cs.voters.contains(&self.id) || cs.voters_outgoing.contains(&self.id);
                 self.store.set_conf_state(cs, e.index)?;
+                if !member && self.is_leader() {
+                    // A leader the change took out (it hands over before
+                    // leaving the joint configuration, unless it came to lead
+                    // from the outgoing side just then): it steps down, and
+                    // the new voters elect a leader among them. Raft would
+                    // otherwise keep it leading a group it has no place in.
+                    tracing::info!(
+                        id = self.id,
+                        index = e.index,
+                        "leader left the group: stepping down"
+                    );
+                    let term = self.node.raft.term;
+                    self.node.raft.become_follower(term, raft::INVALID_ID);
+                }
             }
             // Every replica refuses the same change alike (the leader
             // checks before proposing, so this is a change the

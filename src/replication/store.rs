@@ -67,6 +67,8 @@ struct Inner {
     dense: bool,
     /// Where the state file's next record goes.
     state_file: checkpoint::Slotted,
+    /// The commit index the state file holds.
+    commit_written: u64,
 }
 
 /// A shared handle: the Raft node reads through it, the replica writes.
@@ -255,6 +257,7 @@ impl ReplicaStore {
             .commit
             .min(log.last_entry_index())
             .max(snapshot_index);
+        let commit_written = hard_state.commit;
         let mut inner = Inner {
             log,
             hard_state,
@@ -264,6 +267,7 @@ impl ReplicaStore {
             snapshot_term,
             reset_to: None,
             dense,
+            commit_written,
             state_file,
         };
         if reset_to.is_some() {
@@ -317,6 +321,7 @@ impl ReplicaStore {
         }
         let dir = inner.log.dir().to_owned();
         inner.state_file.write(&dir, STATE_FILE, &text)?;
+        inner.commit_written = inner.hard_state.commit;
         Ok(())
     }
 
@@ -327,6 +332,9 @@ impl ReplicaStore {
         let mut inner = self.lock();
         inner.conf_state = cs;
         inner.conf_index = index;
+        // Only a committed change is applied: the commit index written
+        // with it covers it.
+        inner.hard_state.commit = inner.hard_state.commit.max(index);
         Self::write_state(&mut inner)
     }
 
@@ -379,6 +387,20 @@ impl ReplicaStore {
             Self::write_state(&mut inner)?;
         }
         Ok(())
+    }
+
+    /// Writes the commit index through to disk at once (capped at the
+    /// last entry the log holds durably): see `Replica::ready` on why a
+    /// membership change is appended only after this.
+    pub fn persist_commit(&self, commit: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let last = inner.log.last_entry_index();
+        let commit = inner.hard_state.commit.max(commit.min(last));
+        if commit == inner.hard_state.commit && inner.commit_written == commit {
+            return Ok(());
+        }
+        inner.hard_state.commit = commit;
+        Self::write_state(&mut inner)
     }
 
     pub fn set_commit(&self, commit: u64) {
