@@ -5,6 +5,7 @@
 
 use super::replica::Membership;
 use super::sim::SimCluster;
+use sluice_storage::BatchHeader;
 use sluice_storage::batch::{self, BuildOptions, RecordSpec};
 
 fn payload(i: usize) -> Vec<u8> {
@@ -368,8 +369,8 @@ fn random_schedule(seed: u64) {
     inv.check(&sim, seed, usize::MAX);
     let agree = sim
         .run_until(200, |s| {
-            let v = values(s, target[0]);
-            target.iter().all(|&id| values(s, id) == v)
+            let v = s.committed_values(target[0]);
+            target.iter().all(|&id| s.committed_values(id) == v)
         })
         .unwrap();
     assert!(agree, "seed {seed}: the voters' committed records differ");
