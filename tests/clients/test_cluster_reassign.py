@@ -143,7 +143,9 @@ class GroupReader:
                 last = time.monotonic()
                 try:
                     done = self.c.commit(asynchronous=False)
-                    self.commits.append({tp.partition: tp.offset for tp in done or []})
+                    # A partition the member has read nothing from yet
+                    # comes back with no offset (negative): nothing committed.
+                    self.commits.append({tp.partition: tp.offset for tp in done or [] if tp.offset >= 0})
                 except KafkaException as e:
                     self.errors.append(e.args[0].name())
 
