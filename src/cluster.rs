@@ -51,6 +51,15 @@ const KAFKA_LINKS_QUEUED: usize = 64;
 pub struct Cluster {
     pub me: u64,
     pub voters: Vec<(u64, SocketAddr)>,
+    /// Whether this node votes in the controller quorum; a broker that does
+    /// not (Kafka's `process.roles=broker`) follows the metadata log as a
+    /// Raft learner once the active controller has added it.
+    pub voter: bool,
+    /// Where this node's internal listener listens.
+    internal: SocketAddr,
+    /// The Raft transport's sender (the host has a clone): peers learnt
+    /// from the image are added to it.
+    sender: Sender,
     pub host: Arc<Host>,
     pub timing: Timing,
     image: watch::Sender<ClusterImage>,
@@ -96,12 +105,15 @@ impl Cluster {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, BrokerError> {
         let me = config.node_id as u64;
-        let own = voters
-            .iter()
-            .find(|(id, _)| *id == me)
-            .map(|(_, a)| *a)
-            .ok_or_else(|| BrokerError::InvalidRequest("this node is not a voter".into()))?;
-        let bind = config.internal_listen.unwrap_or(own);
+        let own = voters.iter().find(|(id, _)| *id == me).map(|(_, a)| *a);
+        let voter = own.is_some();
+        // A broker that is not a voter has its own internal listener
+        // (`Config::voters` checked that it is given).
+        let bind = config.internal_listen.or(own).ok_or_else(|| {
+            BrokerError::InvalidRequest(
+                "a broker that is not a controller voter needs --internal-listen".into(),
+            )
+        })?;
         let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
             BrokerError::InvalidRequest(format!("cannot bind the internal listener {bind}: {e}"))
         })?;
@@ -136,7 +148,7 @@ impl Cluster {
         let host = Arc::new(Host::start_with(
             HashMap::from([(CONTROLLER_GROUP.to_owned(), replica)]),
             HashMap::from([(CONTROLLER_GROUP.to_owned(), applier)]),
-            sender,
+            sender.clone(),
             Duration::from_millis(config.raft_tick_ms.max(1)),
         ));
         let (kafka_tx, kafka_rx) = mpsc::channel(KAFKA_LINKS_QUEUED);
@@ -146,10 +158,18 @@ impl Cluster {
             kafka_tx,
             internal_tls.clone(),
         ));
-        tracing::info!(node = me, internal = %bind, voters = ?ids, mutual_tls = internal_tls.is_some(), "joined the controller quorum");
+        if voter {
+            tracing::info!(node = me, internal = %bind, voters = ?ids, mutual_tls = internal_tls.is_some(), "joined the controller quorum");
+        } else {
+            tracing::info!(node = me, internal = %bind, voters = ?ids, mutual_tls = internal_tls.is_some(),
+                "a broker that is not a controller voter (process.roles=broker): following the controller quorum");
+        }
         Ok(Arc::new(Self {
             me,
             voters,
+            voter,
+            internal: bind,
+            sender,
             host,
             timing,
             image,
@@ -170,6 +190,52 @@ impl Cluster {
             .iter()
             .find(|(id, _)| *id == node)
             .map(|(_, a)| *a)
+            .or_else(|| {
+                self.with_image(|img| img.brokers.get(&node)?.internal.as_deref()?.parse().ok())
+            })
+    }
+
+    /// Reaches every registered broker that is not a voter at the internal
+    /// address it registered (called as the image changes).
+    pub fn follow_brokers(&self) {
+        let others: Vec<(u64, SocketAddr)> = self.with_image(|img| {
+            img.brokers
+                .iter()
+                .filter_map(|(&id, b)| Some((id, b.internal.as_deref()?.parse().ok()?)))
+                .collect()
+        });
+        for (id, addr) in others {
+            if !self.voters.iter().any(|(v, _)| *v == id) {
+                self.sender.add_peer(id, addr);
+            }
+        }
+    }
+
+    /// As the active controller: makes every registered broker that is not
+    /// a voter a learner of the controller group, so that it receives the
+    /// metadata log (one membership change at a time).
+    pub fn admit_brokers(&self) {
+        if !self.is_active_controller() || !self.caught_up() {
+            return;
+        }
+        let wanted: Vec<u64> = self.with_image(|img| {
+            img.brokers
+                .iter()
+                .filter(|(id, b)| {
+                    b.internal.is_some() && !self.voters.iter().any(|(v, _)| v == *id)
+                })
+                .map(|(&id, _)| id)
+                .collect()
+        });
+        self.host.act(CONTROLLER_GROUP, move |r| {
+            let learners = r.membership().learners;
+            if let Some(&id) = wanted.iter().find(|id| !learners.contains(id)) {
+                r.add_learner(id);
+            } else if let Some(&gone) = learners.iter().find(|id| !wanted.contains(id)) {
+                // An unregistered broker no longer receives the log.
+                r.remove_learner(gone);
+            }
+        });
     }
 
     /// The name node `node`'s certificate is checked against: the host of
@@ -365,6 +431,12 @@ impl Cluster {
                 return Ok(rx.borrow().clone());
             }
             self.host.propose_anywhere(CONTROLLER_GROUP, batch.clone());
+            if !self.voter {
+                // Until the active controller has made this broker a learner
+                // of the controller group, its replica knows no leader to
+                // forward to: the voters forward the proposal themselves.
+                self.propose_to_voters(&batch);
+            }
             let next = (tokio::time::Instant::now() + wait).min(deadline);
             wait = (wait * 2).min(REPROPOSE_AT_MOST);
             loop {
@@ -382,6 +454,23 @@ impl Cluster {
                 tracing::warn!(?record, "no controller quorum answered in time");
                 return Err(BrokerError::RequestTimedOut);
             }
+        }
+    }
+
+    /// Sends a proposal of the controller group straight to every voter
+    /// (a follower forwards it to its leader; the records are idempotent).
+    fn propose_to_voters(&self, batch: &[u8]) {
+        for &(id, _) in &self.voters {
+            let entry = raft::eraftpb::Entry {
+                data: batch.to_vec().into(),
+                ..Default::default()
+            };
+            let mut m = raft::eraftpb::Message::default();
+            m.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+            m.from = self.me;
+            m.to = id;
+            m.set_entries(vec![entry].into());
+            self.sender.send(CONTROLLER_GROUP, m);
         }
     }
 
@@ -410,12 +499,14 @@ impl Cluster {
         let Some(first) = listeners.first().cloned() else {
             return;
         };
+        let internal = (!self.voter).then(|| self.internal.to_string());
         let record = MetadataRecord::RegisterBroker {
             node_id: self.me,
             host: first.host.clone(),
             port: first.port,
             listeners: listeners.clone(),
             rack: rack.clone(),
+            internal: internal.clone(),
         };
         let me = self.me;
         loop {
@@ -425,6 +516,7 @@ impl Cluster {
                         && b.port == first.port
                         && b.listeners == listeners
                         && b.rack == rack
+                        && b.internal == internal
                 })
             };
             match self
@@ -433,7 +525,16 @@ impl Cluster {
             {
                 Ok(_) => {
                     tracing::info!(node = me, host = %first.host, port = first.port, listeners = listeners.len(), "registered with the controller quorum");
-                    return;
+                    // Unregistered (UnregisterBroker) while running: as in
+                    // Kafka, the broker registers again.
+                    let mut rx = self.image.subscribe();
+                    if rx.wait_for(|img| !registered(img)).await.is_err() {
+                        return;
+                    }
+                    tracing::warn!(
+                        node = me,
+                        "this broker's registration was removed while it runs: registering again"
+                    );
                 }
                 Err(_) => tokio::time::sleep(REPROPOSE_EVERY).await,
             }

@@ -134,6 +134,13 @@ pub struct Config {
     /// replicas over racks, and Metadata and DescribeCluster report it.
     #[serde(rename = "broker.rack")]
     pub broker_rack: Option<String>,
+    /// Kafka's `process.roles` in a cluster: "broker,controller" for a
+    /// node listed in `controller.quorum.voters` (it votes in the
+    /// controller quorum and serves clients), "broker" for one that is not
+    /// (it follows the metadata log without voting). Unset: taken from
+    /// the voters list.
+    #[serde(rename = "process.roles")]
+    pub process_roles: Option<String>,
     /// The active controller moves leaderships back to preferred replicas
     /// (the first assigned) when a broker leads too few of its own.
     #[serde(rename = "auto.leader.rebalance.enable")]
@@ -296,6 +303,7 @@ impl Default for Config {
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
             broker_rack: None,
+            process_roles: None,
             auto_leader_rebalance_enable: true,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
@@ -563,13 +571,54 @@ impl Config {
             out.push((id, addr));
         }
         out.sort();
-        if !out.iter().any(|(i, _)| *i == self.node_id as u64) {
+        let voter = out.iter().any(|(i, _)| *i == self.node_id as u64);
+        let roles = self.process_roles()?;
+        let given = !roles.is_empty();
+        if given && voter && !roles.contains(&"controller") {
             return Err(format!(
-                "node id {} is not among the controller voters {text}",
+                "process.roles is \"broker\", but node id {} is among the controller voters {text}",
+                self.node_id
+            ));
+        }
+        if given && !voter && roles.contains(&"controller") {
+            return Err(format!(
+                "process.roles includes \"controller\", but node id {} is not among the controller voters {text}",
+                self.node_id
+            ));
+        }
+        if !voter && self.internal_listen.is_none() {
+            return Err(format!(
+                "node id {} is not a controller voter: it needs --internal-listen (internal.listen), where the other brokers reach it",
                 self.node_id
             ));
         }
         Ok(out)
+    }
+
+    /// `process.roles` as given (sorted, each once); empty when unset.
+    fn process_roles(&self) -> Result<Vec<&str>, String> {
+        let Some(text) = self.process_roles.as_deref() else {
+            return Ok(Vec::new());
+        };
+        let mut roles: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect();
+        roles.sort_unstable();
+        roles.dedup();
+        match roles[..] {
+            ["broker"] | ["broker", "controller"] => Ok(roles),
+            ["controller"] => Err("process.roles = \"controller\": a controller-only node is not supported; every node serves clients (\"broker\" or \"broker,controller\")".into()),
+            _ => Err(format!("process.roles '{text}': the roles are \"broker\" and \"controller\"")),
+        }
+    }
+
+    /// Whether this node votes in the controller quorum (a cluster node
+    /// listed in `controller.quorum.voters`).
+    pub fn is_controller_voter(&self) -> bool {
+        self.voters()
+            .is_ok_and(|v| v.iter().any(|(i, _)| *i == self.node_id as u64))
     }
 
     /// The SASL settings make sense: known mechanisms, no negative times.
@@ -648,6 +697,10 @@ impl Config {
                 self.broker_heartbeat_interval_ms.to_string(),
             ),
             ("broker.rack", self.broker_rack.clone().unwrap_or_default()),
+            (
+                "process.roles",
+                self.process_roles.clone().unwrap_or_default(),
+            ),
             (
                 "auto.leader.rebalance.enable",
                 self.auto_leader_rebalance_enable.to_string(),
@@ -927,8 +980,26 @@ mod tests {
         let v = c.voters().unwrap();
         assert_eq!(v.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(v[1].1, "127.0.0.1:9102".parse().unwrap());
+        // Not a voter: a broker-only node, which needs an internal listener.
+        c.controller_voters = Some("1@127.0.0.1:9101,3@127.0.0.1:9103".into());
+        assert!(c.voters().unwrap_err().contains("internal-listen"));
+        c.internal_listen = Some("127.0.0.1:9102".parse().unwrap());
+        assert_eq!(c.voters().unwrap().len(), 2);
+        assert!(!c.is_controller_voter());
+        c.process_roles = Some("broker".into());
+        assert_eq!(c.voters().unwrap().len(), 2);
+        for roles in ["broker,controller", "controller", "worker"] {
+            c.process_roles = Some(roles.into());
+            assert!(c.voters().is_err(), "{roles}");
+        }
+        // A voter with process.roles = broker contradicts itself.
+        c.controller_voters = Some("1@127.0.0.1:9101,2@127.0.0.1:9102".into());
+        c.process_roles = Some("broker".into());
+        assert!(c.voters().is_err());
+        c.process_roles = Some("controller, broker".into());
+        assert!(c.is_controller_voter());
+        c.process_roles = None;
         for bad in [
-            "1@127.0.0.1:9101,3@127.0.0.1:9103",
             "2@127.0.0.1:9102,2@127.0.0.1:9103",
             "two@127.0.0.1:9102",
             "0@127.0.0.1:9102",

@@ -155,6 +155,18 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let broker = Broker::open_with(config, handlers::version_table(), clock, cluster.clone())
         .map_err(|e| format!("cannot open the data folder: {e}"))?;
     if let Some(c) = cluster {
+        let endpoints = broker
+            .config
+            .listener_specs()?
+            .iter()
+            .map(|l| l.endpoint())
+            .collect();
+        // Registering first: a broker that is not a voter receives the
+        // metadata log only once the active controller has its record.
+        tokio::spawn(
+            c.clone()
+                .register(endpoints, broker.config.broker_rack.clone()),
+        );
         if !c.wait_caught_up(Duration::from_secs(10)).await {
             tracing::warn!("no controller quorum after 10 s; serving clients meanwhile");
         }
@@ -163,13 +175,6 @@ async fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(follow_image(Arc::downgrade(&broker), c.clone()));
         tokio::spawn(track_leaders(Arc::downgrade(&broker), c.clone()));
         tokio::spawn(broker.clone().bootstrap_scram_credentials());
-        let endpoints = broker
-            .config
-            .listener_specs()?
-            .iter()
-            .map(|l| l.endpoint())
-            .collect();
-        tokio::spawn(c.register(endpoints, broker.config.broker_rack.clone()));
     }
     admin.serving(broker.clone());
     sluice::server::run_listeners(listeners, broker, shutdown_signal()).await?;

@@ -251,6 +251,7 @@ mod controller {
                             port: 9000 + id as u16,
                             listeners: Vec::new(),
                             rack: None,
+                            internal: None,
                         }),
                     );
                 }

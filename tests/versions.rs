@@ -377,5 +377,14 @@ async fn every_served_version_is_answered() {
         assert_eq!(r.error_code, 0, "ListPartitionReassignments v{v}");
         assert!(r.topics.is_empty());
     }
+    // One broker: it cannot leave, and no other is registered.
+    for v in range(ApiKey::UnregisterBroker) {
+        for (id, code) in [(1, 42), (7, 102)] {
+            let req = UnregisterBrokerRequest::default().with_broker_id(BrokerId(id));
+            let r: UnregisterBrokerResponse = c.call(ApiKey::UnregisterBroker, v, &req).await;
+            assert_eq!(r.error_code, code, "UnregisterBroker of {id} v{v}");
+            assert!(r.error_message.is_some());
+        }
+    }
     broker.stop().await;
 }

@@ -774,6 +774,8 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
         cluster.note_quorum();
+        cluster.follow_brokers();
+        cluster.admit_brokers();
         cluster.review_liveness(
             Duration::from_millis(b.config.broker_session_timeout_ms),
             Duration::from_millis(b.config.broker_heartbeat_interval_ms),

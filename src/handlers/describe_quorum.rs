@@ -92,26 +92,33 @@ pub async fn handle(ctx: &RequestContext, req: DescribeQuorumRequest) -> Describ
         let at = |ago: Option<u64>| ago.map_or(-1, |t| now - t as i64 * tick_ms);
         let progress = cluster
             .host
-            .inspect(CONTROLLER_GROUP, |r| r.voter_progress())
+            .inspect(CONTROLLER_GROUP, |r| {
+                r.voter_progress()
+                    .and_then(|v| Ok((v, r.learner_progress()?)))
+            })
             .await;
-        if let Some(Ok(progress)) = progress
+        if let Some(Ok((progress, learners))) = progress
             && !progress.is_empty()
         {
-            let voters = progress
-                .iter()
-                .map(|v| {
-                    ReplicaState::default()
-                        .with_replica_id(BrokerId(v.id as i32))
-                        .with_log_end_offset(v.log_end_offset)
-                        .with_last_fetch_timestamp(at(v.heard_ticks_ago))
-                        .with_last_caught_up_timestamp(at(v.caught_up_ticks_ago))
-                })
-                .collect();
+            let states = |list: &[crate::replication::replica::VoterProgress]| {
+                list.iter()
+                    .map(|v| {
+                        ReplicaState::default()
+                            .with_replica_id(BrokerId(v.id as i32))
+                            .with_log_end_offset(v.log_end_offset)
+                            .with_last_fetch_timestamp(at(v.heard_ticks_ago))
+                            .with_last_caught_up_timestamp(at(v.caught_up_ticks_ago))
+                    })
+                    .collect::<Vec<_>>()
+            };
+            // The brokers that do not vote follow the log as learners:
+            // Kafka's observers.
             let partition = partition()
                 .with_leader_id(BrokerId(cluster.me as i32))
                 .with_leader_epoch(status.term as i32)
                 .with_high_watermark(status.high_watermark)
-                .with_current_voters(voters);
+                .with_current_voters(states(&progress))
+                .with_observers(states(&learners));
             return answer(ctx.version, partition, nodes);
         }
     }

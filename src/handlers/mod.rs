@@ -46,6 +46,7 @@ mod produce;
 mod reassignments;
 mod scram_credentials;
 mod txn;
+mod unregister_broker;
 
 /// Everything a handler knows about the request it serves.
 pub struct RequestContext {
@@ -92,6 +93,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ElectLeaders, 0, 2),
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
+    (ApiKey::UnregisterBroker, 0, 0),
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
@@ -187,6 +189,7 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         ElectLeaders => m::ElectLeadersRequest => elect_leaders::handle,
         AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest => reassignments::alter,
         ListPartitionReassignments => m::ListPartitionReassignmentsRequest => reassignments::list,
+        UnregisterBroker => m::UnregisterBrokerRequest => unregister_broker::handle,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
         DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
         DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
@@ -288,6 +291,7 @@ macro_rules! request_types {
             ElectLeaders => m::ElectLeadersRequest,
             AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest,
             ListPartitionReassignments => m::ListPartitionReassignmentsRequest,
+            UnregisterBroker => m::UnregisterBrokerRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
             DescribeProducers => m::DescribeProducersRequest,
             DescribeQuorum => m::DescribeQuorumRequest,

@@ -51,6 +51,7 @@ top_level!(
     DescribeUserScramCredentialsResponse,
     ElectLeadersResponse,
     ListPartitionReassignmentsResponse,
+    UnregisterBrokerResponse,
     ListTransactionsResponse,
     DescribeLogDirsResponse,
     ListConfigResourcesResponse,

@@ -399,6 +399,16 @@ impl Liveness {
         }
     }
 
+    /// Follows the sender's peers (brokers that registered since).
+    fn track(&mut self, peers: &[u64], now: Instant) {
+        for &id in peers {
+            self.peers.entry(id).or_insert(Peer {
+                heard: now,
+                live: true,
+            });
+        }
+    }
+
     /// Notes a message from `id`; true if it had been taken for down.
     fn heard(&mut self, id: u64, now: Instant) -> bool {
         match self.peers.get_mut(&id) {
@@ -470,7 +480,7 @@ fn drive(
         .map(|(i, g)| (g.name.clone(), i))
         .collect();
     let status = &shared.status;
-    let peers = sender.peers();
+    let mut peers = sender.peers();
     let mut liveness = Liveness::new(
         peers.clone(),
         tick * super::replica::Timing::default().election_ticks as u32,
@@ -621,6 +631,11 @@ fn drive(
                     g.replica.tick();
                     *t = true;
                 }
+            }
+            let now_peers = sender.peers();
+            if now_peers.len() != peers.len() {
+                liveness.track(&now_peers, now);
+                peers = now_peers;
             }
             for &to in &peers {
                 let ping = raft::eraftpb::Message {

@@ -38,6 +38,11 @@ pub enum MetadataRecord {
         /// Its `broker.rack` (absent when it has none).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rack: Option<String>,
+        /// Where other brokers reach its internal listener: set by a broker
+        /// that is not a controller voter (voters are reached at their
+        /// `controller.quorum.voters` address).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        internal: Option<String>,
     },
     /// A topic with its replica assignment (partition → replicas, the first
     /// being the preferred leader) and its config overrides. `dense_offsets`:
@@ -124,6 +129,11 @@ pub enum MetadataRecord {
         partitions: Vec<PartitionRef>,
         at_ms: u64,
     },
+    /// A broker leaves the cluster (UnregisterBroker): gone from the
+    /// brokers and the fenced set. Refused while it holds a replica.
+    UnregisterBroker {
+        node_id: u64,
+    },
     /// A reassignment of one partition (AlterPartitionReassignments):
     /// `target` Some starts one, or replaces the one under way; None
     /// cancels it (the group goes back to its assigned replicas).
@@ -194,6 +204,8 @@ pub struct BrokerInfo {
     /// registered before listeners existed.
     pub listeners: Vec<ListenerEndpoint>,
     pub rack: Option<String>,
+    /// A broker that is not a controller voter: its internal listener.
+    pub internal: Option<String>,
 }
 
 impl BrokerInfo {
@@ -290,6 +302,7 @@ impl ClusterImage {
                 port,
                 listeners,
                 rack,
+                internal,
             } => {
                 self.brokers.insert(
                     *node_id,
@@ -298,6 +311,7 @@ impl ClusterImage {
                         port: *port,
                         listeners: listeners.clone(),
                         rack: rack.clone(),
+                        internal: internal.clone(),
                     },
                 );
                 Ok(())
@@ -461,6 +475,18 @@ impl ClusterImage {
                     _ => Err("not the reassignment under way".into()),
                 }
             }
+            MetadataRecord::UnregisterBroker { node_id } => {
+                if !self.brokers.contains_key(node_id) {
+                    return Err(format!("broker {node_id} is not registered"));
+                }
+                let held = self.replicas_held(*node_id);
+                if held > 0 {
+                    return Err(format!("broker {node_id} still holds {held} replicas"));
+                }
+                self.brokers.remove(node_id);
+                self.fenced.remove(node_id);
+                Ok(())
+            }
             MetadataRecord::ElectPreferred { partitions, at_ms } => {
                 let mut asked = 0;
                 for p in partitions {
@@ -566,6 +592,16 @@ impl ClusterImage {
             .and_then(|t| t.assignment.get(usize::try_from(p.partition).ok()?))
             .cloned()
             .ok_or_else(|| format!("no partition {}-{}", p.name, p.partition))
+    }
+
+    /// How many partitions broker `id` holds a replica of (assigned, or
+    /// joining or leaving in a reassignment).
+    pub fn replicas_held(&self, id: u64) -> usize {
+        self.topics
+            .iter()
+            .flat_map(|(name, t)| (0..t.assignment.len() as i32).map(move |p| (name, p)))
+            .filter(|(name, p)| self.holders(name, *p).contains(&id))
+            .count()
     }
 
     /// The replicas that hold a partition now: during a reassignment the
@@ -747,6 +783,69 @@ mod tests {
     }
 
     #[test]
+    fn a_broker_is_unregistered_only_once_it_holds_no_replica() {
+        let mut img = ClusterImage::default();
+        let mut index = 0;
+        let mut apply = |img: &mut ClusterImage, r: MetadataRecord| {
+            index += 1;
+            img.apply(index, &r)
+        };
+        for id in 1..=4 {
+            let r = MetadataRecord::RegisterBroker {
+                node_id: id,
+                host: "h".into(),
+                port: 9092,
+                listeners: Vec::new(),
+                rack: None,
+                internal: (id == 4).then(|| "127.0.0.1:9999".into()),
+            };
+            apply(&mut img, r).unwrap();
+        }
+        apply(&mut img, topic("t", vec![vec![1, 2, 3], vec![4, 1, 2]])).unwrap();
+        let leave = MetadataRecord::UnregisterBroker { node_id: 4 };
+        assert_eq!(img.replicas_held(4), 1);
+        assert!(
+            apply(&mut img, leave.clone())
+                .unwrap_err()
+                .contains("holds 1 replicas")
+        );
+        // Moving its replica off: while the move is under way it still holds it.
+        let partition = PartitionRef {
+            name: "t".into(),
+            topic_id: "id-t".into(),
+            partition: 1,
+        };
+        let target = vec![3, 1, 2];
+        apply(
+            &mut img,
+            MetadataRecord::AlterReassignment {
+                partition: partition.clone(),
+                target: Some(target.clone()),
+            },
+        )
+        .unwrap();
+        assert_eq!(img.replicas_held(4), 1);
+        assert!(apply(&mut img, leave.clone()).is_err());
+        apply(
+            &mut img,
+            MetadataRecord::CompleteReassignment {
+                partition,
+                replicas: target,
+            },
+        )
+        .unwrap();
+        assert_eq!(img.replicas_held(4), 0);
+        apply(&mut img, leave.clone()).unwrap();
+        assert!(!img.brokers.contains_key(&4));
+        assert!(
+            apply(&mut img, leave)
+                .unwrap_err()
+                .contains("not registered")
+        );
+        assert_eq!(img.brokers.len(), 3);
+    }
+
+    #[test]
     fn records_apply_in_order_and_bad_ones_change_nothing() {
         let mut img = ClusterImage::default();
         let log = [
@@ -756,6 +855,7 @@ mod tests {
                 port: 9092,
                 listeners: Vec::new(),
                 rack: None,
+                internal: None,
             },
             topic("orders", vec![vec![1, 2], vec![2, 1]]),
             topic("orders", vec![vec![1]]),
@@ -968,6 +1068,7 @@ mod tests {
                 },
             ],
             rack: Some("rack-b".into()),
+            internal: Some("10.0.0.3:9093".into()),
         };
         let json = serde_json::to_string(&new).unwrap();
         assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), new);
@@ -978,6 +1079,8 @@ mod tests {
         // A record without a rack (or from before racks): no rack.
         assert_eq!(img.brokers[&2].rack, None);
         assert_eq!(img.brokers[&3].rack.as_deref(), Some("rack-b"));
+        assert_eq!(img.brokers[&2].internal, None);
+        assert_eq!(img.brokers[&3].internal.as_deref(), Some("10.0.0.3:9093"));
         assert_eq!(
             img.brokers[&3].endpoint("ssl"),
             Some(("h3.example".into(), 9093))
@@ -1027,6 +1130,7 @@ mod tests {
                 port: 9092,
                 listeners: Vec::new(),
                 rack: None,
+                internal: None,
             };
             apply(&mut img, r).unwrap();
         }

@@ -324,6 +324,10 @@ impl Replica {
             // An answer from a replica that is not (or no longer, or not
             // yet) a member: a membership change is under way; dropped.
             Err(raft::Error::StepPeerNotFound) => return Ok(()),
+            // A proposal sent here by a broker that is not a member yet
+            // (see `Cluster::propose_until`), while no leader is known: the
+            // proposer sends it again.
+            Err(raft::Error::ProposalDropped) => return Ok(()),
             other => other?,
         }
         self.follow_term();
@@ -502,10 +506,23 @@ impl Replica {
         if !self.is_leader() {
             return Ok(Vec::new());
         }
+        let mut ids: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        ids.sort_unstable();
+        self.progress_of(ids)
+    }
+
+    /// As [`Self::voter_progress`], for the learners (Kafka's observers:
+    /// brokers that follow the log without voting).
+    pub fn learner_progress(&self) -> Result<Vec<VoterProgress>, ReplicaError> {
+        if !self.is_leader() {
+            return Ok(Vec::new());
+        }
+        self.progress_of(self.membership().learners)
+    }
+
+    fn progress_of(&self, ids: Vec<u64>) -> Result<Vec<VoterProgress>, ReplicaError> {
         let raft = &self.node.raft;
         let ago = |t: Option<&u64>| t.map(|&t| self.ticks.saturating_sub(t));
-        let mut ids: Vec<u64> = raft.prs().conf().voters().ids().iter().collect();
-        ids.sort_unstable();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             out.push(if id == self.id {
@@ -912,6 +929,47 @@ impl Replica {
             voters: sorted(cs.voters),
             outgoing: sorted(cs.voters_outgoing),
             learners: sorted(cs.learners),
+        }
+    }
+
+    /// Proposes making `id` a learner of this group (it receives the log
+    /// without voting) when this replica leads, `id` is not a member yet,
+    /// and no other membership change is on its way.
+    pub fn add_learner(&mut self, id: u64) {
+        let m = self.membership();
+        if m.voters.contains(&id) || m.outgoing.contains(&id) || m.learners.contains(&id) {
+            return;
+        }
+        self.propose_learner_change(raft::eraftpb::ConfChangeType::AddLearnerNode, id);
+    }
+
+    /// Proposes taking learner `id` out of this group (as
+    /// [`Self::add_learner`]: leading, nothing else on its way).
+    pub fn remove_learner(&mut self, id: u64) {
+        if self.membership().learners.contains(&id) {
+            self.propose_learner_change(raft::eraftpb::ConfChangeType::RemoveNode, id);
+        }
+    }
+
+    fn propose_learner_change(&mut self, kind: raft::eraftpb::ConfChangeType, id: u64) {
+        use raft::eraftpb::{ConfChangeSingle, ConfChangeV2};
+        if !self.leader_ready() {
+            return;
+        }
+        let raft = &self.node.raft;
+        if raft.pending_conf_index > raft.raft_log.applied {
+            return;
+        }
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(kind);
+        single.node_id = id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        match self.node.propose_conf_change(vec![], cc) {
+            Ok(()) => {
+                tracing::info!(id = self.id, learner = id, change = ?kind, "learner change proposed")
+            }
+            Err(e) => tracing::debug!(id = self.id, error = %e, "learner change not proposed"),
         }
     }
 

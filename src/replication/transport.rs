@@ -309,8 +309,23 @@ pub struct Counters {
 /// Sends messages to peers; cheap to clone.
 #[derive(Clone)]
 pub struct Sender {
-    queues: Arc<HashMap<u64, mpsc::UnboundedSender<(String, Message)>>>,
+    queues: Arc<std::sync::RwLock<HashMap<u64, PeerQueue>>>,
+    /// What starting a connection task for a peer learnt later needs.
+    base: Arc<SenderBase>,
     pub counters: Arc<Counters>,
+}
+
+/// One peer's queue and the address its connection task reaches.
+struct PeerQueue {
+    addr: SocketAddr,
+    tx: mpsc::UnboundedSender<(String, Message)>,
+}
+
+struct SenderBase {
+    me: u64,
+    hosts: HashMap<u64, String>,
+    tls: Option<Arc<TlsContext>>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Sender {
@@ -322,45 +337,65 @@ impl Sender {
 
     /// As [`start`](Self::start), over mutual TLS when `tls` is set, each
     /// peer's certificate checked against its host in `hosts` (else its
-    /// IP address).
+    /// IP address). Runs inside the Tokio runtime.
     pub fn start_with_tls(
         me: u64,
         peers: &HashMap<u64, SocketAddr>,
         hosts: &HashMap<u64, String>,
         tls: Option<Arc<TlsContext>>,
     ) -> Self {
-        let mut queues = HashMap::new();
-        let counters = Arc::new(Counters::default());
+        let sender = Self {
+            queues: Arc::default(),
+            base: Arc::new(SenderBase {
+                me,
+                hosts: hosts.clone(),
+                tls,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+            counters: Arc::new(Counters::default()),
+        };
         for (&id, &addr) in peers {
-            if id == me {
-                continue;
-            }
-            let (tx, rx) = mpsc::unbounded_channel();
-            queues.insert(id, tx);
-            let peer = Peer {
-                id,
-                addr,
-                name: server_name(hosts.get(&id).map(String::as_str), addr),
-                tls: tls.clone(),
-            };
-            tokio::spawn(peer_loop(me, peer, rx, counters.clone()));
+            sender.add_peer(id, addr);
         }
-        Self {
-            queues: Arc::new(queues),
-            counters,
+        sender
+    }
+
+    /// Reaches node `id` at `addr` from now on (a broker that registered
+    /// after this one started, or one that moved): a new connection task,
+    /// the old one (if any) ending with its queue.
+    pub fn add_peer(&self, id: u64, addr: SocketAddr) {
+        if id == self.base.me {
+            return;
         }
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        if queues.get(&id).is_some_and(|q| q.addr == addr) {
+            return;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let peer = Peer {
+            id,
+            addr,
+            name: server_name(self.base.hosts.get(&id).map(String::as_str), addr),
+            tls: self.base.tls.clone(),
+        };
+        self.base
+            .runtime
+            .spawn(peer_loop(self.base.me, peer, rx, self.counters.clone()));
+        queues.insert(id, PeerQueue { addr, tx });
     }
 
     /// The other nodes this sender reaches.
     pub fn peers(&self) -> Vec<u64> {
-        self.queues.keys().copied().collect()
+        let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+        queues.keys().copied().collect()
     }
 
     /// Queues `message` (for its `to` node) of `group`. Unknown peers and
     /// stopped senders drop it.
     pub fn send(&self, group: &str, message: Message) {
-        if let Some(q) = self.queues.get(&message.to) {
-            let _ = q.send((group.to_owned(), message));
+        let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(q) = queues.get(&message.to) {
+            let _ = q.tx.send((group.to_owned(), message));
         }
     }
 }

@@ -369,17 +369,20 @@ _handed_out = set()
 
 
 class Cluster:
-    def __init__(self, tmp_path, nodes=NODES, config="", node_config=None):
+    def __init__(self, tmp_path, nodes=NODES, config="", node_config=None, voters=None):
         """`config`: TOML every broker gets; `node_config`: {node: TOML}
-        added for that broker only."""
+        added for that broker only; `voters`: the nodes in the controller
+        quorum (default: all; the others run as brokers only, reached
+        directly at their internal listener, not through a proxy)."""
         self.ids = list(nodes)
+        self.voters = list(voters or nodes)
         self.net = FaultyNetwork()
         self.proxies = {n: None for n in self.ids}
         internal = {}
         for n in self.ids:
             internal[n] = quiet_port()
             self.proxies[n] = Proxy(self.net, n, internal[n])
-        voters = ",".join(f"{n}@127.0.0.1:{self.proxies[n].port}" for n in self.ids)
+        voters = ",".join(f"{n}@127.0.0.1:{self.proxies[n].port}" for n in self.voters)
         self.brokers = {}
         for n in self.ids:
             d = tmp_path / f"node-{n}"

@@ -83,6 +83,9 @@ import org.apache.kafka.common.Uuid;
  *       separated by commas), or cancelling its reassignment (step
  *       "reassign"); then listPartitionReassignments (step "list":
  *       "TOPIC-PARTITION" -> [replicas, adding, removing]).
+ *   unregister BOOTSTRAP ID...
+ *       unregisterBroker of each ID (step "unregister ID", failed with the
+ *       exception it got, if any).
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
  *       createTopics with those configs, and what CreateTopicsResult tells
  *       of the new topic: numPartitions, replicationFactor and config.
@@ -104,6 +107,7 @@ public final class AdminChecks {
                 case "log-dirs": logDirs(admin, Integer.parseInt(args[2])); break;
                 case "producers": producers(admin, args); break;
                 case "quorum": quorum(admin); break;
+                case "unregister": unregister(admin, args); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -337,6 +341,17 @@ public final class AdminChecks {
             }
             return new Object[] {"reassignments", out};
         });
+    }
+
+    /** unregisterBroker for each id given, one step each. */
+    static void unregister(Admin admin, String[] args) throws Exception {
+        for (int i = 2; i < args.length; i++) {
+            int id = Integer.parseInt(args[i]);
+            step("unregister " + id, () -> {
+                admin.unregisterBroker(id).all().get(WAIT_S, TimeUnit.SECONDS);
+                return new Object[0];
+            });
+        }
     }
 
     static void listConfigResources(Admin admin, String topic, String group) throws Exception {
