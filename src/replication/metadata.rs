@@ -782,6 +782,19 @@ mod tests {
         }
     }
 
+    /// Broker `id` registering at h:9092, with its internal listener when
+    /// it does not vote.
+    fn register(id: u64, internal: Option<&str>) -> MetadataRecord {
+        MetadataRecord::RegisterBroker {
+            node_id: id,
+            host: "h".into(),
+            port: 9092,
+            listeners: Vec::new(),
+            rack: None,
+            internal: internal.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn a_broker_is_unregistered_only_once_it_holds_no_replica() {
         let mut img = ClusterImage::default();
@@ -791,15 +804,11 @@ mod tests {
             img.apply(index, &r)
         };
         for id in 1..=4 {
-            let r = MetadataRecord::RegisterBroker {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                listeners: Vec::new(),
-                rack: None,
-                internal: (id == 4).then(|| "127.0.0.1:9999".into()),
-            };
-            apply(&mut img, r).unwrap();
+            apply(
+                &mut img,
+                register(id, (id == 4).then_some("127.0.0.1:9999")),
+            )
+            .unwrap();
         }
         apply(&mut img, topic("t", vec![vec![1, 2, 3], vec![4, 1, 2]])).unwrap();
         let leave = MetadataRecord::UnregisterBroker { node_id: 4 };
@@ -1124,15 +1133,7 @@ mod tests {
             img.apply(i, &r)
         };
         for id in 1..=3 {
-            let r = MetadataRecord::RegisterBroker {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                listeners: Vec::new(),
-                rack: None,
-                internal: None,
-            };
-            apply(&mut img, r).unwrap();
+            apply(&mut img, register(id, None)).unwrap();
         }
         // Broker 1 prefers partitions 0..10, broker 2 partitions 10..20.
         let assignment: Vec<Vec<u64>> = (0..20)

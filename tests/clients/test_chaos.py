@@ -1,0 +1,224 @@
+"""A bounded chaos run: faults at random while real clients work.
+
+Four brokers (the controller quorum is 1, 2, 3; broker 4 does not vote)
+hold a topic of four partitions with three replicas each. An idempotent
+acks=all librdkafka producer writes to every partition and a consumer group
+member reads and commits, while a seeded schedule picks a fault every
+second or two: kill -9 of a broker (restarted a few seconds later), SIGSTOP
+of a broker for a few seconds (a leader that stops answering and then wakes
+up, still believing it leads), cutting a broker off from the others (and
+healing), or reassigning a partition to three random brokers. At the end
+every fault is undone and the checker reads every partition back:
+
+- nothing acknowledged is missing, and each value sits at the offset its
+  acknowledgement gave, in acknowledgement order;
+- no value is stored twice (idempotence);
+- offsets are dense (records numbered consecutively: no transactions, no
+  compaction here);
+- the group's committed offsets never go back, and the member never got an
+  offset lower than one it had already got in the same assignment.
+
+It prints the figures (operations, faults by kind, the longest time a
+partition acknowledged nothing). `SLUICE_CHAOS_SECONDS` (default 40) and
+`SLUICE_CHAOS_SEED` (default 1) set the length and the schedule: CI runs the
+short form; docs/FAULTS.md says how to run it long."""
+
+import collections
+import os
+import random
+import signal
+import threading
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException
+from kafka import TopicPartition
+from kafka.admin import KafkaAdminClient
+
+from cluster_support import Cluster, Workload, assert_no_problems, check_acked, read_partitions
+
+SECONDS = float(os.environ.get("SLUICE_CHAOS_SECONDS", "40"))
+SEED = int(os.environ.get("SLUICE_CHAOS_SEED", "1"))
+NODES = [1, 2, 3, 4]
+TOPIC = "chaos"
+PARTITIONS = 4
+
+pytestmark = pytest.mark.timeout(int(SECONDS) + 360)
+
+
+class Member:
+    """A consumer group member reading and committing (synchronously, every
+    half second) from its own thread."""
+
+    def __init__(self, bootstrap):
+        self.c = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": "chaos-readers",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "session.timeout.ms": 30000,
+        })
+        self.assignments = 0
+        self.c.subscribe([TOPIC], on_assign=self._assigned)
+        self.read = 0
+        self.went_back = []
+        self.commits = []
+        self.errors = collections.Counter()
+        self._last = {}
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+
+    def _assigned(self, consumer, partitions):
+        # A new assignment starts from the committed offsets again.
+        self.assignments += 1
+        self._last = {}
+
+    def _run(self):
+        last_commit = time.monotonic()
+        while not self._stop.is_set():
+            for m in self.c.consume(num_messages=500, timeout=0.2):
+                if m.error():
+                    self.errors[m.error().name()] += 1
+                    continue
+                p, o = m.partition(), m.offset()
+                if o <= self._last.get(p, -1):
+                    self.went_back.append((p, self._last[p], o))
+                self._last[p] = o
+                self.read += 1
+            if time.monotonic() - last_commit > 0.5:
+                last_commit = time.monotonic()
+                try:
+                    done = self.c.commit(asynchronous=False)
+                    self.commits.append({tp.partition: tp.offset for tp in done or [] if tp.offset >= 0})
+                except KafkaException as e:
+                    self.errors[e.args[0].name()] += 1
+
+    def stop(self):
+        self._stop.set()
+        self._t.join(15)
+        self.c.close()
+
+
+class Chaos:
+    """The fault schedule: at most one broker down, stopped or cut off at
+    a time, so a majority of every partition and of the quorum stays."""
+
+    def __init__(self, cluster, rng):
+        self.c = cluster
+        self.rng = rng
+        self.faults = collections.Counter()
+        self.undo = None  # (when, what) of the fault in force
+        self.admin_bootstrap = ",".join(cluster.brokers[n].bootstrap for n in (1, 2, 3))
+
+    def step(self, now):
+        if self.undo is not None:
+            if now >= self.undo[0]:
+                self.undo[1]()
+                self.undo = None
+            return
+        kind = self.rng.choice(["kill", "pause", "cut", "reassign"])
+        node = self.rng.choice(NODES)
+        hold = self.rng.uniform(2, 6)
+        b = self.c.brokers[node]
+        if kind == "kill":
+            self.c.kill9(node)
+            self.undo = (now + hold, lambda: self.c.start([node], timeout=60))
+        elif kind == "pause":
+            os.kill(b.proc.pid, signal.SIGSTOP)
+            self.undo = (now + hold, lambda: os.kill(b.proc.pid, signal.SIGCONT))
+        elif kind == "cut":
+            if node not in self.c.voters:
+                kind = "reassign"  # broker 4 talks to the others directly
+            else:
+                self.c.net.isolate(node)
+                self.undo = (now + hold, self.c.net.heal)
+        if kind == "reassign":
+            p = self.rng.randrange(PARTITIONS)
+            target = self.rng.sample(NODES, 3)
+            try:
+                admin = KafkaAdminClient(bootstrap_servers=self.admin_bootstrap, request_timeout_ms=10000)
+                try:
+                    admin.alter_partition_reassignments({TopicPartition(TOPIC, p): target})
+                finally:
+                    admin.close()
+            except Exception as e:  # a broker down or cut off: counted, not fatal
+                self.faults["reassign refused: " + type(e).__name__] += 1
+                return
+        self.faults[kind] += 1
+
+    def end(self):
+        if self.undo is not None:
+            self.undo[1]()
+            self.undo = None
+        self.c.net.heal()
+
+
+def test_chaos_run(tmp_path):
+    rng = random.Random(SEED)
+    c = Cluster(tmp_path, nodes=NODES, voters=[1, 2, 3], node_config={4: 'process.roles = "broker"\n'})
+    member = None
+    w = None
+    try:
+        c.start()
+        c.create_topic(TOPIC, PARTITIONS, 3)
+        w = Workload(c.bootstrap, [(TOPIC, p) for p in range(PARTITIONS)], pause=0.01)
+        w.start()
+        member = Member(c.bootstrap)
+        chaos = Chaos(c, rng)
+        started = time.monotonic()
+        next_fault = started + 2
+        while time.monotonic() - started < SECONDS:
+            now = time.monotonic()
+            if now >= next_fault:
+                chaos.step(now)
+                next_fault = now + rng.uniform(1, 2)
+            time.sleep(0.1)
+        chaos.end()
+        ended = time.monotonic()
+        # Every fault undone: the cluster settles, the reassignments finish.
+        admin = KafkaAdminClient(bootstrap_servers=c.bootstrap)
+        try:
+            deadline = time.monotonic() + 90
+            while admin.list_partition_reassignments():
+                assert time.monotonic() < deadline, admin.list_partition_reassignments()
+                time.sleep(0.5)
+        finally:
+            admin.close()
+        for p in range(PARTITIONS):
+            w.wait_acks(20, timeout=60, since=time.monotonic(), target=(TOPIC, p))
+        w.stop()
+        time.sleep(3)  # the member reads the last records and commits them
+        member.stop()
+
+        longest = max(w.max_gap((TOPIC, p), started, ended) for p in range(PARTITIONS))
+        print(f"\n  chaos seed {SEED}, {SECONDS:.0f} s: faults {dict(chaos.faults)}")
+        print("  " + w.summary())
+        print(f"  longest time a partition acknowledged nothing: {longest:.2f} s")
+        print(f"  group member: read {member.read}, assignments {member.assignments}, "
+              f"commits {len(member.commits)}, errors {dict(member.errors)}")
+
+        assert w.idempotent and not w.fatal, w.summary()
+        assert_no_problems(check_acked(w, TOPIC, PARTITIONS, timeout=60))
+        logs = read_partitions(c.bootstrap, TOPIC, PARTITIONS, timeout=60)
+        for p, log in logs.items():
+            offsets = [o for o, _, _ in log]
+            assert offsets == list(range(len(offsets))), f"{TOPIC}-{p}: offsets not dense"
+        assert not member.went_back, member.went_back[:5]
+        high = {}
+        for commit in member.commits:
+            for p, o in commit.items():
+                assert o >= high.get(p, 0), f"partition {p}: commit went back from {high[p]} to {o}"
+                high[p] = o
+        assert member.read > 0 and member.commits
+        assert sum(chaos.faults.values()) >= SECONDS / 10, chaos.faults
+        assert not c.crashed(), c.crashed()
+    finally:
+        if member is not None and not member._stop.is_set():
+            member.stop()
+        if w is not None and w._thread is not None and not w._stop.is_set():
+            w.stop(flush_timeout=5)
+        for b in c.brokers.values():
+            if b.proc and b.proc.poll() is None:
+                os.kill(b.proc.pid, signal.SIGCONT)
+        c.shutdown()
