@@ -939,6 +939,76 @@ def check_acked(workload, topic, partitions, timeout=30.0):
     return problems
 
 
+class GroupReader:
+    """A consumer group member (librdkafka) reading `topic` from its own
+    thread and committing what it read every half second. `check()`: within
+    one assignment no offset delivered twice or going back, and no committed
+    offset ever going back."""
+
+    def __init__(self, bootstrap, topic, group, **config):
+        self.c = Consumer({
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            **config,
+        })
+        self.assignments = 0
+        self.read = 0
+        self.went_back = []
+        self.commits = []
+        self.errors = collections.Counter()
+        self._last = {}
+        self.c.subscribe([topic], on_assign=self._assigned)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _assigned(self, consumer, partitions):
+        # A new assignment starts again from the committed offsets.
+        self.assignments += 1
+        self._last = {}
+
+    def _run(self):
+        last_commit = time.monotonic()
+        while not self._stop.is_set():
+            for m in self.c.consume(num_messages=500, timeout=0.2):
+                if m.error():
+                    self.errors[m.error().name()] += 1
+                    continue
+                p, o = m.partition(), m.offset()
+                if o <= self._last.get(p, -1):
+                    self.went_back.append((p, self._last[p], o))
+                self._last[p] = o
+                self.read += 1
+            if time.monotonic() - last_commit > 0.5:
+                last_commit = time.monotonic()
+                try:
+                    done = self.c.commit(asynchronous=False)
+                    # A partition the member has read nothing from yet
+                    # comes back with no offset (negative): nothing committed.
+                    self.commits.append({tp.partition: tp.offset for tp in done or [] if tp.offset >= 0})
+                except KafkaException as e:
+                    self.errors[e.args[0].name()] += 1
+
+    def stop(self):
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join(15)
+            self.c.close()
+
+    def check(self):
+        """Asserts the reader's invariants; returns the highest committed
+        offset of each partition."""
+        assert not self.went_back, f"offsets delivered again or going back: {self.went_back[:5]}"
+        high = {}
+        for c in self.commits:
+            for p, o in c.items():
+                assert o >= high.get(p, 0), f"partition {p}: commit went back from {high[p]} to {o}"
+                high[p] = o
+        return high
+
+
 def assert_no_problems(problems):
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
 

@@ -27,15 +27,13 @@ import collections
 import os
 import random
 import signal
-import threading
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from cluster_support import Cluster, Workload, assert_no_problems, check_acked, read_partitions
+from cluster_support import Cluster, GroupReader, Workload, assert_no_problems, check_acked, read_partitions
 
 SECONDS = float(os.environ.get("SLUICE_CHAOS_SECONDS", "40"))
 SEED = int(os.environ.get("SLUICE_CHAOS_SEED", "1"))
@@ -44,60 +42,6 @@ TOPIC = "chaos"
 PARTITIONS = 4
 
 pytestmark = pytest.mark.timeout(int(SECONDS) + 360)
-
-
-class Member:
-    """A consumer group member reading and committing (synchronously, every
-    half second) from its own thread."""
-
-    def __init__(self, bootstrap):
-        self.c = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "chaos-readers",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "session.timeout.ms": 30000,
-        })
-        self.assignments = 0
-        self.c.subscribe([TOPIC], on_assign=self._assigned)
-        self.read = 0
-        self.went_back = []
-        self.commits = []
-        self.errors = collections.Counter()
-        self._last = {}
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-        self._t.start()
-
-    def _assigned(self, consumer, partitions):
-        # A new assignment starts from the committed offsets again.
-        self.assignments += 1
-        self._last = {}
-
-    def _run(self):
-        last_commit = time.monotonic()
-        while not self._stop.is_set():
-            for m in self.c.consume(num_messages=500, timeout=0.2):
-                if m.error():
-                    self.errors[m.error().name()] += 1
-                    continue
-                p, o = m.partition(), m.offset()
-                if o <= self._last.get(p, -1):
-                    self.went_back.append((p, self._last[p], o))
-                self._last[p] = o
-                self.read += 1
-            if time.monotonic() - last_commit > 0.5:
-                last_commit = time.monotonic()
-                try:
-                    done = self.c.commit(asynchronous=False)
-                    self.commits.append({tp.partition: tp.offset for tp in done or [] if tp.offset >= 0})
-                except KafkaException as e:
-                    self.errors[e.args[0].name()] += 1
-
-    def stop(self):
-        self._stop.set()
-        self._t.join(15)
-        self.c.close()
 
 
 class Chaos:
@@ -164,7 +108,7 @@ def test_chaos_run(tmp_path):
         c.create_topic(TOPIC, PARTITIONS, 3)
         w = Workload(c.bootstrap, [(TOPIC, p) for p in range(PARTITIONS)], pause=0.01)
         w.start()
-        member = Member(c.bootstrap)
+        member = GroupReader(c.bootstrap, TOPIC, "chaos-readers", **{"session.timeout.ms": 30000})
         chaos = Chaos(c, rng)
         started = time.monotonic()
         next_fault = started + 2
@@ -204,17 +148,12 @@ def test_chaos_run(tmp_path):
         for p, log in logs.items():
             offsets = [o for o, _, _ in log]
             assert offsets == list(range(len(offsets))), f"{TOPIC}-{p}: offsets not dense"
-        assert not member.went_back, member.went_back[:5]
-        high = {}
-        for commit in member.commits:
-            for p, o in commit.items():
-                assert o >= high.get(p, 0), f"partition {p}: commit went back from {high[p]} to {o}"
-                high[p] = o
+        member.check()
         assert member.read > 0 and member.commits
         assert sum(chaos.faults.values()) >= SECONDS / 10, chaos.faults
         assert not c.crashed(), c.crashed()
     finally:
-        if member is not None and not member._stop.is_set():
+        if member is not None:
             member.stop()
         if w is not None and w._thread is not None and not w._stop.is_set():
             w.stop(flush_timeout=5)

@@ -15,7 +15,6 @@ Bad requests get Kafka's errors and change nothing."""
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
@@ -28,7 +27,7 @@ from kafka.errors import (
 
 from java_support import run_java
 
-from cluster_support import Workload, assert_no_problems, check_acked, metadata, read_partitions, running_cluster
+from cluster_support import GroupReader, Workload, assert_no_problems, check_acked, metadata, read_partitions, running_cluster
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -109,71 +108,11 @@ def leaderless_during(cluster, action):
     return out, worst[0]
 
 
-class GroupReader:
-    """A consumer group member (librdkafka) reading the topic from its own
-    thread, committing what it read every half second: every delivery
-    (partition, offset) and every commit is kept."""
-
-    def __init__(self, bootstrap):
-        import threading
-
-        self.c = Consumer({
-            "bootstrap.servers": bootstrap,
-            "group.id": "movers",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        })
-        self.c.subscribe([TOPIC])
-        self.seen = []
-        self.commits = []
-        self.errors = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        last = time.monotonic()
-        while not self._stop.is_set():
-            for m in self.c.consume(num_messages=500, timeout=0.2):
-                if m.error():
-                    self.errors.append(m.error().name())
-                else:
-                    self.seen.append((m.partition(), m.offset()))
-            if time.monotonic() - last > 0.5:
-                last = time.monotonic()
-                try:
-                    done = self.c.commit(asynchronous=False)
-                    # A partition the member has read nothing from yet
-                    # comes back with no offset (negative): nothing committed.
-                    self.commits.append({tp.partition: tp.offset for tp in done or [] if tp.offset >= 0})
-                except KafkaException as e:
-                    self.errors.append(e.args[0].name())
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(10)
-        self.c.close()
-
-    def check(self):
-        """No record delivered twice (each partition's offsets only rise) and
-        no committed offset going back."""
-        last = {}
-        for p, o in self.seen:
-            assert o > last.get(p, -1), f"partition {p}: offset {o} delivered again after {last[p]}"
-            last[p] = o
-        high = {}
-        for c in self.commits:
-            for p, o in c.items():
-                assert o >= high.get(p, 0), f"partition {p}: commit went back from {high[p]} to {o}"
-                high[p] = o
-        return last, high
-
-
 def test_a_partition_moves_to_another_broker_and_back_under_load(cluster, tmp_path):
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
     w = Workload(cluster.bootstrap, [(TOPIC, 0), (TOPIC, 1)])
     w.start()
-    reader = GroupReader(cluster.bootstrap)
+    reader = GroupReader(cluster.bootstrap, TOPIC, "movers")
     try:
         w.wait_acks(100, timeout=30)
         # Bad requests: Kafka's errors, nothing changes.
@@ -243,9 +182,9 @@ def test_a_partition_moves_to_another_broker_and_back_under_load(cluster, tmp_pa
         time.sleep(2)  # the group reads the last records
         reader.stop()
     print("  " + w.summary())
-    last, committed = reader.check()
-    print(f"  the group read up to {last}, committed {committed}; errors {set(reader.errors)}")
-    assert len(reader.seen) > len(w.acks) // 2, "the group kept reading through the moves"
+    committed = reader.check()
+    print(f"  the group read {reader.read} records, committed {committed}; errors {dict(reader.errors)}")
+    assert reader.read > len(w.acks) // 2, "the group kept reading through the moves"
     assert not w.fatal, w.fatal
     assert_no_problems(check_acked(w, TOPIC, 2))
     offsets = [o for o, _, _ in read_partitions(cluster.bootstrap, TOPIC, 1)[0]]
