@@ -57,6 +57,10 @@ pub struct Cluster {
     pub voter: bool,
     /// Where this node's internal listener listens.
     internal: SocketAddr,
+    /// The data folder's directory id (`meta.properties`), in Kafka's
+    /// text form: registered with the broker, so the cluster tells a
+    /// broker that lost its disk from one that did not.
+    pub directory_id: String,
     /// The Raft transport's sender (the host has a clone): peers learnt
     /// from the image are added to it.
     sender: Sender,
@@ -114,6 +118,9 @@ impl Cluster {
                 "a broker that is not a controller voter needs --internal-listen".into(),
             )
         })?;
+        let directory_id = crate::replication::directory::load_or_create(&config.data_dir, me)
+            .map(crate::replication::directory::format_id)
+            .map_err(BrokerError::InvalidRequest)?;
         let listener = tokio::net::TcpListener::bind(bind).await.map_err(|e| {
             BrokerError::InvalidRequest(format!("cannot bind the internal listener {bind}: {e}"))
         })?;
@@ -169,6 +176,7 @@ impl Cluster {
             voters,
             voter,
             internal: bind,
+            directory_id,
             sender,
             host,
             timing,
@@ -507,8 +515,10 @@ impl Cluster {
             listeners: listeners.clone(),
             rack: rack.clone(),
             internal: internal.clone(),
+            directory_id: Some(self.directory_id.clone()),
         };
         let me = self.me;
+        let directory_id = Some(self.directory_id.clone());
         loop {
             let registered = |img: &ClusterImage| {
                 img.brokers.get(&me).is_some_and(|b| {
@@ -517,6 +527,7 @@ impl Cluster {
                         && b.listeners == listeners
                         && b.rack == rack
                         && b.internal == internal
+                        && b.directory_id == directory_id
                 })
             };
             match self

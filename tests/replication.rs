@@ -252,6 +252,7 @@ mod controller {
                             listeners: Vec::new(),
                             rack: None,
                             internal: None,
+                            directory_id: None,
                         }),
                     );
                 }

@@ -342,6 +342,16 @@ impl Broker {
     /// replicas of deleted topics.
     pub fn reconcile(&self, image: &ClusterImage) -> bool {
         let Some(c) = &self.cluster else { return true };
+        if image
+            .brokers
+            .get(&c.me)
+            .is_none_or(|b| b.directory_id.as_deref() != Some(c.directory_id.as_str()))
+        {
+            // Not registered with this data folder yet: which incarnation
+            // this broker is (its replicas' Raft ids) is not known until
+            // then. The registration moves the image, and this runs again.
+            return true;
+        }
         let mut all_open = true;
         let _one_at_a_time = self.reconciling.lock().unwrap_or_else(|p| p.into_inner());
         for t in self.topics() {
@@ -423,7 +433,10 @@ impl Broker {
             // wins over this).
             replicas: info.assignment[i].iter().map(|&r| r as i32).collect(),
             dense_offsets: info.dense_offsets,
+            first_voters: image.first_voters(name, i as i32),
+            preferred: info.assignment[i].first().map(|&b| image.raft_id(b)),
         };
+        let me = image.raft_id(c.me);
         let mut opened: Vec<Arc<Partition>> = Vec::new();
         let mut removed: Vec<Arc<Partition>> = Vec::new();
         for i in 0..info.assignment.len() {
@@ -433,7 +446,7 @@ impl Broker {
             let p = match &current {
                 Some(p) if p.is_hosted() == here => p.clone(),
                 _ if here => {
-                    match Partition::open_replicated(spec(i), c.me, c.host.clone(), c.timing) {
+                    match Partition::open_replicated(spec(i), me, c.host.clone(), c.timing) {
                         Ok(p) => {
                             opened.push(p.clone());
                             p
@@ -689,58 +702,71 @@ fn act_on_elections(b: &Broker, cluster: &Cluster, seen: &mut HashMap<(String, i
     }
 }
 
-/// Tells the replicas hosted here the voters their group moves to (each
-/// reassignment in the image, once; and that it ended, with the preferred
-/// leader of the new assignment), and, for a group led here that reached
-/// its target, publishes the reassignment's completion.
-async fn drive_reassignments(
+/// Tells every local replica the voters its group should have (Raft ids:
+/// the assigned brokers' current incarnations, or a reassignment's target)
+/// and its preferred leader; whichever leads takes the group there (see
+/// `Replica::set_target_voters`): a reassignment, or a broker that came
+/// back with a new data folder being swapped in for its old self. A
+/// reassignment whose target the group reached is published as complete.
+async fn drive_memberships(
     b: &Broker,
     cluster: &Cluster,
     sent: &mut HashMap<(String, i32), Vec<u64>>,
 ) {
-    let local = |name: &str, index: i32| {
-        b.topic(name)
-            .and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
-            .filter(|p| p.is_replicated())
-    };
-    let (moving, ended) = cluster.with_image(|image| {
-        let moving: Vec<((String, i32), Vec<u64>, String)> = image
-            .reassignments
-            .iter()
-            .map(|(k, r)| {
-                (
-                    k.clone(),
-                    r.target.clone(),
-                    image.topics[&k.0].topic_id.clone(),
-                )
-            })
-            .collect();
-        let ended: Vec<((String, i32), Option<u64>)> = sent
-            .keys()
-            .filter(|k| !image.reassignments.contains_key(*k))
-            .map(|k| (k.clone(), image.preferred(&k.0, k.1)))
-            .collect();
-        (moving, ended)
-    });
-    for (key, preferred) in ended {
-        sent.remove(&key);
-        if let Some(p) = local(&key.0, key.1) {
-            p.set_membership_target(None, preferred);
-        }
+    struct Want {
+        key: (String, i32),
+        target: Vec<u64>,
+        preferred: Option<u64>,
+        /// A reassignment under way: (topic id, target brokers).
+        moving: Option<(String, Vec<u64>)>,
+        partition: Arc<Partition>,
     }
-    for ((name, index), target, topic_id) in moving {
-        let Some(p) = local(&name, index) else {
-            sent.remove(&(name, index));
+    let topics = b.topics();
+    let wants: Vec<Want> = cluster.with_image(|image| {
+        let mut wants = Vec::new();
+        for t in &topics {
+            let Some(info) = image
+                .topics
+                .get(&t.name)
+                .filter(|i| i.topic_id == t.id.to_string())
+            else {
+                continue;
+            };
+            for p in t.partitions.iter().filter(|p| p.is_replicated()) {
+                let key = (t.name.clone(), p.index);
+                let Some(assigned) = usize::try_from(p.index)
+                    .ok()
+                    .and_then(|i| info.assignment.get(i))
+                else {
+                    continue;
+                };
+                let moving = image.reassignments.get(&key);
+                let brokers = moving.map_or(assigned, |r| &r.target);
+                wants.push(Want {
+                    target: image.raft_ids(brokers),
+                    preferred: brokers.first().map(|&b| image.raft_id(b)),
+                    moving: moving.map(|r| (info.topic_id.clone(), r.target.clone())),
+                    partition: p.clone(),
+                    key,
+                });
+            }
+        }
+        wants
+    });
+    let mut seen = std::collections::HashSet::new();
+    for w in wants {
+        seen.insert(w.key.clone());
+        if sent.get(&w.key) != Some(&w.target) {
+            w.partition
+                .set_membership_target(Some(w.target.clone()), w.preferred);
+            sent.insert(w.key, w.target);
+            continue;
+        }
+        let Some((topic_id, target)) = w.moving else {
             continue;
         };
-        let key = (name.clone(), index);
-        if sent.get(&key) != Some(&target) {
-            let preferred = p.replicas().first().map(|&r| r as u64);
-            p.set_membership_target(Some(target.clone()), preferred);
-            sent.insert(key, target.clone());
-            continue;
-        }
-        if p.membership_reached().await {
+        if w.partition.membership_reached().await {
+            let (name, index) = w.key;
             let record = MetadataRecord::CompleteReassignment {
                 partition: metadata::PartitionRef {
                     name: name.clone(),
@@ -755,6 +781,7 @@ async fn drive_reassignments(
                 .propose_anywhere(crate::cluster::CONTROLLER_GROUP, metadata::encode(&record));
         }
     }
+    sent.retain(|k, _| seen.contains(k));
 }
 
 /// Publishes, through the quorum, the leadership of the partitions led
@@ -787,7 +814,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
             );
         }
         act_on_elections(&b, &cluster, &mut elections_seen);
-        drive_reassignments(&b, &cluster, &mut targets_sent).await;
+        drive_memberships(&b, &cluster, &mut targets_sent).await;
         let topics = b.topics();
         let mut leaders = Vec::new();
         let now = std::time::Instant::now();

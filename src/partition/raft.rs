@@ -83,19 +83,38 @@ pub struct ReplicaSpec<'a> {
     /// Raft's own entries take no offset (the topic's choice, see
     /// `replication::store`).
     pub dense_offsets: bool,
+    /// The group's first voters as Raft ids (what an empty replica starts
+    /// from, see `ClusterImage::first_voters`).
+    pub first_voters: Vec<u64>,
+    /// The preferred leader's Raft id now (its broker's incarnation).
+    pub preferred: Option<u64>,
 }
 
 impl Partition {
     /// Opens this broker's replica of a partition and starts driving it on
-    /// `host` (`me` is this broker's node id).
+    /// `host` (`me` is this replica's Raft id: the broker's node id and
+    /// incarnation, see `replication::raft_id`).
     pub fn open_replicated(
         spec: ReplicaSpec<'_>,
         me: u64,
         host: Arc<Host>,
         timing: Timing,
     ) -> Result<Arc<Self>, BrokerError> {
+        use crate::replication::broker_of;
         let dir = spec.data_dir.join(format!("{}-{}", spec.topic, spec.index));
-        let voters: Vec<u64> = spec.replicas.iter().map(|&r| r as u64).collect();
+        let mut voters = spec.first_voters.clone();
+        if !voters.is_empty()
+            && !voters.contains(&me)
+            && voters.iter().all(|&v| broker_of(v) == broker_of(me))
+        {
+            // Its only replica, back with a new data folder: what the group
+            // held went with the disk, and no other member can fill this
+            // one. It starts the group again, empty (as Kafka recreates
+            // the log of a partition whose only replica lost its disk).
+            tracing::warn!(topic = %spec.topic, partition = spec.index,
+                "the partition's only replica lost its data folder: it starts again empty");
+            voters = vec![me];
+        }
         let store = ReplicaStore::open(
             &dir,
             spec.config.log_config(),
@@ -105,7 +124,7 @@ impl Partition {
         )
         .map_err(store_error)?;
         let mut replica = Replica::new(me, store.clone(), timing).map_err(replica_error)?;
-        replica.set_preferred_leader(voters.first().copied());
+        replica.set_preferred_leader(spec.preferred);
         replica.allow_quiesce();
         let hw = replica.high_watermark();
         let group = format!("{}-{}", spec.topic, spec.index);
@@ -192,8 +211,9 @@ impl Partition {
         }
     }
 
-    /// The voters this partition's group moves to (a reassignment), or
-    /// None; and its preferred leader (the first assigned replica).
+    /// The voters (Raft ids) this partition's group should have — its
+    /// assigned replicas' current incarnations, or a reassignment's target
+    /// — and its preferred leader (the first assigned replica).
     pub fn set_membership_target(&self, target: Option<Vec<u64>>, preferred: Option<u64>) {
         if let Backing::Raft(r) = &self.backing {
             r.host.act(&r.group, move |replica| {

@@ -453,7 +453,9 @@ fn wake_for(peer: u64, down: bool, groups: &mut [Group], touched: &mut [bool]) -
             continue;
         }
         let r = &g.replica;
-        if (r.is_leader() && r.has_voter(peer)) || (down && r.leader() == Some(peer)) {
+        if (r.is_leader() && r.has_voter_on(peer))
+            || (down && r.leader().map(super::broker_of) == Some(peer))
+        {
             g.wake();
             *t = true;
             woken += 1;
@@ -661,7 +663,7 @@ fn drive(
                 next_tick = Instant::now() + tick;
             }
         }
-        let live = |id| liveness.is_live(id);
+        let live = |id| liveness.is_live(super::broker_of(id));
         let mut changed = Vec::new();
         for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
             if !std::mem::take(t) {
@@ -704,7 +706,7 @@ fn drive(
                 }
             }
             let now = GroupStatus {
-                leader: r.leader(),
+                leader: r.leader().map(super::broker_of),
                 is_leader: r.is_leader(),
                 term: r.term(),
                 high_watermark: r.high_watermark(),

@@ -268,12 +268,14 @@ impl Invariants {
     }
 }
 
-/// One seeded schedule over five replica ids (1..=3 voting at first, 4 and
-/// 5 started empty): proposals, crashes and restarts, cut-off replicas and
-/// heals, and reassignments to random sets of three, at random, while the
-/// invariants are checked after every tick. Then the faults stop and the
-/// group must settle on its last target with every replica agreeing.
-fn random_schedule(seed: u64) {
+/// One seeded schedule over five brokers (1..=3 voting at first, 4 and 5
+/// started empty): proposals, crashes and restarts, cut-off replicas and
+/// heals, reassignments to random sets of three, and wiped disks (the
+/// broker comes back as a new incarnation, which the group swaps in for
+/// the old one, see `super::raft_id`), at random, while the invariants
+/// are checked after every tick. Then the faults stop and the group must
+/// settle on its last target with every replica agreeing.
+fn random_schedule(seed: u64) -> usize {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -282,10 +284,19 @@ fn random_schedule(seed: u64) {
     sim.add_node(5).unwrap();
     let mut inv = Invariants::default();
     let mut next = 0usize;
-    let mut target = vec![1u64, 2, 3];
+    // Each broker's current Raft id (its incarnation).
+    let mut ids: std::collections::BTreeMap<u64, u64> = (1..=5).map(|b| (b, b)).collect();
+    let mut brokers = vec![1u64, 2, 3];
+    let voters_of = |ids: &std::collections::BTreeMap<u64, u64>, brokers: &[u64]| {
+        let mut v: Vec<u64> = brokers.iter().map(|b| ids[b]).collect();
+        v.sort_unstable();
+        v
+    };
+    let mut target = voters_of(&ids, &brokers);
+    let mut wipes = 0;
     for step in 0..400 {
         let roll = rng.gen_range(0..100);
-        let all: Vec<u64> = (1..=5).collect();
+        let all: Vec<u64> = ids.values().copied().collect();
         match roll {
             0..=39 => {
                 if let Some(l) = sim.leader() {
@@ -313,12 +324,33 @@ fn random_schedule(seed: u64) {
             50..=52 => sim.isolate(all[rng.gen_range(0..5)]),
             53..=57 => sim.heal(),
             58..=59 if std::env::var("SLUICE_RAFT_NO_MOVES").is_err() => {
-                let mut pick = all.clone();
+                let mut pick: Vec<u64> = (1..=5).collect();
                 while pick.len() > 3 {
                     pick.remove(rng.gen_range(0..pick.len()));
                 }
-                target = pick;
+                brokers = pick;
+                target = voters_of(&ids, &brokers);
                 set_target(&mut sim, &target);
+            }
+            60..=62 if std::env::var("SLUICE_RAFT_NO_WIPES").is_err() => {
+                // A disk lost while the group is settled (two wiped before
+                // the first is swapped in would lose a majority's data,
+                // which no protocol survives).
+                let broker = rng.gen_range(1..=5u64);
+                let settled = sim.leader().is_some_and(|l| {
+                    sim.replicas[&l].membership()
+                        == Membership {
+                            voters: target.clone(),
+                            ..Membership::default()
+                        }
+                });
+                if settled && sim.replicas.contains_key(&ids[&broker]) {
+                    let new = sim.wipe(ids[&broker]).unwrap();
+                    ids.insert(broker, new);
+                    target = voters_of(&ids, &brokers);
+                    set_target(&mut sim, &target);
+                    wipes += 1;
+                }
             }
             _ => {}
         }
@@ -353,10 +385,10 @@ fn random_schedule(seed: u64) {
         .unwrap();
     assert!(
         settled,
-        "seed {seed}: did not settle on {target:?}: {:?}\n{}",
+        "seed {seed} ({wipes} wipes): did not settle on {target:?}: {:?}\n{}",
         target
             .iter()
-            .map(|&id| (id, membership(&sim, id)))
+            .map(|&id| (id, sim.replicas.get(&id).map(|r| r.membership())))
             .collect::<Vec<_>>(),
         sim.replicas
             .values()
@@ -374,6 +406,7 @@ fn random_schedule(seed: u64) {
         })
         .unwrap();
     assert!(agree, "seed {seed}: the voters' committed records differ");
+    wipes
 }
 
 /// Many seeds (`SLUICE_RAFT_SEEDS=first..last` runs others;
@@ -390,7 +423,12 @@ fn random_schedules_keep_raft_safe_through_membership_changes() {
             Some(a.parse::<u64>().ok()?..b.parse::<u64>().ok()?)
         })
         .unwrap_or(0..40);
-    for seed in seeds {
-        random_schedule(seed);
+    let mut wipes = 0;
+    for seed in seeds.clone() {
+        wipes += random_schedule(seed);
     }
+    assert!(
+        seeds.is_empty() || wipes > 0,
+        "no schedule wiped a disk: the seeds test less than they say"
+    );
 }

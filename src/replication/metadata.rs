@@ -43,6 +43,10 @@ pub enum MetadataRecord {
         /// `controller.quorum.voters` address).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         internal: Option<String>,
+        /// Its data folder's directory id (`meta.properties`); absent from
+        /// the records of brokers that predate directory ids.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        directory_id: Option<String>,
     },
     /// A topic with its replica assignment (partition → replicas, the first
     /// being the preferred leader) and its config overrides. `dense_offsets`:
@@ -206,6 +210,9 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
     /// A broker that is not a controller voter: its internal listener.
     pub internal: Option<String>,
+    /// Its data folder's directory id (None: registered before directory
+    /// ids).
+    pub directory_id: Option<String>,
 }
 
 impl BrokerInfo {
@@ -230,6 +237,10 @@ pub struct TopicInfo {
     pub configs: BTreeMap<String, String>,
     /// Raft's own entries take no offset in its partitions' logs.
     pub dense_offsets: bool,
+    /// Each partition's first voters as Raft ids (see
+    /// [`super::raft_id`]), as the group started: a replica opened empty
+    /// starts from them and replays the membership changes after.
+    pub first_voters: Vec<Vec<u64>>,
 }
 
 /// What every broker knows of the cluster.
@@ -253,6 +264,11 @@ pub struct ClusterImage {
     pub elections: BTreeMap<(String, i32), Election>,
     /// Reassignments under way, by (topic, partition).
     pub reassignments: BTreeMap<(String, i32), Reassignment>,
+    /// Each broker's incarnation: how many times it registered with a
+    /// directory id other than the one before (a wiped or replaced disk).
+    /// Kept after UnregisterBroker, so an id never comes back as an
+    /// incarnation it had before.
+    pub incarnations: BTreeMap<u64, u32>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -303,7 +319,21 @@ impl ClusterImage {
                 listeners,
                 rack,
                 internal,
+                directory_id,
             } => {
+                let before = self
+                    .brokers
+                    .get(node_id)
+                    .and_then(|b| b.directory_id.clone());
+                let directory_id = directory_id.clone().or(before.clone());
+                if let (Some(before), Some(now)) = (&before, &directory_id)
+                    && before != now
+                {
+                    let incarnation = self.incarnations.entry(*node_id).or_default();
+                    *incarnation += 1;
+                    tracing::warn!(node = node_id, before = %before, now = %now, incarnation = *incarnation,
+                        "broker came back with a new data folder: its replicas rejoin their groups as new members");
+                }
                 self.brokers.insert(
                     *node_id,
                     BrokerInfo {
@@ -312,6 +342,7 @@ impl ClusterImage {
                         listeners: listeners.clone(),
                         rack: rack.clone(),
                         internal: internal.clone(),
+                        directory_id,
                     },
                 );
                 Ok(())
@@ -329,6 +360,7 @@ impl ClusterImage {
                 if assignment.is_empty() || assignment.iter().any(|r| r.is_empty()) {
                     return Err(format!("topic '{name}' has a partition without replicas"));
                 }
+                let first_voters = assignment.iter().map(|r| self.raft_ids(r)).collect();
                 self.topics.insert(
                     name.clone(),
                     TopicInfo {
@@ -336,6 +368,7 @@ impl ClusterImage {
                         assignment: assignment.clone(),
                         configs: configs.clone(),
                         dense_offsets: *dense_offsets,
+                        first_voters,
                     },
                 );
                 Ok(())
@@ -350,6 +383,7 @@ impl ClusterImage {
                 Ok(())
             }
             MetadataRecord::CreatePartitions { name, from, added } => {
+                let first_voters: Vec<Vec<u64>> = added.iter().map(|r| self.raft_ids(r)).collect();
                 let t = self
                     .topics
                     .get_mut(name)
@@ -364,6 +398,7 @@ impl ClusterImage {
                     return Err(format!("topic '{name}': a new partition without replicas"));
                 }
                 t.assignment.extend(added.iter().cloned());
+                t.first_voters.extend(first_voters);
                 Ok(())
             }
             MetadataRecord::PartitionLeader {
@@ -607,6 +642,30 @@ impl ClusterImage {
     /// The replicas that hold a partition now: during a reassignment the
     /// target's, then the assigned ones leaving (as Kafka lists them);
     /// otherwise the assigned ones.
+    /// Broker `broker`'s Raft id in the groups it joins now (see
+    /// [`super::raft_id`]).
+    pub fn raft_id(&self, broker: u64) -> u64 {
+        super::raft_id(broker, self.incarnations.get(&broker).copied().unwrap_or(0))
+    }
+
+    pub fn raft_ids(&self, brokers: &[u64]) -> Vec<u64> {
+        brokers.iter().map(|&b| self.raft_id(b)).collect()
+    }
+
+    /// The Raft ids a partition's group started with (its assigned brokers
+    /// for a topic created before incarnations were recorded).
+    pub fn first_voters(&self, name: &str, partition: i32) -> Vec<u64> {
+        let Some(t) = self.topics.get(name) else {
+            return Vec::new();
+        };
+        let i = usize::try_from(partition).unwrap_or(usize::MAX);
+        t.first_voters
+            .get(i)
+            .or_else(|| t.assignment.get(i))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     pub fn holders(&self, name: &str, partition: i32) -> Vec<u64> {
         let Some(assigned) = self
             .topics
@@ -792,7 +851,61 @@ mod tests {
             listeners: Vec::new(),
             rack: None,
             internal: internal.map(str::to_owned),
+            directory_id: None,
         }
+    }
+
+    #[test]
+    fn a_broker_with_a_new_data_folder_is_a_new_incarnation() {
+        let with_dir = |id: u64, dir: Option<&str>| match register(id, None) {
+            MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                listeners,
+                rack,
+                internal,
+                ..
+            } => MetadataRecord::RegisterBroker {
+                node_id,
+                host,
+                port,
+                listeners,
+                rack,
+                internal,
+                directory_id: dir.map(str::to_owned),
+            },
+            _ => unreachable!(),
+        };
+        let mut img = ClusterImage::default();
+        // A registration from before directory ids, then the same folder
+        // with its new id: still the first incarnation.
+        img.apply(1, &with_dir(1, None)).unwrap();
+        img.apply(2, &with_dir(1, Some("a"))).unwrap();
+        img.apply(3, &with_dir(2, Some("b"))).unwrap();
+        img.apply(4, &with_dir(1, Some("a"))).unwrap();
+        assert_eq!(img.raft_id(1), 1);
+        img.apply(5, &topic("t", vec![vec![1, 2]])).unwrap();
+        assert_eq!(img.first_voters("t", 0), vec![1, 2]);
+        // Broker 1 comes back wiped: a new incarnation, a new Raft id; the
+        // partition's first voters stay as they were.
+        img.apply(6, &with_dir(1, Some("c"))).unwrap();
+        assert_eq!(img.raft_id(1), super::super::raft_id(1, 1));
+        assert_eq!(super::super::broker_of(img.raft_id(1)), 1);
+        assert_eq!(img.first_voters("t", 0), vec![1, 2]);
+        // A registration without an id (an older release) keeps the id.
+        img.apply(7, &with_dir(1, None)).unwrap();
+        assert_eq!(img.brokers[&1].directory_id.as_deref(), Some("c"));
+        img.apply(
+            8,
+            &MetadataRecord::CreatePartitions {
+                name: "t".into(),
+                from: 1,
+                added: vec![vec![2, 1]],
+            },
+        )
+        .unwrap();
+        assert_eq!(img.first_voters("t", 1), vec![2, 1 | (1 << 32)]);
     }
 
     #[test]
@@ -865,6 +978,7 @@ mod tests {
                 listeners: Vec::new(),
                 rack: None,
                 internal: None,
+                directory_id: None,
             },
             topic("orders", vec![vec![1, 2], vec![2, 1]]),
             topic("orders", vec![vec![1]]),
@@ -1078,6 +1192,7 @@ mod tests {
             ],
             rack: Some("rack-b".into()),
             internal: Some("10.0.0.3:9093".into()),
+            directory_id: Some("J8aAPcfLQt2bqs1JT_rMgQ".into()),
         };
         let json = serde_json::to_string(&new).unwrap();
         assert_eq!(serde_json::from_str::<MetadataRecord>(&json).unwrap(), new);

@@ -269,6 +269,18 @@ impl Replica {
     /// A message from another replica. Messages for another term or from an
     /// unknown peer are Raft's to judge; an error means a corrupt message.
     pub fn step(&mut self, mut m: Message) -> Result<(), ReplicaError> {
+        if m.to != self.id && super::broker_of(m.to) == super::broker_of(self.id) {
+            // For an earlier incarnation of this broker (its disk was
+            // wiped since): that member's votes and log are gone; this one
+            // answers only once the group adds it (see `super::raft_id`).
+            tracing::debug!(
+                id = self.id,
+                to = m.to,
+                from = m.from,
+                "message for an earlier incarnation of this broker: dropped"
+            );
+            return Ok(());
+        }
         self.last_heard.insert(m.from, self.ticks);
         use raft::eraftpb::MessageType;
         let last = self.node.raft.raft_log.last_index();
@@ -378,8 +390,16 @@ impl Replica {
     }
 
     /// Whether `id` votes in this group.
-    pub fn has_voter(&self, id: u64) -> bool {
-        self.node.raft.prs().conf().voters().contains(id)
+    /// Whether a replica on broker `broker` votes in this group.
+    pub fn has_voter_on(&self, broker: u64) -> bool {
+        self.node
+            .raft
+            .prs()
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .any(|id| super::broker_of(id) == broker)
     }
 
     /// Whether this leader could go quiet now: everything it holds is

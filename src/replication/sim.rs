@@ -103,6 +103,24 @@ impl SimCluster {
         self.restart(id)
     }
 
+    /// Replica `id`'s disk is wiped and its broker comes back: the replica
+    /// is dropped and its folder removed, and the broker's next
+    /// incarnation (see [`super::raft_id`]) starts empty from the group's
+    /// first voters, a member the group has yet to add. Returns its id.
+    pub fn wipe(&mut self, id: u64) -> Result<u64, ReplicaError> {
+        self.crash(id);
+        let dir = self.dirs.remove(&id).expect("a known replica");
+        let _ = std::fs::remove_dir_all(&dir);
+        let new = super::raft_id(super::broker_of(id), (id >> 32) as u32 + 1);
+        let root = dir.parent().expect("replica folders share a root");
+        self.dirs.insert(
+            new,
+            root.join(format!("{}-{}", super::broker_of(new), new >> 32)),
+        );
+        self.restart(new)?;
+        Ok(new)
+    }
+
     /// Drops replica `id` without closing anything: its unsynced writes are
     /// whatever the page cache holds, as after kill -9 of the process.
     pub fn crash(&mut self, id: u64) {
@@ -176,7 +194,14 @@ impl SimCluster {
                 self.to_lose.remove(i);
                 continue;
             }
-            if let Some(r) = self.replicas.get_mut(&m.to) {
+            // Delivered to the broker: a message for an earlier incarnation
+            // of it reaches the one running now, which drops it.
+            let to = self.replicas.keys().copied().find(|&id| {
+                id == m.to
+                    || (!self.replicas.contains_key(&m.to)
+                        && super::broker_of(id) == super::broker_of(m.to))
+            });
+            if let Some(r) = to.and_then(|id| self.replicas.get_mut(&id)) {
                 r.step(m)?;
                 self.delivered += 1;
             }

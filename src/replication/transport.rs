@@ -390,11 +390,12 @@ impl Sender {
         queues.keys().copied().collect()
     }
 
-    /// Queues `message` (for its `to` node) of `group`. Unknown peers and
+    /// Queues `message` (for its `to` replica's broker, see
+    /// [`super::raft_id`]) of `group`. Unknown peers and
     /// stopped senders drop it.
     pub fn send(&self, group: &str, message: Message) {
         let queues = self.queues.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queues.get(&message.to) {
+        if let Some(q) = queues.get(&super::broker_of(message.to)) {
             let _ = q.tx.send((group.to_owned(), message));
         }
     }
