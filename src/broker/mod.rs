@@ -722,15 +722,34 @@ impl Broker {
     /// Reserves a fresh producer id.
     /// In a cluster each broker hands out ids from its own range (its node
     /// id in the top bits), so no two brokers give out the same id.
+    /// The count lives in this broker's data folder, so a broker that
+    /// comes back with a new folder (a new incarnation, see
+    /// `replication::raft_id`) starts it again: its incarnation is part of
+    /// the id (bits 32 to 39), or it would hand out the ids of its earlier
+    /// self again, and a partition leader would take the new producer's
+    /// first batches for duplicates of the old one's. Until this broker is
+    /// registered with its folder (its incarnation known) it hands out none
+    /// (NotLeaderOrFollower: callers answer with a retriable error).
     pub fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let incarnation = match &self.cluster {
+            Some(c) => {
+                let known = c.with_image(|img| {
+                    let mine = img.brokers.get(&c.me)?.directory_id.as_deref()
+                        == Some(c.directory_id.as_str());
+                    mine.then(|| img.incarnations.get(&c.me).copied().unwrap_or(0))
+                });
+                Some(known.ok_or(BrokerError::NotLeaderOrFollower)?)
+            }
+            None => None,
+        };
         let mut store = self.metadata.lock().unwrap_or_else(|p| p.into_inner());
         let id = store.image.next_producer_id;
         store
             .update(|img| img.next_producer_id = id + 1)
             .map_err(|e| BrokerError::Storage(e.into()))?;
-        Ok(match &self.cluster {
-            Some(c) => ((c.me as i64) << 40) | id,
-            None => id,
+        Ok(match (&self.cluster, incarnation) {
+            (Some(c), Some(inc)) => ((c.me as i64) << 40) | ((i64::from(inc) & 0xFF) << 32) | id,
+            _ => id,
         })
     }
 

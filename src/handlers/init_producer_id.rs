@@ -64,6 +64,11 @@ pub async fn handle(ctx: &RequestContext, req: InitProducerIdRequest) -> InitPro
     }
     match ctx.broker.allocate_producer_id() {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
+        // Not registered with its data folder yet (just started): the
+        // client asks again.
+        Err(crate::error::BrokerError::NotLeaderOrFollower) => {
+            resp.with_error_code(ResponseError::CoordinatorLoadInProgress.code())
+        }
         Err(e) => {
             tracing::error!(error = %e, "could not allocate a producer id");
             resp.with_error_code(ResponseError::KafkaStorageError.code())

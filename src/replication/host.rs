@@ -716,6 +716,11 @@ fn drive(
                 leader_ready: r.leader_ready(),
             };
             if now != g.last {
+                if now.is_leader != g.last.is_leader {
+                    let m = r.membership();
+                    tracing::debug!(group = %name, id = r.id, term = now.term, leads = now.is_leader,
+                        voters = ?m.voters, outgoing = ?m.outgoing, "leadership changed");
+                }
                 g.last = now;
                 if let Some(w) = &mut g.watcher {
                     w(&now);

@@ -579,9 +579,19 @@ class Cluster:
         leads; returns it."""
         from confluent_kafka import ElectionType
 
-        preferred = self.partition_view(self.live()[0], topic, partition)["replicas"][0]
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
         deadline = time.time() + timeout
+        # Any live node that answers (one just restarted may not yet).
+        view = None
+        while view is None:
+            assert time.time() < deadline, f"no live node describes {topic}-{partition}"
+            view = next(
+                (v for n in self.live() if (v := self.partition_view(n, topic, partition)) is not None),
+                None,
+            )
+            if view is None:
+                time.sleep(0.2)
+        preferred = view["replicas"][0]
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
         answers = []
         while time.time() < deadline:
             fut = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, partition)])
