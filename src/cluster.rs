@@ -140,8 +140,9 @@ impl Cluster {
         )
         .map_err(|e| BrokerError::InvalidRequest(format!("controller log: {e}")))?;
         // Replay: the image is rebuilt from every committed record.
-        let replica = Replica::with_replay(me, store, timing, true)
+        let mut replica = Replica::with_replay(me, store, timing, true)
             .map_err(|e| BrokerError::InvalidRequest(format!("controller replica: {e}")))?;
+        replica.keep_learners();
         let (image, _) = watch::channel(ClusterImage::default());
         let applier: Applier = {
             let image = image.clone();
@@ -219,27 +220,49 @@ impl Cluster {
         }
     }
 
-    /// As the active controller: makes every registered broker that is not
-    /// a voter a learner of the controller group, so that it receives the
-    /// metadata log (one membership change at a time).
+    /// The controller quorum's voters: the configured ones until an
+    /// AddRaftVoter or RemoveRaftVoter changed them.
+    pub fn controller_voters(&self) -> Vec<u64> {
+        self.with_image(|img| img.controller_voters.clone())
+            .unwrap_or_else(|| {
+                let mut ids: Vec<u64> = self.voters.iter().map(|(id, _)| *id).collect();
+                ids.sort_unstable();
+                ids
+            })
+    }
+
+    /// As the active controller: takes the controller group to the voters
+    /// the image names (AddRaftVoter, RemoveRaftVoter: a joint change, the
+    /// leaving voters staying observers), and makes every other registered
+    /// broker a learner of it, so that it receives the metadata log (one
+    /// membership change at a time).
     pub fn admit_brokers(&self) {
         if !self.is_active_controller() || !self.caught_up() {
             return;
         }
-        let wanted: Vec<u64> = self.with_image(|img| {
-            img.brokers
-                .iter()
-                .filter(|(id, b)| {
-                    b.internal.is_some() && !self.voters.iter().any(|(v, _)| v == *id)
-                })
-                .map(|(&id, _)| id)
-                .collect()
+        let (registered, changed): (Vec<u64>, Option<Vec<u64>>) = self.with_image(|img| {
+            (
+                img.brokers.keys().copied().collect(),
+                img.controller_voters.clone(),
+            )
         });
+        let target = changed.clone().unwrap_or_else(|| self.controller_voters());
         self.host.act(CONTROLLER_GROUP, move |r| {
-            let learners = r.membership().learners;
-            if let Some(&id) = wanted.iter().find(|id| !learners.contains(id)) {
+            if changed.is_some() {
+                r.set_target_voters(changed);
+            }
+            let m = r.membership();
+            let voting = |id: &u64| m.voters.contains(id) || m.outgoing.contains(id);
+            if let Some(&id) = registered
+                .iter()
+                .find(|id| !voting(id) && !m.learners.contains(id))
+            {
                 r.add_learner(id);
-            } else if let Some(&gone) = learners.iter().find(|id| !wanted.contains(id)) {
+            } else if let Some(&gone) = m
+                .learners
+                .iter()
+                .find(|id| !registered.contains(id) && !target.contains(id))
+            {
                 // An unregistered broker no longer receives the log.
                 r.remove_learner(gone);
             }

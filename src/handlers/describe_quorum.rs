@@ -5,8 +5,9 @@
 //!
 //! Alone, a broker is a quorum of one: itself, leader at epoch 0, with no
 //! metadata log (offsets 0). In a cluster the controller group's leader
-//! answers from its Raft progress; every broker of the cluster is a voter,
-//! so there are no observers. A Kafka broker forwards this request to the
+//! answers from its Raft progress: the voters of its configuration (as
+//! AddRaftVoter and RemoveRaftVoter left it), and its learners — brokers
+//! that do not vote — as observers. A Kafka broker forwards this request to the
 //! active controller, and the Java client sends it to any broker, so a
 //! Sluice broker that does not lead the quorum forwards it too, to the
 //! leader's client listener. A forwarded request is never forwarded again:

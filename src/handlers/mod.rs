@@ -43,6 +43,7 @@ mod metadata;
 mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
+mod raft_voters;
 mod reassignments;
 mod scram_credentials;
 mod txn;
@@ -94,6 +95,8 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 0, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::UnregisterBroker, 0, 0),
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::ListConfigResources, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeQuorum, 0, 2),
@@ -190,6 +193,8 @@ pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result
         AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest => reassignments::alter,
         ListPartitionReassignments => m::ListPartitionReassignmentsRequest => reassignments::list,
         UnregisterBroker => m::UnregisterBrokerRequest => unregister_broker::handle,
+        AddRaftVoter => m::AddRaftVoterRequest => raft_voters::add,
+        RemoveRaftVoter => m::RemoveRaftVoterRequest => raft_voters::remove,
         ListConfigResources => m::ListConfigResourcesRequest => list_config_resources::handle,
         DescribeProducers => m::DescribeProducersRequest => describe_producers::handle,
         DescribeQuorum => m::DescribeQuorumRequest => describe_quorum::handle,
@@ -292,6 +297,8 @@ macro_rules! request_types {
             AlterPartitionReassignments => m::AlterPartitionReassignmentsRequest,
             ListPartitionReassignments => m::ListPartitionReassignmentsRequest,
             UnregisterBroker => m::UnregisterBrokerRequest,
+            AddRaftVoter => m::AddRaftVoterRequest,
+            RemoveRaftVoter => m::RemoveRaftVoterRequest,
             ListConfigResources => m::ListConfigResourcesRequest,
             DescribeProducers => m::DescribeProducersRequest,
             DescribeQuorum => m::DescribeQuorumRequest,

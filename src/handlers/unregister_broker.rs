@@ -6,8 +6,8 @@
 //! that no partition is left with a replica nobody runs: a broker that
 //! still holds a replica (assigned, or joining or leaving a reassignment)
 //! is refused with INVALID_REQUEST until its replicas are moved off
-//! (AlterPartitionReassignments), and so is a controller voter (the voters
-//! are fixed by `controller.quorum.voters`). A broker still running
+//! (AlterPartitionReassignments), and so is a controller voter (until
+//! RemoveRaftVoter takes it out of the quorum). A broker still running
 //! registers again, as in Kafka.
 
 use kafka_protocol::error::ResponseError;
@@ -60,11 +60,11 @@ pub async fn handle(
             format!("broker {id} is not registered"),
         );
     }
-    if cluster.voters.iter().any(|(v, _)| *v == node) {
+    if cluster.controller_voters().contains(&node) {
         return refuse(
             ResponseError::InvalidRequest,
             format!(
-                "broker {id} is a controller voter (controller.quorum.voters): it stays registered"
+                "broker {id} is a controller voter: remove it from the quorum first (RemoveRaftVoter)"
             ),
         );
     }

@@ -52,6 +52,8 @@ top_level!(
     ElectLeadersResponse,
     ListPartitionReassignmentsResponse,
     UnregisterBrokerResponse,
+    AddRaftVoterResponse,
+    RemoveRaftVoterResponse,
     ListTransactionsResponse,
     DescribeLogDirsResponse,
     ListConfigResourcesResponse,

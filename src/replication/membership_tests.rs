@@ -83,6 +83,63 @@ fn reached(sim: &SimCluster, on: &[u64], voters: &[u64]) -> bool {
     })
 }
 
+/// The controller group's way (`Replica::keep_learners`): an observer
+/// becomes a voter and a removed voter stays an observer, the other
+/// observers untouched.
+#[test]
+fn observers_become_voters_and_removed_voters_stay_observers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let mut next = 0;
+    sim.elect(200).unwrap();
+    sim.add_node(4).unwrap();
+    sim.add_node(5).unwrap();
+    for r in sim.replicas.values_mut() {
+        r.keep_learners();
+    }
+    for id in [4, 5] {
+        // Proposed once the leader has committed in its term (asked again
+        // until then, as the controller does every 250 ms).
+        let added = (0..100).any(|_| {
+            if let Some(l) = sim.leader() {
+                sim.replicas.get_mut(&l).unwrap().add_learner(id);
+            }
+            write_until(&mut sim, &mut next, 1, |_| false);
+            membership(&sim, 1).learners.contains(&id)
+        });
+        assert!(added, "{:?}", membership(&sim, 1));
+    }
+    set_target(&mut sim, &[2, 3, 4]);
+    let want = Membership {
+        voters: vec![2, 3, 4],
+        outgoing: vec![],
+        learners: vec![1, 5],
+    };
+    let (done, during) = write_until(&mut sim, &mut next, 400, |s| {
+        [1, 2, 3, 4, 5].iter().all(|&id| membership(s, id) == want)
+    });
+    assert!(done, "{:?} {:?}", membership(&sim, 2), membership(&sim, 1));
+    assert!(during > 0, "the group kept committing while it changed");
+    // The removed voter no longer votes: with 3 and 4 down, 1 and 2 commit
+    // nothing (under the old voters they would).
+    sim.crash(3);
+    sim.crash(4);
+    let (_, without) = write_until(&mut sim, &mut next, 60, |_| false);
+    assert_eq!(without, 0, "{:?}", membership(&sim, 1));
+    sim.restart(3).unwrap();
+    sim.restart(4).unwrap();
+    let (_, after) = write_until(&mut sim, &mut next, 200, |_| false);
+    assert!(after > 0);
+    // And it still receives the log.
+    assert!(
+        sim.run_until(200, |s| {
+            let v = s.committed_values(2);
+            [1, 3, 4, 5].iter().all(|&id| s.committed_values(id) == v)
+        })
+        .unwrap()
+    );
+}
+
 #[test]
 fn a_group_moves_to_new_replicas_while_it_commits() {
     let dir = tempfile::tempdir().unwrap();

@@ -145,6 +145,16 @@ pub enum MetadataRecord {
         partition: PartitionRef,
         target: Option<Vec<u64>>,
     },
+    /// The controller quorum's voters change (AddRaftVoter,
+    /// RemoveRaftVoter) from `before` — the set the proposer saw: the
+    /// configured `controller.quorum.voters` while none was made — to
+    /// `after`. Applies only while the voters are still `before` (two
+    /// concurrent changes: the second changes nothing). The active
+    /// controller then takes the controller group there.
+    ControllerVoters {
+        before: Vec<u64>,
+        after: Vec<u64>,
+    },
     /// The partition's Raft group reached the reassignment's target
     /// (published by its leader): `replicas` become its assignment.
     CompleteReassignment {
@@ -269,6 +279,12 @@ pub struct ClusterImage {
     /// Kept after UnregisterBroker, so an id never comes back as an
     /// incarnation it had before.
     pub incarnations: BTreeMap<u64, u32>,
+    /// The directory ids each broker registered before its current one
+    /// (its earlier data folders).
+    pub past_directories: BTreeMap<u64, Vec<String>>,
+    /// The controller quorum's voters since an AddRaftVoter or
+    /// RemoveRaftVoter (None: the configured `controller.quorum.voters`).
+    pub controller_voters: Option<Vec<u64>>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -329,6 +345,10 @@ impl ClusterImage {
                 if let (Some(before), Some(now)) = (&before, &directory_id)
                     && before != now
                 {
+                    self.past_directories
+                        .entry(*node_id)
+                        .or_default()
+                        .push(before.clone());
                     let incarnation = self.incarnations.entry(*node_id).or_default();
                     *incarnation += 1;
                     tracing::warn!(node = node_id, before = %before, now = %now, incarnation = *incarnation,
@@ -485,6 +505,25 @@ impl ClusterImage {
                         r.cancelled = true;
                     }
                 }
+                Ok(())
+            }
+            MetadataRecord::ControllerVoters { before, after } => {
+                let sorted = |v: &[u64]| {
+                    let mut v = v.to_vec();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
+                };
+                let current = self.controller_voters.clone().unwrap_or(sorted(before));
+                if current != sorted(before) {
+                    return Err(format!(
+                        "the controller voters are {current:?} now, not {before:?}"
+                    ));
+                }
+                if after.is_empty() {
+                    return Err("the controller quorum needs a voter".into());
+                }
+                self.controller_voters = Some(sorted(after));
                 Ok(())
             }
             MetadataRecord::CompleteReassignment {

@@ -117,6 +117,9 @@ pub struct Replica {
     /// The commit index when every new replica had become a learner: they
     /// are caught up once they hold it.
     catch_up_mark: Option<u64>,
+    /// Learners outside the target stay (the controller group's
+    /// observers: brokers that receive the metadata log without voting).
+    keep_learners: bool,
 }
 
 /// A group's membership as this replica's configuration says.
@@ -212,6 +215,7 @@ impl Replica {
             quiet_asked: false,
             target: None,
             catch_up_mark: None,
+            keep_learners: false,
         })
     }
 
@@ -1014,6 +1018,11 @@ impl Replica {
         self.target = target;
     }
 
+    /// Keeps learners that are not in the target (see `keep_learners`).
+    pub fn keep_learners(&mut self) {
+        self.keep_learners = true;
+    }
+
     /// Whether the membership is the target's (or there is no target).
     pub fn membership_reached(&self) -> bool {
         let Some(target) = &self.target else {
@@ -1060,7 +1069,11 @@ impl Replica {
                 self.hand_over_to_one_of(&m.voters, committed);
                 return;
             }
-        } else if let Some(&stray) = m.learners.iter().find(|l| !target.contains(l)) {
+        } else if let Some(&stray) = m
+            .learners
+            .iter()
+            .find(|l| !self.keep_learners && !target.contains(l))
+        {
             // A learner of a cancelled move.
             change(
                 vec![single(ConfChangeType::RemoveNode, stray)],
@@ -1078,7 +1091,7 @@ impl Replica {
             return; // reached
         } else {
             let mark = *self.catch_up_mark.get_or_insert(committed);
-            let caught_up = m.learners.iter().all(|&l| {
+            let caught_up = m.learners.iter().filter(|l| target.contains(l)).all(|&l| {
                 raft.prs().get(l).is_some_and(|pr| {
                     pr.matched >= mark && pr.state == raft::ProgressState::Replicate
                 })
@@ -1095,7 +1108,16 @@ impl Replica {
                 m.voters
                     .iter()
                     .filter(|v| !target.contains(v))
-                    .map(|&v| single(ConfChangeType::RemoveNode, v)),
+                    // A leaving voter of the controller group stays an
+                    // observer (it still receives the metadata log).
+                    .map(|&v| {
+                        let kind = if self.keep_learners {
+                            ConfChangeType::AddLearnerNode
+                        } else {
+                            ConfChangeType::RemoveNode
+                        };
+                        single(kind, v)
+                    }),
             );
             change(changes, ConfChangeTransition::Explicit)
         };

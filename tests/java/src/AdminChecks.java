@@ -86,6 +86,12 @@ import org.apache.kafka.common.Uuid;
  *   unregister BOOTSTRAP ID...
  *       unregisterBroker of each ID (step "unregister ID", failed with the
  *       exception it got, if any).
+ *   add-voter BOOTSTRAP ID DIRECTORY_ID HOST PORT
+ *       addRaftVoter of node ID on the data folder DIRECTORY_ID (Kafka's
+ *       base64 form), reached at HOST:PORT on listener CONTROLLER (step
+ *       "add-voter", failed with the exception it got, if any).
+ *   remove-voter BOOTSTRAP ID DIRECTORY_ID
+ *       removeRaftVoter likewise (step "remove-voter").
  *   create-topic BOOTSTRAP TOPIC PARTITIONS REPLICATION_FACTOR [NAME=VALUE...]
  *       createTopics with those configs, and what CreateTopicsResult tells
  *       of the new topic: numPartitions, replicationFactor and config.
@@ -108,6 +114,8 @@ public final class AdminChecks {
                 case "producers": producers(admin, args); break;
                 case "quorum": quorum(admin); break;
                 case "unregister": unregister(admin, args); break;
+                case "add-voter": addVoter(admin, args); break;
+                case "remove-voter": removeVoter(admin, args); break;
                 default: throw new IllegalArgumentException("unknown check " + check);
             }
         }
@@ -352,6 +360,25 @@ public final class AdminChecks {
                 return new Object[0];
             });
         }
+    }
+
+    static void addVoter(Admin admin, String[] args) throws Exception {
+        int id = Integer.parseInt(args[2]);
+        org.apache.kafka.common.Uuid dir = org.apache.kafka.common.Uuid.fromString(args[3]);
+        Set<RaftVoterEndpoint> endpoints = Set.of(new RaftVoterEndpoint("CONTROLLER", args[4], Integer.parseInt(args[5])));
+        step("add-voter", () -> {
+            admin.addRaftVoter(id, dir, endpoints).all().get(WAIT_S * 2, TimeUnit.SECONDS);
+            return new Object[0];
+        });
+    }
+
+    static void removeVoter(Admin admin, String[] args) throws Exception {
+        int id = Integer.parseInt(args[2]);
+        org.apache.kafka.common.Uuid dir = org.apache.kafka.common.Uuid.fromString(args[3]);
+        step("remove-voter", () -> {
+            admin.removeRaftVoter(id, dir).all().get(WAIT_S * 2, TimeUnit.SECONDS);
+            return new Object[0];
+        });
     }
 
     static void listConfigResources(Admin admin, String topic, String group) throws Exception {
