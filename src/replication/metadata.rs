@@ -883,6 +883,11 @@ mod tests {
     /// Broker `id` registering at h:9092, with its internal listener when
     /// it does not vote.
     fn register(id: u64, internal: Option<&str>) -> MetadataRecord {
+        register_from(id, internal, None)
+    }
+
+    /// The same from the data folder with directory id `dir`.
+    fn register_from(id: u64, internal: Option<&str>, dir: Option<&str>) -> MetadataRecord {
         MetadataRecord::RegisterBroker {
             node_id: id,
             host: "h".into(),
@@ -890,32 +895,13 @@ mod tests {
             listeners: Vec::new(),
             rack: None,
             internal: internal.map(str::to_owned),
-            directory_id: None,
+            directory_id: dir.map(str::to_owned),
         }
     }
 
     #[test]
     fn a_broker_with_a_new_data_folder_is_a_new_incarnation() {
-        let with_dir = |id: u64, dir: Option<&str>| match register(id, None) {
-            MetadataRecord::RegisterBroker {
-                node_id,
-                host,
-                port,
-                listeners,
-                rack,
-                internal,
-                ..
-            } => MetadataRecord::RegisterBroker {
-                node_id,
-                host,
-                port,
-                listeners,
-                rack,
-                internal,
-                directory_id: dir.map(str::to_owned),
-            },
-            _ => unreachable!(),
-        };
+        let with_dir = |id: u64, dir: Option<&str>| register_from(id, None, dir);
         let mut img = ClusterImage::default();
         // A registration from before directory ids, then the same folder
         // with its new id: still the first incarnation.

@@ -393,7 +393,6 @@ impl Replica {
         self.timing
     }
 
-    /// Whether `id` votes in this group.
     /// Whether a replica on broker `broker` votes in this group.
     pub fn has_voter_on(&self, broker: u64) -> bool {
         self.node

@@ -655,6 +655,23 @@ class Cluster:
 # Producing and checking.
 
 
+def wait_for(what, cond, timeout=30.0):
+    """Asks `cond` every 0.2 s until it returns something true (returned);
+    an exception counts as not yet (a broker still starting). Fails after
+    `timeout` seconds with the last answer."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = cond()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - asked again
+            last = repr(e)
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not within {timeout}s: last {last!r}")
+
+
 class Ack(NamedTuple):
     t: float  # time.monotonic() when the delivery report came
     topic: str

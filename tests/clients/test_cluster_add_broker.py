@@ -22,27 +22,13 @@ from confluent_kafka import Consumer, Producer
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from cluster_support import Cluster, metadata
+from cluster_support import Cluster, metadata, wait_for
 from conftest import Broker
 from java_support import run_java
 
 pytestmark = pytest.mark.timeout(240)
 
 BROKER_ONLY = 'process.roles = "broker"\n'
-
-
-def wait_for(what, cond, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # a broker still starting: ask again
-            last = repr(e)
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout}s: last {last}")
 
 
 def described_brokers(cluster, via):

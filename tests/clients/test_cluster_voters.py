@@ -13,13 +13,12 @@ under a folder it does not run on (INVALID_REQUEST), and the last voter
 (INVALID_REQUEST)."""
 
 import re
-import time
 
 import pytest
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from cluster_support import Cluster, GroupReader, Workload, check_acked, metadata
+from cluster_support import Cluster, GroupReader, Workload, check_acked, metadata, wait_for
 from java_support import run_java
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,27 +45,13 @@ def voter_call(bootstrap, *args):
     return s["ok"], s.get("error", "").rsplit(".", 1)[-1], s.get("message", ""), run
 
 
-def wait_for(what, cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:  # a broker still settling: ask again
-            last = repr(e)
-        time.sleep(0.5)
-    raise AssertionError(f"{what} not within {timeout}s: last {last!r}")
-
-
 def test_voters_are_added_and_removed_at_runtime(tmp_path):
     c = Cluster(tmp_path, nodes=[1, 2, 3, 4], voters=[1, 2, 3], node_config={4: BROKER_ONLY})
     try:
         c.start()
         c.create_topic("orders", 3, 3)
         bootstrap = c.brokers[2].bootstrap
-        assert wait_for("broker 4 observing", lambda: quorum(bootstrap) == ([1, 2, 3], [4]))
+        assert wait_for("broker 4 observing", lambda: quorum(bootstrap) == ([1, 2, 3], [4]), timeout=60)
         dirs = {n: directory_id(c.brokers[n]) for n in c.ids}
 
         work = Workload(c.bootstrap, [("orders", p) for p in range(3)], pause=0.02)

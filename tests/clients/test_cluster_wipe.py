@@ -20,7 +20,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from cluster_support import Cluster, consume_to, failover_producer_config, value_of
+from cluster_support import Cluster, consume_to, failover_producer_config, value_of, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -28,17 +28,6 @@ BROKER_ONLY = 'process.roles = "broker"\n'
 # Broker 4's second incarnation as a Raft id: node id 4, incarnation 1 in
 # the high 32 bits.
 NEW_FOUR = 4 | (1 << 32)
-
-
-def wait_for(what, cond, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what} not within {timeout}s: last {last!r}")
 
 
 def directory_id(broker):
