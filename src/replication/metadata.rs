@@ -351,7 +351,9 @@ impl ClusterImage {
                         .push(before.clone());
                     let incarnation = self.incarnations.entry(*node_id).or_default();
                     *incarnation += 1;
-                    tracing::warn!(node = node_id, before = %before, now = %now, incarnation = *incarnation,
+                    // Logged again whenever a broker replays the metadata
+                    // log: the index tells an old change from a new one.
+                    tracing::warn!(node = node_id, before = %before, now = %now, incarnation = *incarnation, index,
                         "broker came back with a new data folder: its replicas rejoin their groups as new members");
                 }
                 self.brokers.insert(

@@ -7,7 +7,10 @@ member reads and commits, while a seeded schedule picks a fault every
 second or two: kill -9 of a broker (restarted a few seconds later), SIGSTOP
 of a broker for a few seconds (a leader that stops answering and then wakes
 up, still believing it leads), cutting a broker off from the others (and
-healing), or reassigning a partition to three random brokers. At the end
+healing), reassigning a partition to three random brokers, or wiping broker
+4's disk (kill -9, its data folder deleted, started again on an empty one:
+it comes back as a new incarnation of itself, see docs/ARCHITECTURE.md "A
+disk that forgets"). At the end
 every fault is undone and the checker reads every partition back:
 
 - nothing acknowledged is missing, and each value sits at the offset its
@@ -26,6 +29,7 @@ short form; docs/FAULTS.md says how to run it long."""
 import collections
 import os
 import random
+import shutil
 import signal
 import time
 
@@ -61,9 +65,18 @@ class Chaos:
                 self.undo[1]()
                 self.undo = None
             return
-        kind = self.rng.choice(["kill", "pause", "cut", "reassign"])
+        kind = self.rng.choice(["kill", "pause", "cut", "reassign", "wipe"])
         node = self.rng.choice(NODES)
         hold = self.rng.uniform(2, 6)
+        if kind == "wipe":
+            # Only the broker that does not vote: a wiped controller voter is
+            # taken out of the quorum first (RemoveRaftVoter), by hand.
+            node = 4
+            self.c.kill9(node)
+            shutil.rmtree(self.c.brokers[node].data_dir)
+            self.undo = (now + hold, lambda: self.c.start([node], timeout=60))
+            self.faults[kind] += 1
+            return
         b = self.c.brokers[node]
         if kind == "kill":
             self.c.kill9(node)
