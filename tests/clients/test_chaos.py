@@ -15,7 +15,15 @@ every fault is undone and the checker reads every partition back:
 
 - nothing acknowledged is missing, and each value sits at the offset its
   acknowledgement gave, in acknowledgement order;
-- no value is stored twice (idempotence);
+- no value is stored twice under one producer epoch (idempotence). A value
+  stored twice under two epochs is counted and printed, not failed:
+  librdkafka bumps its producer epoch when a partition answers
+  OUT_OF_ORDER_SEQUENCE_NUMBER, even for a batch that only follows one
+  that failed over a leader change (librdkafka issue 4953), and then sends
+  again, under the new epoch, batches of other partitions whose earlier
+  attempt was in fact stored; no broker can recognise those (a new epoch
+  starts the sequences again), Kafka included. The copies' producer epochs
+  are read from the replicas' segment files;
 - offsets are dense (records numbered consecutively: no transactions, no
   compaction here);
 - the group's committed offsets never go back, and the member never got an
@@ -26,8 +34,10 @@ partition acknowledged nothing). `SLUICE_CHAOS_SECONDS` (default 40) and
 `SLUICE_CHAOS_SEED` (default 1) set the length and the schedule: CI runs the
 short form; docs/FAULTS.md says how to run it long."""
 
+import ast
 import collections
 import os
+import re
 import random
 import shutil
 import signal
@@ -37,7 +47,7 @@ import pytest
 from kafka import TopicPartition
 from kafka.admin import KafkaAdminClient
 
-from cluster_support import Cluster, GroupReader, Workload, assert_no_problems, check_acked, read_partitions
+from cluster_support import VALUE_RE, Cluster, GroupReader, Workload, assert_no_problems, check_acked, read_partitions
 
 SECONDS = float(os.environ.get("SLUICE_CHAOS_SECONDS", "40"))
 SEED = int(os.environ.get("SLUICE_CHAOS_SEED", "1"))
@@ -111,6 +121,49 @@ class Chaos:
         self.c.net.heal()
 
 
+def stored_copies(cluster, topic, partition):
+    """{value: [producer epoch of each copy]} from the segment files of a
+    replica of the partition (uncompressed v2 batches: the header's fields
+    at their fixed places; control batches left out)."""
+    folder = next(
+        d for n in cluster.ids if (d := cluster.brokers[n].data_dir / f"{topic}-{partition}").is_dir()
+    )
+    copies = collections.defaultdict(list)
+    for f in sorted(folder.glob("*.log")):
+        b = f.read_bytes()
+        i = 0
+        while i + 61 <= len(b):
+            length = int.from_bytes(b[i + 8:i + 12], "big", signed=True)
+            control = int.from_bytes(b[i + 21:i + 23], "big") & 0x20
+            if not control:
+                epoch = int.from_bytes(b[i + 51:i + 53], "big", signed=True)
+                for v in VALUE_RE.findall(b[i:i + 12 + length]):
+                    copies[v].append(epoch)
+            i += 12 + length
+    return copies
+
+
+def without_epoch_bump_copies(cluster, topic, partitions, problems):
+    """The problems but the duplicates whose copies all carry different
+    producer epochs (see the module's docstring); and how many values
+    those were."""
+    bumped = {}
+    for p in range(partitions):
+        twice = {v: e for v, e in stored_copies(cluster, topic, p).items() if len(e) > 1}
+        if twice and all(len(set(e)) == len(e) for e in twice.values()):
+            bumped[p] = set(twice)
+    kept = []
+    for problem in problems:
+        m = re.match(rf"{re.escape(topic)}-(\d+): (b'[^']*') stored \d+ times|{re.escape(topic)}-(\d+): \.\.\. \d+ values stored", problem)
+        if m:
+            p = int(m.group(1) or m.group(3))
+            value = m.group(2)
+            if p in bumped and (value is None or ast.literal_eval(value) in bumped[p]):
+                continue
+        kept.append(problem)
+    return kept, sum(len(v) for v in bumped.values())
+
+
 def test_chaos_run(tmp_path):
     rng = random.Random(SEED)
     c = Cluster(tmp_path, nodes=NODES, voters=[1, 2, 3], node_config={4: 'process.roles = "broker"\n'})
@@ -156,7 +209,9 @@ def test_chaos_run(tmp_path):
               f"commits {len(member.commits)}, errors {dict(member.errors)}")
 
         assert w.idempotent and not w.fatal, w.summary()
-        assert_no_problems(check_acked(w, TOPIC, PARTITIONS, timeout=60))
+        problems, bumped = without_epoch_bump_copies(c, TOPIC, PARTITIONS, check_acked(w, TOPIC, PARTITIONS, timeout=60))
+        print(f"  values stored twice under two producer epochs (client epoch bumps): {bumped}")
+        assert_no_problems(problems)
         logs = read_partitions(c.bootstrap, TOPIC, PARTITIONS, timeout=60)
         for p, log in logs.items():
             offsets = [o for o, _, _ in log]
