@@ -142,7 +142,9 @@ impl Partition {
         if let Backing::Raft(r) = &self.backing {
             self.refresh_producer_state(r, &mut state)?;
         }
-        Ok(state.txns.last_stable_offset(self.high_watermark()))
+        let hw = self.high_watermark();
+        state.txns.passed(hw);
+        Ok(state.txns.last_stable_offset(hw))
     }
 
     /// A read for a read_committed consumer: whole batches from `offset`,

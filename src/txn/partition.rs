@@ -27,7 +27,18 @@ pub struct PartitionTxns {
     /// a marker overtook no longer lets a batch in.
     guards: HashMap<i64, u64>,
     next_guard: u64,
+    /// Transactions a marker completed, as (first offset, marker offset),
+    /// by marker offset, while the high watermark may not have passed the
+    /// marker yet: until it has, the transaction still bounds the last
+    /// stable offset (Kafka's completed but unreplicated transactions), so
+    /// the LSO never stops at a marker not yet readable.
+    completing: Vec<(i64, i64)>,
 }
+
+/// Completed transactions kept at most while their markers wait for the
+/// high watermark (a bound only: the high watermark trails the log end by
+/// one flush or one commit).
+const COMPLETING_KEPT: usize = 1024;
 
 /// The marker a batch is, if it is a transaction's COMMIT or ABORT (see
 /// [`sluice_storage::txn::marker_of`]).
@@ -59,6 +70,12 @@ impl PartitionTxns {
     ) {
         if marker.is_some() {
             self.guards.remove(&h.producer_id);
+            if let Some(since) = self.open_since(h.producer_id) {
+                if self.completing.len() == COMPLETING_KEPT {
+                    self.completing.remove(0);
+                }
+                self.completing.push((since, last));
+            }
         }
         if let Some(a) = self.state.observe(h, first, last, marker) {
             self.aborted.push(a);
@@ -103,10 +120,28 @@ impl PartitionTxns {
     }
 
     /// The last stable offset for a high watermark: nothing at or above the
-    /// first offset of an open transaction is stable.
+    /// first offset of an open transaction is stable, nor of one whose
+    /// marker the high watermark has not passed yet (see `completing`).
     pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
-        self.first_unstable_offset()
-            .map_or(high_watermark, |f| f.min(high_watermark))
+        let completing = self
+            .completing
+            .iter()
+            .filter(|&&(_, marker)| marker >= high_watermark)
+            .map(|&(first, _)| first)
+            .min();
+        [self.first_unstable_offset(), completing]
+            .into_iter()
+            .flatten()
+            .fold(high_watermark, i64::min)
+    }
+
+    /// Forgets the completed transactions whose markers are below the high
+    /// watermark (they no longer bound the last stable offset).
+    pub fn passed(&mut self, high_watermark: i64) {
+        let n = self
+            .completing
+            .partition_point(|&(_, marker)| marker < high_watermark);
+        self.completing.drain(..n);
     }
 
     /// The aborted transactions a read of `from..upto` must know of: those
@@ -193,6 +228,15 @@ mod tests {
         assert_eq!(t.last_stable_offset(10), 5);
         feed(&mut t, 2, 8, Some(Marker::Abort));
         assert_eq!(t.last_stable_offset(10), 10);
+        // Until the high watermark passes a marker, its transaction is not
+        // stable yet: the LSO stays at its first offset.
+        assert_eq!(t.last_stable_offset(7), 3);
+        assert_eq!(t.last_stable_offset(8), 5);
+        assert_eq!(t.last_stable_offset(9), 9);
+        t.passed(8);
+        assert_eq!(t.last_stable_offset(7), 5);
+        t.passed(9);
+        assert_eq!(t.last_stable_offset(7), 7);
         assert_eq!(
             t.aborted_between(0, 10),
             vec![AbortedTxn {
