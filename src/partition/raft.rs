@@ -292,11 +292,15 @@ impl Partition {
             ..AppendResult::default()
         };
         let mut unconfirmed = Vec::new();
+        let mut duplicate = false;
         for (h, batch) in batches {
             let mut pb = producer_batch(h);
             pb.max_timestamp = log_append_time.unwrap_or(pb.max_timestamp);
             let (first, last) = match state.producers.check(&pb)? {
-                SequenceCheck::Duplicate(meta) => (meta.first_offset, meta.last_offset),
+                SequenceCheck::Duplicate(meta) => {
+                    duplicate = true;
+                    (meta.first_offset, meta.last_offset)
+                }
                 SequenceCheck::Append => {
                     // The leader stamps LogAppendTime once, so every replica
                     // stores the same bytes.
@@ -354,6 +358,21 @@ impl Partition {
                 out.base_offset = first;
             }
             out.last_offset = last;
+        }
+        if duplicate {
+            // The earlier copy may be an entry of an earlier term that no
+            // majority holds yet (this leader found it in its log), which a
+            // later leader could replace. It is acknowledged as an append
+            // is: once this leader, still in its term, has committed every
+            // entry it holds or has proposed (its own log is never cut
+            // while it leads, so the copy is committed with them).
+            let end = match state.next.filter(|n| n.term == status.term) {
+                Some(n) => n.index - 1,
+                None => r.store.with_log(|l| l.last_entry_index()),
+            };
+            if out.entry.is_none_or(|(index, _)| index < end) {
+                out.entry = Some((end, status.term));
+            }
         }
         out.log_start_offset = r.store.with_log(|l| l.log_start_offset());
         out.unconfirmed = Mutex::new(unconfirmed);

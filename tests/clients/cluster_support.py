@@ -133,13 +133,31 @@ def metadata(port, topics=None, timeout=3.0):
     return {"brokers": brokers, "controller": controller, "topics": out_topics}
 
 
-def produce_raw(port, topic, partition, value: bytes, acks=-1, timeout_ms=5000):
-    """Produce v7 of one record to the broker on `port`: (error code, base offset)."""
+def init_producer_id_raw(port):
+    """InitProducerId v0 (no transactional id) to the broker on `port`:
+    (producer id, epoch), retried while the broker is not ready for it."""
+    deadline = time.time() + 20
+    while True:
+        r = kafka_call(port, 22, 0, _str(None) + struct.pack(">i", 60000))
+        r.i32()  # throttle
+        err = r.i16()
+        pid, epoch = r.i64(), r.i16()
+        if err == 0:
+            return pid, epoch
+        assert time.time() < deadline, f"InitProducerId answered error {err}"
+        time.sleep(0.2)
+
+
+def produce_raw(port, topic, partition, value: bytes, acks=-1, timeout_ms=5000, producer=None):
+    """Produce v7 of one record to the broker on `port`: (error code, base
+    offset). `producer` = (producer id, epoch, sequence) makes it an
+    idempotent producer's batch."""
     from kafka.record.default_records import DefaultRecordBatchBuilder
 
+    pid, epoch, seq = producer or (-1, -1, -1)
     b = DefaultRecordBatchBuilder(
-        magic=2, compression_type=0, is_transactional=0, producer_id=-1, producer_epoch=-1,
-        base_sequence=-1, batch_size=1 << 20,
+        magic=2, compression_type=0, is_transactional=0, producer_id=pid, producer_epoch=epoch,
+        base_sequence=seq, batch_size=1 << 20,
     )
     b.append(0, timestamp=int(time.time() * 1000), key=None, value=value, headers=[])
     records = bytes(b.build())

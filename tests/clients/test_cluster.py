@@ -43,8 +43,10 @@ from cluster_support import (
     assert_no_problems,
     check_acked,
     fetch_raw,
+    init_producer_id_raw,
     metadata,
     produce_raw,
+    read_partitions,
     wait_replicated,
 )
 
@@ -344,6 +346,52 @@ def test_isolated_broker_then_healed(cluster):
         f"the producer of iso-0 alone got nothing acknowledged in the {healed_at - elected_at:.1f}s between the "
         f"election of {new} and the heal; what the cut-off broker {old} said about iso-0 then: {stale}"
     )
+
+
+def test_a_retried_write_is_acknowledged_only_once_committed(cluster):
+    """An idempotent producer's batch reaches a leader just cut off from its
+    peers, and is sent again (a client's retry) while the first attempt
+    waits: the leader finds the second a duplicate of an entry that no
+    majority holds. The two others elect a new leader, which writes other
+    records at the offsets that entry had; after healing, the old leader
+    follows it and its high watermark passes those offsets. Neither attempt
+    may be acknowledged, unless the record is in the log at the offset its
+    answer gives."""
+    cluster.create_topic("dup", 1, 3)
+    old, _ = cluster.leader("dup", 0)
+    others = [n for n in NODES if n != old]
+    pid, epoch = init_producer_id_raw(cluster.port(old))
+    assert produce_raw(cluster.port(old), "dup", 0, b"dup-0", producer=(pid, epoch, 0)) == (0, 0)
+    cluster.net.isolate(old)
+    answers = {}
+
+    def send(attempt):
+        try:
+            answers[attempt] = produce_raw(
+                cluster.port(old), "dup", 0, b"dup-1", producer=(pid, epoch, 1), timeout_ms=20_000
+            )
+        except OSError as e:
+            answers[attempt] = repr(e)
+
+    attempts = [threading.Thread(target=send, args=(a,), daemon=True) for a in ("first", "retry")]
+    attempts[0].start()
+    time.sleep(0.2)
+    attempts[1].start()
+    new, _, _ = cluster.wait_new_leader("dup", 0, old, others)
+    for i in range(5):
+        assert produce_raw(cluster.port(new), "dup", 0, f"other-{i}".encode())[0] == 0
+    cluster.net.heal()
+    for t in attempts:
+        t.join(30)
+    cluster.leader("dup", 0, among=NODES)
+    log = {o: v for o, v, _ in read_partitions(cluster.bootstrap, "dup", 1)[0]}
+    print(f"  answers to the write and its retry: {answers}; the log: {log}")
+    assert set(answers) == {"first", "retry"}, answers
+    for attempt, answer in answers.items():
+        if isinstance(answer, tuple) and answer[0] == 0:
+            assert log.get(answer[1]) == b"dup-1", (
+                f"the {attempt} attempt was acknowledged at offset {answer[1]}, which holds {log.get(answer[1])}"
+            )
 
 
 def test_all_brokers_restart_at_once(cluster):
