@@ -127,6 +127,7 @@ impl Cluster {
         let timing = Timing {
             election_ticks: 10,
             heartbeat_ticks: 2,
+            lag_ticks: (config.replica_lag_time_max_ms / config.raft_tick_ms.max(1)).max(1),
         };
         let ids: Vec<u64> = voters.iter().map(|(id, _)| *id).collect();
         let store = ReplicaStore::open(

@@ -130,6 +130,11 @@ pub struct Config {
     /// Raft tick.
     #[serde(rename = "broker.heartbeat.interval.ms")]
     pub broker_heartbeat_interval_ms: u64,
+    /// A replica that has not caught up with its partition's leader for
+    /// this long leaves the partition's in-sync replicas (Kafka's default,
+    /// 30 s); it comes back once it has.
+    #[serde(rename = "replica.lag.time.max.ms")]
+    pub replica_lag_time_max_ms: u64,
     /// The rack (or zone) this broker is in: new partitions spread their
     /// replicas over racks, and Metadata and DescribeCluster report it.
     #[serde(rename = "broker.rack")]
@@ -302,6 +307,7 @@ impl Default for Config {
             raft_tick_ms: 100,
             broker_session_timeout_ms: 9000,
             broker_heartbeat_interval_ms: 2000,
+            replica_lag_time_max_ms: 30000,
             broker_rack: None,
             process_roles: None,
             auto_leader_rebalance_enable: true,
@@ -695,6 +701,10 @@ impl Config {
             (
                 "broker.heartbeat.interval.ms",
                 self.broker_heartbeat_interval_ms.to_string(),
+            ),
+            (
+                "replica.lag.time.max.ms",
+                self.replica_lag_time_max_ms.to_string(),
             ),
             ("broker.rack", self.broker_rack.clone().unwrap_or_default()),
             (

@@ -501,16 +501,20 @@ impl Broker {
         }
     }
 
-    /// A partition's in-sync replicas as Metadata reports them: its
-    /// replicas but the fenced brokers (Raft has no ISR of its own: any
-    /// voter holding the committed log can be elected).
+    /// A partition's in-sync replicas as Metadata reports them: the
+    /// replicas its Raft leader hears from and finds caught up within
+    /// `replica.lag.time.max.ms` (`isr`, as the leader last published
+    /// them; every replica until it has), but the fenced brokers. Raft
+    /// elects only a voter holding every committed entry whatever this
+    /// says: it is what operators and clients watch for lagging replicas.
     pub fn in_sync(
         replicas: &[kafka_protocol::messages::BrokerId],
         fenced: &std::collections::BTreeSet<i32>,
+        isr: Option<&[i32]>,
     ) -> Vec<kafka_protocol::messages::BrokerId> {
         replicas
             .iter()
-            .filter(|r| !fenced.contains(&r.0))
+            .filter(|r| !fenced.contains(&r.0) && isr.is_none_or(|isr| isr.contains(&r.0)))
             .copied()
             .collect()
     }
@@ -667,6 +671,9 @@ const LEADER_TRACKING: Duration = Duration::from_millis(250);
 const LEADER_REPUBLISH: Duration = Duration::from_secs(2);
 /// Leaderships per published record.
 const LEADERS_PER_RECORD: usize = 1000;
+/// Partitions whose in-sync replicas are looked at per round (a broker
+/// that just took thousands of leaderships reports them over a few).
+const ISR_CHECKS_PER_ROUND: usize = 256;
 
 /// How long a preferred election asked for stays in force: a leader
 /// hands over within this time of the request, or not at all.
@@ -797,6 +804,10 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
     let mut sent: HashMap<(String, i32), (u64, std::time::Instant)> = HashMap::new();
     let mut elections_seen: HashMap<(String, i32), u64> = HashMap::new();
     let mut targets_sent: HashMap<(String, i32), Vec<u64>> = HashMap::new();
+    // Of each partition led here, by topic: the (term, in-sync changes)
+    // last looked at, the in-sync replicas found then and when.
+    type IsrSeen = (u64, u64, Vec<u64>, std::time::Instant);
+    let mut isr_seen: HashMap<String, HashMap<i32, IsrSeen>> = HashMap::new();
     loop {
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
@@ -817,6 +828,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
         drive_memberships(&b, &cluster, &mut targets_sent).await;
         let topics = b.topics();
         let mut leaders = Vec::new();
+        let mut isr_checks = Vec::new();
         let now = std::time::Instant::now();
         sent.retain(|_, (_, at)| now.duration_since(*at) < LEADER_REPUBLISH);
         cluster.with_image(|image| {
@@ -826,17 +838,47 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                 // times a second).
                 let mut known = vec![None; t.partitions.len()];
                 let range = (t.name.clone(), i32::MIN)..=(t.name.clone(), i32::MAX);
-                for ((_, i), v) in image.leaders.range(range) {
+                for ((_, i), v) in image.leaders.range(range.clone()) {
                     if let Some(slot) = usize::try_from(*i).ok().and_then(|i| known.get_mut(i)) {
                         *slot = Some(*v);
                     }
                 }
+                let mut isrs = vec![None; t.partitions.len()];
+                for ((_, i), v) in image.isr.range(range) {
+                    if let Some(slot) = usize::try_from(*i).ok().and_then(|i| isrs.get_mut(i)) {
+                        *slot = Some(v.as_slice());
+                    }
+                }
                 for p in &t.partitions {
-                    let published = usize::try_from(p.index)
-                        .ok()
-                        .and_then(|i| known.get(i).copied().flatten());
+                    let slot = usize::try_from(p.index).ok();
+                    let published = slot.and_then(|i| known.get(i).copied().flatten());
+                    let isr = slot.and_then(|i| isrs.get(i).copied().flatten());
+                    p.set_isr(isr);
                     if p.is_replicated() {
                         let s = p.status();
+                        let seen = isr_seen.get_mut(t.name.as_str());
+                        if s.is_leader && published.is_some_and(|(_, epoch)| epoch == s.term) {
+                            // Published in this term: are its in-sync
+                            // replicas too? Looked at again when they
+                            // changed, or when what was found is not in
+                            // the image a while after.
+                            let look = match seen.and_then(|m| m.get(&p.index)) {
+                                Some((term, changes, found, at))
+                                    if (*term, *changes) == (s.term, s.in_sync_changes) =>
+                                {
+                                    isr != Some(found.as_slice())
+                                        && now.duration_since(*at) >= LEADER_REPUBLISH
+                                }
+                                _ => true,
+                            };
+                            if look {
+                                isr_checks.push((t.name.clone(), p.clone(), t.id, s));
+                            }
+                        } else if !s.is_leader
+                            && let Some(m) = seen
+                        {
+                            m.remove(&p.index);
+                        }
                         let new = s.is_leader && published.is_none_or(|(_, epoch)| epoch < s.term);
                         if !new {
                             continue;
@@ -850,6 +892,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                                 partition: p.index,
                                 leader: cluster.me,
                                 epoch: s.term,
+                                isr: None,
                             });
                         }
                     } else if let Some((leader, epoch)) = published {
@@ -858,6 +901,37 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                 }
             }
         });
+        // The in-sync replicas of partitions led here whose set changed (or
+        // whose published set is not in the image yet), looked at together.
+        isr_seen.retain(|name, _| topics.iter().any(|t| &t.name == name));
+        isr_checks.truncate(ISR_CHECKS_PER_ROUND);
+        let mut looks = tokio::task::JoinSet::new();
+        for (name, p, topic_id, s) in isr_checks {
+            looks.spawn(async move {
+                let found = p.in_sync_brokers().await;
+                (name, p, topic_id, s, found)
+            });
+        }
+        while let Some(Ok((name, p, topic_id, s, found))) = looks.join_next().await {
+            let Some(found) = found else { continue };
+            let in_image = p
+                .isr()
+                .is_some_and(|i| i.iter().map(|&x| x as u64).eq(found.iter().copied()));
+            if !in_image {
+                leaders.push(metadata::LeaderOf {
+                    name: name.clone(),
+                    topic_id: topic_id.to_string(),
+                    partition: p.index,
+                    leader: cluster.me,
+                    epoch: s.term,
+                    isr: Some(found.clone()),
+                });
+            }
+            isr_seen
+                .entry(name)
+                .or_default()
+                .insert(p.index, (s.term, s.in_sync_changes, found, now));
+        }
         while !leaders.is_empty() {
             let rest = leaders.split_off(leaders.len().min(LEADERS_PER_RECORD));
             let record = MetadataRecord::PartitionLeaders { leaders };

@@ -105,9 +105,11 @@ pub async fn handle(
                 .with_partition_index(part.index)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
                 .with_leader_epoch(epoch)
-                // Raft has no ISR: every voter with the committed log can
-                // lead; fenced brokers are out.
-                .with_isr_nodes(crate::broker::Broker::in_sync(&replicas, &fenced))
+                .with_isr_nodes(crate::broker::Broker::in_sync(
+                    &replicas,
+                    &fenced,
+                    part.isr().as_deref(),
+                ))
                 .with_replica_nodes(replicas)
                 .with_eligible_leader_replicas(Some(Vec::new()))
                 .with_last_known_elr(Some(Vec::new()));

@@ -145,10 +145,9 @@ pub async fn handle(ctx: &RequestContext, req: MetadataRequest) -> MetadataRespo
 /// refuses non-default values there).
 ///
 /// In a cluster the leader is the Raft leader as this broker knows it
-/// (LEADER_NOT_AVAILABLE while there is none), the epoch its term. Raft has
-/// no ISR: every voter with the committed log can be elected, so the ISR
-/// reported is the replica set but the fenced brokers, which are the
-/// offline replicas (v5+).
+/// (LEADER_NOT_AVAILABLE while there is none), the epoch its term; the ISR
+/// the replicas its leader finds in sync (see `Broker::in_sync`) but the
+/// fenced brokers, which are the offline replicas (v5+).
 fn describe(
     t: &Topic,
     node: BrokerId,
@@ -168,7 +167,11 @@ fn describe(
             let mut p = MetadataResponsePartition::default()
                 .with_partition_index(part.index)
                 .with_leader_id(BrokerId(leader.unwrap_or(-1)))
-                .with_isr_nodes(crate::broker::Broker::in_sync(&replicas, fenced))
+                .with_isr_nodes(crate::broker::Broker::in_sync(
+                    &replicas,
+                    fenced,
+                    part.isr().as_deref(),
+                ))
                 .with_replica_nodes(replicas.clone());
             if version >= 5 {
                 p.offline_replicas = replicas

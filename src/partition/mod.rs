@@ -124,6 +124,9 @@ pub struct Partition {
     /// reassignment the target's, then those leaving); empty on a single
     /// broker. See [`Self::replicas`].
     replicas: Mutex<Vec<i32>>,
+    /// The in-sync replicas its leader last published (a cluster), if it
+    /// did in its current epoch.
+    isr: Mutex<Option<Vec<i32>>>,
     state: Mutex<State>,
     backing: Backing,
     /// The Raft group as this broker sees it (replicated), or the preferred
@@ -211,6 +214,26 @@ impl Partition {
         *self.replicas.lock().unwrap_or_else(|p| p.into_inner()) = replicas;
     }
 
+    /// The in-sync replicas as the cluster image says (None: its leader
+    /// has not published them in its epoch yet).
+    pub fn isr(&self) -> Option<Vec<i32>> {
+        self.isr.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Follows the cluster image's in-sync replicas (no allocation when
+    /// they did not change).
+    pub fn set_isr(&self, isr: Option<&[u64]>) {
+        let mut mine = self.isr.lock().unwrap_or_else(|p| p.into_inner());
+        let same = match (&*mine, isr) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.iter().map(|&x| x as u64).eq(b.iter().copied()),
+            _ => false,
+        };
+        if !same {
+            *mine = isr.map(|b| b.iter().map(|&x| x as i32).collect());
+        }
+    }
+
     /// Opens (or creates) the partition's log and rebuilds its producer state.
     pub fn open(
         data_dir: &Path,
@@ -232,6 +255,7 @@ impl Partition {
             index,
             dir,
             replicas: Mutex::new(Vec::new()),
+            isr: Mutex::new(None),
             state: Mutex::new(State {
                 producers,
                 txns,

@@ -170,6 +170,7 @@ impl Partition {
             index: spec.index,
             dir: spec.data_dir.join(format!("{}-{}", spec.topic, spec.index)),
             replicas: Mutex::new(spec.replicas),
+            isr: Mutex::new(None),
             state: Mutex::new(State {
                 producers: ProducerStateManager::default(),
                 txns: Default::default(),
@@ -221,6 +222,29 @@ impl Partition {
                 replica.set_preferred_leader(preferred);
             });
         }
+    }
+
+    /// On the leader, the brokers whose replicas are in sync (see
+    /// [`Replica::in_sync`]), sorted; None elsewhere.
+    pub async fn in_sync_brokers(&self) -> Option<Vec<u64>> {
+        let Backing::Raft(r) = &self.backing else {
+            return None;
+        };
+        r.host
+            .inspect(&r.group, |replica| {
+                replica.is_leader().then(|| {
+                    let mut brokers: Vec<u64> = replica
+                        .in_sync()
+                        .iter()
+                        .map(|&id| crate::replication::broker_of(id))
+                        .collect();
+                    brokers.sort_unstable();
+                    brokers.dedup();
+                    brokers
+                })
+            })
+            .await
+            .flatten()
     }
 
     /// Whether this replica leads its group and the group's membership is

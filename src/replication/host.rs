@@ -40,6 +40,9 @@ pub struct GroupStatus {
     /// This replica leads and has committed an entry of its term (see
     /// [`super::replica::Replica::leader_ready`]).
     pub leader_ready: bool,
+    /// Changes so far of the leader's in-sync replicas (see
+    /// [`super::replica::Replica::in_sync`]).
+    pub in_sync_changes: u64,
 }
 
 /// Receives a proposal's outcome, on the host thread.
@@ -714,6 +717,7 @@ fn drive(
                 reachable: r.reachable_replicas(),
                 fully_replicated: r.fully_replicated(),
                 leader_ready: r.leader_ready(),
+                in_sync_changes: r.in_sync_changes(),
             };
             if now != g.last {
                 if now.is_leader != g.last.is_leader {

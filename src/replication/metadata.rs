@@ -200,7 +200,9 @@ pub struct ScramChange {
     pub credential: Option<ScramCredential>,
 }
 
-/// One partition's leader and epoch, as `PartitionLeaders` carries them.
+/// One partition's leader and epoch, as `PartitionLeaders` carries them,
+/// and the brokers whose replicas the leader finds in sync (Kafka's ISR;
+/// absent from records of brokers that did not report it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaderOf {
     pub name: String,
@@ -208,6 +210,8 @@ pub struct LeaderOf {
     pub partition: i32,
     pub leader: u64,
     pub epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isr: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +264,9 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, TopicInfo>,
     /// The last published (leader, epoch) of each (topic, partition).
     pub leaders: BTreeMap<(String, i32), (u64, u64)>,
+    /// The in-sync replicas (brokers) the leader of that epoch last
+    /// published; none until it does.
+    pub isr: BTreeMap<(String, i32), Vec<u64>>,
     /// Groups' config overrides.
     pub group_configs: BTreeMap<String, BTreeMap<String, String>>,
     /// The ACLs every broker authorizes with (shared: images are cloned
@@ -297,6 +304,7 @@ impl ClusterImage {
         partition: i32,
         leader: u64,
         epoch: u64,
+        isr: Option<&[u64]>,
     ) -> Result<(), String> {
         let known = self
             .topics
@@ -309,12 +317,29 @@ impl ClusterImage {
             ));
         }
         let key = (name.to_owned(), partition);
-        if self.leaders.get(&key).is_some_and(|(_, e)| *e >= epoch) {
-            return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
+        match self.leaders.get(&key) {
+            // The same leadership, its in-sync replicas changed.
+            Some(&(l, e)) if e == epoch && l == leader => {
+                let Some(isr) = isr.filter(|isr| self.isr.get(&key).is_none_or(|i| i != isr))
+                else {
+                    return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
+                };
+                self.isr.insert(key, isr.to_vec());
+                return Ok(());
+            }
+            Some((_, e)) if *e >= epoch => {
+                return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
+            }
+            _ => {}
         }
         if self.preferred(name, partition) == Some(leader) {
             self.elections.remove(&key);
         }
+        // An earlier leader's view of who is in sync is not this one's.
+        match isr {
+            Some(isr) => self.isr.insert(key.clone(), isr.to_vec()),
+            None => self.isr.remove(&key),
+        };
         self.leaders.insert(key, (leader, epoch));
         Ok(())
     }
@@ -400,6 +425,7 @@ impl ClusterImage {
                     .remove(name)
                     .ok_or_else(|| format!("topic '{name}' does not exist"))?;
                 self.leaders.retain(|(t, _), _| t != name);
+                self.isr.retain(|(t, _), _| t != name);
                 self.elections.retain(|(t, _), _| t != name);
                 self.reassignments.retain(|(t, _), _| t != name);
                 Ok(())
@@ -429,13 +455,20 @@ impl ClusterImage {
                 partition,
                 leader,
                 epoch,
-            } => self.apply_leader(name, topic_id, *partition, *leader, *epoch),
+            } => self.apply_leader(name, topic_id, *partition, *leader, *epoch, None),
             MetadataRecord::PartitionLeaders { leaders } => {
                 let applied = leaders
                     .iter()
                     .filter(|l| {
-                        self.apply_leader(&l.name, &l.topic_id, l.partition, l.leader, l.epoch)
-                            .is_ok()
+                        self.apply_leader(
+                            &l.name,
+                            &l.topic_id,
+                            l.partition,
+                            l.leader,
+                            l.epoch,
+                            l.isr.as_deref(),
+                        )
+                        .is_ok()
                     })
                     .count();
                 if applied == 0 {
@@ -1064,6 +1097,7 @@ mod tests {
             partition,
             leader: 1,
             epoch,
+            isr: None,
         };
         let many = MetadataRecord::PartitionLeaders {
             leaders: vec![
@@ -1289,6 +1323,7 @@ mod tests {
                 partition: p,
                 leader,
                 epoch,
+                isr: None,
             }],
         };
         for p in 0..20 {

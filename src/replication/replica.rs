@@ -64,6 +64,9 @@ pub struct Output {
 pub struct Timing {
     pub election_ticks: usize,
     pub heartbeat_ticks: usize,
+    /// A voter that has not caught up with the leader for this many ticks
+    /// leaves the in-sync replicas (Kafka's `replica.lag.time.max.ms`).
+    pub lag_ticks: u64,
 }
 
 impl Default for Timing {
@@ -71,6 +74,7 @@ impl Default for Timing {
         Self {
             election_ticks: 10,
             heartbeat_ticks: 2,
+            lag_ticks: 300,
         }
     }
 }
@@ -85,9 +89,20 @@ pub struct Replica {
     ticks: u64,
     /// Tick at which each peer was last heard from.
     last_heard: std::collections::HashMap<u64, u64>,
-    /// Tick at which each voter last held every entry of this leader's log
-    /// (Kafka's last caught-up time; reset with the term).
+    /// Tick at which each voter last held every entry this leader's log
+    /// had one tick before (Kafka's last caught-up time; reset with the
+    /// term): a follower keeping up with a steady stream of writes never
+    /// holds the very last one when it answers.
     caught_up: std::collections::HashMap<u64, u64>,
+    /// The leader's last entry index at the previous tick.
+    last_index_at_tick: u64,
+    /// The term this replica last led in, and the tick it began to.
+    led: (u64, u64),
+    /// On a leader, the voters (Raft ids, sorted) caught up within
+    /// `Timing::lag_ticks`, itself included: Kafka's ISR. Empty elsewhere.
+    in_sync: Vec<u64>,
+    /// How many times `in_sync` changed.
+    in_sync_changes: u64,
     /// The replica that should lead when it can (Kafka's preferred leader:
     /// the first of the partition's assigned replicas).
     preferred: Option<u64>,
@@ -204,6 +219,10 @@ impl Replica {
             ticks: 0,
             last_heard: Default::default(),
             caught_up: Default::default(),
+            last_index_at_tick: 0,
+            led: (0, 0),
+            in_sync: Vec::new(),
+            in_sync_changes: 0,
             preferred: None,
             hand_over_until: 0,
             last_transfer: 0,
@@ -265,9 +284,63 @@ impl Replica {
                 tracing::debug!(error = %e, "first campaign refused");
             }
         }
+        self.update_in_sync();
+        self.last_index_at_tick = self.node.raft.raft_log.last_index();
         self.node.tick();
         self.maybe_hand_over();
         self.drive_membership();
+    }
+
+    /// Recomputes the in-sync voters (see [`Self::in_sync`]): a voter is
+    /// in sync when it caught up within `lag_ticks`, counted from when
+    /// this replica began to lead at the earliest (a new leader starts
+    /// with every voter in sync, as a Kafka leader starts from the ISR it
+    /// was given, and drops the ones that do not catch up).
+    fn update_in_sync(&mut self) {
+        let leads = self.is_leader();
+        if leads && self.led.0 != self.term() {
+            self.led = (self.term(), self.ticks);
+        }
+        let (lag, since, ticks) = (self.timing.lag_ticks, self.led.1, self.ticks);
+        let caught_up = &self.caught_up;
+        let me = self.id;
+        let conf = self.node.raft.prs().conf();
+        let in_sync = |id: &u64| {
+            *id == me || caught_up.get(id).map_or(since, |&t| t.max(since)) + lag >= ticks
+        };
+        // No allocation unless the set changed (this runs every tick).
+        let mut count = 0;
+        let mut same = true;
+        if leads {
+            for id in conf.voters().ids().iter().filter(in_sync) {
+                count += 1;
+                same &= self.in_sync.binary_search(&id).is_ok();
+            }
+        }
+        if same && count == self.in_sync.len() {
+            return;
+        }
+        let mut now: Vec<u64> = if leads {
+            conf.voters().ids().iter().filter(in_sync).collect()
+        } else {
+            Vec::new()
+        };
+        now.sort_unstable();
+        self.in_sync = now;
+        self.in_sync_changes += 1;
+    }
+
+    /// On a leader, the voters caught up within `Timing::lag_ticks` (Raft
+    /// ids, sorted), itself included: what Metadata reports as the ISR.
+    /// Empty unless this replica leads.
+    pub fn in_sync(&self) -> &[u64] {
+        &self.in_sync
+    }
+
+    /// Counts the changes of [`Self::in_sync`] (the host's status carries
+    /// it, so a broker knows when to look again).
+    pub fn in_sync_changes(&self) -> u64 {
+        self.in_sync_changes
     }
 
     /// A message from another replica. Messages for another term or from an
@@ -349,11 +422,8 @@ impl Replica {
         self.follow_term();
         if self.is_leader() {
             let raft = &self.node.raft;
-            if raft
-                .prs()
-                .get(from)
-                .is_some_and(|pr| pr.matched >= raft.raft_log.last_index())
-            {
+            let mark = self.last_index_at_tick.min(raft.raft_log.last_index());
+            if raft.prs().get(from).is_some_and(|pr| pr.matched >= mark) {
                 self.caught_up.insert(from, self.ticks);
             }
         }

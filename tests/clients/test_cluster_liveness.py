@@ -10,7 +10,7 @@ import time
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from cluster_support import NODES as _NODES, metadata, running_cluster
+from cluster_support import NODES as _NODES, Workload, metadata, running_cluster
 from java_support import run_java_interactive
 
 pytestmark = pytest.mark.timeout(180)
@@ -96,3 +96,59 @@ def test_a_killed_broker_is_fenced_then_back(cluster):
         print(f"  broker {victim} back in every view {time.monotonic() - back:.1f}s after its restart")
     finally:
         java.close()
+
+
+def test_a_lagging_replica_leaves_the_isr_and_comes_back(tmp_path):
+    """A follower cut off from the other brokers, for less than
+    `broker.session.timeout.ms` (so it is not fenced: still listed, not
+    offline): once `replica.lag.time.max.ms` has passed without it catching
+    up, its partition's leader leaves it out of the ISR, on every other
+    broker's Metadata; healed, it catches up and is back in the ISR."""
+    config = '"replica.lag.time.max.ms" = 2000\n"broker.session.timeout.ms" = 60000\n'
+    with running_cluster(tmp_path, config=config) as c:
+        c.create_topic("lag", 1, 3)
+        leader, _ = c.leader("lag", 0)
+        follower = next(n for n in NODES if n != leader)
+        others = [n for n in NODES if n != follower]
+
+        def isr_everywhere(asked, want, timeout):
+            deadline = time.monotonic() + timeout
+            seen = None
+            while time.monotonic() < deadline:
+                try:
+                    seen = {}
+                    for n in asked:
+                        md = metadata(c.port(n), ["lag"])
+                        p = md["topics"]["lag"]["partitions"][0]
+                        seen[n] = (sorted(md["brokers"]), sorted(p["isr"]), sorted(p.get("offline", [])))
+                except (OSError, AssertionError) as e:
+                    seen = repr(e)
+                if isinstance(seen, dict) and all(v == (NODES, want, []) for v in seen.values()):
+                    return time.monotonic()
+                time.sleep(0.1)
+            raise AssertionError(f"(brokers, isr, offline) of lag-0 not ({NODES}, {want}, []) within {timeout}s: {seen}")
+
+        isr_everywhere(NODES, NODES, 20)
+        # Under a steady stream of writes every follower keeps up: none
+        # leaves the ISR.
+        w = Workload(c.bootstrap, [("lag", 0)], pause=0.001)
+        w.start()
+        try:
+            w.wait_acks(100, timeout=15)
+            until = time.monotonic() + 5
+            while time.monotonic() < until:
+                isr = sorted(metadata(c.port(leader), ["lag"])["topics"]["lag"]["partitions"][0]["isr"])
+                assert isr == NODES, f"the ISR of lag-0 shrank to {isr} under writes, no replica cut off"
+                time.sleep(0.2)
+        finally:
+            w.stop()
+        print(f"  under writes for 5 s the ISR stayed whole ({w.summary()})")
+        cut = time.monotonic()
+        c.net.isolate(follower)
+        left = isr_everywhere(others, others, 15)
+        print(f"  follower {follower} cut off: out of the ISR of lag-0 after {left - cut:.1f}s, still listed")
+        assert left - cut >= 1.5, f"out of the ISR {left - cut:.1f}s after the cut, before replica.lag.time.max.ms"
+        c.net.heal()
+        healed = time.monotonic()
+        back = isr_everywhere(NODES, NODES, 20)
+        print(f"  healed: back in the ISR after {back - healed:.1f}s")
