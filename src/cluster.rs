@@ -84,6 +84,18 @@ pub struct Cluster {
     /// When this broker, as the active controller, last reviewed the
     /// balance of leaderships (0: not yet).
     balance_reviewed: AtomicU64,
+    /// This controller voter's replica does not answer vote requests
+    /// until the image says it may (see [`Self::review_abstention`]):
+    /// the commit index its log had at start (the image must have
+    /// replayed that far first), and whether that log was empty.
+    abstention: std::sync::Mutex<Option<Abstention>>,
+}
+
+/// See [`Cluster::review_abstention`].
+struct Abstention {
+    replay_to: u64,
+    fresh: bool,
+    warned: bool,
 }
 
 /// How long without a controller leader before a broker counts itself cut
@@ -141,9 +153,23 @@ impl Cluster {
         )
         .map_err(|e| BrokerError::InvalidRequest(format!("controller log: {e}")))?;
         // Replay: the image is rebuilt from every committed record.
+        let replay_to = store.commit_index();
+        let fresh = store.hard_term() == 0 && store.with_log(|l| l.last_entry_index()) == 0;
         let mut replica = Replica::with_replay(me, store, timing, true)
             .map_err(|e| BrokerError::InvalidRequest(format!("controller replica: {e}")))?;
         replica.keep_learners();
+        // A voter's memory of its votes is its data folder: it answers
+        // vote requests only once the image (its own log replayed, then
+        // the quorum's) shows this folder is the one it votes from. So
+        // does a broker that does not vote now (AddRaftVoter may have made
+        // it a voter before its disk was lost; Raft answers vote requests
+        // whoever asks).
+        replica.abstain();
+        let abstention = Some(Abstention {
+            replay_to,
+            fresh,
+            warned: false,
+        });
         let (image, _) = watch::channel(ClusterImage::default());
         let applier: Applier = {
             let image = image.clone();
@@ -189,7 +215,58 @@ impl Cluster {
             voter_hosts,
             liveness_reviewed: AtomicU64::new(0),
             balance_reviewed: AtomicU64::new(0),
+            abstention: std::sync::Mutex::new(abstention),
         }))
+    }
+
+    /// A controller voter starts abstaining (its replica answers no vote
+    /// request) and stops once the image, having replayed its own log,
+    /// says which data folder it votes from (`voter_directories`): this
+    /// one, so it votes; or another one, the folder it voted from before
+    /// this one replaced it (a wiped or replaced disk), so a vote now
+    /// could be its second in a term, and it follows the quorum without
+    /// voting until RemoveRaftVoter and AddRaftVoter name this folder. A
+    /// log from before directory ids (none in the image) votes as before;
+    /// an empty one waits for its first registration, or votes at once
+    /// when a majority of the voters start empty (a new quorum: see
+    /// `Replica::abstain`). Called every quarter second.
+    pub fn review_abstention(&self) {
+        let mut guard = self.abstention.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(a) = guard.as_mut() else { return };
+        let (applied, known, any) = self.with_image(|img| {
+            (
+                img.applied,
+                img.voter_directories.get(&self.me).cloned(),
+                !img.voter_directories.is_empty(),
+            )
+        });
+        if applied < a.replay_to {
+            return;
+        }
+        let votes = match &known {
+            Some(dir) => *dir == self.directory_id,
+            None => !a.fresh && !any,
+        };
+        if votes {
+            self.host
+                .act(CONTROLLER_GROUP, |r: &mut Replica| r.stop_abstaining());
+            *guard = None;
+            return;
+        }
+        let voter = self
+            .with_image(|img| img.controller_voters.clone())
+            .unwrap_or_else(|| self.voters.iter().map(|(id, _)| *id).collect())
+            .contains(&self.me);
+        if let Some(dir) = known
+            && voter
+            && !a.warned
+        {
+            a.warned = true;
+            tracing::warn!(node = self.me, folder = %self.directory_id, votes_from = %dir,
+                "this controller voter is back on another data folder than the one it voted from: \
+                 it follows the quorum without voting until RemoveRaftVoter (directory {dir}) and \
+                 AddRaftVoter (directory {}) make this folder its own", self.directory_id);
+        }
     }
 
     /// Node `node`'s internal address (its `controller.quorum.voters`

@@ -812,6 +812,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
         every.tick().await;
         let Some(b) = broker.upgrade() else { return };
         cluster.note_quorum();
+        cluster.review_abstention();
         cluster.follow_brokers();
         cluster.admit_brokers();
         cluster.review_liveness(

@@ -292,6 +292,12 @@ pub struct ClusterImage {
     /// The controller quorum's voters since an AddRaftVoter or
     /// RemoveRaftVoter (None: the configured `controller.quorum.voters`).
     pub controller_voters: Option<Vec<u64>>,
+    /// The data folder (directory id) each node may vote from in the
+    /// controller quorum: the first it registered with, or the one it had
+    /// when AddRaftVoter made it a voter (gone with RemoveRaftVoter). A
+    /// voter back on another folder does not vote (see
+    /// `Cluster::review_abstention`).
+    pub voter_directories: BTreeMap<u64, String>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
@@ -380,6 +386,11 @@ impl ClusterImage {
                     // log: the index tells an old change from a new one.
                     tracing::warn!(node = node_id, before = %before, now = %now, incarnation = *incarnation, index,
                         "broker came back with a new data folder: its replicas rejoin their groups as new members");
+                }
+                if let Some(dir) = &directory_id {
+                    self.voter_directories
+                        .entry(*node_id)
+                        .or_insert_with(|| dir.clone());
                 }
                 self.brokers.insert(
                     *node_id,
@@ -558,7 +569,16 @@ impl ClusterImage {
                 if after.is_empty() {
                     return Err("the controller quorum needs a voter".into());
                 }
-                self.controller_voters = Some(sorted(after));
+                let after = sorted(after);
+                for gone in current.iter().filter(|id| !after.contains(id)) {
+                    self.voter_directories.remove(gone);
+                }
+                for new in after.iter().filter(|id| !current.contains(id)) {
+                    if let Some(dir) = self.brokers.get(new).and_then(|b| b.directory_id.clone()) {
+                        self.voter_directories.insert(*new, dir);
+                    }
+                }
+                self.controller_voters = Some(after);
                 Ok(())
             }
             MetadataRecord::CompleteReassignment {
@@ -966,6 +986,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(img.first_voters("t", 1), vec![2, 1 | (1 << 32)]);
+    }
+
+    #[test]
+    fn a_voter_votes_from_its_first_folder_until_removed_and_added_again() {
+        let mut img = ClusterImage::default();
+        img.apply(1, &register_from(1, None, Some("a"))).unwrap();
+        assert_eq!(img.voter_directories[&1], "a");
+        // Back on a wiped disk: still known by the folder it voted from.
+        img.apply(2, &register_from(1, None, Some("b"))).unwrap();
+        assert_eq!(img.voter_directories[&1], "a");
+        let voters = |before: &[u64], after: &[u64]| MetadataRecord::ControllerVoters {
+            before: before.to_vec(),
+            after: after.to_vec(),
+        };
+        img.apply(3, &voters(&[1, 2, 3], &[2, 3])).unwrap();
+        assert!(!img.voter_directories.contains_key(&1));
+        img.apply(4, &voters(&[2, 3], &[1, 2, 3])).unwrap();
+        assert_eq!(img.voter_directories[&1], "b");
     }
 
     #[test]

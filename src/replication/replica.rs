@@ -135,6 +135,12 @@ pub struct Replica {
     /// Learners outside the target stay (the controller group's
     /// observers: brokers that receive the metadata log without voting).
     keep_learners: bool,
+    /// Votes asked of this replica are not answered (see
+    /// [`Self::abstain`]).
+    abstaining: bool,
+    /// While abstaining with an empty log: the voters whose vote requests
+    /// showed an empty log too.
+    empty_peers: std::collections::BTreeSet<u64>,
 }
 
 /// A group's membership as this replica's configuration says.
@@ -220,6 +226,8 @@ impl Replica {
             last_heard: Default::default(),
             caught_up: Default::default(),
             last_index_at_tick: 0,
+            abstaining: false,
+            empty_peers: Default::default(),
             led: (0, 0),
             in_sync: Vec::new(),
             in_sync_changes: 0,
@@ -286,9 +294,86 @@ impl Replica {
         }
         self.update_in_sync();
         self.last_index_at_tick = self.node.raft.raft_log.last_index();
+        if self.abstaining && self.last_index_at_tick > 0 {
+            // Nor does it stand (its vote for itself could be a second one
+            // too); with an empty log it may, a group forming.
+            self.node.raft.election_elapsed = 0;
+        }
         self.node.tick();
         self.maybe_hand_over();
         self.drive_membership();
+    }
+
+    /// Stops answering vote requests: this replica's memory of its votes
+    /// may be gone (it runs on a fresh data folder, and the voter it is
+    /// may have voted from another one), so a vote it gave could be its
+    /// second in that term. Nor does it stand for election once its log
+    /// holds anything (with an empty log it wins only where every log is
+    /// empty); it follows a leader.
+    /// Abstention ends with [`Self::stop_abstaining`] (its folder is known
+    /// to be the one it votes from), or when a majority of the voters,
+    /// itself included, show an empty log in their vote requests while
+    /// its own is empty: a group forming, where there is no earlier vote
+    /// to contradict. (A majority of wiped disks looks the same; nothing
+    /// can tell it from a new group.)
+    pub fn abstain(&mut self) {
+        self.abstaining = true;
+    }
+
+    /// Answers vote requests again (see [`Self::abstain`]).
+    pub fn stop_abstaining(&mut self) {
+        if std::mem::take(&mut self.abstaining) {
+            tracing::info!(id = self.id, "votes again");
+        }
+    }
+
+    pub fn abstaining(&self) -> bool {
+        self.abstaining
+    }
+
+    /// Whether an abstaining replica drops the vote request `m` (it may end
+    /// the abstention: see [`Self::abstain`]).
+    fn abstains_from(&mut self, m: &Message) -> bool {
+        use raft::eraftpb::MessageType;
+        if !self.abstaining {
+            return false;
+        }
+        let raft = &self.node.raft;
+        let empty = raft.raft_log.last_index() == 0;
+        if m.get_msg_type() == MessageType::MsgTimeoutNow && !empty {
+            // A leader handing over: an abstaining replica does not stand.
+            return true;
+        }
+        if !matches!(
+            m.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) {
+            return false;
+        }
+        if empty && m.index == 0 && m.log_term == 0 {
+            self.empty_peers.insert(m.from);
+        }
+        let voters = raft.prs().conf().voters().ids();
+        let empty_voters = voters
+            .iter()
+            .filter(|id| *id == self.id || self.empty_peers.contains(id))
+            .count();
+        if empty && voters.contains(self.id) && empty_voters > voters.len() / 2 {
+            tracing::info!(
+                id = self.id,
+                empty = ?self.empty_peers,
+                "a majority of the voters start with empty logs: a new group forming; votes"
+            );
+            self.abstaining = false;
+            return false;
+        }
+        tracing::debug!(
+            id = self.id,
+            from = m.from,
+            term = m.term,
+            "vote request not answered: abstaining"
+        );
+        true
     }
 
     /// Recomputes the in-sync voters (see [`Self::in_sync`]): a voter is
@@ -359,6 +444,9 @@ impl Replica {
             return Ok(());
         }
         self.last_heard.insert(m.from, self.ticks);
+        if self.abstains_from(&m) {
+            return Ok(());
+        }
         use raft::eraftpb::MessageType;
         let last = self.node.raft.raft_log.last_index();
         let from_leader = matches!(
@@ -420,6 +508,15 @@ impl Replica {
             other => other?,
         }
         self.follow_term();
+        if self.abstaining && self.is_leader() && self.node.raft.raft_log.last_index() <= 1 {
+            // Elected with an empty log: every vote came from an empty log
+            // too, a group forming (see `abstain`).
+            tracing::info!(
+                id = self.id,
+                "elected with an empty log: a new group forming; votes"
+            );
+            self.abstaining = false;
+        }
         if self.is_leader() {
             let raft = &self.node.raft;
             let mark = self.last_index_at_tick.min(raft.raft_log.last_index());

@@ -121,6 +121,19 @@ impl SimCluster {
         Ok(new)
     }
 
+    /// Replica `id` loses its disk and comes back on an empty one under
+    /// the same id; with `abstain`, it answers no vote request (see
+    /// `Replica::abstain`).
+    pub fn wipe_keeping_id(&mut self, id: u64, abstain: bool) -> Result<(), ReplicaError> {
+        self.crash(id);
+        let _ = std::fs::remove_dir_all(&self.dirs[&id]);
+        self.restart(id)?;
+        if abstain {
+            self.replicas.get_mut(&id).expect("restarted").abstain();
+        }
+        Ok(())
+    }
+
     /// Drops replica `id` without closing anything: its unsynced writes are
     /// whatever the page cache holds, as after kill -9 of the process.
     pub fn crash(&mut self, id: u64) {

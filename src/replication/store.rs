@@ -338,6 +338,16 @@ impl ReplicaStore {
         Self::write_state(&mut inner)
     }
 
+    /// The commit index as stored.
+    pub fn commit_index(&self) -> u64 {
+        self.lock().hard_state.commit
+    }
+
+    /// The term as stored (0: this replica never heard of any).
+    pub fn hard_term(&self) -> u64 {
+        self.lock().hard_state.term
+    }
+
     /// The index of the membership change the configuration last took in
     /// (0: none).
     pub fn conf_index(&self) -> u64 {

@@ -13,6 +13,8 @@ under a folder it does not run on (INVALID_REQUEST), and the last voter
 (INVALID_REQUEST)."""
 
 import re
+import shutil
+import time
 
 import pytest
 from kafka import TopicPartition
@@ -133,6 +135,66 @@ def test_voters_are_added_and_removed_at_runtime(tmp_path):
         assert (ok, err) == (False, "InvalidRequestException"), run.report()
         assert "last" in msg, msg
         assert quorum(c.brokers[4].bootstrap)[0] == [4]
+        assert not c.crashed(), c.crashed()
+    finally:
+        c.shutdown()
+
+
+def test_a_voter_back_on_a_wiped_disk_votes_only_once_added_again(tmp_path):
+    """Voter 3 loses its data folder (kill -9, folder deleted, started
+    again on an empty one). Its memory of the votes it gave went with it,
+    so it follows the quorum without voting (a vote now could be its second
+    in a term): with the active controller down, it and the other voter
+    elect no leader, and no topic can be created. Once RemoveRaftVoter
+    (its old folder) and AddRaftVoter (its new folder) have made the new
+    folder its own, the same two elect a leader and the metadata moves."""
+    c = Cluster(tmp_path, nodes=[1, 2, 3], voters=[1, 2, 3])
+    try:
+        c.start()
+        c.create_topic("before", 1, 3)
+        old = directory_id(c.brokers[3])
+        c.kill9(3)
+        shutil.rmtree(c.brokers[3].data_dir)
+        c.start([3])
+        new = directory_id(c.brokers[3])
+        assert new != old
+        assert wait_for(
+            "voter 3 abstaining",
+            lambda: "back on another data folder" in c.brokers[3].log_path.read_text(errors="replace"),
+            timeout=30,
+        )
+
+        def quorum_leader(node):
+            run = run_java("AdminChecks", "quorum", c.brokers[node].bootstrap, timeout=60)
+            q = run.step("quorum")
+            assert q["ok"], run.report()
+            return q["leader"]
+
+        leader = quorum_leader(1)
+        assert leader in (1, 2), leader
+        other = 3 - leader
+        c.kill9(leader)
+        time.sleep(6)  # many election timeouts
+        with pytest.raises(AssertionError, match="could not create"):
+            Cluster.create_topic(c, "without-a-quorum", 1, 2, timeout=8)
+        print(f"  controller {leader} down: broker {other} and the wiped voter 3 elected no leader")
+
+        c.start([leader])
+        bootstrap = c.brokers[leader].bootstrap
+        ok, err, msg, run = voter_call(bootstrap, "remove-voter", bootstrap, 3, old)
+        assert ok, run.report()
+        ok, err, msg, run = voter_call(bootstrap, "add-voter", bootstrap, 3, new, "127.0.0.1", c.port(3))
+        assert ok, run.report()
+        assert wait_for("voter 3 votes again", lambda: "votes again" in c.brokers[3].log_path.read_text(errors="replace"), timeout=30)
+        leader = quorum_leader(other)
+        down = leader if leader != 3 else other
+        c.kill9(down)
+        up = [n for n in (1, 2, 3) if n != down]
+        # Fencing the killed broker takes the quorum; then a topic on the
+        # two brokers up.
+        wait_for(f"broker {down} fenced", lambda: down not in metadata(c.port(up[0]))["brokers"], timeout=30)
+        c.create_topic("after", 1, 2, timeout=30)
+        print(f"  after RemoveRaftVoter and AddRaftVoter: with {down} down, {up} keep the metadata going")
         assert not c.crashed(), c.crashed()
     finally:
         c.shutdown()
