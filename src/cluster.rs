@@ -517,6 +517,7 @@ impl Cluster {
         let record = MetadataRecord::ElectPreferred {
             partitions,
             at_ms: now,
+            seen_epochs: Vec::new(),
         };
         self.host
             .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));

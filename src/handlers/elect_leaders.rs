@@ -192,34 +192,50 @@ async fn ask_for_elections(
     let Some(cluster) = ctx.broker.cluster() else {
         return;
     };
-    let partitions: Vec<PartitionRef> = outcomes
+    let node = ctx.broker.node_id();
+    // Each partition with the leader epoch this broker sees: the image may
+    // not hold that leadership yet, and must not take the preferred replica
+    // for the leader then.
+    let (partitions, seen_epochs): (Vec<PartitionRef>, Vec<u64>) = outcomes
         .iter()
-        .filter(|(_, _, o)| matches!(o, Outcome::Elect { .. }))
-        .filter_map(|(topic, index, _)| {
-            Some(PartitionRef {
+        .filter_map(|(topic, index, o)| {
+            let Outcome::Elect { partition, .. } = o else {
+                return None;
+            };
+            let p = PartitionRef {
                 name: topic.clone(),
                 topic_id: ctx.broker.topic(topic)?.id.to_string(),
                 partition: *index,
-            })
+            };
+            Some((p, partition.leader(node).1.max(0) as u64))
         })
-        .collect();
+        .unzip();
     if partitions.is_empty() {
         return;
     }
     let at_ms = crate::cluster::now_ms();
-    let keys: Vec<(String, i32)> = partitions
+    let keys: Vec<((String, i32), u64)> = partitions
         .iter()
-        .map(|p| (p.name.clone(), p.partition))
+        .zip(&seen_epochs)
+        .map(|(p, &e)| ((p.name.clone(), p.partition), e))
         .collect();
-    let record = MetadataRecord::ElectPreferred { partitions, at_ms };
+    let record = MetadataRecord::ElectPreferred {
+        partitions,
+        at_ms,
+        seen_epochs,
+    };
     let wait = deadline.saturating_duration_since(tokio::time::Instant::now());
     // Done once the request is in the image (or the preferred replicas lead
-    // already, which removes it).
+    // already, in a leadership at least as new as the one seen here, which
+    // removes it).
     let _ = cluster
         .propose_until(&record, wait, |img| {
-            keys.iter().all(|k| {
+            keys.iter().all(|(k, seen)| {
                 img.elections.get(k).is_some_and(|e| e.at_ms == at_ms)
-                    || img.leaders.get(k).map(|l| l.0) == img.preferred(&k.0, k.1)
+                    || img
+                        .leaders
+                        .get(k)
+                        .is_some_and(|&(l, e)| Some(l) == img.preferred(&k.0, k.1) && e >= *seen)
             })
         })
         .await;

@@ -132,6 +132,13 @@ pub enum MetadataRecord {
     ElectPreferred {
         partitions: Vec<PartitionRef>,
         at_ms: u64,
+        /// The leader epoch the proposer saw for each partition (empty
+        /// from the leader balancing, and in records of earlier releases):
+        /// an image whose published leadership is older than that (the
+        /// new leader's record not in yet) does not take the preferred
+        /// replica for the leader.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        seen_epochs: Vec<u64>,
     },
     /// A broker leaves the cluster (UnregisterBroker): gone from the
     /// brokers and the fenced set. Refused while it holds a replica.
@@ -616,9 +623,13 @@ impl ClusterImage {
                 self.fenced.remove(node_id);
                 Ok(())
             }
-            MetadataRecord::ElectPreferred { partitions, at_ms } => {
+            MetadataRecord::ElectPreferred {
+                partitions,
+                at_ms,
+                seen_epochs,
+            } => {
                 let mut asked = 0;
-                for p in partitions {
+                for (i, p) in partitions.iter().enumerate() {
                     let known = self
                         .topics
                         .get(&p.name)
@@ -628,7 +639,12 @@ impl ClusterImage {
                         continue;
                     }
                     let key = (p.name.clone(), p.partition);
-                    if self.leaders.get(&key).map(|(l, _)| *l) == preferred {
+                    let seen = seen_epochs.get(i).copied().unwrap_or(0);
+                    if self
+                        .leaders
+                        .get(&key)
+                        .is_some_and(|&(l, e)| Some(l) == preferred && e >= seen)
+                    {
                         self.elections.remove(&key);
                         continue;
                     }
@@ -1388,6 +1404,7 @@ mod tests {
         let ask = MetadataRecord::ElectPreferred {
             partitions: away,
             at_ms: 5,
+            seen_epochs: Vec::new(),
         };
         apply(&mut img, ask.clone()).unwrap();
         let asked = img.elections[&("t".to_string(), 0)];
@@ -1403,8 +1420,26 @@ mod tests {
                 partition: 0,
             }],
             at_ms: 6,
+            seen_epochs: Vec::new(),
         };
-        assert!(apply(&mut img, done).is_err());
+        assert!(apply(&mut img, done.clone()).is_err());
+        // Unless the proposer saw a newer leadership than the image holds
+        // (the new leader's record not in yet): then it is asked for.
+        let MetadataRecord::ElectPreferred { partitions, .. } = done else {
+            unreachable!()
+        };
+        let newer = MetadataRecord::ElectPreferred {
+            partitions,
+            at_ms: 6,
+            seen_epochs: vec![4],
+        };
+        apply(&mut img, newer.clone()).unwrap();
+        assert_eq!(img.elections[&("t".to_string(), 0)].at_ms, 6);
+        let json = serde_json::to_string(&newer).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MetadataRecord>(&json).unwrap(),
+            newer
+        );
         // Nor does a record naming a topic by an old id.
         let stale = MetadataRecord::ElectPreferred {
             partitions: vec![PartitionRef {
@@ -1413,6 +1448,7 @@ mod tests {
                 partition: 5,
             }],
             at_ms: 7,
+            seen_epochs: Vec::new(),
         };
         assert!(apply(&mut img, stale).is_err());
         let json = serde_json::to_string(&ask).unwrap();
