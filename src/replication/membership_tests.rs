@@ -552,3 +552,22 @@ fn a_new_group_of_abstaining_voters_forms() {
     assert!(acked > 0);
     assert!(sim.replicas.values().all(|r| !r.abstaining()));
 }
+
+/// A broker's disk is wiped while a group it is the preferred replica of
+/// has not elected anyone yet: its new incarnation (not a voter until the
+/// group adds it) must not stand, though the other replicas, empty too,
+/// would vote for it; a leader outside its own configuration is a panic in
+/// Raft. The group elects one of the others.
+#[test]
+fn a_new_incarnation_of_the_preferred_replica_does_not_stand_in_a_new_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let new = sim.wipe(1).unwrap();
+    sim.replicas
+        .get_mut(&new)
+        .unwrap()
+        .set_preferred_leader(Some(new));
+    let leader = sim.elect(500).unwrap();
+    assert!([2, 3].contains(&leader), "{leader} leads");
+    assert!(!sim.replicas[&new].is_leader());
+}

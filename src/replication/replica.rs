@@ -284,10 +284,19 @@ impl Replica {
 
     pub fn tick(&mut self) {
         self.ticks += 1;
-        if self.ticks == 1 && self.preferred == Some(self.id) && self.term() == 0 {
+        if self.ticks == 1
+            && self.preferred == Some(self.id)
+            && self.term() == 0
+            && self.node.raft.prs().conf().voters().ids().contains(self.id)
+        {
             // A new group: its preferred replica stands at once, so the
             // first leader is the one the assignment intends (no election
-            // timeout to wait out, no hand-over right after).
+            // timeout to wait out, no hand-over right after). Only a
+            // voter: Raft lets any replica campaign when told to, and a
+            // new incarnation of the preferred broker (its disk wiped while
+            // the group was new) is not one until the group adds it; the
+            // other replicas, empty too, would elect it, and a leader
+            // outside its own configuration is Raft's panic.
             if let Err(e) = self.node.campaign() {
                 tracing::debug!(error = %e, "first campaign refused");
             }
