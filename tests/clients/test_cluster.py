@@ -27,6 +27,7 @@ Unacknowledged values may or may not be there.
 Timings (no-leader windows, gaps between acknowledgements) are printed:
 run with `pytest -s` to see them."""
 
+import re
 import shutil
 import threading
 import time
@@ -47,6 +48,7 @@ from cluster_support import (
     metadata,
     produce_raw,
     read_partitions,
+    wait_for,
     wait_replicated,
 )
 
@@ -250,8 +252,20 @@ def test_wiped_broker_rejoins_and_refills(cluster):
     assert_no_problems(check_acked(w, "wiped", 1))
     wait_replicated(cluster, w, [victim], timeout=30)
     print(f"  broker {victim} held every acknowledged write {time.monotonic() - restarted_at:.1f}s after its restart")
-    # The refilled replica is a full member: without the leader, it and the
+    # The refilled replica is a full member once every group swapped it in
+    # (left the joint configuration of old and new incarnation: until then
+    # a group needs a majority of the old voters too, and the old
+    # incarnation is gone for good). Then, without the leader, it and the
     # third broker elect a leader that serves every acknowledged write.
+    new_id = (1 << 32) | victim
+
+    def swapped_in():
+        text = cluster.brokers[leader].log_path.read_text(errors="replace")
+        joint = len(re.findall(r"membership changed .*outgoing=\[\d", text))
+        done = len(re.findall(rf"membership changed .*voters=\[[^\]]*\b{new_id}\b[^\]]*\] outgoing=\[\]", text))
+        return joint > 0 and done >= joint
+
+    assert wait_for("every group swapped the new incarnation in", swapped_in, timeout=30)
     cluster.kill9(leader)
     rest = [n for n in NODES if n != leader]
     new, _, leaderless = cluster.wait_new_leader("wiped", 0, leader, rest)
