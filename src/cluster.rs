@@ -84,6 +84,9 @@ pub struct Cluster {
     /// When this broker, as the active controller, last reviewed the
     /// balance of leaderships (0: not yet).
     balance_reviewed: AtomicU64,
+    /// When the active controller last looked for partitions that need an
+    /// unclean election.
+    unclean_reviewed: AtomicU64,
     /// This controller voter's replica does not answer vote requests
     /// until the image says it may (see [`Self::review_abstention`]):
     /// the commit index its log had at start (the image must have
@@ -105,6 +108,10 @@ pub const CUT_OFF_AFTER: Duration = Duration::from_secs(3);
 /// A broker heard from within this long is up (brokers hear from each
 /// other on every Raft tick).
 const HEARD_NOW: Duration = Duration::from_secs(1);
+
+/// How long the survivor of an unclean election has to publish its
+/// leadership before the partition may be elected again.
+const UNCLEAN_GRACE_MS: u64 = 30_000;
 
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -215,6 +222,7 @@ impl Cluster {
             voter_hosts,
             liveness_reviewed: AtomicU64::new(0),
             balance_reviewed: AtomicU64::new(0),
+            unclean_reviewed: AtomicU64::new(0),
             abstention: std::sync::Mutex::new(abstention),
         }))
     }
@@ -482,6 +490,13 @@ impl Cluster {
                 .is_some_and(|t| t.elapsed() < HEARD_NOW)
     }
 
+    /// [`Self::heard_now`] for many brokers: what this broker heard, as
+    /// of this call.
+    pub fn heard_now_all(&self) -> impl Fn(u64) -> bool + use<'_> {
+        let heard = self.host.peers_heard();
+        move |id| id == self.me || heard.get(&id).is_some_and(|t| t.elapsed() < HEARD_NOW)
+    }
+
     /// As the active controller, every `interval`
     /// (`leader.imbalance.check.interval.seconds`; the first review one
     /// interval after this broker became active): asks for a preferred
@@ -521,6 +536,41 @@ impl Cluster {
         };
         self.host
             .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));
+    }
+
+    /// As the active controller, once a second: starts an unclean election
+    /// (see `MetadataRecord::UncleanElection`) of each partition whose
+    /// topic allows it (`unclean.leader.election.enable`) and whose
+    /// assigned brokers are fenced but for fewer than a majority, from the
+    /// first of those left that this broker hears from. Fencing takes
+    /// `broker.session.timeout.ms`: a broker that merely paused for a
+    /// moment does not cost its partitions their log.
+    pub fn review_unclean(&self, allowed: impl Fn(&str, i32, &metadata::TopicInfo) -> bool) {
+        if !self.is_active_controller() || !self.caught_up() {
+            return;
+        }
+        let now = now_ms();
+        if now.saturating_sub(self.unclean_reviewed.load(Ordering::Relaxed)) < 1000 {
+            return;
+        }
+        self.unclean_reviewed.store(now, Ordering::Relaxed);
+        let heard = self.heard_now_all();
+        let found = self.with_image(|img| {
+            img.unclean_candidates(allowed, |_| true, &heard, now, UNCLEAN_GRACE_MS)
+        });
+        for (partition, survivor, seen) in found {
+            tracing::warn!(topic = %partition.name, partition = partition.partition, survivor,
+                "a majority of the partition's replicas is fenced and unclean.leader.election.enable is set: \
+                 electing a replica left, which loses what only the others held");
+            let record = MetadataRecord::UncleanElection {
+                partition,
+                survivor,
+                seen,
+                at_ms: now,
+            };
+            self.host
+                .propose_anywhere(CONTROLLER_GROUP, metadata::encode(&record));
+        }
     }
 
     /// Proposes `record` (again every half second, until `done` holds for

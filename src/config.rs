@@ -150,6 +150,11 @@ pub struct Config {
     /// (the first assigned) when a broker leads too few of its own.
     #[serde(rename = "auto.leader.rebalance.enable")]
     pub auto_leader_rebalance_enable: bool,
+    /// The default of the topic config of that name: a partition that lost
+    /// a majority of its replicas gets a leader from the replicas left,
+    /// losing what only the lost ones held (Kafka's default, false).
+    #[serde(rename = "unclean.leader.election.enable")]
+    pub unclean_leader_election_enable: bool,
     /// How often it checks (Kafka's default, 300 s).
     #[serde(rename = "leader.imbalance.check.interval.seconds")]
     pub leader_imbalance_check_interval_seconds: u64,
@@ -311,6 +316,7 @@ impl Default for Config {
             broker_rack: None,
             process_roles: None,
             auto_leader_rebalance_enable: true,
+            unclean_leader_election_enable: false,
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
             offsets_topic_replication_factor: 3,
@@ -718,6 +724,10 @@ impl Config {
             (
                 "leader.imbalance.check.interval.seconds",
                 self.leader_imbalance_check_interval_seconds.to_string(),
+            ),
+            (
+                "unclean.leader.election.enable",
+                self.unclean_leader_election_enable.to_string(),
             ),
             (
                 "leader.imbalance.per.broker.percentage",

@@ -378,6 +378,8 @@ impl Broker {
                         let holders = image.holders(name, p.index);
                         p.is_hosted() == holders.contains(&c.me)
                             && p.replicas().iter().map(|&r| r as u64).eq(holders)
+                            && p.generation()
+                                .is_none_or(|g| g >= image.generation(name, p.index))
                     })
             });
             if unchanged {
@@ -435,6 +437,11 @@ impl Broker {
             dense_offsets: info.dense_offsets,
             first_voters: image.first_voters(name, i as i32),
             preferred: info.assignment[i].first().map(|&b| image.raft_id(b)),
+            generation: image.generation(name, i as i32),
+            survivor: image
+                .generations
+                .get(&(name.to_owned(), i as i32))
+                .map(|g| (g.survivor, g.epoch_floor)),
         };
         let me = image.raft_id(c.me);
         let mut opened: Vec<Arc<Partition>> = Vec::new();
@@ -443,9 +450,21 @@ impl Broker {
             let holders = image.holders(name, i as i32);
             let here = holders.contains(&c.me);
             let current = partitions.get(i).cloned();
+            let generation = image.generation(name, i as i32);
             let p = match &current {
-                Some(p) if p.is_hosted() == here => p.clone(),
+                Some(p)
+                    if p.is_hosted() == here && p.generation().is_none_or(|g| g >= generation) =>
+                {
+                    p.clone()
+                }
                 _ if here => {
+                    if let Some(old) = current.as_ref().filter(|p| p.is_hosted()) {
+                        // An unclean election started the group again: the
+                        // replica reopens in the new generation.
+                        if let Err(e) = old.detach_and_close() {
+                            tracing::warn!(partition = ?old, error = %e, "close before the new generation failed");
+                        }
+                    }
                     match Partition::open_replicated(spec(i), me, c.host.clone(), c.timing) {
                         Ok(p) => {
                             opened.push(p.clone());
@@ -718,7 +737,7 @@ fn act_on_elections(b: &Broker, cluster: &Cluster, seen: &mut HashMap<(String, i
 async fn drive_memberships(
     b: &Broker,
     cluster: &Cluster,
-    sent: &mut HashMap<(String, i32), Vec<u64>>,
+    sent: &mut HashMap<(String, i32), (Vec<u64>, u32)>,
 ) {
     struct Want {
         key: (String, i32),
@@ -763,10 +782,12 @@ async fn drive_memberships(
     let mut seen = std::collections::HashSet::new();
     for w in wants {
         seen.insert(w.key.clone());
-        if sent.get(&w.key) != Some(&w.target) {
+        // Sent again to the replica of a new generation.
+        let generation = w.partition.generation().unwrap_or(0);
+        if sent.get(&w.key) != Some(&(w.target.clone(), generation)) {
             w.partition
                 .set_membership_target(Some(w.target.clone()), w.preferred);
-            sent.insert(w.key, w.target);
+            sent.insert(w.key, (w.target, generation));
             continue;
         }
         let Some((topic_id, target)) = w.moving else {
@@ -803,7 +824,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent: HashMap<(String, i32), (u64, std::time::Instant)> = HashMap::new();
     let mut elections_seen: HashMap<(String, i32), u64> = HashMap::new();
-    let mut targets_sent: HashMap<(String, i32), Vec<u64>> = HashMap::new();
+    let mut targets_sent: HashMap<(String, i32), (Vec<u64>, u32)> = HashMap::new();
     // Of each partition led here, by topic: the (term, in-sync changes)
     // last looked at, the in-sync replicas found then and when.
     type IsrSeen = (u64, u64, Vec<u64>, std::time::Instant);
@@ -825,6 +846,12 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                 b.config.leader_imbalance_per_broker_percentage,
             );
         }
+        let unclean_default = b.config.unclean_leader_election_enable;
+        cluster.review_unclean(|_, _, t| {
+            t.configs
+                .get("unclean.leader.election.enable")
+                .map_or(unclean_default, |v| v.trim().eq_ignore_ascii_case("true"))
+        });
         act_on_elections(&b, &cluster, &mut elections_seen);
         drive_memberships(&b, &cluster, &mut targets_sent).await;
         let topics = b.topics();
@@ -894,6 +921,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                                 leader: cluster.me,
                                 epoch: s.term,
                                 isr: None,
+                                generation: p.generation().unwrap_or(0),
                             });
                         }
                     } else if let Some((leader, epoch)) = published {
@@ -932,6 +960,7 @@ pub async fn track_leaders(broker: std::sync::Weak<Broker>, cluster: Arc<Cluster
                     leader: cluster.me,
                     epoch: s.term,
                     isr: Some(found.clone()),
+                    generation: p.generation().unwrap_or(0),
                 });
             }
             isr_seen

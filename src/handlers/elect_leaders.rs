@@ -4,10 +4,15 @@
 //! quorum (a `MetadataRecord::ElectPreferred`, as the active controller's
 //! leader balancing does): each partition's Raft leader hands over once the
 //! preferred replica (the first assigned) has every entry. The answer waits
-//! for the hand-over up to the request's timeout. Raft never elects a
-//! replica that lacks committed entries, so an unclean election is never
-//! needed while a majority of replicas lives: a partition with a leader
-//! answers ELECTION_NOT_NEEDED, one without ELIGIBLE_LEADERS_NOT_AVAILABLE.
+//! for the hand-over up to the request's timeout.
+//!
+//! Raft never elects a replica that lacks committed entries, so an unclean
+//! election is needed only when a majority of a partition's replicas is
+//! gone: then, for a topic with `unclean.leader.election.enable`, a
+//! `MetadataRecord::UncleanElection` starts the group again from the first
+//! replica left, keeping what that replica holds; otherwise it is refused
+//! (ELIGIBLE_LEADERS_NOT_AVAILABLE, with the reason). A partition with a
+//! live majority answers ELECTION_NOT_NEEDED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,6 +94,7 @@ pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLead
         })
         .collect();
     ask_for_elections(ctx, &outcomes, deadline).await;
+    let outcomes = ask_for_unclean_elections(ctx, outcomes, deadline).await;
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, index, outcome) in outcomes {
         let outcome = match outcome {
@@ -97,6 +103,11 @@ pub async fn handle(ctx: &RequestContext, req: ElectLeadersRequest) -> ElectLead
                 partition,
                 preferred,
             } => wait_for(&partition, node, preferred, deadline).await,
+            // Each was asked for and turned into its verdict above.
+            Outcome::Unclean(_) => Err((
+                ResponseError::UnknownServerError,
+                "the unclean election was not asked for".into(),
+            )),
         };
         // Asked for all partitions, Kafka reports only those it elected.
         if !explicit && matches!(outcome, Err((ResponseError::ElectionNotNeeded, _))) {
@@ -131,24 +142,15 @@ enum Outcome {
         partition: Arc<Partition>,
         preferred: i32,
     },
+    /// An unclean election to ask for and wait on.
+    Unclean(MetadataRecord),
 }
 
 fn judge(ctx: &RequestContext, topic: &str, p: Arc<Partition>, election: i8) -> Outcome {
     let node = ctx.broker.node_id();
     let leader = p.leader(node).0;
     if election == UNCLEAN {
-        return Outcome::Done(match leader {
-            Some(_) => Err((
-                ResponseError::ElectionNotNeeded,
-                "the partition has a leader".into(),
-            )),
-            None => Err((
-                ResponseError::EligibleLeadersNotAvailable,
-                "no replica with every committed entry is reachable, and a Raft group \
-                 never elects one that lacks committed entries"
-                    .into(),
-            )),
-        });
+        return judge_unclean(ctx, topic, &p);
     }
     let preferred = p.replicas().first().copied().unwrap_or(node);
     if leader == Some(preferred) {
@@ -180,6 +182,153 @@ fn judge(ctx: &RequestContext, topic: &str, p: Arc<Partition>, election: i8) -> 
         partition: p,
         preferred,
     }
+}
+
+/// An unclean election of `p`: asked for when a majority of its replicas
+/// is not live (Raft elects nobody) and its topic allows it.
+fn judge_unclean(ctx: &RequestContext, topic: &str, p: &Partition) -> Outcome {
+    let Some(c) = ctx.broker.cluster() else {
+        return Outcome::Done(Err((
+            ResponseError::ElectionNotNeeded,
+            "the partition has a leader".into(),
+        )));
+    };
+    let heard = c.heard_now_all();
+    let candidate = c.with_image(|img| {
+        img.unclean_candidates(
+            |name, index, _| name == topic && index == p.index,
+            &heard,
+            |_| true,
+            crate::cluster::now_ms(),
+            0,
+        )
+        .pop()
+    });
+    let Some((partition, survivor, seen)) = candidate else {
+        let (live, voters) = c.with_image(|img| {
+            let voters = img.group_voters(topic, p.index);
+            let live = voters
+                .iter()
+                .filter(|&&id| {
+                    img.brokers.contains_key(&id) && !img.fenced.contains(&id) && heard(id)
+                })
+                .count();
+            (live, voters.len())
+        });
+        return Outcome::Done(Err(if live * 2 > voters {
+            (
+                ResponseError::ElectionNotNeeded,
+                "a majority of its replicas is live: Raft elects a leader holding every \
+                 committed entry"
+                    .into(),
+            )
+        } else {
+            (
+                ResponseError::EligibleLeadersNotAvailable,
+                "none of its replicas is live".into(),
+            )
+        }));
+    };
+    if !p.config().unclean_leader_election_enable {
+        return Outcome::Done(Err((
+            ResponseError::EligibleLeadersNotAvailable,
+            format!(
+                "a majority of the replicas of {topic}-{} is not live, and Raft elects only a \
+                 replica holding every committed entry; set unclean.leader.election.enable=true \
+                 on the topic to make replica {survivor} the leader with what it holds (records \
+                 only the others hold are lost)",
+                p.index
+            ),
+        )));
+    }
+    Outcome::Unclean(MetadataRecord::UncleanElection {
+        partition,
+        survivor,
+        seen,
+        at_ms: crate::cluster::now_ms(),
+    })
+}
+
+/// Asks for the unclean elections among `outcomes` together, and waits
+/// until each survivor leads its partition's new group (or the deadline).
+async fn ask_for_unclean_elections(
+    ctx: &RequestContext,
+    outcomes: Vec<(String, i32, Outcome)>,
+    deadline: tokio::time::Instant,
+) -> Vec<(String, i32, Outcome)> {
+    let Some(c) = ctx.broker.cluster() else {
+        return outcomes;
+    };
+    if !outcomes
+        .iter()
+        .any(|(_, _, o)| matches!(o, Outcome::Unclean(_)))
+    {
+        return outcomes;
+    }
+    let node = ctx.broker.node_id();
+    let mut outcomes = outcomes;
+    let mut last_asked: Option<tokio::time::Instant> = None;
+    loop {
+        let now = tokio::time::Instant::now();
+        let ask_again = last_asked.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+        let mut pending = 0;
+        for (topic, index, outcome) in outcomes.iter_mut() {
+            let Outcome::Unclean(record) = &*outcome else {
+                continue;
+            };
+            let MetadataRecord::UncleanElection { survivor, seen, .. } = record else {
+                continue;
+            };
+            let (topic, index, survivor) = (topic.as_str(), *index, *survivor);
+            let generation = c.with_image(|img| {
+                img.generations
+                    .get(&(topic.to_owned(), index))
+                    .filter(|g| g.number > *seen)
+                    .map(|g| (g.epoch_floor, g.survivor))
+            });
+            let Some((floor, _)) = generation else {
+                if ask_again {
+                    // Proposed (again) without waiting here.
+                    let _ = c.propose_until(record, Duration::ZERO, |_| false).await;
+                }
+                if now >= deadline {
+                    *outcome = Outcome::Done(Err(late(survivor)));
+                } else {
+                    pending += 1;
+                }
+                continue;
+            };
+            // The partition is opened again in its new generation here:
+            // looked up afresh each time.
+            let led = ctx
+                .broker
+                .topic(topic)
+                .and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned())
+                .map(|p| p.leader(node))
+                .is_some_and(|(l, e)| l == Some(survivor as i32) && e as u64 > floor);
+            if led {
+                *outcome = Outcome::Done(Ok(()));
+            } else if now >= deadline {
+                *outcome = Outcome::Done(Err(late(survivor)));
+            } else {
+                pending += 1;
+            }
+        }
+        if ask_again {
+            last_asked = Some(now);
+        }
+        if pending == 0 {
+            return outcomes;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn late(survivor: u64) -> (ResponseError, String) {
+    (
+        ResponseError::EligibleLeadersNotAvailable,
+        format!("replica {survivor} did not take over in time"),
+    )
 }
 
 /// Asks the controller quorum for a preferred election of the partitions

@@ -23,8 +23,11 @@ use super::AppendResult;
 pub struct Replicated {
     pub store: ReplicaStore,
     pub host: Arc<Host>,
-    /// The group's name on the host and the transport (`topic-index`).
+    /// The group's name on the host and the transport (`topic-index`, and
+    /// `@generation` after an unclean election).
     pub group: String,
+    /// The group's generation (see `metadata::Generation`).
+    pub generation: u32,
     /// Set by the host when a proposal at predicted offsets was refused:
     /// the predictions and the producer state must be rebuilt.
     refused: Arc<AtomicBool>,
@@ -88,6 +91,86 @@ pub struct ReplicaSpec<'a> {
     pub first_voters: Vec<u64>,
     /// The preferred leader's Raft id now (its broker's incarnation).
     pub preferred: Option<u64>,
+    /// The group's generation as the image says, and (after an unclean
+    /// election) the survivor's Raft id with the epoch the new group's
+    /// terms must pass (see `metadata::Generation`).
+    pub generation: u32,
+    pub survivor: Option<(u64, u64)>,
+}
+
+/// The file in a partition's folder naming the generation of the group its
+/// log belongs to (absent: the first).
+const GENERATION_FILE: &str = "generation";
+
+/// The generation of the group whose log `dir` holds (None: no log yet).
+fn generation_on_disk(dir: &std::path::Path) -> Option<u32> {
+    if !dir.is_dir() {
+        return None;
+    }
+    Some(
+        sluice_storage::checkpoint::read(dir, GENERATION_FILE)
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+fn write_generation(dir: &std::path::Path, generation: u32) -> Result<(), BrokerError> {
+    std::fs::create_dir_all(dir).map_err(|e| BrokerError::Storage(e.into()))?;
+    sluice_storage::checkpoint::write_atomic(dir, GENERATION_FILE, &format!("{generation}\n"))
+        .map_err(BrokerError::Storage)
+}
+
+/// Brings the folder of a partition's replica to the group's generation
+/// `spec.generation` (after an unclean election): the survivor keeps its
+/// log and starts the new group alone; any other replica drops its log and
+/// joins the new group empty. A folder of a later generation than the
+/// image knows (a restart before the image caught up) stays as it is.
+/// Returns the generation the folder is in.
+fn bring_to_generation(
+    spec: &ReplicaSpec<'_>,
+    dir: &std::path::Path,
+    me: u64,
+) -> Result<u32, BrokerError> {
+    let wanted = spec.generation;
+    let on_disk = match generation_on_disk(dir) {
+        None => {
+            if wanted > 0 {
+                write_generation(dir, wanted)?;
+            }
+            return Ok(wanted);
+        }
+        Some(g) if g >= wanted => return Ok(g),
+        Some(g) => g,
+    };
+    match spec.survivor {
+        Some((survivor, floor)) if survivor == me => {
+            let store = ReplicaStore::open(
+                dir,
+                spec.config.log_config(),
+                spec.clock.clone(),
+                &spec.first_voters,
+                spec.dense_offsets,
+            )
+            .map_err(store_error)?;
+            store
+                .start_generation_alone(me, floor)
+                .map_err(store_error)?;
+            store.close().map_err(store_error)?;
+            tracing::warn!(topic = %spec.topic, partition = spec.index, from = on_disk, generation = wanted,
+                "unclean leader election: this replica's log is the partition's now, and it leads the group alone");
+        }
+        _ => {
+            let name = dir.file_name().unwrap_or_default().to_string_lossy();
+            let doomed = dir.with_file_name(format!("{name}.gen{on_disk}-delete"));
+            std::fs::rename(dir, &doomed)
+                .and_then(|_| std::fs::remove_dir_all(&doomed))
+                .map_err(|e| BrokerError::Storage(e.into()))?;
+            tracing::warn!(topic = %spec.topic, partition = spec.index, from = on_disk, generation = wanted,
+                "unclean leader election elsewhere: this replica's log is dropped, it joins the new group empty");
+        }
+    }
+    write_generation(dir, wanted)?;
+    Ok(wanted)
 }
 
 impl Partition {
@@ -115,6 +198,7 @@ impl Partition {
                 "the partition's only replica lost its data folder: it starts again empty");
             voters = vec![me];
         }
+        let generation = bring_to_generation(&spec, &dir, me)?;
         let store = ReplicaStore::open(
             &dir,
             spec.config.log_config(),
@@ -125,13 +209,18 @@ impl Partition {
         .map_err(store_error)?;
         let mut replica = Replica::new(me, store.clone(), timing).map_err(replica_error)?;
         replica.set_preferred_leader(spec.preferred);
+        replica.set_generation(generation);
         replica.allow_quiesce();
         let hw = replica.high_watermark();
-        let group = format!("{}-{}", spec.topic, spec.index);
+        let group = match generation {
+            0 => format!("{}-{}", spec.topic, spec.index),
+            g => format!("{}-{}@{g}", spec.topic, spec.index),
+        };
         let backing = Backing::Raft(Replicated {
             store,
             host: host.clone(),
             group: group.clone(),
+            generation,
             refused: Default::default(),
         });
         let status = GroupStatus {
@@ -266,6 +355,25 @@ impl Partition {
     pub fn detach(&self) {
         if let Backing::Raft(r) = &self.backing {
             r.host.remove_group(&r.group);
+        }
+    }
+
+    /// Stops driving the replica and closes it, once the host no longer
+    /// touches it (its folder is about to change hands).
+    pub fn detach_and_close(&self) -> Result<(), BrokerError> {
+        if let Backing::Raft(r) = &self.backing {
+            r.host.remove_group(&r.group);
+            blocking(|| r.host.barrier());
+        }
+        self.close()
+    }
+
+    /// The generation of the group this replica belongs to (None: no
+    /// replica here).
+    pub fn generation(&self) -> Option<u32> {
+        match &self.backing {
+            Backing::Raft(r) => Some(r.generation),
+            _ => None,
         }
     }
 

@@ -571,3 +571,76 @@ fn a_new_incarnation_of_the_preferred_replica_does_not_stand_in_a_new_group() {
     assert!([2, 3].contains(&leader), "{leader} leads");
     assert!(!sim.replicas[&new].is_leader());
 }
+
+/// An unclean election: the group lost three of its four voters (the log
+/// holds the membership change that made it four, and entries no majority
+/// has); the survivor starts the next generation alone with its whole log,
+/// commits alone, and the replicas that come back empty join it as the
+/// target says — taking in none of the earlier generation's membership
+/// changes as they replay the survivor's log — and keep everything once the
+/// survivor is gone.
+#[test]
+fn an_unclean_election_starts_the_group_again_from_the_survivor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+    let mut next = 0;
+    sim.elect(200).unwrap();
+    write_until(&mut sim, &mut next, 20, |_| false);
+    sim.add_node(4).unwrap();
+    set_target(&mut sim, &[1, 2, 3, 4]);
+    let (done, _) = write_until(&mut sim, &mut next, 400, |s| {
+        reached(s, &[1, 2, 3, 4], &[1, 2, 3, 4])
+    });
+    assert!(done, "{:?}", membership(&sim, 1));
+    let survivor = sim.elect(200).unwrap();
+    let term = sim.replicas[&survivor].term();
+    for id in [1, 2, 3, 4].into_iter().filter(|&id| id != survivor) {
+        sim.crash(id);
+    }
+    // Appended on the survivor alone: not committed in that generation.
+    for _ in 0..5 {
+        let r = sim.replicas.get_mut(&survivor).unwrap();
+        if r.propose(payload(next)).is_ok() {
+            next += 1;
+        }
+        sim.round().unwrap();
+    }
+    let held = sim.log_of(survivor).len();
+
+    sim.unclean_election(survivor, term).unwrap();
+    assert_eq!(sim.elect(200).unwrap(), survivor);
+    assert!(sim.replicas[&survivor].term() > term + 1, "the epoch grows");
+    let (_, alone) = write_until(&mut sim, &mut next, 30, |_| false);
+    assert!(alone > 0, "the survivor commits alone");
+    let kept = sim.committed_values(survivor);
+    assert_eq!(kept, expected(kept.len()), "its whole log, in order");
+    assert!(sim.log_of(survivor).len() > held);
+
+    let others: Vec<u64> = [1, 2, 3].into_iter().filter(|&id| id != survivor).collect();
+    for &id in &others {
+        sim.rejoin_empty(id).unwrap();
+    }
+    let mut target = others.clone();
+    target.push(survivor);
+    target.sort_unstable();
+    set_target(&mut sim, &target);
+    let (done, _) = write_until(&mut sim, &mut next, 600, |s| reached(s, &target, &target));
+    assert!(
+        done,
+        "the rejoined replicas reach the target, not the earlier generation's voters: {:?}",
+        others
+            .iter()
+            .map(|&id| membership(&sim, id))
+            .collect::<Vec<_>>()
+    );
+    let before = sim.committed_values(survivor);
+    sim.crash(survivor);
+    let (_, after) = write_until(&mut sim, &mut next, 100, |_| false);
+    assert!(
+        after > 0,
+        "the rejoined replicas commit without the survivor"
+    );
+    let got = sim.committed_values(others[0]);
+    assert!(got.len() >= before.len() + after);
+    assert_eq!(got, expected(got.len()), "nothing lost or doubled");
+}

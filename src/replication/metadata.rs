@@ -168,6 +168,38 @@ pub enum MetadataRecord {
         partition: PartitionRef,
         replicas: Vec<u64>,
     },
+    /// An unclean leader election (ElectLeaders UNCLEAN, or the active
+    /// controller for a topic with `unclean.leader.election.enable`): the
+    /// partition's Raft group lost a majority of its voters, and
+    /// `survivor`, one of its assigned brokers, starts the next generation
+    /// of the group alone with what its log holds; the other replicas drop
+    /// theirs and join the new group empty. What only the lost replicas
+    /// held is gone. Applies only while the partition is still in
+    /// generation `seen` (two elections asked at once: one happens).
+    UncleanElection {
+        partition: PartitionRef,
+        survivor: u64,
+        seen: u32,
+        at_ms: u64,
+    },
+}
+
+/// A partition's group after an unclean election (see
+/// [`MetadataRecord::UncleanElection`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    /// 1 for the first unclean election, and so on (0: the group as
+    /// created).
+    pub number: u32,
+    /// The survivor's Raft id: the new group's only voter at its start.
+    pub survivor: u64,
+    /// The highest leader epoch published before: the new group's terms
+    /// are above it, so clients see the epoch grow.
+    pub epoch_floor: u64,
+    pub at_ms: u64,
+    /// The brokers known to vote in the new group: the survivor, and each
+    /// replica its leaders have since reported in sync (only voters are).
+    pub members: Vec<u64>,
 }
 
 /// One partition of a topic (by name and id, so a record outlived by its
@@ -219,6 +251,14 @@ pub struct LeaderOf {
     pub epoch: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub isr: Option<Vec<u64>>,
+    /// The group's generation (see [`Generation`]; absent: 0): a leader of
+    /// an earlier generation is not taken in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,24 +345,36 @@ pub struct ClusterImage {
     /// voter back on another folder does not vote (see
     /// `Cluster::review_abstention`).
     pub voter_directories: BTreeMap<u64, String>,
+    /// Partitions whose group was started again by an unclean election,
+    /// by (topic, partition).
+    pub generations: BTreeMap<(String, i32), Generation>,
     /// Raft index of the last record applied.
     pub applied: u64,
 }
 
 impl ClusterImage {
-    fn apply_leader(
-        &mut self,
-        name: &str,
-        topic_id: &str,
-        partition: i32,
-        leader: u64,
-        epoch: u64,
-        isr: Option<&[u64]>,
-    ) -> Result<(), String> {
+    fn apply_leader(&mut self, l: &LeaderOf) -> Result<(), String> {
+        let LeaderOf {
+            name,
+            topic_id,
+            partition,
+            leader,
+            epoch,
+            generation,
+            ..
+        } = l;
+        let (partition, leader, epoch, generation) = (*partition, *leader, *epoch, *generation);
+        let isr = l.isr.as_deref();
+        let current = self.generation(name, partition);
+        if generation < current {
+            return Err(format!(
+                "{name}-{partition}: a leader of generation {generation}, the group is in {current}"
+            ));
+        }
         let known = self
             .topics
             .get(name)
-            .filter(|t| t.topic_id == topic_id)
+            .filter(|t| t.topic_id == *topic_id)
             .is_some_and(|t| (0..t.assignment.len() as i32).contains(&partition));
         if !known {
             return Err(format!(
@@ -337,6 +389,7 @@ impl ClusterImage {
                 else {
                     return Err(format!("{name}-{partition}: epoch {epoch} is not newer"));
                 };
+                self.note_members(&key, isr);
                 self.isr.insert(key, isr.to_vec());
                 return Ok(());
             }
@@ -350,11 +403,26 @@ impl ClusterImage {
         }
         // An earlier leader's view of who is in sync is not this one's.
         match isr {
-            Some(isr) => self.isr.insert(key.clone(), isr.to_vec()),
+            Some(isr) => {
+                self.note_members(&key, isr);
+                self.isr.insert(key.clone(), isr.to_vec())
+            }
             None => self.isr.remove(&key),
         };
         self.leaders.insert(key, (leader, epoch));
         Ok(())
+    }
+
+    /// After an unclean election, the replicas its leaders report in sync
+    /// are voters of the new group (see [`Generation::members`]).
+    fn note_members(&mut self, key: &(String, i32), isr: &[u64]) {
+        if let Some(g) = self.generations.get_mut(key) {
+            for id in isr {
+                if !g.members.contains(id) {
+                    g.members.push(*id);
+                }
+            }
+        }
     }
 
     /// Applies the record at Raft `index`. Indexes at or below `applied` are
@@ -446,6 +514,7 @@ impl ClusterImage {
                 self.isr.retain(|(t, _), _| t != name);
                 self.elections.retain(|(t, _), _| t != name);
                 self.reassignments.retain(|(t, _), _| t != name);
+                self.generations.retain(|(t, _), _| t != name);
                 Ok(())
             }
             MetadataRecord::CreatePartitions { name, from, added } => {
@@ -473,21 +542,19 @@ impl ClusterImage {
                 partition,
                 leader,
                 epoch,
-            } => self.apply_leader(name, topic_id, *partition, *leader, *epoch, None),
+            } => self.apply_leader(&LeaderOf {
+                name: name.clone(),
+                topic_id: topic_id.clone(),
+                partition: *partition,
+                leader: *leader,
+                epoch: *epoch,
+                isr: None,
+                generation: 0,
+            }),
             MetadataRecord::PartitionLeaders { leaders } => {
                 let applied = leaders
                     .iter()
-                    .filter(|l| {
-                        self.apply_leader(
-                            &l.name,
-                            &l.topic_id,
-                            l.partition,
-                            l.leader,
-                            l.epoch,
-                            l.isr.as_deref(),
-                        )
-                        .is_ok()
-                    })
+                    .filter(|l| self.apply_leader(l).is_ok())
                     .count();
                 if applied == 0 {
                     return Err(format!("none of {} leaderships is new", leaders.len()));
@@ -604,12 +671,52 @@ impl ClusterImage {
                     Some(r) if same(&r.target, replicas) => {
                         let target = r.target.clone();
                         self.reassignments.remove(&key);
+                        if let Some(g) = self.generations.get_mut(&key) {
+                            g.members = target.clone();
+                        }
                         let t = self.topics.get_mut(&partition.name).expect("checked");
                         t.assignment[partition.partition as usize] = target;
                         Ok(())
                     }
                     _ => Err("not the reassignment under way".into()),
                 }
+            }
+            MetadataRecord::UncleanElection {
+                partition,
+                survivor,
+                seen,
+                at_ms,
+            } => {
+                let assigned = self.assigned(partition)?;
+                if !assigned.contains(survivor) {
+                    return Err(format!(
+                        "broker {survivor} holds no replica of {}-{}",
+                        partition.name, partition.partition
+                    ));
+                }
+                let key = (partition.name.clone(), partition.partition);
+                let current = self.generation(&key.0, key.1);
+                if current != *seen {
+                    return Err(format!(
+                        "{}-{} is in generation {current} now, not {seen}",
+                        key.0, key.1
+                    ));
+                }
+                let generation = Generation {
+                    number: current + 1,
+                    survivor: self.raft_id(*survivor),
+                    epoch_floor: self.leaders.get(&key).map_or(0, |l| l.1),
+                    at_ms: *at_ms,
+                    members: vec![*survivor],
+                };
+                tracing::warn!(topic = %key.0, partition = key.1, survivor, generation = generation.number, index,
+                    "unclean leader election: the survivor's log is the partition's now");
+                self.generations.insert(key.clone(), generation);
+                // The group starts again from the assigned replicas.
+                self.reassignments.remove(&key);
+                self.elections.remove(&key);
+                self.isr.remove(&key);
+                Ok(())
             }
             MetadataRecord::UnregisterBroker { node_id } => {
                 if !self.brokers.contains_key(node_id) {
@@ -729,6 +836,86 @@ impl ClusterImage {
             .collect()
     }
 
+    /// The brokers voting in a partition's group as far as the image knows:
+    /// its assigned replicas, or after an unclean election those of them
+    /// known to be members (see [`Generation::members`]).
+    pub fn group_voters(&self, name: &str, partition: i32) -> Vec<u64> {
+        let Some(assigned) = self
+            .topics
+            .get(name)
+            .and_then(|t| t.assignment.get(usize::try_from(partition).ok()?))
+        else {
+            return Vec::new();
+        };
+        match self.generations.get(&(name.to_owned(), partition)) {
+            Some(g) => assigned
+                .iter()
+                .copied()
+                .filter(|id| g.members.contains(id))
+                .collect(),
+            None => assigned.clone(),
+        }
+    }
+
+    /// The partitions that need an unclean election and may have one: their
+    /// topic allows it (`allowed`), no reassignment moves them, fewer than
+    /// a majority of their group's voters (the assigned replicas, or after
+    /// an unclean election its members) are alive (registered, not fenced,
+    /// and `alive`), so Raft elects nobody, and one of those voters is
+    /// alive and `reachable`: the first such is the survivor. A partition
+    /// whose last unclean election is younger than `grace_ms` and whose
+    /// survivor has not published its leadership yet is left to it.
+    pub fn unclean_candidates(
+        &self,
+        allowed: impl Fn(&str, i32, &TopicInfo) -> bool,
+        alive: impl Fn(u64) -> bool,
+        reachable: impl Fn(u64) -> bool,
+        now_ms: u64,
+        grace_ms: u64,
+    ) -> Vec<(PartitionRef, u64, u32)> {
+        let up =
+            |id: u64| self.brokers.contains_key(&id) && !self.fenced.contains(&id) && alive(id);
+        let mut found = Vec::new();
+        for (name, t) in &self.topics {
+            for i in 0..t.assignment.len() {
+                if !allowed(name, i as i32, t) {
+                    continue;
+                }
+                let key = (name.clone(), i as i32);
+                if self.reassignments.contains_key(&key) {
+                    continue;
+                }
+                let generation = self.generations.get(&key);
+                let voters = self.group_voters(name, i as i32);
+                if voters.iter().filter(|&&id| up(id)).count() * 2 > voters.len() {
+                    continue;
+                }
+                if let Some(g) = generation
+                    && self
+                        .leaders
+                        .get(&key)
+                        .is_none_or(|&(_, e)| e <= g.epoch_floor)
+                    && now_ms.saturating_sub(g.at_ms) < grace_ms
+                {
+                    continue;
+                }
+                let Some(&survivor) = voters.iter().find(|&&id| up(id) && reachable(id)) else {
+                    continue;
+                };
+                found.push((
+                    PartitionRef {
+                        name: name.clone(),
+                        topic_id: t.topic_id.clone(),
+                        partition: i as i32,
+                    },
+                    survivor,
+                    self.generation(name, i as i32),
+                ));
+            }
+        }
+        found
+    }
+
     /// A partition's assigned replicas, if the topic (with that id) has it.
     fn assigned(&self, p: &PartitionRef) -> Result<Vec<u64>, String> {
         self.topics
@@ -765,6 +952,9 @@ impl ClusterImage {
     /// The Raft ids a partition's group started with (its assigned brokers
     /// for a topic created before incarnations were recorded).
     pub fn first_voters(&self, name: &str, partition: i32) -> Vec<u64> {
+        if let Some(g) = self.generations.get(&(name.to_owned(), partition)) {
+            return vec![g.survivor];
+        }
         let Some(t) = self.topics.get(name) else {
             return Vec::new();
         };
@@ -799,6 +989,13 @@ impl ClusterImage {
     }
 
     /// A partition's preferred replica (the first assigned), if it exists.
+    /// The partition's group generation (see [`Generation`]).
+    pub fn generation(&self, name: &str, partition: i32) -> u32 {
+        self.generations
+            .get(&(name.to_owned(), partition))
+            .map_or(0, |g| g.number)
+    }
+
     pub fn preferred(&self, name: &str, partition: i32) -> Option<u64> {
         let t = self.topics.get(name)?;
         t.assignment
@@ -1152,6 +1349,7 @@ mod tests {
             leader: 1,
             epoch,
             isr: None,
+            generation: 0,
         };
         let many = MetadataRecord::PartitionLeaders {
             leaders: vec![
@@ -1355,6 +1553,108 @@ mod tests {
     }
 
     #[test]
+    fn an_unclean_election_starts_a_new_generation_once() {
+        let mut img = ClusterImage::default();
+        let mut i = 0;
+        let mut apply = |img: &mut ClusterImage, r: &MetadataRecord| {
+            i += 1;
+            img.apply(i, r)
+        };
+        for id in 1..=4 {
+            apply(&mut img, &register(id, None)).unwrap();
+        }
+        apply(&mut img, &topic("t", vec![vec![3, 2, 4], vec![1, 2, 3]])).unwrap();
+        let lead =
+            |p: i32, leader: u64, epoch: u64, generation: u32| MetadataRecord::PartitionLeaders {
+                leaders: vec![LeaderOf {
+                    name: "t".into(),
+                    topic_id: "id-t".into(),
+                    partition: p,
+                    leader,
+                    epoch,
+                    isr: None,
+                    generation,
+                }],
+            };
+        apply(&mut img, &lead(0, 3, 7, 0)).unwrap();
+        let all = |_: &str, _: i32, _: &TopicInfo| true;
+        // Brokers 3 and 4 fenced: partition 0 keeps one of three.
+        apply(
+            &mut img,
+            &MetadataRecord::FenceBrokers { fenced: vec![3, 4] },
+        )
+        .unwrap();
+        let found = img.unclean_candidates(all, |_| true, |_| true, 0, 1000);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (p, survivor, seen) = found[0].clone();
+        assert_eq!((p.partition, survivor, seen), (0, 2, 0));
+        // Not for a topic that does not allow it, nor without a survivor
+        // this broker reaches.
+        assert!(
+            img.unclean_candidates(|_, _, _| false, |_| true, |_| true, 0, 1000)
+                .is_empty()
+        );
+        assert!(
+            img.unclean_candidates(all, |_| true, |_| false, 0, 1000)
+                .is_empty()
+        );
+        let elect = MetadataRecord::UncleanElection {
+            partition: p.clone(),
+            survivor,
+            seen,
+            at_ms: 100,
+        };
+        apply(&mut img, &elect).unwrap();
+        let g = img.generations[&("t".to_string(), 0)].clone();
+        assert_eq!((g.number, g.survivor, g.epoch_floor), (1, 2, 7));
+        assert_eq!(img.first_voters("t", 0), vec![2]);
+        // Asked twice at once: the second changes nothing.
+        assert!(apply(&mut img, &elect).is_err());
+        assert_eq!(img.generation("t", 0), 1);
+        // The survivor alone is the new group's majority.
+        assert!(
+            img.unclean_candidates(all, |_| true, |_| true, 40_000, 30_000)
+                .is_empty()
+        );
+        // A leader of the earlier generation is not taken in; the
+        // survivor's is, and the replicas it reports in sync (voters) join
+        // the members.
+        assert!(apply(&mut img, &lead(0, 3, 9, 0)).is_err());
+        apply(&mut img, &lead(0, 2, 9, 1)).unwrap();
+        assert_eq!(img.leaders[&("t".to_string(), 0)], (2, 9));
+        let with_isr = MetadataRecord::PartitionLeaders {
+            leaders: vec![LeaderOf {
+                name: "t".into(),
+                topic_id: "id-t".into(),
+                partition: 0,
+                leader: 2,
+                epoch: 9,
+                isr: Some(vec![2, 3, 4]),
+                generation: 1,
+            }],
+        };
+        apply(&mut img, &with_isr).unwrap();
+        assert_eq!(
+            img.generations[&("t".to_string(), 0)].members,
+            vec![2, 3, 4]
+        );
+        // 3 and 4 (fenced) are a majority of the members again: the
+        // partition may be elected again, from generation 1.
+        let again = img.unclean_candidates(all, |_| true, |_| true, 40_000, 30_000);
+        assert_eq!((again[0].1, again[0].2), (2, 1));
+        // A survivor that holds no replica is refused.
+        let stray = MetadataRecord::UncleanElection {
+            partition: p,
+            survivor: 1,
+            seen: 1,
+            at_ms: 200,
+        };
+        assert!(apply(&mut img, &stray).is_err());
+        apply(&mut img, &MetadataRecord::DeleteTopic { name: "t".into() }).unwrap();
+        assert!(img.generations.is_empty());
+    }
+
+    #[test]
     fn leader_balancing_asks_for_the_partitions_a_broker_does_not_lead() {
         let mut img = ClusterImage::default();
         let mut i = 0;
@@ -1378,6 +1678,7 @@ mod tests {
                 leader,
                 epoch,
                 isr: None,
+                generation: 0,
             }],
         };
         for p in 0..20 {

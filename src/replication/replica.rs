@@ -135,6 +135,10 @@ pub struct Replica {
     /// Learners outside the target stay (the controller group's
     /// observers: brokers that receive the metadata log without voting).
     keep_learners: bool,
+    /// The group's generation (see `metadata::Generation`): membership
+    /// changes proposed here carry it, and those of an earlier generation
+    /// (the log the survivor of an unclean election kept) are not taken in.
+    generation: u32,
     /// Votes asked of this replica are not answered (see
     /// [`Self::abstain`]).
     abstaining: bool,
@@ -166,6 +170,25 @@ pub struct VoterProgress {
     /// Ticks since it last held every entry of the leader's log (None: not
     /// in this term).
     pub caught_up_ticks_ago: Option<u64>,
+}
+
+const GENERATION_CONTEXT: &[u8] = b"sluice.generation:";
+
+/// The context a membership change proposed in `generation` carries (none
+/// in the first generation, as before generations).
+fn generation_context(generation: u32) -> Vec<u8> {
+    if generation == 0 {
+        return Vec::new();
+    }
+    [GENERATION_CONTEXT, &generation.to_be_bytes()[..]].concat()
+}
+
+/// The generation a membership change entry was proposed in.
+fn entry_generation(context: &[u8]) -> u32 {
+    context
+        .strip_prefix(GENERATION_CONTEXT)
+        .and_then(|g| g.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// An entry index carried in a message's context (8 bytes, big-endian).
@@ -243,6 +266,7 @@ impl Replica {
             target: None,
             catch_up_mark: None,
             keep_learners: false,
+            generation: 0,
         })
     }
 
@@ -551,6 +575,10 @@ impl Replica {
     /// every entry stops heartbeating, and its followers stop counting
     /// towards an election, so an idle group costs nothing (the host wakes
     /// it on any input, and when a member's broker stops answering).
+    pub fn set_generation(&mut self, generation: u32) {
+        self.generation = generation;
+    }
+
     pub fn allow_quiesce(&mut self) {
         self.may_quiesce = true;
     }
@@ -1073,6 +1101,17 @@ impl Replica {
         if e.index <= self.store.conf_index() {
             return Ok(());
         }
+        let generation = entry_generation(&e.context);
+        if generation < self.generation {
+            tracing::info!(
+                id = self.id,
+                index = e.index,
+                generation,
+                current = self.generation,
+                "membership change of an earlier generation of the group: not taken in"
+            );
+            return Ok(());
+        }
         let bad = |err: protobuf::ProtobufError| {
             ReplicaError::Store(StoreError::BadEntry {
                 index: e.index,
@@ -1164,7 +1203,10 @@ impl Replica {
         single.node_id = id;
         let mut cc = ConfChangeV2::default();
         cc.set_changes(vec![single].into());
-        match self.node.propose_conf_change(vec![], cc) {
+        match self
+            .node
+            .propose_conf_change(generation_context(self.generation), cc)
+        {
             Ok(()) => {
                 tracing::info!(id = self.id, learner = id, change = ?kind, "learner change proposed")
             }
@@ -1296,7 +1338,10 @@ impl Replica {
             );
             change(changes, ConfChangeTransition::Explicit)
         };
-        if let Err(e) = self.node.propose_conf_change(vec![], cc) {
+        if let Err(e) = self
+            .node
+            .propose_conf_change(generation_context(self.generation), cc)
+        {
             tracing::debug!(id = self.id, error = %e, "membership change not proposed");
         }
     }

@@ -34,6 +34,9 @@ pub struct SimCluster {
     /// Raft's own entries take no offset (see `store`); the default, as
     /// for every topic the broker creates.
     pub dense: bool,
+    /// The group's generation (see `metadata::Generation`): every replica
+    /// (re)opened from now on is in it.
+    generation: u32,
 }
 
 impl SimCluster {
@@ -63,6 +66,7 @@ impl SimCluster {
             delivered: 0,
             to_lose: Vec::new(),
             dense,
+            generation: 0,
         };
         for id in voters {
             sim.restart(id)?;
@@ -82,9 +86,43 @@ impl SimCluster {
             fs.clone(),
         )?;
         self.faults.insert(id, fs);
-        self.replicas
-            .insert(id, Replica::new(id, store, Timing::default())?);
+        let mut replica = Replica::new(id, store, Timing::default())?;
+        replica.set_generation(self.generation);
+        self.replicas.insert(id, replica);
         Ok(())
+    }
+
+    /// An unclean election of `survivor` (see `metadata::Generation`): the
+    /// group's next generation starts from its log alone; every other
+    /// replica is down, and comes back with [`Self::rejoin_empty`].
+    pub fn unclean_election(
+        &mut self,
+        survivor: u64,
+        epoch_floor: u64,
+    ) -> Result<(), ReplicaError> {
+        for id in self.dirs.keys().copied().collect::<Vec<_>>() {
+            self.crash(id);
+        }
+        let store = ReplicaStore::open(
+            &self.dirs[&survivor],
+            self.config.clone(),
+            Arc::new(SystemClock),
+            &self.voters,
+            self.dense,
+        )?;
+        store.start_generation_alone(survivor, epoch_floor)?;
+        store.close()?;
+        self.generation += 1;
+        self.voters = vec![survivor];
+        self.restart(survivor)
+    }
+
+    /// Replica `id` drops its log and joins the group's current generation
+    /// empty, a member its leader has yet to add.
+    pub fn rejoin_empty(&mut self, id: u64) -> Result<(), ReplicaError> {
+        self.crash(id);
+        let _ = std::fs::remove_dir_all(&self.dirs[&id]);
+        self.restart(id)
     }
 
     /// Starts a new, empty replica `id` (a broker a reassignment moves the

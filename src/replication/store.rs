@@ -418,6 +418,27 @@ impl ReplicaStore {
         inner.hard_state.commit = inner.hard_state.commit.max(commit);
     }
 
+    /// Starts the next generation of the group from this replica alone (an
+    /// unclean leader election, see `metadata::Generation`): `me` becomes
+    /// the only voter; every entry the log holds counts as committed and
+    /// applied, so no membership change of the earlier generation is taken
+    /// in again; the term moves above `term_floor` and this replica's own.
+    /// The log and the state are on disk before it returns.
+    pub fn start_generation_alone(&self, me: u64, term_floor: u64) -> Result<(), StoreError> {
+        self.sync()?;
+        let mut inner = self.lock();
+        let last = inner.log.last_entry_index();
+        inner.hard_state.term = inner.hard_state.term.max(term_floor) + 1;
+        inner.hard_state.vote = 0;
+        inner.hard_state.commit = last;
+        inner.conf_state = ConfState {
+            voters: vec![me],
+            ..ConfState::default()
+        };
+        inner.conf_index = last;
+        Self::write_state(&mut inner)
+    }
+
     /// fsyncs the appended entries.
     pub fn sync(&self) -> Result<i64, StoreError> {
         let point = self.lock().log.sync_point()?;

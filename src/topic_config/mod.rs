@@ -679,13 +679,11 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "unclean.leader.election.enable",
         broker_key: Some("unclean.leader.election.enable"),
         kind: ConfigType::Boolean,
-        default: |_| "false".into(),
+        default: |c| c.unclean_leader_election_enable.to_string(),
         validate: boolean,
-        effect: Effect::None(
-            "Sluice's partition leaders are elected by Raft, which only ever elects a \
-             replica holding every committed entry: there is no unclean election to allow.",
-        ),
-        doc: "Whether a replica that is not in sync may become the leader as a last resort.",
+        effect: Effect::Acts,
+        doc: "Whether a replica left of a partition that lost a majority of its replicas \
+              may become its leader as a last resort, losing what only the lost ones held.",
     },
 ];
 
@@ -873,6 +871,7 @@ pub struct TopicConfig {
     pub min_cleanable_dirty_ratio: f64,
     /// compression.type as a codec; None keeps what the producer sent.
     pub compression: Option<kafka_protocol::records::Compression>,
+    pub unclean_leader_election_enable: bool,
 }
 
 impl TopicConfig {
@@ -902,6 +901,8 @@ impl TopicConfig {
             max_compaction_lag_ms: num("max.compaction.lag.ms").max(1),
             min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
             compression: crate::recompress::target(&get("compression.type")),
+            unclean_leader_election_enable: get("unclean.leader.election.enable")
+                .eq_ignore_ascii_case("true"),
         }
     }
 
