@@ -836,15 +836,19 @@ impl ClusterImage {
             .collect()
     }
 
+    /// A partition's assigned replicas (None: no such partition).
+    fn assignment_of(&self, name: &str, partition: i32) -> Option<&Vec<u64>> {
+        self.topics
+            .get(name)?
+            .assignment
+            .get(usize::try_from(partition).ok()?)
+    }
+
     /// The brokers voting in a partition's group as far as the image knows:
     /// its assigned replicas, or after an unclean election those of them
     /// known to be members (see [`Generation::members`]).
     pub fn group_voters(&self, name: &str, partition: i32) -> Vec<u64> {
-        let Some(assigned) = self
-            .topics
-            .get(name)
-            .and_then(|t| t.assignment.get(usize::try_from(partition).ok()?))
-        else {
+        let Some(assigned) = self.assignment_of(name, partition) else {
             return Vec::new();
         };
         match self.generations.get(&(name.to_owned(), partition)) {
@@ -967,11 +971,7 @@ impl ClusterImage {
     }
 
     pub fn holders(&self, name: &str, partition: i32) -> Vec<u64> {
-        let Some(assigned) = self
-            .topics
-            .get(name)
-            .and_then(|t| t.assignment.get(usize::try_from(partition).ok()?))
-        else {
+        let Some(assigned) = self.assignment_of(name, partition) else {
             return Vec::new();
         };
         match self.reassignments.get(&(name.to_owned(), partition)) {
