@@ -362,6 +362,7 @@ impl Broker {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&t.name);
                 self.remove_partitions(&t, &t.partitions);
+                crate::replication::store::forget_votes_of_topic(&self.config.data_dir, &t.name);
                 tracing::info!(topic = %t.name, id = %t.id, "removed the deleted topic's replicas");
             }
         }
@@ -497,6 +498,13 @@ impl Broker {
         {
             tracing::info!(topic = %name, partitions = ?removed.iter().map(|p| p.index).collect::<Vec<_>>(),
                 "removing replicas reassigned away from this broker");
+            for p in &removed {
+                // Stopped first, so the term and vote kept are the last.
+                if let Err(e) = p.detach_and_close() {
+                    tracing::warn!(partition = ?p, error = %e, "close before removal failed");
+                }
+                p.remember_votes(&self.config.data_dir);
+            }
             self.remove_partitions(t, &removed);
         }
         if existing.is_none() {

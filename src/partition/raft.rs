@@ -14,7 +14,9 @@ use crate::error::BrokerError;
 use crate::producer_state::{ProducerStateManager, SequenceCheck};
 use crate::replication::host::{GroupStatus, Host};
 use crate::replication::replica::{Proposal, Replica, ReplicaError, Timing};
-use crate::replication::store::{Command, ReplicaStore, StoreError};
+use crate::replication::store::{
+    Command, ReplicaStore, StoreError, forget_votes, remembered_votes,
+};
 use crate::topic_config::TopicConfig;
 
 use super::AppendResult;
@@ -198,6 +200,7 @@ impl Partition {
                 "the partition's only replica lost its data folder: it starts again empty");
             voters = vec![me];
         }
+        let fresh = !dir.exists();
         let generation = bring_to_generation(&spec, &dir, me)?;
         let store = ReplicaStore::open(
             &dir,
@@ -207,15 +210,24 @@ impl Partition {
             spec.dense_offsets,
         )
         .map_err(store_error)?;
+        let group = match generation {
+            0 => format!("{}-{}", spec.topic, spec.index),
+            g => format!("{}-{}@{g}", spec.topic, spec.index),
+        };
+        if let Some((term, vote)) = remembered_votes(spec.data_dir, &group) {
+            // A replica of this group was here before, under the same Raft
+            // id: the new one must not vote again in a term it voted in.
+            if fresh {
+                store.resume_votes(term, vote).map_err(store_error)?;
+                tracing::info!(group = %group, term, vote, "replica back on this broker: starts from the term and vote it left");
+            }
+            forget_votes(spec.data_dir, &group);
+        }
         let mut replica = Replica::new(me, store.clone(), timing).map_err(replica_error)?;
         replica.set_preferred_leader(spec.preferred);
         replica.set_generation(generation);
         replica.allow_quiesce();
         let hw = replica.high_watermark();
-        let group = match generation {
-            0 => format!("{}-{}", spec.topic, spec.index),
-            g => format!("{}-{}@{g}", spec.topic, spec.index),
-        };
         let backing = Backing::Raft(Replicated {
             store,
             host: host.clone(),
@@ -366,6 +378,19 @@ impl Partition {
             blocking(|| r.host.barrier());
         }
         self.close()
+    }
+
+    /// Keeps this replica's term and vote for a replica of the same group
+    /// opened here later (see `store::remember_votes`).
+    pub fn remember_votes(&self, data_dir: &std::path::Path) {
+        if let Backing::Raft(r) = &self.backing {
+            let (term, vote) = r.store.term_and_vote();
+            if let Err(e) =
+                crate::replication::store::remember_votes(data_dir, &r.group, term, vote)
+            {
+                tracing::warn!(partition = ?self, error = %e, "could not keep the replica's term and vote");
+            }
+        }
     }
 
     /// The generation of the group this replica belongs to (None: no

@@ -348,6 +348,24 @@ impl ReplicaStore {
         self.lock().hard_state.term
     }
 
+    /// The term and the vote in it, as stored.
+    pub fn term_and_vote(&self) -> (u64, u64) {
+        let inner = self.lock();
+        (inner.hard_state.term, inner.hard_state.vote)
+    }
+
+    /// Starts from a term and vote an earlier replica of this group on this
+    /// node left (see [`remember_votes`]), unless this one is past them.
+    pub fn resume_votes(&self, term: u64, vote: u64) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.hard_state.term >= term {
+            return Ok(());
+        }
+        inner.hard_state.term = term;
+        inner.hard_state.vote = vote;
+        Self::write_state(&mut inner)
+    }
+
     /// The index of the membership change the configuration last took in
     /// (0: none).
     pub fn conf_index(&self) -> u64 {
@@ -685,5 +703,60 @@ impl Storage for ReplicaStore {
         meta.term = inner.snapshot_term;
         meta.set_conf_state(inner.conf_state.clone());
         Ok(snap)
+    }
+}
+
+/// Where replicas moved off a node leave their term and vote, by group.
+const VOTES_DIR: &str = ".raft-votes";
+
+/// Keeps the term and vote of a replica whose folder is about to go (a
+/// reassignment moved the group off this node). A replica of the same group
+/// opened here again later — under the same Raft id — starts from them:
+/// Raft forbids a second vote in a term, and an empty replica remembers
+/// none, so without them it could vote again in a term it voted in.
+pub fn remember_votes(
+    data_dir: &Path,
+    group: &str,
+    term: u64,
+    vote: u64,
+) -> Result<(), StoreError> {
+    let dir = data_dir.join(VOTES_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| StoreError::Storage(e.into()))?;
+    checkpoint::write_atomic(&dir, group, &format!("{term} {vote}\n"))?;
+    Ok(())
+}
+
+/// The term and vote an earlier replica of `group` left here, if any.
+pub fn remembered_votes(data_dir: &Path, group: &str) -> Option<(u64, u64)> {
+    let text = checkpoint::read(&data_dir.join(VOTES_DIR), group)?;
+    match checkpoint::numbers(&text)?[..] {
+        [term, vote] => Some((term as u64, vote as u64)),
+        _ => None,
+    }
+}
+
+/// Drops what [`remember_votes`] kept for `group` (taken up by a new
+/// replica, or the topic is gone).
+pub fn forget_votes(data_dir: &Path, group: &str) {
+    let _ = checkpoint::remove(&data_dir.join(VOTES_DIR), group);
+}
+
+/// Drops what [`remember_votes`] kept for any group of `topic` (deleted:
+/// a topic created again under its name is another group).
+pub fn forget_votes_of_topic(data_dir: &Path, topic: &str) {
+    let dir = data_dir.join(VOTES_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // `topic-index`, `@generation` after it (topic names hold no '@').
+        let group = name.split('@').next().unwrap_or_default();
+        let of_topic = group
+            .rsplit_once('-')
+            .is_some_and(|(t, i)| t == topic && i.parse::<u32>().is_ok());
+        if of_topic {
+            forget_votes(data_dir, &name);
+        }
     }
 }

@@ -721,3 +721,71 @@ fn raft_entries_take_no_offset_unless_the_topic_predates_dense_offsets() {
         }
     }
 }
+
+/// A replica reassigned away leaves its term and vote; one of the same
+/// group opened empty there later starts from them, and forgets them once
+/// taken up (or once the topic is deleted).
+#[test]
+fn a_replica_back_on_a_node_starts_from_the_votes_it_left() {
+    use super::store::{
+        ReplicaStore, forget_votes, forget_votes_of_topic, remember_votes, remembered_votes,
+    };
+    use sluice_storage::{LogConfig, SystemClock};
+    use std::sync::Arc;
+    let data = tempfile::tempdir().unwrap();
+    let store = ReplicaStore::open(
+        &data.path().join("t-0"),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        &[1, 2, 3],
+        true,
+    )
+    .unwrap();
+    let hs = raft::eraftpb::HardState {
+        term: 7,
+        vote: 2,
+        ..Default::default()
+    };
+    store.set_hard_state(&hs).unwrap();
+    let (term, vote) = store.term_and_vote();
+    remember_votes(data.path(), "t-0", term, vote).unwrap();
+    store.close().unwrap();
+    std::fs::remove_dir_all(data.path().join("t-0")).unwrap();
+
+    assert_eq!(remembered_votes(data.path(), "t-0"), Some((7, 2)));
+    assert_eq!(remembered_votes(data.path(), "t-1"), None);
+    let again = ReplicaStore::open(
+        &data.path().join("t-0"),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        &[1, 2, 3],
+        true,
+    )
+    .unwrap();
+    again.resume_votes(7, 2).unwrap();
+    // Durable: a restart of the new replica keeps them.
+    again.close().unwrap();
+    let reopened = ReplicaStore::open(
+        &data.path().join("t-0"),
+        LogConfig::default(),
+        Arc::new(SystemClock),
+        &[1, 2, 3],
+        true,
+    )
+    .unwrap();
+    assert_eq!(reopened.term_and_vote(), (7, 2));
+    // A later term is not taken back.
+    reopened.resume_votes(5, 3).unwrap();
+    assert_eq!(reopened.term_and_vote(), (7, 2));
+    forget_votes(data.path(), "t-0");
+    assert_eq!(remembered_votes(data.path(), "t-0"), None);
+
+    for group in ["t-1", "t-2@1", "t-x-3", "tt-1"] {
+        remember_votes(data.path(), group, 1, 1).unwrap();
+    }
+    forget_votes_of_topic(data.path(), "t");
+    assert_eq!(remembered_votes(data.path(), "t-1"), None);
+    assert_eq!(remembered_votes(data.path(), "t-2@1"), None);
+    assert_eq!(remembered_votes(data.path(), "t-x-3"), Some((1, 1)));
+    assert_eq!(remembered_votes(data.path(), "tt-1"), Some((1, 1)));
+}

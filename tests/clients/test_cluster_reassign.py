@@ -155,6 +155,11 @@ def test_a_partition_moves_to_another_broker_and_back_under_load(cluster, tmp_pa
 
         took, leaderless = leaderless_during(cluster, move_back)
         print(f"  moved back to [1, 2, 3] in {took:.1f}s; longest without a leader {leaderless:.2f}s")
+        # Back under the same Raft id, broker 1's new replica starts from
+        # the term and vote its earlier one left (no second vote in a term).
+        log = cluster.brokers[1].log_path.read_text(errors="replace").splitlines()
+        assert any(f"group={TOPIC}-0 " in line and "the term and vote it left" in line for line in log)
+        assert not (tmp_path / "node-1" / "data" / ".raft-votes" / f"{TOPIC}-0").exists(), "taken up, then forgotten"
         w.wait_acks(50, timeout=30, since=time.monotonic(), target=(TOPIC, 0))
 
         # A move that cannot finish (its new broker is down) is cancelled.

@@ -67,7 +67,7 @@ def read_from_start(bootstrap, topic):
 
 def expect_from(w, topic, start):
     """The acknowledged (offset, value)s of `topic` at or above `start`."""
-    return sorted((a.offset, a.value) for a in w.acks if a.topic == topic and a.offset >= start)
+    return sorted((a.offset, a.value) for a in w.acks if a.topic == topic and a.offset is not None and a.offset >= start)
 
 
 def test_delete_records_holds_on_every_replica_after_failovers(cluster):
