@@ -220,6 +220,12 @@ impl FileSlot {
             }
             out.sync_all().map_err(io(&swap))?;
             std::fs::rename(&swap, path).map_err(io(path))?;
+            // The rename itself on disk: lost in a crash, the longer file
+            // would come back, and with it the entries cut off (a replica
+            // truncates its log to the leader's before appending).
+            if let Some(dir) = path.parent() {
+                crate::checkpoint::sync_dir(dir)?;
+            }
         }
         drop(open);
         if was_open {
