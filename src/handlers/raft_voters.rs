@@ -165,11 +165,24 @@ pub async fn add(ctx: &RequestContext, req: AddRaftVoterRequest) -> AddRaftVoter
                 format!("The voter id for ReplicaKey(id={id}, directoryId={dir}) is already part of the set of voters {voters:?}."),
             ));
         }
-        let registered = cluster.with_image(|img| {
+        // A broker just started on a new folder registers it within a
+        // moment (a few seconds more while the quorum elects): its
+        // registration is waited for, up to 10 s (less than the Java
+        // client's request timeout, so a wrong folder still gets its
+        // answer rather than a retry).
+        let registered_with = |img: &crate::replication::metadata::ClusterImage| {
             img.brokers
                 .get(&node)
                 .map(|b| b.directory_id.clone().unwrap_or_default())
-        });
+        };
+        let mut images = cluster.subscribe();
+        let patience = Duration::from_millis(req.timeout_ms.clamp(0, 10_000) as u64);
+        let _ = tokio::time::timeout(
+            patience,
+            images.wait_for(|img| registered_with(img).as_deref() == Some(dir.as_str())),
+        )
+        .await;
+        let registered = cluster.with_image(registered_with);
         match registered {
             None => {
                 return Err((
