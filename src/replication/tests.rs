@@ -733,14 +733,17 @@ fn a_replica_back_on_a_node_starts_from_the_votes_it_left() {
     use sluice_storage::{LogConfig, SystemClock};
     use std::sync::Arc;
     let data = tempfile::tempdir().unwrap();
-    let store = ReplicaStore::open(
-        &data.path().join("t-0"),
-        LogConfig::default(),
-        Arc::new(SystemClock),
-        &[1, 2, 3],
-        true,
-    )
-    .unwrap();
+    let open = || {
+        ReplicaStore::open(
+            &data.path().join("t-0"),
+            LogConfig::default(),
+            Arc::new(SystemClock),
+            &[1, 2, 3],
+            true,
+        )
+        .unwrap()
+    };
+    let store = open();
     let hs = raft::eraftpb::HardState {
         term: 7,
         vote: 2,
@@ -754,25 +757,11 @@ fn a_replica_back_on_a_node_starts_from_the_votes_it_left() {
 
     assert_eq!(remembered_votes(data.path(), "t-0"), Some((7, 2)));
     assert_eq!(remembered_votes(data.path(), "t-1"), None);
-    let again = ReplicaStore::open(
-        &data.path().join("t-0"),
-        LogConfig::default(),
-        Arc::new(SystemClock),
-        &[1, 2, 3],
-        true,
-    )
-    .unwrap();
+    let again = open();
     again.resume_votes(7, 2).unwrap();
     // Durable: a restart of the new replica keeps them.
     again.close().unwrap();
-    let reopened = ReplicaStore::open(
-        &data.path().join("t-0"),
-        LogConfig::default(),
-        Arc::new(SystemClock),
-        &[1, 2, 3],
-        true,
-    )
-    .unwrap();
+    let reopened = open();
     assert_eq!(reopened.term_and_vote(), (7, 2));
     // A later term is not taken back.
     reopened.resume_votes(5, 3).unwrap();
