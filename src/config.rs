@@ -155,6 +155,20 @@ pub struct Config {
     /// losing what only the lost ones held (Kafka's default, false).
     #[serde(rename = "unclean.leader.election.enable")]
     pub unclean_leader_election_enable: bool,
+    /// The defaults of the topic configs flush.messages and flush.ms. 1 (and
+    /// Sluice's default): every write is on disk before it is acknowledged
+    /// with acks=all or read. Kafka's default (9223372036854775807) and
+    /// anything above 1: acknowledged from memory, fsynced later.
+    #[serde(rename = "log.flush.interval.messages")]
+    pub log_flush_interval_messages: i64,
+    #[serde(rename = "log.flush.interval.ms")]
+    pub log_flush_interval_ms: i64,
+    /// How a flusher round makes many partitions durable: "auto" (one
+    /// syncfs per file system for a round of several files, fdatasync for
+    /// one) or "fdatasync" (every file; for a data folder on a file system
+    /// shared with other busy writers, whose pages syncfs would write too).
+    #[serde(rename = "log.flush.method")]
+    pub log_flush_method: String,
     /// How often it checks (Kafka's default, 300 s).
     #[serde(rename = "leader.imbalance.check.interval.seconds")]
     pub leader_imbalance_check_interval_seconds: u64,
@@ -317,6 +331,9 @@ impl Default for Config {
             process_roles: None,
             auto_leader_rebalance_enable: true,
             unclean_leader_election_enable: false,
+            log_flush_interval_messages: 1,
+            log_flush_interval_ms: i64::MAX,
+            log_flush_method: "auto".into(),
             leader_imbalance_check_interval_seconds: 300,
             leader_imbalance_per_broker_percentage: 10,
             offsets_topic_replication_factor: 3,
@@ -512,7 +529,35 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| e.to_string())?;
         config.ssl = ssl;
+        config.check_flush()?;
         Ok(config)
+    }
+
+    fn check_flush(&self) -> Result<(), String> {
+        if self.log_flush_interval_messages < 1 {
+            return Err(format!(
+                "log.flush.interval.messages {}: must be at least 1",
+                self.log_flush_interval_messages
+            ));
+        }
+        if self.log_flush_interval_ms < 0 {
+            return Err(format!(
+                "log.flush.interval.ms {}: must be at least 0",
+                self.log_flush_interval_ms
+            ));
+        }
+        self.flush_method().map(|_| ())
+    }
+
+    /// `log.flush.method` as the flusher takes it.
+    pub fn flush_method(&self) -> Result<sluice_storage::SyncMethod, String> {
+        match self.log_flush_method.as_str() {
+            "auto" => Ok(sluice_storage::SyncMethod::Auto),
+            "fdatasync" => Ok(sluice_storage::SyncMethod::PerFile),
+            other => Err(format!(
+                "log.flush.method '{other}': the methods are \"auto\" and \"fdatasync\""
+            )),
+        }
     }
 
     /// The listeners to bind, from `listeners` or the `listen` shorthand.
@@ -729,6 +774,15 @@ impl Config {
                 "unclean.leader.election.enable",
                 self.unclean_leader_election_enable.to_string(),
             ),
+            (
+                "log.flush.interval.messages",
+                self.log_flush_interval_messages.to_string(),
+            ),
+            (
+                "log.flush.interval.ms",
+                self.log_flush_interval_ms.to_string(),
+            ),
+            ("log.flush.method", self.log_flush_method.clone()),
             (
                 "leader.imbalance.per.broker.percentage",
                 self.leader_imbalance_per_broker_percentage.to_string(),

@@ -1,7 +1,14 @@
 //! One client connection: frames in, responses out, in request order.
 //!
-//! Requests on a connection are served one after another, as Kafka does: that is
-//! what keeps an idempotent producer's pipelined batches in sequence order.
+//! Requests on a connection are served one after another and answered in
+//! order, as Kafka does: that is what keeps an idempotent producer's pipelined
+//! batches in sequence order. One step further than Kafka: a Produce is
+//! appended when it is read, and while it waits for its acknowledgements
+//! (the flush, or the Raft commit) the connection goes on reading and
+//! appending the Produce requests behind it (up to [`MAX_WAITING`]). So a
+//! client with five requests in flight has them all ride on the same flush
+//! instead of one flush each. Any other request first waits until the
+//! Produce requests before it are answered, so it sees their effects.
 //! Frames already buffered are all answered before the socket is flushed, so a
 //! pipelining client gets its responses in few writes.
 //!
@@ -10,9 +17,11 @@
 //! overlap on a connection, so the stream is not split, and a plain TCP
 //! stream is served exactly as before, without any TLS layer in between.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
@@ -25,9 +34,42 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::handlers::{self, Parsed, RequestContext};
+use crate::handlers::{self, Later, Parsed, RequestContext};
 use crate::security::Session;
 use crate::security::sasl::gate::{Admit, Gate};
+
+/// Produce requests appended and not yet answered, at most, per connection.
+pub const MAX_WAITING: usize = 64;
+
+/// A Produce appended and waiting for its acknowledgements.
+struct Waiting {
+    answer: Later,
+    version: i16,
+    received: Instant,
+}
+
+/// What serving a frame gave: an answer now (or none), or one to come.
+enum Step {
+    Now(Option<Bytes>),
+    Later(Later),
+}
+
+/// The API key of a request frame (its first two bytes).
+fn api_key_of(frame: &[u8]) -> Option<i16> {
+    Some(i16::from_be_bytes(frame.get(..2)?.try_into().ok()?))
+}
+
+/// The waiting answer at the head if it is already there.
+fn ready(w: &mut Waiting) -> Option<Result<Option<Bytes>>> {
+    match w
+        .answer
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(r) => Some(r),
+        Poll::Pending => None,
+    }
+}
 
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     broker: Arc<Broker>,
@@ -52,6 +94,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             .min(broker.config.socket_request_max_bytes),
     );
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut waiting: VecDeque<Waiting> = VecDeque::new();
     // When the bytes of the frames being served arrived.
     let mut received = std::time::Instant::now();
     loop {
@@ -100,9 +143,52 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 },
             };
+            let produce = api_key_of(&frame) == Some(ApiKey::Produce as i16);
+            if !produce {
+                // Answered in order: the Produce requests before it first.
+                while let Some(w) = waiting.pop_front() {
+                    let answer = w.answer.await;
+                    if !send(
+                        &broker,
+                        &net,
+                        &mut writer,
+                        peer,
+                        answer,
+                        (w.version, w.received),
+                    )
+                    .await
+                    {
+                        return;
+                    }
+                }
+            }
             let mut served = None;
             match process(&broker, frame, peer, &session, received, &mut served).await {
-                Ok(Some(response)) => {
+                Ok(Step::Later(answer)) => {
+                    let version = served.map_or(0, |(_, v)| v);
+                    waiting.push_back(Waiting {
+                        answer,
+                        version,
+                        received,
+                    });
+                    if waiting.len() >= MAX_WAITING {
+                        let w = waiting.pop_front().expect("waiting is full");
+                        let answer = w.answer.await;
+                        if !send(
+                            &broker,
+                            &net,
+                            &mut writer,
+                            peer,
+                            answer,
+                            (w.version, w.received),
+                        )
+                        .await
+                        {
+                            return;
+                        }
+                    }
+                }
+                Ok(Step::Now(Some(response))) => {
                     let writing = std::time::Instant::now();
                     if let Err(e) = writer.write_all(&response).await {
                         tracing::debug!(%peer, error = %e, "write failed");
@@ -122,7 +208,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                 }
-                Ok(None) => {
+                Ok(Step::Now(None)) => {
                     if let Some((api, version)) = served {
                         broker
                             .metrics
@@ -162,9 +248,59 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     return;
                 }
             },
+            answer = async { waiting.front_mut().expect("checked").answer.as_mut().await },
+                if !waiting.is_empty() => {
+                let w = waiting.pop_front().expect("checked");
+                if !send(&broker, &net, &mut writer, peer, answer, (w.version, w.received)).await {
+                    return;
+                }
+                // Those behind it that are answered too go in the same write.
+                while let Some(answer) = waiting.front_mut().and_then(ready) {
+                    let w = waiting.pop_front().expect("checked");
+                    if !send(&broker, &net, &mut writer, peer, answer, (w.version, w.received)).await {
+                        return;
+                    }
+                }
+            }
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Writes a Produce's answer (none for acks=0); false when the connection
+/// is to be closed.
+async fn send<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    net: &crate::metrics::ListenerMetrics,
+    writer: &mut W,
+    peer: SocketAddr,
+    answer: Result<Option<Bytes>>,
+    (version, received): (i16, Instant),
+) -> bool {
+    let response = match answer {
+        Ok(Some(response)) => response,
+        Ok(None) => {
+            broker
+                .metrics
+                .observe_request("Produce", version, received.elapsed());
+            return true;
+        }
+        Err(e) => {
+            warn_limited!(%peer, error = %e, "closing connection: bad request");
+            let _ = writer.flush().await;
+            return false;
+        }
+    };
+    let writing = Instant::now();
+    if let Err(e) = writer.write_all(&response).await {
+        tracing::debug!(%peer, error = %e, "write failed");
+        return false;
+    }
+    net.sent.inc_by(response.len() as u64);
+    let metrics = &broker.metrics;
+    metrics.observe_request("Produce", version, received.elapsed());
+    metrics.observe_stage("Produce", crate::metrics::STAGE_SEND, writing.elapsed());
+    true
 }
 
 /// Serves one request frame; `None` means "no response" (acks=0 produce).
@@ -176,7 +312,7 @@ async fn process(
     session: &Arc<Session>,
     received: std::time::Instant,
     served: &mut Option<(&'static str, i16)>,
-) -> Result<Option<Bytes>> {
+) -> Result<Step> {
     let (key, version, header, body) = match handlers::parse_request(frame, &broker.versions)? {
         Parsed::Request {
             key,
@@ -191,7 +327,8 @@ async fn process(
             // Answer in a v0 body listing what we support; the client retries.
             let (body, v) = broker.versions.api_versions_response(version);
             tracing::debug!(%peer, version, "ApiVersions version not supported; sent our ranges");
-            return encode_response(correlation_id, ApiKey::ApiVersions, v, &body).map(Some);
+            return encode_response(correlation_id, ApiKey::ApiVersions, v, &body)
+                .map(|r| Step::Now(Some(r)));
         }
     };
     if key == ApiKey::Metadata && broker.cluster().is_some_and(|c| c.cut_off()) {
@@ -224,5 +361,14 @@ async fn process(
         peer,
         session: session.clone(),
     };
-    handlers::handle(ctx, key, body).instrument(span).await
+    if key == ApiKey::Produce {
+        return handlers::produce_appended(ctx, body)
+            .instrument(span)
+            .await
+            .map(Step::Later);
+    }
+    handlers::handle(ctx, key, body)
+        .instrument(span)
+        .await
+        .map(Step::Now)
 }

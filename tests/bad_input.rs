@@ -6,6 +6,7 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::{Client, TestBroker, batch, decode_response};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
@@ -302,6 +303,71 @@ async fn pipelined_requests_are_answered_in_order() {
         let resp = c.read_frame().await.expect("response");
         let got = i32::from_be_bytes(resp[..4].try_into().unwrap());
         assert_eq!(got, id, "responses come back in request order");
+    }
+    broker.stop().await;
+}
+
+/// Produce requests are appended as they are read and answered together
+/// once flushed; acks=0 ones get no answer; a request of another kind waits
+/// for the Produce requests before it, so it sees them acknowledged.
+#[tokio::test]
+async fn pipelined_produce_requests_are_appended_in_order_and_answered_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let created = common::create_topic_with(&mut c, "piped", &[]).await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let list_latest = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(name("piped"))
+                .with_partitions(vec![
+                    ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_timestamp(-1),
+                ]),
+        ]);
+    let mut all = BytesMut::new();
+    // (correlation id, what it is: records before it for a ListOffsets,
+    // else the base offset its Produce must get)
+    let mut expected = Vec::new();
+    let mut written = 0i64;
+    for i in 0..40 {
+        if i % 10 == 9 {
+            let (id, frame) = c.encode_request(ApiKey::ListOffsets, 7, &list_latest);
+            expected.push((id, ApiKey::ListOffsets, written));
+            all.extend_from_slice(&frame);
+            continue;
+        }
+        let acks = if i == 4 { 0 } else { -1 };
+        let (id, frame) = c.encode_request(
+            ApiKey::Produce,
+            9,
+            &produce_req("piped", batch(3, 1, None), acks),
+        );
+        if acks != 0 {
+            expected.push((id, ApiKey::Produce, written));
+        }
+        written += 3;
+        all.extend_from_slice(&frame);
+    }
+    c.send_raw(&all).await;
+    for (id, key, offset) in expected {
+        let mut frame = c.read_frame().await.expect("response");
+        let got = i32::from_be_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(got, id, "responses come back in request order");
+        if key == ApiKey::Produce {
+            let r: ProduceResponse = decode_response(&mut frame, id, 9);
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!((p.error_code, p.base_offset), (0, offset), "request {id}");
+        } else {
+            let r: ListOffsetsResponse = decode_response(&mut frame, id, 7);
+            assert_eq!(
+                r.topics[0].partitions[0].offset, offset,
+                "a ListOffsets sees every Produce before it acknowledged"
+            );
+        }
     }
     broker.stop().await;
 }

@@ -26,7 +26,7 @@ use crate::config::Config;
 use crate::error::BrokerError;
 use crate::group::{GroupCoordinator, OFFSETS_TOPIC};
 use crate::metadata::{MetadataStore, TopicMeta};
-use crate::partition::Partition;
+use crate::partition::{Flusher, Partition};
 use crate::topic_config::{self, TopicConfig};
 
 /// An open topic.
@@ -82,6 +82,8 @@ pub struct Broker {
     pub config: Config,
     pub versions: VersionTable,
     pub data_available: Arc<Notify>,
+    /// Makes the writes of every partition stored here alone durable.
+    pub flusher: Flusher,
     /// Incremental fetch sessions (KIP-227) of this broker's consumers.
     pub fetch_sessions: crate::handlers::fetch_session::FetchSessions,
     /// Consumer groups and committed offsets.
@@ -133,13 +135,18 @@ impl Broker {
             finish_interrupted_creations(&config.data_dir, &mut store)?;
         }
         let data_available = Arc::new(Notify::new());
+        // Config::load refused a bad method; a config built in code gets the default.
+        let method = config
+            .flush_method()
+            .unwrap_or(sluice_storage::SyncMethod::Auto);
+        let flusher = Flusher::start(method, clock.clone());
         let mut topics = HashMap::new();
         let local_topics = match cluster {
             None => store.image.topics.clone(),
             Some(_) => Default::default(),
         };
         for (name, meta) in &local_topics {
-            let topic = open_topic(&config, name, meta, &clock, &data_available)?;
+            let topic = open_topic(&config, name, meta, &clock, &data_available, &flusher)?;
             tracing::info!(topic = %name, partitions = meta.partitions, "loaded topic");
             topics.insert(name.clone(), Arc::new(topic));
         }
@@ -174,6 +181,7 @@ impl Broker {
             config,
             versions,
             data_available,
+            flusher,
             fetch_sessions: Default::default(),
             groups,
             txns,
@@ -404,8 +412,10 @@ impl Broker {
             config.clone(),
         );
         let (clock, data_available) = (self.clock.clone(), self.data_available.clone());
+        let flusher = self.flusher.clone();
         tokio::task::spawn_blocking(move || {
-            open_partitions(&data_dir, &name, &config, range.clone(), &clock, &data_available)
+            let wake = (&data_available, &flusher);
+            open_partitions(&data_dir, &name, &config, range.clone(), &clock, wake)
                 .map_err(|(e, opened)| {
                     tracing::warn!(topic = %name, error = %e, "partitions not created; removing those made");
                     discard_partitions(&data_dir, &name, id, &opened, range);
@@ -786,6 +796,7 @@ fn open_topic(
     meta: &TopicMeta,
     clock: &Arc<dyn Clock>,
     data_available: &Arc<Notify>,
+    flusher: &Flusher,
 ) -> Result<Topic, BrokerError> {
     let tc = TopicConfig::resolve(config, &meta.configs);
     let partitions = open_partitions(
@@ -794,7 +805,7 @@ fn open_topic(
         &tc,
         0..meta.partitions,
         clock,
-        data_available,
+        (data_available, flusher),
     )
     .map_err(|(e, _)| e)?;
     Ok(Topic {
@@ -817,7 +828,7 @@ fn open_partitions(
     config: &TopicConfig,
     range: std::ops::Range<i32>,
     clock: &Arc<dyn Clock>,
-    data_available: &Arc<Notify>,
+    (data_available, flusher): (&Arc<Notify>, &Flusher),
 ) -> OpenedPartitions {
     let total = range.len();
     let mut opened = Vec::with_capacity(total);
@@ -830,6 +841,7 @@ fn open_partitions(
             config.clone(),
             clock.clone(),
             data_available.clone(),
+            flusher.clone(),
         ) {
             Ok(p) => opened.push(p),
             Err(e) => return Err((e, opened)),

@@ -156,6 +156,33 @@ macro_rules! dispatch {
     };
 }
 
+/// A response still to come: a Produce waiting for its acknowledgements.
+pub type Later = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Bytes>>> + Send>>;
+
+/// Phase one of a Produce: decodes it and appends its batches, in the order
+/// the connection read it; the future returned waits for the
+/// acknowledgements and encodes the response (none for acks=0).
+pub async fn produce_appended(ctx: RequestContext, mut body: Bytes) -> Result<Later> {
+    let req: m::ProduceRequest = decode_body(&mut body, ApiKey::Produce, ctx.version)?;
+    let appended = produce::append_all(&ctx, req).await;
+    Ok(Box::pin(async move {
+        match appended.answer(&ctx).await {
+            produce::Answer::Response(resp) => {
+                crate::metrics::errors::observe(&ctx.broker.metrics, "Produce", &resp);
+                encode_response(
+                    ctx.header.correlation_id,
+                    ApiKey::Produce,
+                    ctx.version,
+                    &resp,
+                )
+                .map(Some)
+            }
+            produce::Answer::Silent => Ok(None),
+            produce::Answer::Close(reason) => Err(ProtocolError::Refused(reason)),
+        }
+    }))
+}
+
 /// Decodes the body of a request the version table admitted, serves it, and
 /// encodes the framed response.
 pub async fn handle(ctx: RequestContext, key: ApiKey, mut body: Bytes) -> Result<Option<Bytes>> {

@@ -26,6 +26,29 @@ pub enum Answer {
 }
 
 pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
+    append_all(ctx, req).await.answer(ctx).await
+}
+
+/// A Produce request whose partitions were appended to, waiting for the
+/// acknowledgements it asked for. A connection appends the requests it reads
+/// in order and waits for their acknowledgements together (see
+/// [`crate::connection`]), so several requests ride on one flush.
+pub struct Appended {
+    acks: i16,
+    timeout: Duration,
+    responses: Vec<TopicProduceResponse>,
+    /// (topic index, partition index in response, partition, append).
+    pending: Vec<(
+        usize,
+        usize,
+        std::sync::Arc<crate::partition::Partition>,
+        crate::partition::AppendResult,
+    )>,
+    appended_at: std::time::Instant,
+}
+
+/// Phase one of a Produce: checks and appends every partition's batches.
+pub async fn append_all(ctx: &RequestContext, req: ProduceRequest) -> Appended {
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
     if !valid_acks {
@@ -162,48 +185,69 @@ pub async fn handle(ctx: &RequestContext, req: ProduceRequest) -> Answer {
         crate::metrics::STAGE_LOCAL,
         appended_at - started,
     );
-    for (ti, pi, partition, appended) in pending {
-        // acks=1: in the leader's log (at the offsets answered); acks=all:
-        // committed.
-        let outcome = match acks {
-            -1 if partition.is_replicated() => {
-                let r = partition.wait_acked(&appended, timeout).await;
-                metrics
-                    .raft_commit
-                    .observe(appended_at.elapsed().as_secs_f64());
-                r
-            }
-            -1 => partition.wait_acked(&appended, timeout).await,
-            1 => partition.confirm(&appended).await,
-            _ => Ok(()),
-        };
-        if let Err(e) = outcome {
-            let r = &mut responses[ti].partition_responses[pi];
-            r.error_code = e.code();
-            r.base_offset = -1;
-            if ctx.version >= 8 {
-                r.error_message = Some(str_bytes(e.to_string()));
+    Appended {
+        acks,
+        timeout,
+        responses,
+        pending,
+        appended_at,
+    }
+}
+
+impl Appended {
+    /// Phase two: waits for the acknowledgements and builds the answer.
+    pub async fn answer(self, ctx: &RequestContext) -> Answer {
+        let Self {
+            acks,
+            timeout,
+            mut responses,
+            pending,
+            appended_at,
+        } = self;
+        let metrics = &ctx.broker.metrics;
+        for (ti, pi, partition, appended) in pending {
+            // acks=1: in the leader's log (at the offsets answered); acks=all:
+            // committed.
+            let outcome = match acks {
+                -1 if partition.is_replicated() => {
+                    let r = partition.wait_acked(&appended, timeout).await;
+                    metrics
+                        .raft_commit
+                        .observe(appended_at.elapsed().as_secs_f64());
+                    r
+                }
+                -1 => partition.wait_acked(&appended, timeout).await,
+                1 => partition.confirm(&appended).await,
+                _ => Ok(()),
+            };
+            if let Err(e) = outcome {
+                let r = &mut responses[ti].partition_responses[pi];
+                r.error_code = e.code();
+                r.base_offset = -1;
+                if ctx.version >= 8 {
+                    r.error_message = Some(str_bytes(e.to_string()));
+                }
             }
         }
+        metrics.observe_stage("Produce", crate::metrics::STAGE_WAIT, appended_at.elapsed());
+        if acks == 0 {
+            let failed = responses.iter().find_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .find(|p| p.error_code != 0)
+                    .map(|p| (t.name.0.as_str().to_owned(), p.index, p.error_code))
+            });
+            return match failed {
+                Some((topic, index, code)) => Answer::Close(format!(
+                    "acks=0 produce to {topic}-{index} failed with {}",
+                    ResponseError::try_from_code(code)
+                        .map_or_else(|| format!("error {code}"), |e| format!("{e:?}"))
+                )),
+                None => Answer::Silent,
+            };
+        }
+        Answer::Response(ProduceResponse::default().with_responses(responses))
     }
-    metrics.observe_stage("Produce", crate::metrics::STAGE_WAIT, appended_at.elapsed());
-    if acks == 0 {
-        let failed = responses.iter().find_map(|t| {
-            t.partition_responses
-                .iter()
-                .find(|p| p.error_code != 0)
-                .map(|p| (t.name.0.as_str().to_owned(), p.index, p.error_code))
-        });
-        return match failed {
-            Some((topic, index, code)) => Answer::Close(format!(
-                "acks=0 produce to {topic}-{index} failed with {}",
-                ResponseError::try_from_code(code)
-                    .map_or_else(|| format!("error {code}"), |e| format!("{e:?}"))
-            )),
-            None => Answer::Silent,
-        };
-    }
-    Answer::Response(ProduceResponse::default().with_responses(responses))
 }
 
 /// Appends one partition's records; transactional batches are checked

@@ -3,28 +3,33 @@
 //!
 //! Appends and reads run under a std mutex: both are short (a positional write
 //! into the page cache, or slicing a memory map) and never wait on the disk. The
-//! one slow operation, fsync, runs on a blocking thread in the partition's flusher
-//! task without the lock, so appends go on while a sync is in flight and every
-//! append made meanwhile rides on the next sync (group commit).
+//! one slow operation, fsync, runs on the broker's flusher thread without the
+//! lock, so appends go on while a sync is in flight and every append made
+//! meanwhile rides on the next sync (group commit).
 //!
 //! The high watermark is the durable offset: consumers see, and acks=all waits
 //! for, only what has reached the disk. On a single node that is the Raft commit
-//! point of a quorum of one.
+//! point of a quorum of one. The fsyncs of every partition of the broker run
+//! together, in rounds on one flusher thread ([`flush`]). A topic that asks for
+//! Kafka's flush policy (`flush.messages` above 1) has its writes acknowledged
+//! and visible from memory, flushed later as `flush.messages`/`flush.ms` say.
 //!
 //! In a cluster a partition is a replica of its Raft group ([`raft`]): its log
 //! lives in the Raft store, the host thread appends to it, and the high
 //! watermark is the commit point. A partition assigned to other brokers only
 //! is a placeholder that answers NOT_LEADER_OR_FOLLOWER.
 
+mod flush;
 mod raft;
 mod txn;
+pub use flush::Flusher;
 pub use raft::ReplicaSpec;
 pub use txn::{ReadCommitted, TxnGuard};
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -133,7 +138,14 @@ pub struct Partition {
     /// leader (remote).
     status: watch::Sender<GroupStatus>,
     high_watermark: watch::Sender<i64>,
-    flush_requested: Notify,
+    /// The broker's flusher (a partition stored alone) and this partition
+    /// as it queues itself there.
+    flusher: Option<Flusher>,
+    me: Weak<Partition>,
+    /// Queued for the flusher's next round.
+    flush_queued: AtomicBool,
+    /// When a flush.ms round is queued for (i64::MAX: none).
+    flush_due_ms: AtomicI64,
     closed: AtomicBool,
     clock: Arc<dyn Clock>,
     /// Woken whenever any partition's high watermark advances (fetch long polls).
@@ -242,6 +254,7 @@ impl Partition {
         config: TopicConfig,
         clock: Arc<dyn Clock>,
         data_available: Arc<Notify>,
+        flusher: Flusher,
     ) -> Result<Arc<Self>, BrokerError> {
         let dir = data_dir.join(format!("{topic}-{index}"));
         let log = Log::open(&dir, config.log_config(), clock.clone())?;
@@ -250,7 +263,7 @@ impl Partition {
         rebuild_producer_state(&log, &mut producers, &mut txns)?;
         let hw = log.log_end_offset();
         let (high_watermark, _) = watch::channel(hw);
-        let partition = Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             topic: topic.into(),
             index,
             dir,
@@ -266,14 +279,15 @@ impl Partition {
             backing: Backing::Local(Box::new(Mutex::new(log))),
             status: watch::channel(GroupStatus::default()).0,
             high_watermark,
-            flush_requested: Notify::new(),
+            flusher: Some(flusher),
+            me: me.clone(),
+            flush_queued: AtomicBool::new(false),
+            flush_due_ms: AtomicI64::new(i64::MAX),
             stats: Default::default(),
             closed: AtomicBool::new(false),
             clock,
             data_available,
-        });
-        tokio::spawn(flusher(partition.clone()));
-        Ok(partition)
+        }))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -689,8 +703,8 @@ impl Partition {
             }
         }
         let log_start_offset = log.log_start_offset();
+        self.after_local_write(&state.config, &log);
         drop(log);
-        self.flush_requested.notify_one();
         Ok(AppendResult {
             base_offset: first.unwrap_or(-1),
             last_offset: last,
@@ -805,10 +819,58 @@ impl Partition {
         Ok(f(&*self.serving()?))
     }
 
+    /// Queues the durability work a write to the local log calls for. By
+    /// default (`flush.messages` 1) every write waits for the next round;
+    /// with Kafka's policy the write is acknowledged and visible at once,
+    /// and flushed once flush.messages records wait, or flush.ms after the
+    /// oldest of them.
+    fn after_local_write(&self, config: &TopicConfig, log: &Log) {
+        let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) else {
+            return;
+        };
+        if config.flush_every_write() {
+            return flusher.request(&me);
+        }
+        self.advance_high_watermark(log.log_end_offset());
+        if log.flush_due() {
+            flusher.request(&me);
+        } else if let Some(due) = log.flush_deadline_ms() {
+            flusher.request_at(&me, due);
+        }
+    }
+
+    /// A flusher round made everything below `durable` durable.
+    fn made_durable(&self, durable: i64) {
+        if let Ok(mut log) = self.log() {
+            log.mark_durable(durable);
+        }
+        self.advance_high_watermark(durable);
+    }
+
+    fn advance_high_watermark(&self, to: i64) {
+        let advanced = self.high_watermark.send_if_modified(|hw| {
+            if to > *hw {
+                *hw = to;
+                true
+            } else {
+                false
+            }
+        });
+        if advanced {
+            self.data_available.notify_waiters();
+        }
+    }
+
+    /// A flush failed: try again in a moment.
+    fn retry_flush(&self) {
+        if let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) {
+            flusher.request_at(&me, self.clock.now_ms() + 100);
+        }
+    }
+
     /// Flushes and closes the log, leaving the clean-shutdown marker.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.closed.store(true, Ordering::SeqCst);
-        self.flush_requested.notify_one();
         match &self.backing {
             Backing::Local(_) => self.log()?.close()?,
             Backing::Raft(r) => r.store.close().map_err(raft::store_error)?,
@@ -867,58 +929,12 @@ fn rebuild_producer_state(
     Ok(())
 }
 
-async fn flusher(p: Arc<Partition>) {
-    loop {
-        p.flush_requested.notified().await;
-        if p.closed.load(Ordering::SeqCst) {
-            return;
-        }
-        let sync = match p.log().map(|l| l.sync_point()) {
-            Ok(Ok(sync)) => sync,
-            Ok(Err(e)) => {
-                tracing::error!(partition = ?p, error = %e, "cannot open the log for fsync; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                p.flush_requested.notify_one();
-                continue;
-            }
-            Err(_) => return,
-        };
-        match tokio::task::spawn_blocking(move || sync.sync()).await {
-            Ok(Ok(durable)) => {
-                if let Ok(mut log) = p.log() {
-                    log.mark_durable(durable);
-                }
-                let advanced = p.high_watermark.send_if_modified(|hw| {
-                    if durable > *hw {
-                        *hw = durable;
-                        true
-                    } else {
-                        false
-                    }
-                });
-                if advanced {
-                    p.data_available.notify_waiters();
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::error!(partition = ?p, error = %e, "fsync failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                p.flush_requested.notify_one();
-            }
-            Err(e) => {
-                tracing::error!(partition = ?p, error = %e, "flush task failed");
-                return;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
-    use sluice_storage::SystemClock;
     use sluice_storage::batch::{self, BuildOptions, RecordSpec};
+    use sluice_storage::{SyncMethod, SystemClock};
     use std::collections::BTreeMap;
 
     fn keyed(key: &str, value: &str) -> Bytes {
@@ -942,6 +958,7 @@ mod tests {
             compacted_config(),
             Arc::new(SystemClock),
             Arc::new(Notify::new()),
+            Flusher::start(SyncMethod::Auto, Arc::new(SystemClock)),
         )
         .unwrap();
         // 20 updates of one key, one batch each, then another key.
@@ -1015,6 +1032,7 @@ mod tests {
                 compacted_config(),
                 Arc::new(SystemClock),
                 Arc::new(Notify::new()),
+                Flusher::start(SyncMethod::Auto, Arc::new(SystemClock)),
             )
             .unwrap()
         };
@@ -1048,5 +1066,110 @@ mod tests {
             p.append(&idempotent(&["f"], 9)),
             Err(BrokerError::OutOfOrderSequence { .. })
         ));
+    }
+
+    fn flush_config(messages: &str, ms: &str) -> TopicConfig {
+        let overrides = [("flush.messages", messages), ("flush.ms", ms)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        TopicConfig::resolve(&Config::default(), &overrides)
+    }
+
+    fn open_with(dir: &Path, index: i32, config: TopicConfig, flusher: &Flusher) -> Arc<Partition> {
+        let clock = Arc::new(SystemClock);
+        Partition::open(
+            dir,
+            "t",
+            index,
+            config,
+            clock,
+            Arc::new(Notify::new()),
+            flusher.clone(),
+        )
+        .unwrap()
+    }
+
+    fn durable(p: &Partition) -> i64 {
+        p.log().unwrap().durable_offset()
+    }
+
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not within 10 s");
+    }
+
+    #[tokio::test]
+    async fn by_default_a_write_is_acknowledged_once_a_round_shared_by_every_partition_made_it_durable()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let flusher = Flusher::start(SyncMethod::Auto, Arc::new(SystemClock));
+        let config = TopicConfig::resolve(&Config::default(), &BTreeMap::new());
+        assert!(config.flush_every_write(), "flush.messages defaults to 1");
+        let parts: Vec<_> = (0..3)
+            .map(|i| open_with(dir.path(), i, config.clone(), &flusher))
+            .collect();
+        for round in 1..=3i64 {
+            let appended: Vec<_> = parts
+                .iter()
+                .map(|p| p.append(&keyed("k", "v")).unwrap())
+                .collect();
+            for (p, a) in parts.iter().zip(&appended) {
+                p.wait_acked(a, Duration::from_secs(10)).await.unwrap();
+                // Acknowledged and visible only once on disk.
+                assert!(
+                    durable(p) >= round,
+                    "{p:?}: durable {} after round {round}",
+                    durable(p)
+                );
+                assert!(*p.high_watermark.borrow() <= durable(p));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn with_kafka_flush_policy_writes_are_acknowledged_from_memory_and_flushed_by_count_and_time()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let flusher = Flusher::start(SyncMethod::Auto, Arc::new(SystemClock));
+        let p = open_with(dir.path(), 0, flush_config("5", "3000"), &flusher);
+        let three = Bytes::from(batch::build(
+            &["a", "b", "c"].map(|k| RecordSpec {
+                key: Some(k.as_bytes()),
+                value: Some(b"v"),
+                timestamp: 1,
+            }),
+            BuildOptions::default(),
+        ));
+        let a = p.append(&three).unwrap();
+        // Acknowledged and readable at once, before any fsync.
+        tokio::time::timeout(
+            Duration::from_millis(500),
+            p.wait_acked(&a, Duration::from_secs(10)),
+        )
+        .await
+        .expect("acknowledged without waiting for the disk")
+        .unwrap();
+        assert_eq!(*p.high_watermark.borrow(), 3);
+        assert_eq!(p.read(0, 1 << 20).unwrap().high_watermark, 3);
+        assert_eq!(durable(&p), 0, "3 of flush.messages=5 records wait");
+        // Two more reach flush.messages: flushed in the next round.
+        p.append(&keyed("d", "v")).unwrap();
+        p.append(&keyed("e", "v")).unwrap();
+        until("flushed at 5 records", || durable(&p) == 5).await;
+        // One more waits for flush.ms.
+        let started = std::time::Instant::now();
+        p.append(&keyed("f", "v")).unwrap();
+        assert_eq!(durable(&p), 5);
+        until("flushed after flush.ms", || durable(&p) == 6).await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(2900),
+            "not before flush.ms"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! node's host, following the group's status, and appending on the leader
 //! through Raft proposals.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use bytes::Bytes;
@@ -282,7 +282,10 @@ impl Partition {
             backing,
             status: watch::channel(status).0,
             high_watermark: watch::channel(status.high_watermark).0,
-            flush_requested: Notify::new(),
+            flusher: None,
+            me: Weak::new(),
+            flush_queued: Default::default(),
+            flush_due_ms: AtomicI64::new(i64::MAX),
             stats: Default::default(),
             closed: Default::default(),
             clock: spec.clock,

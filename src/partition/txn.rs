@@ -123,8 +123,8 @@ impl Partition {
             Some((marker, coordinator_epoch)),
         );
         let log_start_offset = log.log_start_offset();
+        self.after_local_write(&state.config, &log);
         drop(log);
-        self.flush_requested.notify_one();
         Ok(Some(AppendResult {
             base_offset: info.first_offset,
             last_offset: info.last_offset,

@@ -311,8 +311,6 @@ const LONG_MAX: &str = "9223372036854775807";
 const NO_TIERED_STORAGE: &str =
     "Sluice has no tiered storage: every segment stays on the broker's disk.";
 const NO_QUOTAS: &str = "Sluice has no replication quotas: replicas catch up at full speed.";
-const ALWAYS_FLUSHED: &str = "Sluice fsyncs every write before acks=all is answered and \
-    before consumers can read it (group commit), so there is nothing left to flush later.";
 const NO_TIMESTAMP_CHECK: &str = "Sluice does not compare record timestamps with the broker's clock; it reports the \
      \"no limit\" value. (Kafka 4.0 changed the default of message.timestamp.after.max.ms \
      to 3600000; Sluice keeps the value that says what it does.)";
@@ -401,19 +399,23 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         name: "flush.messages",
         broker_key: Some("log.flush.interval.messages"),
         kind: ConfigType::Long,
-        default: |_| LONG_MAX.into(),
+        default: |c| c.log_flush_interval_messages.to_string(),
         validate: |v| long_at_least(v, 1),
-        effect: Effect::None(ALWAYS_FLUSHED),
-        doc: "Force an fsync after this many records.",
+        effect: Effect::Acts,
+        doc: "1 (Sluice's default): every write is on disk before acks=all is answered and before \
+              consumers see it; the fsyncs of all partitions run together (group commit). Above 1 \
+              (Kafka's default is 9223372036854775807): writes are acknowledged and visible from \
+              memory, and the log is fsynced once this many records wait (or as flush.ms says).",
     },
     ConfigDef {
         name: "flush.ms",
         broker_key: Some("log.flush.interval.ms"),
         kind: ConfigType::Long,
-        default: |_| LONG_MAX.into(),
+        default: |c| c.log_flush_interval_ms.to_string(),
         validate: |v| long_at_least(v, 0),
-        effect: Effect::None(ALWAYS_FLUSHED),
-        doc: "Force an fsync when this many milliseconds have passed since the last one.",
+        effect: Effect::Acts,
+        doc: "With flush.messages above 1: the log is fsynced this many milliseconds after its \
+              oldest unflushed write at the latest.",
     },
     ConfigDef {
         name: "follower.replication.throttled.replicas",
@@ -872,6 +874,9 @@ pub struct TopicConfig {
     /// compression.type as a codec; None keeps what the producer sent.
     pub compression: Option<kafka_protocol::records::Compression>,
     pub unclean_leader_election_enable: bool,
+    /// flush.messages and flush.ms.
+    pub flush_messages: i64,
+    pub flush_ms: i64,
 }
 
 impl TopicConfig {
@@ -903,6 +908,8 @@ impl TopicConfig {
             compression: crate::recompress::target(&get("compression.type")),
             unclean_leader_election_enable: get("unclean.leader.election.enable")
                 .eq_ignore_ascii_case("true"),
+            flush_messages: num("flush.messages").max(1),
+            flush_ms: num("flush.ms").max(0),
         }
     }
 
@@ -919,8 +926,16 @@ impl TopicConfig {
             segment_ms,
             index_interval_bytes: self.index_interval_bytes,
             max_index_bytes: self.segment_index_bytes,
-            ..Default::default()
+            flush_interval_messages: (self.flush_messages < i64::MAX)
+                .then_some(self.flush_messages as u64),
+            flush_interval_ms: (self.flush_ms < i64::MAX).then_some(self.flush_ms),
         }
+    }
+
+    /// Whether every write waits for the disk (flush.messages 1, Sluice's
+    /// default) rather than Kafka's acknowledgement from memory.
+    pub fn flush_every_write(&self) -> bool {
+        self.flush_messages <= 1
     }
 }
 

@@ -30,6 +30,21 @@ pub trait FileSystem: Send + Sync + Debug {
         crate::stats::FSYNC.observe(started.elapsed());
         r
     }
+    /// Writes back every dirty page of the file system `anchor` is on and
+    /// commits its journal (syncfs), reporting any writeback error on it
+    /// since `anchor` was opened.
+    fn sync_filesystem(&self, anchor: &File) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let started = std::time::Instant::now();
+        // SAFETY: syncfs only reads the descriptor, which `anchor` keeps open.
+        let r = unsafe { libc::syncfs(anchor.as_raw_fd()) };
+        crate::stats::FSYNC.observe(started.elapsed());
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
 }
 
 /// Real files.
@@ -89,5 +104,11 @@ impl FileSystem for FaultyFs {
             return Err(io::Error::other("injected fsync failure"));
         }
         file.sync_data()
+    }
+    fn sync_filesystem(&self, anchor: &File) -> io::Result<()> {
+        if self.fail_syncs.load(Ordering::SeqCst) {
+            return Err(io::Error::other("injected syncfs failure"));
+        }
+        RealFs.sync_filesystem(anchor)
     }
 }

@@ -25,6 +25,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod error;
 pub mod fs;
+pub mod group_sync;
 pub mod index;
 pub mod log;
 pub mod open_files;
@@ -35,6 +36,7 @@ pub mod txn;
 pub use batch::{BATCH_HEADER_LEN, BatchHeader};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Result, StorageError};
+pub use group_sync::{GroupSync, SyncMethod};
 pub use log::{
     AppendInfo, AppendOptions, CleanedSegment, Log, LogConfig, ReadResult, SealedSegment,
     SegmentInfo, SyncPoint,

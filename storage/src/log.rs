@@ -35,7 +35,7 @@ pub struct LogConfig {
     pub index_interval_bytes: usize,
     /// Size of each segment's index files [segment.index.bytes].
     pub max_index_bytes: usize,
-    /// Flush after this many appended batches [flush.messages, counted in batches].
+    /// Flush once this many records are unflushed [flush.messages].
     pub flush_interval_messages: Option<u64>,
     /// Flush when the oldest unflushed append is this old [flush.ms].
     pub flush_interval_ms: Option<i64>,
@@ -98,18 +98,33 @@ pub struct SegmentInfo {
 /// meanwhile; they are covered by the next sync point (group commit).
 #[derive(Debug)]
 pub struct SyncPoint {
-    files: Vec<Arc<File>>,
+    pub(crate) files: Vec<Arc<File>>,
     offset: i64,
-    fs: Arc<dyn FileSystem>,
+    pub(crate) fs: Arc<dyn FileSystem>,
+    pub(crate) dir: PathBuf,
 }
 
 impl SyncPoint {
     /// fsyncs and returns the offset that is now durable (exclusive).
     pub fn sync(self) -> Result<i64> {
+        self.sync_files()
+    }
+
+    pub(crate) fn sync_files(&self) -> Result<i64> {
         for f in &self.files {
             self.fs.sync(f)?;
         }
         Ok(self.offset)
+    }
+
+    /// The offset everything below which is durable once this point is synced.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Whether there is anything to sync.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
     }
 }
 
@@ -122,7 +137,7 @@ pub struct Log {
     log_start_offset: i64,
     durable_offset: i64,
     recovery_point: i64,
-    batches_since_flush: u64,
+    records_since_flush: u64,
     oldest_unflushed_ms: Option<i64>,
     /// The clean-shutdown marker is on disk.
     closed: bool,
@@ -265,7 +280,7 @@ impl Log {
             log_start_offset: cp_start.max(first_base),
             durable_offset: 0,
             recovery_point,
-            batches_since_flush: 0,
+            records_since_flush: 0,
             oldest_unflushed_ms: None,
             closed: false,
             txns: TxnState::default(),
@@ -374,7 +389,7 @@ impl Log {
         let position = seg.append(fs.as_ref(), batch, &header, prefix)?;
         let entry_index = seg.first_entry + seg.entries() - 1;
         self.observe_txn(&header, batch, base);
-        self.batches_since_flush += 1;
+        self.records_since_flush += header.last_offset_delta as u64 + 1;
         self.oldest_unflushed_ms
             .get_or_insert_with(|| self.clock.now_ms());
         Ok(AppendInfo {
@@ -709,6 +724,7 @@ impl Log {
             files,
             offset: self.log_end_offset(),
             fs: self.fs.clone(),
+            dir: self.dir.clone(),
         })
     }
 
@@ -718,7 +734,7 @@ impl Log {
         if offset > self.durable_offset {
             self.durable_offset = offset;
             if offset >= self.log_end_offset() {
-                self.batches_since_flush = 0;
+                self.records_since_flush = 0;
                 self.oldest_unflushed_ms = None;
             }
             // A recovery point at a segment boundary saves rescanning whole
@@ -747,17 +763,30 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes if flush.messages or flush.ms says so; true if it did.
-    pub fn maybe_flush(&mut self) -> Result<bool> {
+    /// Whether flush.messages or flush.ms asks for a flush now.
+    pub fn flush_due(&self) -> bool {
         let by_count = self
             .config
             .flush_interval_messages
-            .is_some_and(|n| self.batches_since_flush >= n);
-        let by_time = match (self.config.flush_interval_ms, self.oldest_unflushed_ms) {
-            (Some(ms), Some(t)) => self.clock.now_ms() - t >= ms,
-            _ => false,
-        };
-        if by_count || by_time {
+            .is_some_and(|n| self.records_since_flush >= n);
+        by_count
+            || self
+                .flush_deadline_ms()
+                .is_some_and(|due| self.clock.now_ms() >= due)
+    }
+
+    /// When flush.ms will ask for a flush of what is unflushed now (None:
+    /// nothing unflushed, or no flush.ms).
+    pub fn flush_deadline_ms(&self) -> Option<i64> {
+        match (self.config.flush_interval_ms, self.oldest_unflushed_ms) {
+            (Some(ms), Some(t)) => Some(t.saturating_add(ms)),
+            _ => None,
+        }
+    }
+
+    /// Flushes if flush.messages or flush.ms says so; true if it did.
+    pub fn maybe_flush(&mut self) -> Result<bool> {
+        if self.flush_due() {
             self.flush()?;
             return Ok(true);
         }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use sluice_storage::batch::build_simple;
 use sluice_storage::fs::{FaultyFs, RealFs};
-use sluice_storage::{AppendOptions, Log, LogConfig, ManualClock, SystemClock};
+use sluice_storage::{
+    AppendOptions, GroupSync, Log, LogConfig, ManualClock, SyncMethod, SystemClock,
+};
 
 fn append(log: &mut Log, n: usize) {
     for _ in 0..n {
@@ -38,18 +40,20 @@ fn interval_flush_by_count_and_by_time() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(1_000));
     let config = LogConfig {
-        flush_interval_messages: Some(10),
+        flush_interval_messages: Some(20),
         flush_interval_ms: Some(500),
         ..LogConfig::default()
     };
     let mut log = Log::open(dir.path(), config, clock.clone()).unwrap();
     append(&mut log, 9);
-    assert!(!log.maybe_flush().unwrap());
+    assert!(!log.maybe_flush().unwrap(), "18 records");
+    assert_eq!(log.flush_deadline_ms(), Some(1_500));
     append(&mut log, 1);
     assert!(
         log.maybe_flush().unwrap(),
-        "10 batches reach flush.messages"
+        "20 records (in 10 batches) reach flush.messages"
     );
+    assert_eq!(log.flush_deadline_ms(), None, "nothing unflushed");
     assert_eq!(log.durable_offset(), 20);
     append(&mut log, 1);
     clock.advance(499);
@@ -159,6 +163,56 @@ fn a_failed_fsync_does_not_advance_the_durable_offset() {
     fs.fail_syncs(false);
     log.flush().unwrap();
     assert_eq!(log.durable_offset(), 6);
+}
+
+#[test]
+fn one_group_sync_covers_the_logs_of_many_partitions() {
+    let data = tempfile::tempdir().unwrap();
+    let fs = Arc::new(FaultyFs::default());
+    let mut logs: Vec<Log> = (0..3)
+        .map(|i| {
+            Log::open_with_fs(
+                &data.path().join(format!("t-{i}")),
+                LogConfig::default(),
+                Arc::new(SystemClock),
+                fs.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    for (i, log) in logs.iter_mut().enumerate() {
+        append(log, i + 1);
+    }
+    for method in [SyncMethod::Auto, SyncMethod::PerFile] {
+        let mut group = GroupSync::new(method);
+        let points = logs.iter().map(|l| l.sync_point().unwrap()).collect();
+        let synced: Vec<i64> = group.sync(points).into_iter().map(|r| r.unwrap()).collect();
+        assert_eq!(synced, [2, 4, 6], "{method:?}: each log's end, in order");
+    }
+    // A failed round reports the failure to every log it covered.
+    fs.fail_syncs(true);
+    for method in [SyncMethod::Auto, SyncMethod::PerFile] {
+        let points = logs.iter().map(|l| l.sync_point().unwrap()).collect();
+        let results = GroupSync::new(method).sync(points);
+        assert!(
+            results.iter().all(|r| r.is_err()),
+            "{method:?}: {results:?}"
+        );
+    }
+    // A log with nothing new to sync adds nothing to a round.
+    fs.fail_syncs(false);
+    let log = &mut logs[0];
+    log.flush().unwrap();
+    let point = log.sync_point().unwrap();
+    assert!(point.is_empty());
+    assert_eq!(
+        GroupSync::new(SyncMethod::Auto)
+            .sync(vec![point])
+            .pop()
+            .unwrap()
+            .unwrap(),
+        2
+    );
 }
 
 #[test]

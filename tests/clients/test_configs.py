@@ -5,12 +5,16 @@
   (ConfigResource.Type.GROUP) described, altered incrementally, refused with
   InvalidConfigurationException for bad values and unknown names, deleted;
   a new topic's min.insync.replicas shown as Kafka 4.1+ shows it; flush.ms
-  altered and read back with its "no effect" documentation;
+  altered and read back with its documentation, flush.messages at Sluice's
+  default 1 (every write on disk before it is acknowledged);
 - kafka-python: group configs altered and read back after a restart;
   flush.messages altered with the legacy AlterConfigs and read back;
-- confluent-kafka (librdkafka): flush.ms and other configs Sluice does not act
-  on altered incrementally and read back, kept across a restart; bad values
-  refused with INVALID_CONFIG."""
+- confluent-kafka (librdkafka): configs Sluice does not act on altered
+  incrementally and read back, kept across a restart; bad values refused with
+  INVALID_CONFIG; a topic with Kafka's flush policy (flush.messages above 1)
+  written with acks=all across a restart, every record read back."""
+
+import time
 
 import pytest
 from confluent_kafka import KafkaException
@@ -123,7 +127,10 @@ def test_java_admin_describes_broker_and_alters_group_configs(broker):
     isr = t["min.insync.replicas"]
     assert (isr["value"], isr["source"]) == ("1", "DYNAMIC_DEFAULT_BROKER_CONFIG"), isr
     assert [s[2] for s in isr["synonyms"]] == ["DYNAMIC_DEFAULT_BROKER_CONFIG", "DEFAULT_CONFIG"], isr
-    assert "no effect" in t["flush.ms"]["documentation"]
+    assert "no effect" not in t["flush.ms"]["documentation"], "flush.ms acts"
+    assert "oldest unflushed write" in t["flush.ms"]["documentation"]
+    fm = t["flush.messages"]
+    assert (fm["value"], fm["source"]) == ("1", "DEFAULT_CONFIG"), fm
     flush = run.step("alter_topic_flush_ms")["entries"]["flush.ms"]
     assert (flush["value"], flush["source"]) == ("12345", "DYNAMIC_TOPIC_CONFIG"), flush
     assert error_of(run, "alter_topic_bad_flush_ms")[0] == "InvalidConfigurationException"
@@ -176,8 +183,6 @@ def test_confluent_alters_configs_sluice_does_not_act_on(broker):
     create_topic(broker.bootstrap, "no-effect", 1)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     values = {
-        "flush.ms": "12345",
-        "flush.messages": "1000",
         "unclean.leader.election.enable": "true",
         "message.format.version": "3.0-IV1",
         "message.downconversion.enable": "false",
@@ -221,3 +226,30 @@ def test_confluent_alters_configs_sluice_does_not_act_on(broker):
     broker.start()
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     assert read_back() == want
+
+
+def test_kafka_flush_policy_topic_serves_acks_all_and_keeps_records_across_a_restart(broker):
+    from confluent_kafka import Consumer, Producer
+
+    create_topic(broker.bootstrap, "kafka-flush", 2, config={"flush.messages": "9223372036854775807"})
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "enable.idempotence": True})
+    errors = []
+    for i in range(200):
+        p.produce("kafka-flush", value=b"v%d" % i, partition=i % 2, on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors, errors
+    del p
+    # A clean stop flushes what the policy left in memory; the records are all there after it.
+    broker.stop()
+    broker.start()
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "kafka-flush", "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe(["kafka-flush"])
+        seen = set()
+        deadline = time.time() + 30
+        while len(seen) < 200 and time.time() < deadline:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                seen.add(m.value())
+        assert seen == {b"v%d" % i for i in range(200)}
+    finally:
+        c.close()
