@@ -2,6 +2,8 @@
 # Replicated produce and idle cost on three local brokers.
 #
 #   bash benches/cluster.sh [messages]      (default 500000 messages of 1 KiB)
+#   PARTITIONS=12 RUNS=1 IDLE=no bash benches/cluster.sh    (12 partitions a
+#   topic, one run each, no idle measurement)
 #
 # Starts three `sluice` brokers in cluster mode on loopback (fresh data
 # folders under a temp dir), then:
@@ -17,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SLUICE_BIN:-target/release/sluice}
 COUNT=${1:-500000}
+PARTITIONS=${PARTITIONS:-1}
+RUNS=${RUNS:-3}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -46,13 +50,30 @@ echo "three brokers up (logs in $WORK); waiting for them to register"
 sleep 3
 
 for rf in 1 3; do
-    for run in 1 2 3; do
-        echo "== acks=all, replication factor $rf, run $run"
-        "$BIN" bench --bootstrap "127.0.0.1:${CLIENT[1]}" --topic "rf$rf-run$run" \
-            --replication-factor "$rf" --acks -1 --count "$COUNT" --message-size 1024 2>/dev/null |
-            grep -E "^(produced|produce |end to end)"
+    for run in $(seq "$RUNS"); do
+        echo "== acks=all, replication factor $rf, $PARTITIONS partition(s), run $run"
+        if [ "$PARTITIONS" -gt 1 ]; then
+            # Every partition led by broker 1 (first in its assignment), so
+            # the bench talks to one leader; the followers are 2 and 3.
+            .venv/bin/python - "127.0.0.1:${CLIENT[1]}" "rf$rf-run$run" "$PARTITIONS" "$rf" <<'EOF'
+import sys, time
+from confluent_kafka.admin import AdminClient, NewTopic
+boot, name, n, rf = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+admin = AdminClient({"bootstrap.servers": boot, "log_level": 0})
+admin.create_topics([NewTopic(name, n, replica_assignment=[[1, 2, 3][:rf]] * n)])[name].result()
+while any(p.leader != 1 for p in admin.list_topics(name, timeout=10).topics[name].partitions.values()):
+    time.sleep(0.2)
+EOF
+        fi
+        cpu_before=$(for p in "${PIDS[@]}"; do awk '{print $14+$15}' "/proc/$p/stat"; done | paste -sd+ | bc)
+        "$BIN" bench --bootstrap "127.0.0.1:${CLIENT[1]}" --topic "rf$rf-run$run" --partitions "$PARTITIONS" \
+            --replication-factor "$rf" --acks -1 --count "$COUNT" --message-size 1024 2>"$WORK/bench.err" |
+            grep -E "^(produced|produce |end to end)" || { tail -3 "$WORK/bench.err"; exit 1; }
+        cpu_after=$(for p in "${PIDS[@]}"; do awk '{print $14+$15}' "/proc/$p/stat"; done | paste -sd+ | bc)
+        echo "brokers' CPU: $(echo "scale=2; ($cpu_after - $cpu_before) / $(getconf CLK_TCK)" | bc) s for $((COUNT * 1024 / 1000000)) MB"
     done
 done
+[ "${IDLE:-yes}" = no ] && exit 0
 
 if [ ! -x .venv/bin/python ]; then
     echo "no .venv (run scripts/test.sh once): skipping the idle measurement"

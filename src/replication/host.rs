@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::replica::{Proposal, Replica, ReplicaError};
-use super::store::Command;
+use super::store::{Command, StoreError};
 use super::transport::{Deliver, Envelope, Sender};
 
 /// What a group looks like from this node.
@@ -492,6 +492,7 @@ fn drive(
     );
     // Only groups that got input (or a tick) need a `ready` this round.
     let mut touched = vec![true; groups.len()];
+    let mut group_sync = sluice_storage::GroupSync::new(sluice_storage::SyncMethod::Auto);
     let mut next_tick = Instant::now() + tick;
     let mut barriers = Vec::new();
     let mut failed: Vec<String> = Vec::new();
@@ -668,18 +669,51 @@ fn drive(
         }
         let live = |id| liveness.is_live(super::broker_of(id));
         let mut changed = Vec::new();
-        for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
-            if !std::mem::take(t) {
+        // Every touched group writes its new entries; one sync round makes
+        // all of them durable (group commit across Raft groups); then each
+        // sends what waited for the disk and advances.
+        let mut begun = Vec::new();
+        for (i, (t, g)) in touched.iter_mut().zip(groups.iter_mut()).enumerate() {
+            if !std::mem::take(t) || failed.contains(&g.name) {
                 continue;
             }
-            if failed.contains(&g.name) {
-                continue;
+            let r = &mut g.replica;
+            match catch_unwind(AssertUnwindSafe(|| r.ready_begin())) {
+                Ok(b) => begun.push((i, b)),
+                Err(_) => failed.push(g.name.clone()),
             }
+        }
+        let mut points = Vec::new();
+        for (i, b) in &mut begun {
+            if let Ok(Some(u)) = b
+                && let Some(point) = u.take_sync_point()
+            {
+                points.push((*i, point));
+            }
+        }
+        let (synced_groups, points): (Vec<usize>, Vec<_>) = points.into_iter().unzip();
+        let mut synced: HashMap<usize, _> = synced_groups
+            .into_iter()
+            .zip(group_sync.sync(points))
+            .collect();
+        for (i, b) in begun {
+            let g = &mut groups[i];
             let name = &g.name;
             let r = &mut g.replica;
-            let Ok(ready) = catch_unwind(AssertUnwindSafe(|| r.ready())) else {
-                failed.push(name.clone());
-                continue;
+            let ready = match (b, synced.remove(&i)) {
+                (Err(e), _) => Err(e),
+                (Ok(None), _) => Ok(Default::default()),
+                (Ok(Some(_)), Some(Err(e))) => Err(ReplicaError::from(StoreError::from(e))),
+                (Ok(Some(u)), durable) => {
+                    let durable = durable.map(|d| d.expect("errors matched above"));
+                    match catch_unwind(AssertUnwindSafe(|| r.ready_finish(u, durable))) {
+                        Ok(out) => out,
+                        Err(_) => {
+                            failed.push(name.clone());
+                            continue;
+                        }
+                    }
+                }
             };
             match ready {
                 Ok(out) => {

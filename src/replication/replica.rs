@@ -60,6 +60,21 @@ pub struct Output {
     pub committed: Vec<Entry>,
 }
 
+/// A ready whose entries are written but not yet synced (see
+/// [`Replica::ready_begin`]).
+pub struct Unsynced {
+    rd: raft::Ready,
+    out: Output,
+    sync: Option<sluice_storage::SyncPoint>,
+}
+
+impl Unsynced {
+    /// What must be synced before [`Replica::ready_finish`], if anything.
+    pub fn take_sync_point(&mut self) -> Option<sluice_storage::SyncPoint> {
+        self.sync.take()
+    }
+}
+
 /// Ticks (of the caller's choosing) before a follower that heard nothing
 /// starts an election, and between a leader's heartbeats.
 #[derive(Debug, Clone, Copy)]
@@ -946,9 +961,24 @@ impl Replica {
     /// Persists what Raft decided (entries, hard state; one fsync for all),
     /// and returns the messages to send and the high watermark.
     pub fn ready(&mut self) -> Result<Output, ReplicaError> {
+        let Some(mut unsynced) = self.ready_begin()? else {
+            return Ok(Output::default());
+        };
+        let durable = match unsynced.take_sync_point() {
+            Some(point) => Some(point.sync().map_err(StoreError::from)?),
+            None => None,
+        };
+        self.ready_finish(unsynced, durable)
+    }
+
+    /// The first half of [`Self::ready`]: writes Raft's new entries and
+    /// hard state, without syncing them. The host syncs the entries of
+    /// every group together ([`Unsynced::take_sync_point`]), then calls
+    /// [`Self::ready_finish`]. None when Raft has nothing ready.
+    pub fn ready_begin(&mut self) -> Result<Option<Unsynced>, ReplicaError> {
         let mut out = Output::default();
         if !self.node.has_ready() {
-            return Ok(out);
+            return Ok(None);
         }
         let mut rd = self.node.ready();
         out.messages.extend(rd.take_messages());
@@ -974,8 +1004,27 @@ impl Replica {
         if let Some(hs) = rd.hs() {
             self.store.set_hard_state(hs)?;
         }
-        if !rd.entries().is_empty() {
-            self.store.sync()?;
+        let sync = if rd.entries().is_empty() {
+            None
+        } else {
+            Some(self.store.sync_point()?)
+        };
+        Ok(Some(Unsynced { rd, out, sync }))
+    }
+
+    /// The second half of [`Self::ready`], once the entries are durable
+    /// (`durable`: the offset the sync reached, if there was one): sends
+    /// what waited for the disk and advances Raft.
+    pub fn ready_finish(
+        &mut self,
+        unsynced: Unsynced,
+        durable: Option<i64>,
+    ) -> Result<Output, ReplicaError> {
+        let Unsynced {
+            mut rd, mut out, ..
+        } = unsynced;
+        if let Some(durable) = durable {
+            self.store.mark_durable(durable);
         }
         out.messages.extend(rd.take_persisted_messages());
         let mut light = self.node.advance(rd);

@@ -459,10 +459,20 @@ impl ReplicaStore {
 
     /// fsyncs the appended entries.
     pub fn sync(&self) -> Result<i64, StoreError> {
-        let point = self.lock().log.sync_point()?;
-        let durable = point.sync()?;
-        self.lock().log.mark_durable(durable);
+        let durable = self.sync_point()?.sync()?;
+        self.mark_durable(durable);
         Ok(durable)
+    }
+
+    /// What an fsync of the appended entries must cover (to sync with
+    /// other groups' entries, see [`sluice_storage::GroupSync`]).
+    pub fn sync_point(&self) -> Result<sluice_storage::SyncPoint, StoreError> {
+        Ok(self.lock().log.sync_point()?)
+    }
+
+    /// Records that the entries up to `offset` are on disk.
+    pub fn mark_durable(&self, offset: i64) {
+        self.lock().log.mark_durable(offset);
     }
 
     /// The offset just past entry `index` (0 for index 0).
