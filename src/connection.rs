@@ -7,7 +7,8 @@
 //! (the flush, or the Raft commit) the connection goes on reading and
 //! appending the Produce requests behind it (up to [`MAX_WAITING`]). So a
 //! client with five requests in flight has them all ride on the same flush
-//! instead of one flush each. Any other request first waits until the
+//! instead of one flush each. On a single broker only: in a cluster a
+//! Produce is answered before the next is appended (see `pipelined`). Any other request first waits until the
 //! Produce requests before it are answered, so it sees their effects.
 //! Frames already buffered are all answered before the socket is flushed, so a
 //! pipelining client gets its responses in few writes.
@@ -95,6 +96,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     );
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let mut waiting: VecDeque<Waiting> = VecDeque::new();
+    // In a cluster a Produce waits for its answer before the next is
+    // appended: a replicated partition proposes at predicted offsets, and
+    // a proposal refused after a later one from the same producer was
+    // proposed would let that later batch in ahead of it (an idempotent
+    // producer's sequence gap, then a duplicate when it retries both).
+    let pipelined = broker.cluster().is_none();
     // When the bytes of the frames being served arrived.
     let mut received = std::time::Instant::now();
     loop {
@@ -171,7 +178,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         version,
                         received,
                     });
-                    if waiting.len() >= MAX_WAITING {
+                    if waiting.len() >= MAX_WAITING || !pipelined {
                         let w = waiting.pop_front().expect("waiting is full");
                         let answer = w.answer.await;
                         if !send(
