@@ -153,18 +153,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             let produce = api_key_of(&frame) == Some(ApiKey::Produce as i16);
             if !produce {
                 // Answered in order: the Produce requests before it first.
-                while let Some(w) = waiting.pop_front() {
-                    let answer = w.answer.await;
-                    if !send(
-                        &broker,
-                        &net,
-                        &mut writer,
-                        peer,
-                        answer,
-                        (w.version, w.received),
-                    )
-                    .await
-                    {
+                while let Some(sent) =
+                    answer_oldest(&broker, &net, &mut writer, peer, &mut waiting).await
+                {
+                    if !sent {
                         return;
                     }
                 }
@@ -178,21 +170,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         version,
                         received,
                     });
-                    if waiting.len() >= MAX_WAITING || !pipelined {
-                        let w = waiting.pop_front().expect("waiting is full");
-                        let answer = w.answer.await;
-                        if !send(
-                            &broker,
-                            &net,
-                            &mut writer,
-                            peer,
-                            answer,
-                            (w.version, w.received),
-                        )
-                        .await
-                        {
-                            return;
-                        }
+                    if (waiting.len() >= MAX_WAITING || !pipelined)
+                        && answer_oldest(&broker, &net, &mut writer, peer, &mut waiting).await
+                            == Some(false)
+                    {
+                        return;
                     }
                 }
                 Ok(Step::Now(Some(response))) => {
@@ -272,6 +254,20 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Waits for the oldest waiting Produce's answer and writes it: None when
+/// none waits, Some(false) when the connection is to be closed.
+async fn answer_oldest<W: AsyncWrite + Unpin>(
+    broker: &Broker,
+    net: &crate::metrics::ListenerMetrics,
+    writer: &mut W,
+    peer: SocketAddr,
+    waiting: &mut VecDeque<Waiting>,
+) -> Option<bool> {
+    let w = waiting.pop_front()?;
+    let answer = w.answer.await;
+    Some(send(broker, net, writer, peer, answer, (w.version, w.received)).await)
 }
 
 /// Writes a Produce's answer (none for acks=0); false when the connection
