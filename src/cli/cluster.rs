@@ -2,6 +2,7 @@
 //! (DescribeCluster, else Metadata) and the controller quorum
 //! (DescribeQuorum of `__cluster_metadata`, where the broker serves it).
 
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
 use kafka_protocol::messages::*;
 use serde_json::json;
@@ -122,8 +123,31 @@ pub async fn run(args: &ClusterArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The `__cluster_metadata` partition's quorum.
+/// The `__cluster_metadata` partition's quorum. NOT_LEADER_OR_FOLLOWER is
+/// retriable, as in Kafka's Admin client: a broker answers it while it
+/// cannot reach the quorum's leader (just after a start, or an election),
+/// so the question is asked again for up to ten seconds.
 async fn quorum(admin: &mut Admin) -> Result<describe_quorum_response::PartitionData, CliError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let p = quorum_once(admin).await?;
+        let not_leader = p.error_code == ResponseError::NotLeaderOrFollower.code();
+        if !not_leader || std::time::Instant::now() >= deadline {
+            check(
+                || "cannot describe the quorum".into(),
+                p.error_code,
+                p.error_message.as_deref(),
+            )?;
+            return Ok(p);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// One DescribeQuorum; the partition's own error is left to the caller.
+async fn quorum_once(
+    admin: &mut Admin,
+) -> Result<describe_quorum_response::PartitionData, CliError> {
     let (r, _): (DescribeQuorumResponse, _) = admin
         .call(Node::Any, ApiKey::DescribeQuorum, 0..=2, |_| {
             DescribeQuorumRequest::default().with_topics(vec![
@@ -144,10 +168,5 @@ async fn quorum(admin: &mut Admin) -> Result<describe_quorum_response::Partition
         .flat_map(|t| t.partitions)
         .next()
         .ok_or_else(|| CliError::Failed("DescribeQuorum answered no partition".into()))?;
-    check(
-        || "cannot describe the quorum".into(),
-        p.error_code,
-        p.error_message.as_deref(),
-    )?;
     Ok(p)
 }
