@@ -819,55 +819,6 @@ impl Partition {
         Ok(f(&*self.serving()?))
     }
 
-    /// Queues the durability work a write to the local log calls for. By
-    /// default (`flush.messages` 1) every write waits for the next round;
-    /// with Kafka's policy the write is acknowledged and visible at once,
-    /// and flushed once flush.messages records wait, or flush.ms after the
-    /// oldest of them.
-    fn after_local_write(&self, config: &TopicConfig, log: &Log) {
-        let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) else {
-            return;
-        };
-        if config.flush_every_write() {
-            return flusher.request(&me);
-        }
-        self.advance_high_watermark(log.log_end_offset());
-        if log.flush_due() {
-            flusher.request(&me);
-        } else if let Some(due) = log.flush_deadline_ms() {
-            flusher.request_at(&me, due);
-        }
-    }
-
-    /// A flusher round made everything below `durable` durable.
-    fn made_durable(&self, durable: i64) {
-        if let Ok(mut log) = self.log() {
-            log.mark_durable(durable);
-        }
-        self.advance_high_watermark(durable);
-    }
-
-    fn advance_high_watermark(&self, to: i64) {
-        let advanced = self.high_watermark.send_if_modified(|hw| {
-            if to > *hw {
-                *hw = to;
-                true
-            } else {
-                false
-            }
-        });
-        if advanced {
-            self.data_available.notify_waiters();
-        }
-    }
-
-    /// A flush failed: try again in a moment.
-    fn retry_flush(&self) {
-        if let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) {
-            flusher.request_at(&me, self.clock.now_ms() + 100);
-        }
-    }
-
     /// Flushes and closes the log, leaving the clean-shutdown marker.
     pub fn close(&self) -> Result<(), BrokerError> {
         self.closed.store(true, Ordering::SeqCst);
@@ -937,7 +888,7 @@ mod tests {
     use sluice_storage::{SyncMethod, SystemClock};
     use std::collections::BTreeMap;
 
-    fn keyed(key: &str, value: &str) -> Bytes {
+    pub(super) fn keyed(key: &str, value: &str) -> Bytes {
         Bytes::from(batch::build(
             &[RecordSpec {
                 key: Some(key.as_bytes()),
@@ -1066,110 +1017,5 @@ mod tests {
             p.append(&idempotent(&["f"], 9)),
             Err(BrokerError::OutOfOrderSequence { .. })
         ));
-    }
-
-    fn flush_config(messages: &str, ms: &str) -> TopicConfig {
-        let overrides = [("flush.messages", messages), ("flush.ms", ms)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        TopicConfig::resolve(&Config::default(), &overrides)
-    }
-
-    fn open_with(dir: &Path, index: i32, config: TopicConfig, flusher: &Flusher) -> Arc<Partition> {
-        let clock = Arc::new(SystemClock);
-        Partition::open(
-            dir,
-            "t",
-            index,
-            config,
-            clock,
-            Arc::new(Notify::new()),
-            flusher.clone(),
-        )
-        .unwrap()
-    }
-
-    fn durable(p: &Partition) -> i64 {
-        p.log().unwrap().durable_offset()
-    }
-
-    async fn until(what: &str, f: impl Fn() -> bool) {
-        for _ in 0..1000 {
-            if f() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("{what}: not within 10 s");
-    }
-
-    #[tokio::test]
-    async fn by_default_a_write_is_acknowledged_once_a_round_shared_by_every_partition_made_it_durable()
-     {
-        let dir = tempfile::tempdir().unwrap();
-        let flusher = Flusher::start(SyncMethod::Auto, Arc::new(SystemClock));
-        let config = TopicConfig::resolve(&Config::default(), &BTreeMap::new());
-        assert!(config.flush_every_write(), "flush.messages defaults to 1");
-        let parts: Vec<_> = (0..3)
-            .map(|i| open_with(dir.path(), i, config.clone(), &flusher))
-            .collect();
-        for round in 1..=3i64 {
-            let appended: Vec<_> = parts
-                .iter()
-                .map(|p| p.append(&keyed("k", "v")).unwrap())
-                .collect();
-            for (p, a) in parts.iter().zip(&appended) {
-                p.wait_acked(a, Duration::from_secs(10)).await.unwrap();
-                // Acknowledged and visible only once on disk.
-                assert!(
-                    durable(p) >= round,
-                    "{p:?}: durable {} after round {round}",
-                    durable(p)
-                );
-                assert!(*p.high_watermark.borrow() <= durable(p));
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn with_kafka_flush_policy_writes_are_acknowledged_from_memory_and_flushed_by_count_and_time()
-     {
-        let dir = tempfile::tempdir().unwrap();
-        let flusher = Flusher::start(SyncMethod::Auto, Arc::new(SystemClock));
-        let p = open_with(dir.path(), 0, flush_config("5", "3000"), &flusher);
-        let three = Bytes::from(batch::build(
-            &["a", "b", "c"].map(|k| RecordSpec {
-                key: Some(k.as_bytes()),
-                value: Some(b"v"),
-                timestamp: 1,
-            }),
-            BuildOptions::default(),
-        ));
-        let a = p.append(&three).unwrap();
-        // Acknowledged and readable at once, before any fsync.
-        tokio::time::timeout(
-            Duration::from_millis(500),
-            p.wait_acked(&a, Duration::from_secs(10)),
-        )
-        .await
-        .expect("acknowledged without waiting for the disk")
-        .unwrap();
-        assert_eq!(*p.high_watermark.borrow(), 3);
-        assert_eq!(p.read(0, 1 << 20).unwrap().high_watermark, 3);
-        assert_eq!(durable(&p), 0, "3 of flush.messages=5 records wait");
-        // Two more reach flush.messages: flushed in the next round.
-        p.append(&keyed("d", "v")).unwrap();
-        p.append(&keyed("e", "v")).unwrap();
-        until("flushed at 5 records", || durable(&p) == 5).await;
-        // One more waits for flush.ms.
-        let started = std::time::Instant::now();
-        p.append(&keyed("f", "v")).unwrap();
-        assert_eq!(durable(&p), 5);
-        until("flushed after flush.ms", || durable(&p) == 6).await;
-        assert!(
-            started.elapsed() >= Duration::from_millis(2900),
-            "not before flush.ms"
-        );
     }
 }
