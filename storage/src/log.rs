@@ -78,6 +78,8 @@ pub struct AppendInfo {
 pub struct ReadResult {
     /// Whole batches, contiguous, from one segment.
     pub records: Bytes,
+    /// The segment file `records` was read from.
+    pub file: Option<crate::open_files::OpenFile>,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
 }
@@ -467,14 +469,14 @@ impl Log {
     /// least one batch when one exists.
     pub fn read(&self, from_offset: i64, max_bytes: usize) -> Result<ReadResult> {
         self.check_range(from_offset)?;
-        let mut records = Bytes::new();
+        let (mut records, mut file) = (Bytes::new(), None);
         let mut i = self.segment_for(from_offset);
         while i < self.segments.len() {
             // A segment may end before `from_offset` (gaps left by compaction);
             // then the next segment's first batch is the answer.
             let seg = &self.segments[i];
             let from = from_offset.max(seg.base_offset);
-            records = seg.read(from, max_bytes)?;
+            (records, file) = seg.read(from, max_bytes)?;
             if !records.is_empty() {
                 break;
             }
@@ -482,6 +484,7 @@ impl Log {
         }
         Ok(ReadResult {
             records,
+            file,
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset(),
         })

@@ -56,6 +56,25 @@ pub struct OpenFile {
     pub map: Arc<Mmap>,
 }
 
+impl OpenFile {
+    /// Where `bytes` starts in the file, when it lies within this file's
+    /// map (a slice read from it, however cut since).
+    pub fn position_of(&self, bytes: &[u8]) -> Option<u64> {
+        let base = self.map.as_ptr() as usize;
+        let start = bytes.as_ptr() as usize;
+        let inside = start >= base && start + bytes.len() <= base + self.map.len();
+        inside.then(|| (start - base) as u64)
+    }
+}
+
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile")
+            .field("map_len", &self.map.len())
+            .finish()
+    }
+}
+
 struct SlotInner {
     id: u64,
     path: PathBuf,

@@ -348,14 +348,16 @@ impl Segment {
         self.find_in(&self.open_file()?.map, offset)
     }
 
-    /// Whole batches from `offset`: at least one, then more while under `max_bytes`.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+    /// Whole batches from `offset`: at least one, then more while under
+    /// `max_bytes`; with the file they were read from (for sending them
+    /// from the file).
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<(Bytes, Option<OpenFile>)> {
         if offset >= self.next_offset {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), None));
         }
         let o = self.open_file()?;
         let Some(start) = self.find_in(&o.map, offset)? else {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), None));
         };
         let mut end = start;
         while end < self.size as usize {
@@ -367,7 +369,7 @@ impl Segment {
             }
             end += h.total_size();
         }
-        Ok(slice(&o.map, start, end))
+        Ok((slice(&o.map, start, end), Some(o)))
     }
 
     /// The first batch whose max timestamp is at least `timestamp`.
