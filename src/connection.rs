@@ -52,6 +52,8 @@ struct Waiting {
 /// What serving a frame gave: an answer now (or none), or one to come.
 enum Step {
     Now(Option<Bytes>),
+    /// A response in parts (a Fetch: encoded parts and record sets).
+    Parts(Vec<handlers::Part>),
     Later(Later),
 }
 
@@ -72,7 +74,7 @@ fn ready(w: &mut Waiting) -> Option<Result<Option<Bytes>>> {
     }
 }
 
-pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn serve<S: AsyncRead + AsyncWrite + crate::zero_copy::Socket + Unpin>(
     broker: Arc<Broker>,
     stream: S,
     peer: SocketAddr,
@@ -195,6 +197,24 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                                 writing.elapsed(),
                             );
                         }
+                    }
+                }
+                Ok(Step::Parts(parts)) => {
+                    let writing = std::time::Instant::now();
+                    match crate::zero_copy::write_parts(&mut writer, &parts).await {
+                        Ok((sent, from_files)) => {
+                            net.sent.inc_by(sent as u64);
+                            net.sent_from_file.inc_by(from_files as u64);
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "write failed");
+                            return;
+                        }
+                    };
+                    if let Some((api, version)) = served {
+                        let metrics = &broker.metrics;
+                        metrics.observe_request(api, version, received.elapsed());
+                        metrics.observe_stage(api, crate::metrics::STAGE_SEND, writing.elapsed());
                     }
                 }
                 Ok(Step::Now(None)) => {
@@ -364,6 +384,12 @@ async fn process(
         peer,
         session: session.clone(),
     };
+    if key == ApiKey::Fetch {
+        return handlers::fetch_spliced(ctx, body)
+            .instrument(span)
+            .await
+            .map(Step::Parts);
+    }
     if key == ApiKey::Produce {
         return handlers::produce_appended(ctx, body)
             .instrument(span)

@@ -49,3 +49,4 @@ pub mod security;
 pub mod server;
 pub mod topic_config;
 pub mod txn;
+pub mod zero_copy;

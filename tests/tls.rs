@@ -555,3 +555,95 @@ async fn enabled_protocols_and_cipher_suites_are_enforced() {
     assert!(tls_connect(b.ssl, only13).await.is_err());
     b.stop().await;
 }
+
+/// Large record sets over TLS are written from memory (encrypted), over the
+/// plaintext listener of the same broker sent from the files: both answers
+/// carry the same record bytes, exactly the produced records.
+#[tokio::test]
+async fn large_fetches_over_tls_and_plaintext_return_the_same_records() {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{
+        BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, FetchResponse,
+        ProduceRequest, ProduceResponse, TopicName,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test-ca");
+    let server = server_cert(&ca, "broker");
+    let b = Broker2::start(dir.path(), &ssl_inline(&server, &ca, "")).await;
+    let mut plain = TcpStream::connect(b.plain).await.unwrap();
+    let name = || TopicName(StrBytes::from_static_str("big"));
+    let created: CreateTopicsResponse = call(
+        &mut plain,
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(name())
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ])
+            .with_timeout_ms(5000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.topics[0].error_code, 0);
+    for i in 0..8i64 {
+        let produced: ProduceResponse = call(
+            &mut plain,
+            ApiKey::Produce,
+            9,
+            &ProduceRequest::default()
+                .with_acks(-1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![
+                    TopicProduceData::default()
+                        .with_name(name())
+                        .with_partition_data(vec![
+                            PartitionProduceData::default()
+                                .with_index(0)
+                                .with_records(Some(common::large_batch(i * 100, 100, 1000))),
+                        ]),
+                ]),
+        )
+        .await
+        .unwrap();
+        let p = &produced.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, i * 100));
+    }
+    let fetch = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(10 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(name())
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(0)
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(10 << 20),
+                ]),
+        ]);
+    let mut tls = tls_connect(b.ssl, client_config(&ca, None)).await.unwrap();
+    let over_tls: FetchResponse = call(&mut tls, ApiKey::Fetch, 12, &fetch).await.unwrap();
+    let over_plain: FetchResponse = call(&mut plain, ApiKey::Fetch, 12, &fetch).await.unwrap();
+    let records = |r: &FetchResponse| r.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(records(&over_tls), records(&over_plain));
+    let mut set = records(&over_tls);
+    let mut next = 0;
+    while !set.is_empty() {
+        let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut set).unwrap();
+        for r in batch.records {
+            assert_eq!(r.offset, next);
+            assert_eq!(r.value, Some(common::large_value(next, 1000)));
+            next += 1;
+        }
+    }
+    assert_eq!(next, 800);
+    b.stop().await;
+}

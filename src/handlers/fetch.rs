@@ -17,8 +17,20 @@ use super::fetch_session::{Answered, Context, FetchPart, TopicKey};
 use super::{RequestContext, str_bytes};
 use crate::error::BrokerError;
 use crate::security::acl::AclOperation;
+use sluice_storage::open_files::OpenFile;
 
 pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
+    handle_sourced(ctx, req).await.0
+}
+
+/// A record set of the answer and the segment file it lies in.
+pub type Source = (bytes::Bytes, OpenFile);
+
+/// The answer, and where in the segment files its record sets lie.
+pub async fn handle_sourced(
+    ctx: &RequestContext,
+    req: FetchRequest,
+) -> (FetchResponse, Vec<Source>) {
     let by_id = ctx.version >= 13;
     let (parts, session, incremental) = match ctx.broker.fetch_sessions.context(&req, by_id) {
         Ok(Context::Full { parts, new_session }) => (parts, new_session, false),
@@ -30,7 +42,7 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
                 code,
                 "fetch session refused"
             );
-            return FetchResponse::default().with_error_code(code);
+            return (FetchResponse::default().with_error_code(code), Vec::new());
         }
     };
     // READ on each topic, as Kafka checks it (an unknown topic id stays
@@ -60,14 +72,14 @@ pub async fn handle(ctx: &RequestContext, req: FetchRequest) -> FetchResponse {
         tokio::pin!(notified);
         notified.as_mut().enable();
         let read_at = Instant::now();
-        let (answers, bytes, errors) = collect(ctx, &req, &parts, &denied);
+        let (answers, sources, bytes, errors) = collect(ctx, &req, &parts, &denied);
         let now = Instant::now();
         reading += now - read_at;
         // Nothing to wait for when no partition is asked for (a consumer
         // closing its session): answered at once, as Kafka does.
         if errors || parts.is_empty() || bytes >= req.min_bytes.max(0) as usize || now >= deadline {
             count(ctx, &parts, &answers, reading, waiting);
-            return respond(ctx, session, incremental, &parts, answers);
+            return (respond(ctx, session, incremental, &parts, answers), sources);
         }
         let _ = tokio::time::timeout(deadline - now, notified).await;
         waiting += now.elapsed();
@@ -162,14 +174,15 @@ fn respond(
         .with_responses(topics)
 }
 
-/// One pass over the partitions: each one's answer, the record bytes, and
-/// whether any partition failed (which answers at once).
+/// One pass over the partitions: each one's answer, where its record sets
+/// lie, the record bytes, and whether any partition failed (which answers
+/// at once).
 fn collect(
     ctx: &RequestContext,
     req: &FetchRequest,
     parts: &[FetchPart],
     denied: &[bool],
-) -> (Vec<PartitionData>, usize, bool) {
+) -> (Vec<PartitionData>, Vec<Source>, usize, bool) {
     let broker = &ctx.broker;
     let read_committed = req.isolation_level == 1;
     let max_bytes = if req.max_bytes <= 0 {
@@ -180,6 +193,7 @@ fn collect(
     let mut total = 0usize;
     let mut errors = false;
     let mut out = Vec::with_capacity(parts.len());
+    let mut sources = Vec::new();
     for (i, fp) in parts.iter().enumerate() {
         if denied.get(i).copied().unwrap_or(false) {
             let mut pd = PartitionData::default()
@@ -265,6 +279,9 @@ fn collect(
                     r.records
                 };
                 total += records.len();
+                if let Some(file) = r.file.filter(|_| !records.is_empty()) {
+                    sources.push((records.clone(), file));
+                }
                 pd.records = Some(records);
             }
             Err(e) => {
@@ -284,5 +301,5 @@ fn collect(
         }
         out.push(pd);
     }
-    (out, total, errors)
+    (out, sources, total, errors)
 }

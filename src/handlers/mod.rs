@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
-use sluice_protocol::codec::{decode_body, encode_response};
+use sluice_protocol::codec::{decode_body, encode_response, encode_response_spliced};
 use sluice_protocol::list_offsets_v0::ListOffsetsV0Request;
 use sluice_protocol::versions::{ApiRange, VersionTable};
 use sluice_protocol::{ProtocolError, Result};
@@ -181,6 +181,40 @@ pub async fn produce_appended(ctx: RequestContext, mut body: Bytes) -> Result<La
             produce::Answer::Close(reason) => Err(ProtocolError::Refused(reason)),
         }
     }))
+}
+
+/// A part of a response to write: bytes, and where they lie in a segment
+/// file when they are records read from one (they may be sent from it).
+pub struct Part {
+    pub bytes: Bytes,
+    pub file: Option<(Arc<std::fs::File>, u64)>,
+}
+
+/// A Fetch, answered as parts to write in order: the record sets read from
+/// the log are never copied into the response buffer; they are written from
+/// the segments' memory maps, or sent from their files.
+pub async fn fetch_spliced(ctx: RequestContext, mut body: Bytes) -> Result<Vec<Part>> {
+    let req: m::FetchRequest = decode_body(&mut body, ApiKey::Fetch, ctx.version)?;
+    let (resp, sources) = fetch::handle_sourced(&ctx, req).await;
+    crate::metrics::errors::observe(&ctx.broker.metrics, "Fetch", &resp);
+    let shared: Vec<Bytes> = sources.iter().map(|(b, _)| b.clone()).collect();
+    let parts = encode_response_spliced(
+        ctx.header.correlation_id,
+        ApiKey::Fetch,
+        ctx.version,
+        &resp,
+        &shared,
+    )?;
+    Ok(parts
+        .into_iter()
+        .map(|bytes| {
+            let file = sources
+                .iter()
+                .find(|(b, _)| b.as_ptr() == bytes.as_ptr() && b.len() == bytes.len())
+                .and_then(|(_, f)| Some((f.file.clone(), f.position_of(&bytes)?)));
+            Part { bytes, file }
+        })
+        .collect())
 }
 
 /// Decodes the body of a request the version table admitted, serves it, and

@@ -144,6 +144,8 @@ pub struct ListenerMetrics {
     accepted: Counter,
     pub received: Counter,
     pub sent: Counter,
+    /// Of `sent`, the record bytes sent straight from segment files.
+    pub sent_from_file: Counter,
 }
 
 impl ListenerMetrics {
@@ -176,6 +178,7 @@ pub struct Metrics {
     pub connections_accepted: Family<ListenerLabels, Counter>,
     pub bytes_received: Family<ListenerLabels, Counter>,
     pub bytes_sent: Family<ListenerLabels, Counter>,
+    pub bytes_sent_from_file: Family<ListenerLabels, Counter>,
     pub totals: Totals,
     /// Cleaner and retention work.
     pub cleaner_passes: Counter,
@@ -273,6 +276,11 @@ impl Metrics {
             "sluice_network_sent_bytes",
             "Bytes written to client connections, per listener",
         );
+        let bytes_sent_from_file = per_listener(
+            &mut r,
+            "sluice_network_sent_from_file_bytes",
+            "Of the bytes written, fetched records sent straight from segment files (sendfile), per listener",
+        );
         let counter =
             |r: &mut Registry, name: &str, help: &str| reg(r, name, help, Counter::default());
         let cleaner_passes = counter(
@@ -323,6 +331,7 @@ impl Metrics {
             connections_accepted,
             bytes_received,
             bytes_sent,
+            bytes_sent_from_file,
             totals: Totals::default(),
             cleaner_passes,
             cleaner_bytes_reclaimed,
@@ -392,6 +401,7 @@ impl Metrics {
             accepted: self.connections_accepted.get_or_create(&l).clone(),
             received: self.bytes_received.get_or_create(&l).clone(),
             sent: self.bytes_sent.get_or_create(&l).clone(),
+            sent_from_file: self.bytes_sent_from_file.get_or_create(&l).clone(),
         }
     }
 

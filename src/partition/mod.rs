@@ -71,6 +71,8 @@ pub struct AppendResult {
 #[derive(Debug, Clone)]
 pub struct FetchResult {
     pub records: Bytes,
+    /// The segment file the records lie in (they may be sent from it).
+    pub file: Option<sluice_storage::open_files::OpenFile>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }
@@ -786,13 +788,15 @@ impl Partition {
         if offset >= hw {
             return Ok(FetchResult {
                 records: Bytes::new(),
+                file: None,
                 high_watermark: hw,
                 log_start_offset,
             });
         }
         let mut from = offset;
-        let records = loop {
-            let read = log.read(from, max_bytes)?.records;
+        let (records, file) = loop {
+            let r = log.read(from, max_bytes)?;
+            let read = r.records;
             // Batches the cleaner emptied hold no record. A client that
             // advances by the records it sees (KafkaJS) would fetch the same
             // offset forever from a response of nothing else, so they are
@@ -803,11 +807,12 @@ impl Partition {
                 from = next;
                 continue;
             }
-            break read.slice(skipped..);
+            break (read.slice(skipped..), r.file);
         };
         drop(log);
         Ok(FetchResult {
             records: cut_at_offset(records, hw),
+            file,
             high_watermark: hw,
             log_start_offset,
         })

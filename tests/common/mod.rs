@@ -30,6 +30,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    pub broker: std::sync::Arc<Broker>,
     pub data_dir: PathBuf,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
@@ -51,11 +52,12 @@ impl TestBroker {
         tweak(&mut config);
         let broker = Broker::open(config, sluice::handlers::version_table()).unwrap();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(sluice::server::run(listener, broker, async move {
+        let task = tokio::spawn(sluice::server::run(listener, broker.clone(), async move {
             let _ = rx.await;
         }));
         Self {
             addr,
+            broker,
             data_dir: data_dir.to_owned(),
             stop: Some(tx),
             task: Some(task),
@@ -165,6 +167,47 @@ pub fn decode_response<Resp: Decodable + HeaderVersion>(
     let out = Resp::decode(resp, version).unwrap();
     assert_eq!(resp.remaining(), 0, "response fully consumed");
     out
+}
+
+/// A v2 record batch of `n` records whose values are `size` bytes, each
+/// byte depending on the record's offset (`first` + i) and place.
+pub fn large_batch(first: i64, n: usize, size: usize) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32 - 1,
+            timestamp: 1_000 + i as i64,
+            key: Some(Bytes::from(format!("key-{}", first + i as i64))),
+            value: Some(large_value(first + i as i64, size)),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+/// The value [`large_batch`] gives the record at `offset`.
+pub fn large_value(offset: i64, size: usize) -> Bytes {
+    (0..size)
+        .map(|j| (offset as usize * 31 + j * 7) as u8)
+        .collect::<Vec<u8>>()
+        .into()
 }
 
 /// A v2 record batch with `n` records `key-i` / `value-i`, as a producer builds it.
