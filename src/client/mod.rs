@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, InitProducerIdRequest, InitProducerIdResponse,
@@ -98,6 +98,9 @@ pub struct Sender {
 /// The answer-reading half.
 pub struct Receiver {
     half: ReadHalf,
+    /// Where answers are read into: reused once the previous answer's
+    /// bytes are dropped, and never zeroed first.
+    buf: BytesMut,
 }
 
 /// A connection to `addr`, over TLS when `tls` is set.
@@ -161,7 +164,10 @@ async fn handshake(w: WriteHalf, r: ReadHalf) -> Result<(Sender, Receiver)> {
         next_correlation: 1,
         versions: HashMap::new(),
     };
-    let mut rx = Receiver { half: r };
+    let mut rx = Receiver {
+        half: r,
+        buf: BytesMut::new(),
+    };
     // ApiVersions v0: every broker answers it.
     let corr = tx
         .send(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
@@ -236,9 +242,17 @@ impl Receiver {
         if !(0..=(256 << 20)).contains(&n) {
             return Err(format!("bad response length {n}").into());
         }
-        let mut buf = vec![0u8; n as usize];
-        self.half.read_exact(&mut buf).await?;
-        let mut b = Bytes::from(buf);
+        let n = n as usize;
+        self.buf.clear();
+        self.buf.reserve(n);
+        while self.buf.len() < n {
+            let want = n - self.buf.len();
+            let mut rest = (&mut self.buf).limit(want);
+            if self.half.read_buf(&mut rest).await? == 0 {
+                return Err("connection closed inside a response".into());
+            }
+        }
+        let mut b = self.buf.split().freeze();
         let header = ResponseHeader::decode(&mut b, Resp::header_version(version))?;
         if header.correlation_id != correlation {
             return Err(format!(
