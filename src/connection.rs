@@ -164,7 +164,19 @@ pub async fn serve<S: AsyncRead + AsyncWrite + crate::zero_copy::Socket + Unpin>
                 }
             }
             let mut served = None;
-            match process(&broker, frame, peer, &session, received, &mut served).await {
+            // Boxed: serving a request takes far more state than waiting
+            // for one, and an idle connection should not carry it (its task
+            // is as large as its largest state: 9.6 KiB unboxed, 1.8 KiB so).
+            match Box::pin(process(
+                &broker,
+                frame,
+                peer,
+                &session,
+                received,
+                &mut served,
+            ))
+            .await
+            {
                 Ok(Step::Later(answer)) => {
                     let version = served.map_or(0, |(_, v)| v);
                     waiting.push_back(Waiting {
