@@ -7,8 +7,10 @@
 //!   match.
 //!
 //! Both hold at most `segment.index.bytes` worth of entries (a full index rolls
-//! the segment, as in Kafka). They are rebuilt from the log whenever the log is
-//! opened, so a damaged index file can never outvote the log, and they live in
+//! the segment, as in Kafka). They are rebuilt from the log when a segment is
+//! opened, or for a sealed segment loaded from its checked summary
+//! ([`crate::sealed`]), never from these files, so a damaged index file can
+//! never outvote the log; and they live in
 //! memory: an idle segment then holds no open file and no memory map for them.
 //! `write_to` stores them in Kafka's `.index` / `.timeindex` layout (big-endian
 //! entries) when a segment is sealed and at shutdown, for tools that read them.
@@ -100,6 +102,19 @@ impl OffsetIndex {
         self.entries.truncate(keep);
     }
 
+    /// The entries: (offset relative to the base, position).
+    pub fn entries(&self) -> &[(u32, u32)] {
+        &self.entries
+    }
+
+    /// An index holding `entries` (from [`Self::entries`]).
+    pub fn with_entries(base_offset: i64, max_bytes: usize, entries: Vec<(u32, u32)>) -> Self {
+        Self {
+            entries,
+            ..Self::new(base_offset, max_bytes)
+        }
+    }
+
     /// Stores the index at `path` in Kafka's layout.
     pub fn write_to(&self, path: &Path) -> Result<()> {
         write_entries(path, &self.entries, Self::ENTRY_SIZE, |(o, p), buf| {
@@ -157,6 +172,19 @@ impl TimeIndex {
         let rel = (offset - self.base_offset).max(0) as u32;
         let keep = self.entries.iter().take_while(|e| e.1 < rel).count();
         self.entries.truncate(keep);
+    }
+
+    /// The entries: (largest timestamp so far, offset relative to the base).
+    pub fn entries(&self) -> &[(i64, u32)] {
+        &self.entries
+    }
+
+    /// An index holding `entries` (from [`Self::entries`]).
+    pub fn with_entries(base_offset: i64, max_bytes: usize, entries: Vec<(i64, u32)>) -> Self {
+        Self {
+            entries,
+            ..Self::new(base_offset, max_bytes)
+        }
     }
 
     /// Stores the index at `path` in Kafka's layout.

@@ -9,6 +9,8 @@
 //! - [`open_files`]: the process-wide bound on open (and mapped) segment files.
 //! - [`segment`]: one `{base_offset:020}.log` file with its two indexes and its dense
 //!   batch-position map (Raft entry → file position).
+//! - [`sealed`]: a sealed segment's positions and indexes saved beside it, so a
+//!   restart need not walk its batch headers.
 //! - [`log`]: ordered segments: append, read, roll, truncate, retention deletes,
 //!   durability (group commit), recovery at open; `log::clean` swaps in the
 //!   segments a compactor rewrote, crash-safely.
@@ -29,6 +31,7 @@ pub mod group_sync;
 pub mod index;
 pub mod log;
 pub mod open_files;
+pub mod sealed;
 pub mod segment;
 pub mod stats;
 pub mod txn;

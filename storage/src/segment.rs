@@ -29,9 +29,10 @@ use crate::error::{Result, StorageError};
 use crate::fs::FileSystem;
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::open_files::{FileSlot, OpenFile};
+use crate::sealed::{self, Summary};
 
 /// The files of a segment, by extension (see also [`crate::txn`]).
-pub const SEGMENT_FILES: [&str; 4] = ["log", "index", "timeindex", "txnindex"];
+pub const SEGMENT_FILES: [&str; 5] = ["log", "index", "timeindex", "txnindex", "sealed"];
 
 pub fn file_name(dir: &Path, base_offset: i64, ext: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{ext}"))
@@ -65,6 +66,9 @@ pub struct Segment {
     time_index: TimeIndex,
     /// The index files on disk match the indexes in memory.
     indexes_written: bool,
+    /// The summary file (see [`crate::sealed`]) describes this segment as
+    /// it is: removed before the file changes.
+    summary_written: bool,
     /// Position of every batch, in order: the dense Raft entry map.
     positions: Vec<u32>,
     next_offset: i64,
@@ -137,6 +141,7 @@ impl Segment {
             offset_index: OffsetIndex::new(base_offset, opts.max_index_bytes),
             time_index: TimeIndex::new(base_offset, opts.max_index_bytes),
             indexes_written,
+            summary_written: false,
             positions: Vec::new(),
             next_offset: base_offset,
             max_timestamp: -1,
@@ -151,6 +156,8 @@ impl Segment {
     /// Opens an existing segment and walks its batches, rebuilding the indexes
     /// and the dense map. With `validate`, every batch's CRC is checked too. The
     /// file is cut at the first batch that is torn, corrupt or out of order.
+    /// Without `validate`, a sealed segment's summary saves the walk when it
+    /// checks out (see [`crate::sealed`]).
     pub fn open(
         dir: &Path,
         fs: &dyn FileSystem,
@@ -165,6 +172,9 @@ impl Segment {
             .open(&path, false)
             .map_err(|e| StorageError::io(&path, e))?;
         let mut seg = Self::from_file(dir, path, file, base_offset, first_entry, opts, now_ms)?;
+        if !validate && seg.load_summary(dir, opts)? {
+            return Ok((seg, ScanOutcome { truncated_bytes: 0 }));
+        }
         let size = seg.size;
         let mut pos = 0u64;
         let mut expected = base_offset;
@@ -202,6 +212,55 @@ impl Segment {
             seg.indexes_written = false;
         }
         Ok((seg, ScanOutcome { truncated_bytes }))
+    }
+
+    /// Takes the positions, indexes and bounds from the segment's summary if
+    /// it is whole and matches the file: its size, and its last batch (a
+    /// header there that ends at the end of the file with the summary's next
+    /// offset). False (nothing changed) otherwise.
+    fn load_summary(&mut self, dir: &Path, opts: &SegmentOptions) -> Result<bool> {
+        let path = file_name(dir, self.base_offset, "sealed");
+        let Some(s) = sealed::read(&path) else {
+            return Ok(false);
+        };
+        let last_ok = match s.positions.last() {
+            None => self.size == 0 && s.next_offset == self.base_offset,
+            Some(&last) => {
+                let file = self.open_file()?.file;
+                let mut head = [0u8; BATCH_HEADER_LEN];
+                let end = (self.size as usize).min(last as usize + BATCH_HEADER_LEN);
+                let want = end.saturating_sub(last as usize);
+                want > 0
+                    && read_at(&file, &mut head[..want], last as u64).is_ok()
+                    && BatchHeader::parse(&head[..want]).is_ok_and(|h| {
+                        last as u64 + h.total_size() as u64 == self.size
+                            && (h.is_hidden() || h.next_offset() == s.next_offset)
+                    })
+            }
+        };
+        if s.log_size != self.size || s.base_offset != self.base_offset || !last_ok {
+            tracing::warn!(path = %path.display(), "a segment summary does not match its log; walking the segment");
+            return Ok(false);
+        }
+        self.offset_index =
+            OffsetIndex::with_entries(self.base_offset, opts.max_index_bytes, s.offset_index);
+        self.time_index =
+            TimeIndex::with_entries(self.base_offset, opts.max_index_bytes, s.time_index);
+        self.positions = s.positions;
+        self.next_offset = s.next_offset;
+        self.max_timestamp = s.max_timestamp;
+        self.offset_of_max_timestamp = s.offset_of_max_timestamp;
+        self.summary_written = true;
+        Ok(true)
+    }
+
+    /// Removes the summary before the segment's file changes.
+    fn forget_summary(&mut self) -> Result<()> {
+        if self.summary_written {
+            sealed::remove(&self.slot.path().with_extension("sealed"))?;
+            self.summary_written = false;
+        }
+        Ok(())
     }
 
     /// The file, opened (and mapped over the segment) if it was closed.
@@ -290,6 +349,7 @@ impl Segment {
         header: &BatchHeader,
         prefix: [u8; 16],
     ) -> Result<u64> {
+        self.forget_summary()?;
         let pos = self.size;
         if pos + batch.len() as u64 > u32::MAX as u64 {
             return Err(StorageError::InvalidBatch(
@@ -466,6 +526,7 @@ impl Segment {
 
     /// Shrinks the file to `len` without ever cutting pages under a live slice.
     fn cut_file(&mut self, len: u64) -> Result<()> {
+        self.forget_summary()?;
         self.slot.cut(len)?;
         self.size = len;
         Ok(())
@@ -482,11 +543,26 @@ impl Segment {
         Ok(())
     }
 
-    /// No more appends: the index files are written, and the file is mapped
-    /// over its length only when next opened.
+    /// No more appends: the index files and the summary are written, and
+    /// the file is mapped over its length only when next opened.
     pub fn seal(&mut self) -> Result<()> {
         self.map_hint = 0;
-        self.write_indexes()
+        self.write_indexes()?;
+        if !self.summary_written {
+            let summary = Summary {
+                log_size: self.size,
+                base_offset: self.base_offset,
+                next_offset: self.next_offset,
+                max_timestamp: self.max_timestamp,
+                offset_of_max_timestamp: self.offset_of_max_timestamp,
+                positions: self.positions.clone(),
+                offset_index: self.offset_index.entries().to_vec(),
+                time_index: self.time_index.entries().to_vec(),
+            };
+            sealed::write(&self.slot.path().with_extension("sealed"), &summary)?;
+            self.summary_written = true;
+        }
+        Ok(())
     }
 
     /// Deletes the segment's files. Slices still in flight keep the data alive.

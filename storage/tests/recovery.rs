@@ -331,3 +331,105 @@ fn end_offsets_of_leader_epochs() {
     );
     assert_eq!(log.epoch_end(9).unwrap(), None);
 }
+
+/// Writes `n` batches and closes the log cleanly (every segment but the last
+/// sealed, with its summary). Returns the original batches.
+fn write_closed_log(dir: &Path, n: usize) -> Vec<Vec<u8>> {
+    let mut log = Log::open(dir, config(), Arc::new(SystemClock)).unwrap();
+    let batches: Vec<Vec<u8>> = (0..n).map(batch_for).collect();
+    for b in &batches {
+        log.append(b, &AppendOptions::default()).unwrap();
+    }
+    log.close().unwrap();
+    batches
+}
+
+fn summaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut s: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sealed"))
+        .collect();
+    s.sort();
+    s
+}
+
+/// The max timestamps of the segments, as the opened log reports them.
+fn segment_max_timestamps(dir: &Path) -> Vec<i64> {
+    let mut log = Log::open(dir, config(), Arc::new(SystemClock)).unwrap();
+    let ts = log.segments().iter().map(|s| s.max_timestamp).collect();
+    log.close().unwrap();
+    ts
+}
+
+#[test]
+fn sealed_segments_open_from_their_summaries_with_the_same_content() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let originals = write_closed_log(&dir, 40);
+    let segments = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count();
+    assert!(segments > 3, "several segments: {segments}");
+    // Every sealed segment has one; the active one has none.
+    let sealed = summaries(&dir);
+    assert_eq!(sealed.len(), segments - 1);
+    let before = segment_max_timestamps(&dir);
+
+    // The summary is what the open uses: a summary that says otherwise
+    // (and still checks out against the file) shows through.
+    let first = &sealed[0];
+    let mut s = sluice_storage::sealed::read(first).unwrap();
+    s.max_timestamp += 1_000_000;
+    sluice_storage::sealed::write(first, &s).unwrap();
+    let after = segment_max_timestamps(&dir);
+    assert_eq!(after[0], before[0] + 1_000_000);
+    assert_eq!(after[1..], before[1..]);
+
+    // One that does not match the file is ignored, and the walk writes a
+    // correct one back once the segment is sealed again.
+    s.log_size += 1;
+    sluice_storage::sealed::write(first, &s).unwrap();
+    assert_eq!(segment_max_timestamps(&dir), before);
+    let rewritten = sluice_storage::sealed::read(first).unwrap();
+    assert_eq!(rewritten.max_timestamp, before[0]);
+
+    // A damaged one likewise.
+    let mut bytes = std::fs::read(&sealed[1]).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&sealed[1], &bytes).unwrap();
+    assert_eq!(segment_max_timestamps(&dir), before);
+
+    // Reads through the summaries' positions and indexes return every batch.
+    assert_valid_prefix(&dir, &originals, 40, "opened from summaries");
+}
+
+#[test]
+fn truncating_into_a_sealed_segment_removes_its_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    let originals = write_closed_log(&dir, 40);
+    let sealed = summaries(&dir);
+    assert!(sealed.len() >= 2);
+    let mut log = Log::open(&dir, config(), Arc::new(SystemClock)).unwrap();
+    // The second batch of the second segment: inside a sealed segment.
+    let base = log.segments()[1].base_offset;
+    log.truncate_to(base + 2).unwrap();
+    assert!(!sealed[1].exists(), "the cut segment's summary is gone");
+    assert!(sealed[0].exists(), "the one before is untouched");
+    let keep = (base / 2 + 1) as usize;
+    // Appends make it a longer segment again; then a crash (no close).
+    for b in &originals[keep..keep + 3] {
+        log.append(b, &AppendOptions::default()).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log);
+    assert_valid_prefix(&dir, &originals, keep + 3, "after truncation and appends");
+}

@@ -108,6 +108,8 @@ fn apply_swap(dir: &Path, groups: &[Vec<i64>], first_dirty: i64) -> Result<()> {
         let Some(&base) = group.first() else { continue };
         let cleaned = cleaned_name(dir, base);
         if cleaned.exists() {
+            // The summary describes the file being replaced.
+            crate::sealed::remove(&segment::file_name(dir, base, "sealed"))?;
             let log = segment::file_name(dir, base, "log");
             std::fs::rename(&cleaned, &log).map_err(|e| StorageError::io(&log, e))?;
         }
@@ -338,6 +340,7 @@ impl Log {
                 )));
             }
             seg.created_ms = created;
+            seg.seal()?;
             self.segments.insert(start, seg);
         }
         // What was already durable stays so: the new files were fsynced.
