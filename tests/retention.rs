@@ -415,17 +415,7 @@ fn keyed_batch(keys: &[Option<&str>], value: &str) -> bytes::Bytes {
             headers: Default::default(),
         })
         .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    common::encode_v2(&records)
 }
 
 async fn produce_one(

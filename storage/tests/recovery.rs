@@ -51,13 +51,7 @@ fn write_log(dir: &Path, n: usize) -> Vec<Vec<u8>> {
 }
 
 fn last_segment(dir: &Path) -> std::path::PathBuf {
-    let mut logs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs.pop().unwrap()
+    with_extension(dir, "log").pop().unwrap()
 }
 
 /// Reopens `dir` and checks it holds exactly `originals[..keep]`, byte for byte
@@ -282,16 +276,7 @@ fn a_reset_log_starts_over_at_the_given_offset_and_entry() {
         .append(&batch_for(1), &AppendOptions::default())
         .unwrap();
     assert_eq!((info.first_offset, info.entry_index), (end + 100, 77));
-    let files = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count();
+    let files = files_with_extension(dir.path(), "log");
     assert_eq!(files, 1, "every old segment is gone");
 }
 
@@ -344,14 +329,23 @@ fn write_closed_log(dir: &Path, n: usize) -> Vec<Vec<u8>> {
     batches
 }
 
-fn summaries(dir: &Path) -> Vec<std::path::PathBuf> {
+/// The files of `dir` named `*.{ext}`, in order.
+fn with_extension(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     let mut s: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sealed"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     s.sort();
     s
+}
+
+fn files_with_extension(dir: &Path, ext: &str) -> usize {
+    with_extension(dir, ext).len()
+}
+
+fn summaries(dir: &Path) -> Vec<std::path::PathBuf> {
+    with_extension(dir, "sealed")
 }
 
 /// The max timestamps of the segments, as the opened log reports them.
@@ -367,16 +361,7 @@ fn sealed_segments_open_from_their_summaries_with_the_same_content() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
     let originals = write_closed_log(&dir, 40);
-    let segments = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count();
+    let segments = files_with_extension(&dir, "log");
     assert!(segments > 3, "several segments: {segments}");
     // Every sealed segment has one; the active one has none.
     let sealed = summaries(&dir);

@@ -189,10 +189,15 @@ pub fn large_batch(first: i64, n: usize, size: usize) -> Bytes {
             headers: Default::default(),
         })
         .collect();
+    encode_v2(&records)
+}
+
+/// `records` as one uncompressed v2 batch.
+pub fn encode_v2(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
@@ -247,17 +252,7 @@ pub fn batch_of(
             headers: Default::default(),
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    encode_v2(&records)
 }
 
 /// CreateTopics v7 of one single-partition topic with config overrides.
