@@ -11,14 +11,16 @@
 //! The log stays the truth. A summary is used only for a segment that
 //! recovery does not have to check (below the recovery point, or after a clean
 //! shutdown), and only when it is whole (CRC-32C over its content), describes
-//! a `.log` of the size found, and the last batch it names is there: a header
-//! that parses, ends at the end of the file and has the summary's next offset.
+//! a `.log` of the size and modification time found (any write to the file
+//! after the summary, by any program, changes the latter), and the last batch
+//! it names is there: a header that parses, ends at the end of the file and
+//! has the summary's next offset.
 //! Anything else falls back to the walk, which writes the summary again.
 //! Every change to a sealed segment's file (truncation, a cleaner's swap)
 //! removes the summary first.
 //!
 //! Layout, little-endian: magic `SLSS`, version u32, then the log size u64,
-//! base offset, next offset, max timestamp and its offset (i64 each), the
+//! the log's modification time (nanoseconds since the epoch, u64), base offset, next offset, max timestamp and its offset (i64 each), the
 //! positions (count u64, u32 each), the offset index (count u64, relative
 //! offset u32 + position u32 each), the time index (count u64, timestamp i64
 //! + relative offset u32 each), and the CRC-32C of everything before it (u32).
@@ -29,12 +31,14 @@ use crate::error::{Result, StorageError};
 
 const MAGIC: &[u8; 4] = b"SLSS";
 const VERSION: u32 = 1;
-/// The fixed part: magic, version, size, four i64 fields.
-const FIXED: usize = 4 + 4 + 8 + 4 * 8;
+/// The fixed part: magic, version, size, modification time, four i64 fields.
+const FIXED: usize = 4 + 4 + 8 + 8 + 4 * 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub log_size: u64,
+    /// The `.log` file's modification time, in nanoseconds since the epoch.
+    pub log_mtime_ns: u64,
     pub base_offset: i64,
     pub next_offset: i64,
     pub max_timestamp: i64,
@@ -57,6 +61,7 @@ impl Summary {
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&VERSION.to_le_bytes());
         b.extend_from_slice(&self.log_size.to_le_bytes());
+        b.extend_from_slice(&self.log_mtime_ns.to_le_bytes());
         for v in [
             self.base_offset,
             self.next_offset,
@@ -96,7 +101,7 @@ impl Summary {
         if r.take(4)? != MAGIC || r.u32()? != VERSION {
             return Err("unknown format");
         }
-        let log_size = r.u64()?;
+        let (log_size, log_mtime_ns) = (r.u64()?, r.u64()?);
         let (base_offset, next_offset) = (r.i64()?, r.i64()?);
         let (max_timestamp, offset_of_max_timestamp) = (r.i64()?, r.i64()?);
         let n = r.count(4)?;
@@ -116,6 +121,7 @@ impl Summary {
         }
         Ok(Self {
             log_size,
+            log_mtime_ns,
             base_offset,
             next_offset,
             max_timestamp,
@@ -176,6 +182,15 @@ pub fn read(path: &Path) -> Option<Summary> {
     }
 }
 
+/// A file's modification time in nanoseconds since the epoch (0 where the
+/// file system keeps none: such a summary still matches only itself).
+pub fn mtime_ns(file: &std::fs::File) -> std::io::Result<u64> {
+    let modified = file.metadata()?.modified()?;
+    Ok(modified
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64))
+}
+
 /// Removes the summary at `path`, if any: its segment is about to change.
 pub fn remove(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
@@ -192,6 +207,7 @@ mod tests {
     fn sample() -> Summary {
         Summary {
             log_size: 12_345,
+            log_mtime_ns: 1_764_000_000_123_456_789,
             base_offset: 100,
             next_offset: 180,
             max_timestamp: 1_700_000_000_000,

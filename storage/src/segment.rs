@@ -215,7 +215,8 @@ impl Segment {
     }
 
     /// Takes the positions, indexes and bounds from the segment's summary if
-    /// it is whole and matches the file: its size, and its last batch (a
+    /// it is whole and matches the file: its size and modification time, and
+    /// its last batch (a
     /// header there that ends at the end of the file with the summary's next
     /// offset). False (nothing changed) otherwise.
     fn load_summary(&mut self, dir: &Path, opts: &SegmentOptions) -> Result<bool> {
@@ -223,10 +224,11 @@ impl Segment {
         let Some(s) = sealed::read(&path) else {
             return Ok(false);
         };
+        let file = self.open_file()?.file;
+        let mtime = sealed::mtime_ns(&file).map_err(|e| StorageError::io(self.path(), e))?;
         let last_ok = match s.positions.last() {
             None => self.size == 0 && s.next_offset == self.base_offset,
             Some(&last) => {
-                let file = self.open_file()?.file;
                 let mut head = [0u8; BATCH_HEADER_LEN];
                 let end = (self.size as usize).min(last as usize + BATCH_HEADER_LEN);
                 let want = end.saturating_sub(last as usize);
@@ -238,7 +240,12 @@ impl Segment {
                     })
             }
         };
-        if s.log_size != self.size || s.base_offset != self.base_offset || !last_ok {
+        drop(file);
+        if s.log_size != self.size
+            || s.log_mtime_ns != mtime
+            || s.base_offset != self.base_offset
+            || !last_ok
+        {
             tracing::warn!(path = %path.display(), "a segment summary does not match its log; walking the segment");
             return Ok(false);
         }
@@ -549,8 +556,12 @@ impl Segment {
         self.map_hint = 0;
         self.write_indexes()?;
         if !self.summary_written {
+            let file = self.open_file()?.file;
+            let log_mtime_ns =
+                sealed::mtime_ns(&file).map_err(|e| StorageError::io(self.slot.path(), e))?;
             let summary = Summary {
                 log_size: self.size,
+                log_mtime_ns,
                 base_offset: self.base_offset,
                 next_offset: self.next_offset,
                 max_timestamp: self.max_timestamp,

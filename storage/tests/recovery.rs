@@ -392,6 +392,22 @@ fn sealed_segments_open_from_their_summaries_with_the_same_content() {
     std::fs::write(&sealed[1], &bytes).unwrap();
     assert_eq!(segment_max_timestamps(&dir), before);
 
+    // A log file written after its summary (its modification time moved:
+    // what any program writing to it does) is walked, whatever the summary
+    // says.
+    let mut s = sluice_storage::sealed::read(first).unwrap();
+    s.max_timestamp += 1_000_000;
+    sluice_storage::sealed::write(first, &s).unwrap();
+    let log0 = with_extension(&dir, "log").remove(0);
+    let modified = std::fs::metadata(&log0).unwrap().modified().unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&log0)
+        .unwrap()
+        .set_modified(modified + std::time::Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(segment_max_timestamps(&dir), before);
+
     // Reads through the summaries' positions and indexes return every batch.
     assert_valid_prefix(&dir, &originals, 40, "opened from summaries");
 }
