@@ -262,6 +262,14 @@ pub struct Config {
     /// The longest transaction.timeout.ms a producer may ask for.
     #[serde(rename = "transaction.max.timeout.ms")]
     pub transaction_max_timeout_ms: i32,
+    /// How long an idempotent producer that writes nothing is remembered
+    /// by a partition (its sequence numbers; counted from the timestamp of
+    /// its last batch). Producers with a transaction open stay.
+    #[serde(rename = "producer.id.expiration.ms")]
+    pub producer_id_expiration_ms: i64,
+    /// How often expired producer ids are looked for.
+    #[serde(rename = "producer.id.expiration.check.interval.ms")]
+    pub producer_id_expiration_check_interval_ms: u64,
     /// How long a transactional id with no transaction is remembered.
     #[serde(rename = "transactional.id.expiration.ms")]
     pub transactional_id_expiration_ms: i64,
@@ -377,6 +385,8 @@ impl Default for Config {
             offsets_topic_segment_bytes: 100 * 1024 * 1024,
             transaction_max_timeout_ms: 900_000,
             transactional_id_expiration_ms: 7 * 24 * 3600 * 1000,
+            producer_id_expiration_ms: 24 * 3600 * 1000,
+            producer_id_expiration_check_interval_ms: 600_000,
             transaction_abort_timed_out_transaction_cleanup_interval_ms: 10_000,
             transaction_remove_expired_transaction_cleanup_interval_ms: 3_600_000,
             transaction_state_log_num_partitions: 50,
@@ -530,6 +540,12 @@ impl Config {
             .map_err(|e: toml::de::Error| e.to_string())?;
         config.ssl = ssl;
         config.check_flush()?;
+        if config.producer_id_expiration_ms < 1 {
+            return Err(format!(
+                "producer.id.expiration.ms {}: must be at least 1",
+                config.producer_id_expiration_ms
+            ));
+        }
         Ok(config)
     }
 
@@ -913,6 +929,14 @@ impl Config {
             (
                 "transaction.max.timeout.ms",
                 self.transaction_max_timeout_ms.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms",
+                self.producer_id_expiration_ms.to_string(),
+            ),
+            (
+                "producer.id.expiration.check.interval.ms",
+                self.producer_id_expiration_check_interval_ms.to_string(),
             ),
             (
                 "transactional.id.expiration.ms",

@@ -4,34 +4,19 @@
 //! batches it wrote (their sequence and offset ranges), which is what a producer
 //! with up to five requests in flight can retry. A retried batch is recognised by
 //! its sequence range and answered with the offsets it got the first time; a batch
-//! that skips sequences is refused with OUT_OF_ORDER_SEQUENCE_NUMBER.
+//! that skips sequences is refused with OUT_OF_ORDER_SEQUENCE_NUMBER. A producer
+//! the partition has no state for (new here, or expired) may start at any
+//! sequence, as in Kafka.
 //!
-//! The state is a pure function of the log: [`ProducerStateManager::observe`] is
-//! fed every batch header on append and, at startup, while the log is re-read, so
-//! it survives restarts without a file of its own.
+//! The state is a pure function of the log, which keeps its own copy
+//! ([`sluice_storage::producers`], snapshotted as Kafka does): a leader takes
+//! it from there at startup and when it is elected, then keeps this one ahead
+//! of the log with every batch it accepts.
 
-use std::collections::{HashMap, VecDeque};
+use sluice_storage::producers::ProducerState;
+pub use sluice_storage::producers::{BatchMeta, CACHED_BATCHES, ProducerBatch};
 
 use crate::error::BrokerError;
-
-/// Batches remembered per producer, as Kafka does (max.in.flight ≤ 5).
-pub const CACHED_BATCHES: usize = 5;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchMeta {
-    pub first_seq: i32,
-    pub last_seq: i32,
-    pub first_offset: i64,
-    pub last_offset: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-struct ProducerEntry {
-    epoch: i16,
-    batches: VecDeque<BatchMeta>,
-    /// The max timestamp of the producer's last batch (DescribeProducers).
-    last_timestamp: i64,
-}
 
 /// One producer as DescribeProducers reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,34 +41,7 @@ pub enum SequenceCheck {
 
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
-    producers: HashMap<i64, ProducerEntry>,
-}
-
-/// The header fields the manager needs.
-#[derive(Debug, Clone, Copy)]
-pub struct ProducerBatch {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub base_sequence: i32,
-    /// The header's last offset delta, not its record count: the log cleaner
-    /// removes records from a batch but keeps its offset range, and the
-    /// sequences follow the offsets (as in Kafka, last sequence = base
-    /// sequence + last offset delta). A state rebuilt from a compacted log
-    /// must expect the same next sequence as the one written.
-    pub last_offset_delta: i32,
-    /// The batch's max timestamp as stored: the append time on a
-    /// LogAppendTime topic.
-    pub max_timestamp: i64,
-}
-
-impl ProducerBatch {
-    pub fn last_sequence(&self) -> i32 {
-        // Sequences wrap at i32::MAX back to 0, as in Kafka.
-        ((self.base_sequence as i64 + self.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
-    }
-    pub fn is_idempotent(&self) -> bool {
-        self.producer_id >= 0 && self.base_sequence >= 0
-    }
+    producers: ProducerState,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -96,15 +54,12 @@ impl ProducerStateManager {
         if !batch.is_idempotent() {
             return Ok(SequenceCheck::Append);
         }
-        let Some(entry) = self.producers.get(&batch.producer_id) else {
-            return if batch.base_sequence == 0 {
-                Ok(SequenceCheck::Append)
-            } else {
-                Err(BrokerError::OutOfOrderSequence {
-                    expected: 0,
-                    got: batch.base_sequence,
-                })
-            };
+        let Some(entry) = self.producers.get(batch.producer_id) else {
+            // No state for the producer (it never wrote here, or it was
+            // idle past producer.id.expiration.ms): any sequence is taken,
+            // as Kafka does — refusing it would make the client start its
+            // sequences again and re-send batches already stored.
+            return Ok(SequenceCheck::Append);
         };
         if batch.producer_epoch < entry.epoch {
             return Err(BrokerError::InvalidProducerEpoch {
@@ -141,43 +96,34 @@ impl ProducerStateManager {
         Ok(SequenceCheck::Append)
     }
 
-    /// Records a batch that is now in the log.
-    pub fn observe(&mut self, batch: &ProducerBatch, first_offset: i64, last_offset: i64) {
-        if !batch.is_idempotent() {
-            return;
+    /// The state the log holds (at startup, or when a replica becomes
+    /// leader).
+    pub fn from_log(producers: &ProducerState) -> Self {
+        Self {
+            producers: producers.clone(),
         }
-        let entry = self.producers.entry(batch.producer_id).or_default();
-        if batch.producer_epoch != entry.epoch {
-            entry.epoch = batch.producer_epoch;
-            entry.batches.clear();
-        }
-        if entry.batches.len() == CACHED_BATCHES {
-            entry.batches.pop_front();
-        }
-        entry.batches.push_back(BatchMeta {
-            first_seq: batch.base_sequence,
-            last_seq: batch.last_sequence(),
-            first_offset,
-            last_offset,
-        });
-        entry.last_timestamp = batch.max_timestamp;
     }
 
-    /// A transaction marker written with the producer's epoch: a newer
-    /// epoch (the coordinator bumped it, fencing the old incarnation)
-    /// becomes the producer's, whose sequences then start again at 0.
+    /// Records a batch that is now in the log.
+    pub fn observe(&mut self, batch: &ProducerBatch, first_offset: i64, last_offset: i64) {
+        self.producers.observe(batch, first_offset, last_offset);
+    }
+
+    /// A transaction marker written with the producer's epoch (see
+    /// [`ProducerState::observe_marker`]).
     pub fn observe_marker(&mut self, producer_id: i64, epoch: i16) {
-        if let Some(entry) = self.producers.get_mut(&producer_id)
-            && epoch > entry.epoch
-        {
-            entry.epoch = epoch;
-            entry.batches.clear();
-        }
+        self.producers.observe_marker(producer_id, epoch);
+    }
+
+    /// Forgets producers idle for `expiration_ms` except those `keep`
+    /// names (see [`ProducerState::expire`]).
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64, keep: impl Fn(i64) -> bool) -> usize {
+        self.producers.expire(now_ms, expiration_ms, keep)
     }
 
     /// The producer's current epoch here, if it wrote here.
     pub fn epoch_of(&self, producer_id: i64) -> Option<i16> {
-        self.producers.get(&producer_id).map(|e| e.epoch)
+        self.producers.get(producer_id).map(|e| e.epoch)
     }
 
     /// Every producer this partition remembers, by producer id.
@@ -185,7 +131,7 @@ impl ProducerStateManager {
         let mut out: Vec<ActiveProducer> = self
             .producers
             .iter()
-            .map(|(&producer_id, e)| ActiveProducer {
+            .map(|(producer_id, e)| ActiveProducer {
                 producer_id,
                 producer_epoch: e.epoch,
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
@@ -248,9 +194,10 @@ mod tests {
                 got: 11
             }
         ));
-        assert!(
-            m.check(&b(8, 0, 3, 1)).is_err(),
-            "unknown producer must start at 0"
+        assert_eq!(
+            m.check(&b(8, 0, 3, 1)).unwrap(),
+            SequenceCheck::Append,
+            "a producer with no state here starts at any sequence (Kafka's rule)"
         );
     }
 

@@ -236,6 +236,27 @@ async fn run_retention(broker: std::sync::Weak<Broker>, mut stop: watch::Receive
     }
 }
 
+/// Forgets idle producer ids every
+/// `producer.id.expiration.check.interval.ms`, on a blocking thread.
+async fn run_producer_expiry(broker: std::sync::Weak<Broker>, mut stop: watch::Receiver<bool>) {
+    let every = match broker.upgrade() {
+        Some(b) => Duration::from_millis(b.config.producer_id_expiration_check_interval_ms.max(10)),
+        None => return,
+    };
+    // A first pass at startup: a log opened from a snapshot older than the
+    // last expiry has those producers back.
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        if let Err(e) = tokio::task::spawn_blocking(move || b.expire_producers()).await {
+            tracing::error!(error = %e, "producer id expiry task failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 /// Runs a log-cleaner pass every `log.cleaner.backoff.ms` (when
 /// `log.cleaner.enable`), on a blocking thread: one cleaner, like Kafka's
 /// default `log.cleaner.threads` = 1.
@@ -305,6 +326,10 @@ pub async fn run_listeners(
     ));
     tokio::spawn(run_retention(Arc::downgrade(&broker), stop_rx.clone()));
     tokio::spawn(run_cleaner(Arc::downgrade(&broker), stop_rx.clone()));
+    tokio::spawn(run_producer_expiry(
+        Arc::downgrade(&broker),
+        stop_rx.clone(),
+    ));
     tokio::pin!(shutdown);
     let mut links = broker.cluster().and_then(|c| c.take_kafka_links());
     for l in &listeners {

@@ -634,6 +634,26 @@ impl Broker {
         }
     }
 
+    /// Forgets, on every partition, the idempotent producers idle past
+    /// producer.id.expiration.ms.
+    pub fn expire_producers(&self) {
+        let now = self.clock.now_ms();
+        let ms = self.config.producer_id_expiration_ms;
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                match p.expire_producers(now, ms) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::debug!(partition = ?p, producers = n, "expired idle producer ids")
+                    }
+                    Err(e) => {
+                        warn_limited!(partition = ?p, error = %e, "producer id expiry failed")
+                    }
+                }
+            }
+        }
+    }
+
     /// One log-cleaner pass over every compacted partition (see
     /// [`crate::cleaner`]).
     pub fn apply_compaction(&self) {

@@ -420,6 +420,29 @@ impl Partition {
     /// Deletes whole segments past retention.ms / retention.bytes (never the
     /// active one, never at or above the high watermark). Returns the new log
     /// start offset when it moved.
+    /// Forgets the idempotent producers idle for `expiration_ms`
+    /// (producer.id.expiration.ms) that have no transaction open here, in
+    /// the leader's state and in the log's (the next snapshot leaves them
+    /// out). Returns how many the log forgot.
+    pub fn expire_producers(&self, now: i64, expiration_ms: i64) -> Result<usize, BrokerError> {
+        if !self.is_hosted() {
+            return Ok(0);
+        }
+        let mut state = self.lock();
+        let txns = &state.txns;
+        let open: Vec<i64> = state
+            .producers
+            .active_producers()
+            .iter()
+            .map(|p| p.producer_id)
+            .filter(|&id| txns.is_open(id))
+            .collect();
+        state
+            .producers
+            .expire(now, expiration_ms, |id| open.contains(&id));
+        Ok(self.log()?.expire_producers(now, expiration_ms))
+    }
+
     pub fn apply_retention(&self, now: i64) -> Result<Option<i64>, BrokerError> {
         if !self.is_hosted() {
             return Ok(None);
@@ -865,22 +888,14 @@ fn cut_at_offset(records: Bytes, limit: i64) -> Bytes {
     records.slice(..pos.min(records.len()))
 }
 
-/// Rebuilds the producer state from the log's batch headers, and takes the
-/// transactions from the log's own record of them.
+/// Takes the producer state and the transactions from the log's own record
+/// of them (snapshots and indexes: no walk of the log).
 fn rebuild_producer_state(
     log: &Log,
     producers: &mut ProducerStateManager,
     txns: &mut PartitionTxns,
 ) -> Result<(), BrokerError> {
-    log.for_each_header(log.log_start_offset(), |h| {
-        if !h.is_control() {
-            producers.observe(&producer_batch(h), h.base_offset, h.last_offset());
-        } else if h.is_transactional() && h.producer_id >= 0 {
-            // A COMMIT or ABORT marker (Raft's control entries are not
-            // transactional): it bumps the producer's epoch if newer.
-            producers.observe_marker(h.producer_id, h.producer_epoch);
-        }
-    })?;
+    *producers = ProducerStateManager::from_log(log.producer_state());
     *txns = PartitionTxns::from_log(log)?;
     Ok(())
 }
@@ -958,18 +973,22 @@ mod tests {
 
     /// An idempotent producer's batch of `keys`, sequences from `seq`.
     fn idempotent(keys: &[&str], seq: i32) -> Bytes {
+        idempotent_at(42, keys, seq, 1)
+    }
+
+    fn idempotent_at(producer_id: i64, keys: &[&str], seq: i32, timestamp: i64) -> Bytes {
         let specs: Vec<RecordSpec<'_>> = keys
             .iter()
             .map(|k| RecordSpec {
                 key: Some(k.as_bytes()),
                 value: Some(b"v"),
-                timestamp: 1,
+                timestamp,
             })
             .collect();
         Bytes::from(batch::build(
             &specs,
             BuildOptions {
-                producer_id: 42,
+                producer_id,
                 producer_epoch: 0,
                 base_sequence: seq,
                 ..BuildOptions::default()
@@ -1007,6 +1026,13 @@ mod tests {
         assert_eq!(stats.records_removed, 2);
         p.close().unwrap();
         drop(p);
+        // Without its snapshots, so that the log is read.
+        for e in std::fs::read_dir(dir.path().join("t-0")).unwrap() {
+            let path = e.unwrap().path();
+            if path.extension().is_some_and(|x| x == "snapshot") {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
 
         // Reopened, the state comes from the compacted log. The producer's
         // next batch continues at sequence 6, and a retry of either earlier
@@ -1022,5 +1048,53 @@ mod tests {
             p.append(&idempotent(&["f"], 9)),
             Err(BrokerError::OutOfOrderSequence { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn idle_producers_expire_and_stay_forgotten_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            Partition::open(
+                dir.path(),
+                "t",
+                0,
+                compacted_config(),
+                Arc::new(SystemClock),
+                Arc::new(Notify::new()),
+                Flusher::start(SyncMethod::Auto, Arc::new(SystemClock)),
+            )
+            .unwrap()
+        };
+        let p = open();
+        p.append(&idempotent_at(42, &["a", "b"], 0, 1_000)).unwrap();
+        p.append(&idempotent_at(43, &["c"], 0, 9_000)).unwrap();
+        let ids = |p: &Partition| -> Vec<i64> {
+            p.active_producers()
+                .unwrap()
+                .iter()
+                .map(|a| a.producer_id)
+                .collect()
+        };
+        assert_eq!(ids(&p), vec![42, 43]);
+        // Not idle long enough yet, then idle past producer.id.expiration.ms.
+        assert_eq!(p.expire_producers(5_999, 5_000).unwrap(), 0);
+        assert_eq!(p.expire_producers(10_000, 5_000).unwrap(), 1);
+        assert_eq!(ids(&p), vec![43]);
+        // A known producer's gap is refused; the other one continues.
+        assert!(matches!(
+            p.append(&idempotent_at(43, &["d"], 2, 10_000)),
+            Err(BrokerError::OutOfOrderSequence { expected: 1, .. })
+        ));
+        p.append(&idempotent_at(43, &["e"], 1, 10_000)).unwrap();
+        p.close().unwrap();
+        drop(p);
+        let p = open();
+        assert_eq!(ids(&p), vec![43]);
+        let dup = p.append(&idempotent_at(43, &["e"], 1, 10_000)).unwrap();
+        assert_eq!(dup.base_offset, 3, "a retry is still recognised");
+        // The forgotten one goes on at its next sequence, as in Kafka.
+        let next = p.append(&idempotent_at(42, &["f"], 2, 11_000)).unwrap();
+        assert_eq!(next.base_offset, 4);
+        assert_eq!(ids(&p), vec![42, 43]);
     }
 }

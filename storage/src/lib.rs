@@ -31,6 +31,7 @@ pub mod group_sync;
 pub mod index;
 pub mod log;
 pub mod open_files;
+pub mod producers;
 pub mod sealed;
 pub mod segment;
 pub mod stats;

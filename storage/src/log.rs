@@ -17,10 +17,12 @@ use crate::checkpoint::{self, CLEAN_SHUTDOWN, LOG_START, RECOVERY_POINT};
 use crate::clock::Clock;
 use crate::error::{Result, StorageError};
 use crate::fs::{FileSystem, RealFs};
+use crate::producers::ProducerState;
 use crate::segment::{self, SEGMENT_FILES, Segment, SegmentOptions};
 use crate::txn::{SegmentTxns, TxnState};
 
 mod clean;
+mod producers;
 mod txns;
 pub use clean::{CLEANER_CHECKPOINT, CleanedSegment, SWAP_MARKER, SealedSegment};
 
@@ -148,6 +150,8 @@ pub struct Log {
     /// The active segment's transactions: the state at its base and what
     /// its markers aborted (written to its `.txnindex` when it is sealed).
     active_txns: SegmentTxns,
+    /// Idempotent producers at the log end (see [`crate::producers`]).
+    producers: ProducerState,
 }
 
 impl std::fmt::Debug for Log {
@@ -287,6 +291,7 @@ impl Log {
             closed: false,
             txns: TxnState::default(),
             active_txns: SegmentTxns::default(),
+            producers: ProducerState::default(),
         };
         if log.log_start_offset > log.log_end_offset() {
             log.log_start_offset = log.log_end_offset();
@@ -296,6 +301,7 @@ impl Log {
             return Ok(log);
         }
         log.recover_txns(checked.unwrap_or(usize::MAX))?;
+        log.recover_producers()?;
         if !clean && log.is_pristine() && start.is_none() && recovery_point == 0 {
             // An empty log closed (or cut short) before its first write.
             return Ok(log);
@@ -391,6 +397,7 @@ impl Log {
         let position = seg.append(fs.as_ref(), batch, &header, prefix)?;
         let entry_index = seg.first_entry + seg.entries() - 1;
         self.observe_txn(&header, batch, base);
+        self.producers.observe_header(&header, base);
         self.records_since_flush += header.last_offset_delta as u64 + 1;
         self.oldest_unflushed_ms
             .get_or_insert_with(|| self.clock.now_ms());
@@ -440,6 +447,7 @@ impl Log {
         )?;
         self.segments.push(seg);
         self.roll_txns(base, base)?;
+        self.snapshot_producers();
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(())
     }
@@ -562,6 +570,9 @@ impl Log {
     /// Removes entry `entry` of segment `i` (whose base offset is
     /// `offset`) and everything after it.
     fn truncate_at(&mut self, i: usize, entry: usize, offset: i64) -> Result<()> {
+        // Snapshots above the cut go first: one that outlived its data
+        // would describe batches a later append replaces.
+        self.remove_snapshots(offset, false)?;
         while self.segments.len() > i + 1 {
             let s = self.segments.pop().expect("checked length");
             s.delete(&self.dir)?;
@@ -577,7 +588,8 @@ impl Log {
             self.recovery_point = offset;
             self.write_recovery_point()?;
         }
-        self.replay_active_txns()
+        self.replay_active_txns()?;
+        self.recover_producers()
     }
 
     /// Deletes whole segments that end at or below `offset`, never the active one,
@@ -604,6 +616,9 @@ impl Log {
         for s in self.segments.drain(..doomed) {
             s.delete(&self.dir)?;
         }
+        // The state stays (Kafka keeps producers past retention); only the
+        // snapshots of deleted data go.
+        self.remove_snapshots(self.segments[0].base_offset, true)?;
         Ok(doomed)
     }
 
@@ -613,6 +628,7 @@ impl Log {
     /// leader's log begins.
     pub fn reset(&mut self, base_offset: i64, first_entry: u64) -> Result<()> {
         let first_entry = first_entry.max(1);
+        self.remove_snapshots(i64::MIN, false)?;
         // Segments at or above the new base go first (newest first), then
         // the checkpoint, then the rest: a crash anywhere leaves either a
         // prefix of the old log or a checkpoint that makes open delete what
@@ -647,6 +663,7 @@ impl Log {
             base_offset,
             ..SegmentTxns::default()
         };
+        self.producers = ProducerState::default();
         self.log_start_offset = base_offset;
         self.durable_offset = base_offset;
         self.recovery_point = base_offset;
@@ -808,6 +825,8 @@ impl Log {
             return Ok(());
         }
         self.flush()?;
+        // The next open then reads no batch header for producer state.
+        self.snapshot_producers();
         // The data is durable; the empty marker needs only its directory
         // entry synced. The recovery point is left as it is: the marker
         // makes the next open skip recovery, and after that a lower

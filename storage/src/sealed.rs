@@ -133,10 +133,10 @@ impl Summary {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], &'static str> {
+    pub(crate) fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], &'static str> {
         if self.0.len() < n {
             return Err("truncated");
         }
@@ -144,17 +144,17 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Ok(head)
     }
-    fn u32(&mut self) -> std::result::Result<u32, &'static str> {
+    pub(crate) fn u32(&mut self) -> std::result::Result<u32, &'static str> {
         Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
     }
-    fn u64(&mut self) -> std::result::Result<u64, &'static str> {
+    pub(crate) fn u64(&mut self) -> std::result::Result<u64, &'static str> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
-    fn i64(&mut self) -> std::result::Result<i64, &'static str> {
+    pub(crate) fn i64(&mut self) -> std::result::Result<i64, &'static str> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
     }
     /// A count of entries of `size` bytes each, no more than the bytes left.
-    fn count(&mut self, size: usize) -> std::result::Result<usize, &'static str> {
+    pub(crate) fn count(&mut self, size: usize) -> std::result::Result<usize, &'static str> {
         let n = self.u64()?;
         if n > (self.0.len() / size) as u64 {
             return Err("count past the end");
