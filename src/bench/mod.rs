@@ -704,9 +704,16 @@ async fn produce(
             None => per_batch.min(quota - sent),
         };
         if rate > 0 {
-            let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
-            if due <= sent {
-                tokio::time::sleep(Duration::from_millis(args.linger_ms.max(1))).await;
+            // Paced as a client's accumulator sends: a batch goes once it is
+            // full, or once its first message has waited linger.ms; not
+            // linger.ms worth of messages in one burst.
+            let elapsed = started.elapsed().as_secs_f64();
+            let due = (elapsed * rate as f64) as u64;
+            let full_at = (sent + n) as f64 / rate as f64;
+            let linger_at = (sent + 1) as f64 / rate as f64 + args.linger_ms as f64 / 1000.0;
+            if due < sent + n && elapsed < linger_at || due <= sent {
+                let wake = full_at.min(linger_at.max((sent + 1) as f64 / rate as f64));
+                tokio::time::sleep(Duration::from_secs_f64((wake - elapsed).max(0.000_05))).await;
                 continue;
             }
             n = n.min(due - sent);
