@@ -448,6 +448,7 @@ impl Log {
         self.segments.push(seg);
         self.roll_txns(base, base)?;
         self.snapshot_producers();
+        self.prune_snapshots()?;
         tracing::debug!(dir = %self.dir.display(), base, "rolled segment");
         Ok(())
     }

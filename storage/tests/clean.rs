@@ -131,7 +131,12 @@ fn a_swap_keeps_every_offset_and_raft_entry() {
     assert!(sealed_before >= 4, "the test needs several sealed segments");
     let cleaned = rewrite(&log);
     let dirty = first_dirty_after_all(&log);
+    let producers = log.producer_state().clone();
     log.replace_segments(&cleaned, dirty).unwrap();
+    // A producer snapshot at each segment base after the first, no other.
+    let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+    assert_eq!(log.producer_snapshots().unwrap(), bases[1..].to_vec());
+    assert_eq!(log.producer_state(), &producers);
 
     let check = |log: &Log| {
         let after = all_batches(log);

@@ -162,8 +162,21 @@ fn the_state_after_a_crash_or_a_clean_restart_is_the_walked_one() {
         end,
         "a clean close snapshots the log end"
     );
-    assert_eq!(open(dir.path()).producer_state(), &live, "after a close");
+    let mut log = open(dir.path());
+    assert_eq!(log.producer_state(), &live, "after a close");
     assert_eq!(walked(dir.path()), live);
+    // Once the log rolls past it, the close's snapshot goes: one per
+    // segment base is kept.
+    while log.segments().last().unwrap().base_offset <= end {
+        log.append(&plain(), &AppendOptions::default()).unwrap();
+    }
+    let bases: Vec<i64> = log.segments().iter().map(|s| s.base_offset).collect();
+    let snaps: Vec<i64> = snapshots(dir.path()).iter().map(|s| s.0).collect();
+    assert!(!snaps.contains(&end), "{snaps:?}");
+    assert!(
+        snaps.iter().all(|at| bases.contains(at)),
+        "{snaps:?} {bases:?}"
+    );
 }
 
 #[test]

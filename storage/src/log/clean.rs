@@ -343,6 +343,8 @@ impl Log {
             seg.seal()?;
             self.segments.insert(start, seg);
         }
+        // The merged segments' producer snapshots go with them.
+        self.prune_snapshots()?;
         // What was already durable stays so: the new files were fsynced.
         Ok(())
     }

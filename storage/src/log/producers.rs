@@ -75,6 +75,29 @@ impl Log {
         Ok(())
     }
 
+    /// Removes the snapshots no segment starts at below the active one (the
+    /// log end at a close, the bases of segments the cleaner merged): the
+    /// newest one and one per segment base are kept.
+    pub(super) fn prune_snapshots(&self) -> Result<()> {
+        let active = self.active().base_offset;
+        for at in self.producer_snapshots()? {
+            if at < active
+                && self
+                    .segments
+                    .binary_search_by_key(&at, |s| s.base_offset)
+                    .is_err()
+            {
+                let path = self.snapshot_path(at);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io(&path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Makes the producer state that of the log: the newest whole snapshot
     /// at or below the log end, then every batch after it. Snapshots above
     /// the log end (a crash cut the log below them) are removed.
