@@ -243,8 +243,14 @@ async fn idempotent_retries_are_not_written_twice_even_after_restart() {
     assert_eq!(init.error_code, 0);
     let pid = init.producer_id.0;
 
-    let b0 = batch(4, 10, Some((pid, 0, 0)));
-    let b1 = batch(4, 20, Some((pid, 0, 4)));
+    // Timestamps of now: producer.id.expiration.ms counts from the last
+    // batch's timestamp, as in Kafka, so a 1970 batch would expire at once.
+    let t0 = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let b0 = batch(4, t0 + 10, Some((pid, 0, 0)));
+    let b1 = batch(4, t0 + 20, Some((pid, 0, 4)));
     assert_eq!(
         produce(&mut c, "payments", 0, b0.clone(), -1)
             .await
@@ -261,12 +267,19 @@ async fn idempotent_retries_are_not_written_twice_even_after_restart() {
     let retry = produce(&mut c, "payments", 0, b0.clone(), -1).await;
     assert_eq!((retry.error_code, retry.base_offset), (0, 0));
     // A gap is refused.
-    let gap = produce(&mut c, "payments", 0, batch(1, 30, Some((pid, 0, 20))), -1).await;
+    let gap = produce(
+        &mut c,
+        "payments",
+        0,
+        batch(1, t0 + 30, Some((pid, 0, 20))),
+        -1,
+    )
+    .await;
     assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
     // DescribeProducers: the last batch's sequence and max timestamp (its
     // records are at 20..23); an unknown partition is named.
     let described = describe_producers(&mut c, "payments", &[0, 5]).await;
-    let expected = (pid, 0, 7, 23, -1, -1);
+    let expected = (pid, 0, 7, t0 + 23, -1, -1);
     assert_eq!(described, vec![(0, vec![expected]), (3, vec![])]);
     broker.stop().await;
 
@@ -285,7 +298,14 @@ async fn idempotent_retries_are_not_written_twice_even_after_restart() {
         (0, 4),
         "state survives restart"
     );
-    let next = produce(&mut c, "payments", 0, batch(2, 40, Some((pid, 0, 8))), -1).await;
+    let next = produce(
+        &mut c,
+        "payments",
+        0,
+        batch(2, t0 + 40, Some((pid, 0, 8))),
+        -1,
+    )
+    .await;
     assert_eq!((next.error_code, next.base_offset), (0, 8));
     // A fresh producer id is never reused across restarts.
     let init2: InitProducerIdResponse = c
@@ -299,6 +319,42 @@ async fn idempotent_retries_are_not_written_twice_even_after_restart() {
         )
         .await;
     assert!(init2.producer_id.0 > pid);
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn a_producer_idle_past_its_expiration_is_forgotten_and_may_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    create(&mut c, "events", 1).await;
+    // Batches from 1970: idle for longer than producer.id.expiration.ms
+    // (one day) by their timestamps, which is what Kafka counts from.
+    let pid = 4_242;
+    let first = produce(&mut c, "events", 0, batch(3, 10, Some((pid, 0, 0))), -1).await;
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    assert_eq!(
+        describe_producers(&mut c, "events", &[0]).await[0].1.len(),
+        1
+    );
+    broker.stop().await;
+
+    // The expiry pass at startup forgets it.
+    let broker = TestBroker::start(dir.path()).await;
+    let mut c = broker.client().await;
+    let mut left = describe_producers(&mut c, "events", &[0]).await;
+    for _ in 0..50 {
+        if left[0].1.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        left = describe_producers(&mut c, "events", &[0]).await;
+    }
+    assert_eq!(left, vec![(0, vec![])], "expired at startup");
+    // A producer with no state may go on at its next sequence (Kafka's
+    // rule): not OUT_OF_ORDER_SEQUENCE_NUMBER.
+    let next = produce(&mut c, "events", 0, batch(2, 20, Some((pid, 0, 3))), -1).await;
+    assert_eq!((next.error_code, next.base_offset), (0, 3));
     broker.stop().await;
 }
 

@@ -417,9 +417,6 @@ impl Partition {
         state.config = config;
     }
 
-    /// Deletes whole segments past retention.ms / retention.bytes (never the
-    /// active one, never at or above the high watermark). Returns the new log
-    /// start offset when it moved.
     /// Forgets the idempotent producers idle for `expiration_ms`
     /// (producer.id.expiration.ms) that have no transaction open here, in
     /// the leader's state and in the log's (the next snapshot leaves them
@@ -443,6 +440,9 @@ impl Partition {
         Ok(self.log()?.expire_producers(now, expiration_ms))
     }
 
+    /// Deletes whole segments past retention.ms / retention.bytes (never the
+    /// active one, never at or above the high watermark). Returns the new log
+    /// start offset when it moved.
     pub fn apply_retention(&self, now: i64) -> Result<Option<i64>, BrokerError> {
         if !self.is_hosted() {
             return Ok(None);
