@@ -69,7 +69,8 @@ import org.apache.kafka.common.Uuid;
  *       unless RECORDS is 0, creates TOPIC (1 partition) and sends RECORDS
  *       records to partition 0 with an idempotent producer (the default),
  *       one batch each (every send waited for), record i at timestamp
- *       1700000000000 + i; then describeProducers of TOPIC-0 (step
+ *       T + i, T the current time rounded down to a whole second (a
+ *       timestamp of now: producer.id.expiration.ms counts from it); then describeProducers of TOPIC-0 (step
  *       "producers", asked of its leader), and the same asked of each
  *       BROKER_ID directly (step "producers at ID").
  *   quorum BOOTSTRAP
@@ -260,9 +261,10 @@ public final class AdminChecks {
         props.put(ProducerConfig.CLIENT_ID_CONFIG, "sluice-java-idempotent");
         props.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
         props.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, StringSerializer.class.getName());
+        long base = System.currentTimeMillis() / 1000 * 1000;
         try (KafkaProducer<String, String> producer = new KafkaProducer<>(props)) {
             for (int i = 0; i < records; i++) {
-                producer.send(new ProducerRecord<>(topic, 0, 1_700_000_000_000L + i, "k" + i, "v" + i))
+                producer.send(new ProducerRecord<>(topic, 0, base + i, "k" + i, "v" + i))
                         .get(WAIT_S, TimeUnit.SECONDS);
             }
         }
