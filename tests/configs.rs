@@ -829,6 +829,26 @@ async fn broker_configs_are_described_under_kafkas_names() {
             DEFAULT,
             3,
         ),
+        ("producer.id.expiration.ms", "86400000".into(), DEFAULT, 3),
+        (
+            "producer.id.expiration.check.interval.ms",
+            "600000".into(),
+            DEFAULT,
+            3,
+        ),
+        (
+            "transactional.id.expiration.ms",
+            "604800000".into(),
+            DEFAULT,
+            3,
+        ),
+        ("transaction.max.timeout.ms", "900000".into(), DEFAULT, 3),
+        (
+            "transaction.state.log.replication.factor",
+            "3".into(),
+            DEFAULT,
+            4,
+        ),
     ] {
         assert_eq!(d.value(name), (value, source), "{name}");
         let e = d.get(name);

@@ -293,6 +293,54 @@ static BROKER_KEYS: &[BrokerKey] = &[
     key("socket.request.max.bytes", ConfigType::Int, |c| {
         c.socket_request_max_bytes.to_string()
     }),
+    key("producer.id.expiration.ms", ConfigType::Int, |c| {
+        c.producer_id_expiration_ms.to_string()
+    }),
+    key(
+        "producer.id.expiration.check.interval.ms",
+        ConfigType::Int,
+        |c| c.producer_id_expiration_check_interval_ms.to_string(),
+    ),
+    key("transactional.id.expiration.ms", ConfigType::Int, |c| {
+        c.transactional_id_expiration_ms.to_string()
+    }),
+    key("transaction.max.timeout.ms", ConfigType::Int, |c| {
+        c.transaction_max_timeout_ms.to_string()
+    }),
+    key(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        ConfigType::Int,
+        |c| {
+            c.transaction_abort_timed_out_transaction_cleanup_interval_ms
+                .to_string()
+        },
+    ),
+    key(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        ConfigType::Int,
+        |c| {
+            c.transaction_remove_expired_transaction_cleanup_interval_ms
+                .to_string()
+        },
+    ),
+    key(
+        "transaction.state.log.num.partitions",
+        ConfigType::Int,
+        |c| c.transaction_state_log_num_partitions.to_string(),
+    ),
+    key(
+        "transaction.state.log.replication.factor",
+        ConfigType::Short,
+        |c| c.transaction_state_log_replication_factor.to_string(),
+    ),
+    key("transaction.state.log.min.isr", ConfigType::Int, |c| {
+        c.transaction_state_log_min_isr.to_string()
+    }),
+    key(
+        "transaction.state.log.segment.bytes",
+        ConfigType::Int,
+        |c| c.transaction_state_log_segment_bytes.to_string(),
+    ),
 ];
 
 /// Every broker key described, by name: the table above, then the broker
