@@ -4,6 +4,8 @@
 #   bash benches/cluster.sh [messages]      (default 500000 messages of 1 KiB)
 #   PARTITIONS=12 RUNS=1 IDLE=no bash benches/cluster.sh    (12 partitions a
 #   topic, one run each, no idle measurement)
+#   FLUSH_MESSAGES=9223372036854775807 bash benches/cluster.sh   (the brokers
+#   run with Kafka's flush policy: log.flush.interval.messages set so)
 #
 # Starts three `sluice` brokers in cluster mode on loopback (fresh data
 # folders under a temp dir), then:
@@ -34,9 +36,15 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 CLIENT=() INTERNAL=() ADMIN=()
 for i in 1 2 3; do CLIENT[$i]=$(port); INTERNAL[$i]=$(port); ADMIN[$i]=$(port); done
 VOTERS="1@127.0.0.1:${INTERNAL[1]},2@127.0.0.1:${INTERNAL[2]},3@127.0.0.1:${INTERNAL[3]}"
+EXTRA=()
+if [ -n "${FLUSH_MESSAGES:-}" ]; then
+    echo "\"log.flush.interval.messages\" = $FLUSH_MESSAGES" >"$WORK/flush.toml"
+    EXTRA=(--config "$WORK/flush.toml")
+    echo "brokers run with log.flush.interval.messages = $FLUSH_MESSAGES"
+fi
 for i in 1 2 3; do
     "$BIN" --listen "127.0.0.1:${CLIENT[$i]}" --data-dir "$WORK/$i" --node-id "$i" \
-        --controller-voters "$VOTERS" --admin-listen "127.0.0.1:${ADMIN[$i]}" >"$WORK/broker-$i.log" 2>&1 &
+        --controller-voters "$VOTERS" --admin-listen "127.0.0.1:${ADMIN[$i]}" "${EXTRA[@]}" >"$WORK/broker-$i.log" 2>&1 &
     PIDS+=($!)
 done
 BOOT="127.0.0.1:${CLIENT[1]},127.0.0.1:${CLIENT[2]},127.0.0.1:${CLIENT[3]}"

@@ -709,3 +709,136 @@ async fn acknowledged_writes_survive_killing_the_leader_under_load() {
         n.server.abort();
     }
 }
+
+/// Real files whose fsyncs can be held back (a stalled disk).
+#[derive(Debug, Default)]
+struct StallingFs {
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+impl StallingFs {
+    fn wait(&self) {
+        // Bounded: a test that forgets to let go still ends.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.stalled.load(std::sync::atomic::Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl sluice_storage::fs::FileSystem for StallingFs {
+    fn sync(&self, file: &std::fs::File) -> std::io::Result<()> {
+        self.wait();
+        file.sync_data()
+    }
+    fn sync_filesystem(&self, anchor: &std::fs::File) -> std::io::Result<()> {
+        self.wait();
+        anchor.sync_all()
+    }
+}
+
+/// The leader's fsync runs off its Raft thread, and its appends leave
+/// before it: with the leader's disk stalled, the followers still take the
+/// batch and the leader, still stepping their answers, counts it committed
+/// by their two copies; its own copy (and its high watermark) follows once
+/// the disk answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_stalls_still_replicates_and_commits_through_its_followers() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut listeners, peers) = bind_three().await;
+    let mut nodes = HashMap::new();
+    let mut disks = HashMap::new();
+    for id in 1..=3u64 {
+        let fs = Arc::new(StallingFs::default());
+        let store = ReplicaStore::open_with_fs(
+            &root.path().join(id.to_string()),
+            LogConfig::default(),
+            Arc::new(SystemClock),
+            &[1, 2, 3],
+            true,
+            fs.clone(),
+        )
+        .unwrap();
+        let replica = Replica::new(id, store.clone(), Timing::default()).unwrap();
+        let host = Host::start(
+            HashMap::from([(GROUP.to_owned(), replica)]),
+            Sender::start(id, &peers),
+            TICK,
+        );
+        let server = tokio::spawn(transport::serve(
+            listeners.remove(&id).unwrap(),
+            host.deliver(),
+        ));
+        nodes.insert(
+            id,
+            Node {
+                host,
+                store,
+                server,
+            },
+        );
+        disks.insert(id, fs);
+    }
+    propose(&nodes, payload(0)).await;
+    wait_for(
+        "the first batch everywhere",
+        Duration::from_secs(20),
+        || nodes.values().all(|n| committed(n).len() == 1),
+    )
+    .await;
+    let leader = leader_of(&nodes).expect("a leader");
+    disks[&leader]
+        .stalled
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let at = nodes[&leader]
+        .host
+        .propose(GROUP, payload(1))
+        .expect("the leader takes the proposal");
+    // The leader's Raft thread answers while its sync thread waits for the
+    // disk, and the followers' answers commit the entry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let commit = tokio::time::timeout(
+            Duration::from_secs(2),
+            nodes[&leader].host.inspect(GROUP, |r| r.commit_index()),
+        )
+        .await
+        .expect("the leader's Raft thread answers while its disk is stalled")
+        .expect("the group is on the leader");
+        if commit >= at.index {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the followers' copies did not commit the entry (commit {commit}, entry {})",
+            at.index
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (&id, n) in &nodes {
+        if id != leader {
+            let last = n.store.with_log(|l| l.last_entry_index());
+            assert!(last >= at.index, "follower {id} holds the entry");
+        }
+    }
+    // Acknowledged (the high watermark) only once the leader's own copy is
+    // durable too: raft-rs hands out committed entries up to what it
+    // persisted.
+    assert!(
+        nodes[&leader].host.status(GROUP).unwrap().high_watermark <= at.base_offset,
+        "the leader's high watermark waits for its own disk"
+    );
+    disks[&leader]
+        .stalled
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for(
+        "the second batch everywhere",
+        Duration::from_secs(20),
+        || nodes.values().all(|n| committed(n).len() == 2),
+    )
+    .await;
+    for n in nodes.into_values() {
+        n.host.stop();
+        n.server.abort();
+    }
+}

@@ -1,8 +1,11 @@
 //! A node's Raft groups at work: one thread drives every replica this node
 //! holds — ticks, messages from the transport, proposals — and sends what they
 //! produce through the transport. One thread for all groups (not a task per
-//! group) keeps 1,000 idle partitions at a tick loop's cost, and lets the
-//! replicas' fsyncs block without stalling the async runtime.
+//! group) keeps 1,000 idle partitions at a tick loop's cost. The fsyncs run
+//! on a second thread: each round's new entries, of every group, are synced
+//! together (one syncfs) while the host thread goes on taking messages and
+//! sending appends; a group's answers that needed the disk leave when its
+//! round's sync comes back (raft-rs's asynchronous ready).
 //!
 //! Idle partition groups go quiet (their leader says so in a last
 //! heartbeat): a quiet group is not ticked and sends nothing, so thousands
@@ -12,14 +15,14 @@
 //! and those it followed wake on the leader's side; when it answers again,
 //! the leaders wake to catch it up. Any message or proposal wakes a group.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::replica::{Proposal, Replica, ReplicaError};
-use super::store::{Command, StoreError};
+use super::replica::{Proposal, Replica, ReplicaError, Unsynced};
+use super::store::Command;
 use super::transport::{Deliver, Envelope, Sender};
 
 /// What a group looks like from this node.
@@ -86,8 +89,9 @@ enum Input {
     Remove {
         group: String,
     },
-    /// Answered after the round that took it, once everything proposed
-    /// before it is stored.
+    /// Answered once everything proposed before it is written to the
+    /// groups' logs, and what was written up to the round that took it is
+    /// synced.
     Barrier(mpsc::Sender<()>),
     /// Runs on a group's replica (None: no such group here).
     Inspect {
@@ -98,6 +102,12 @@ enum Input {
     Act {
         group: String,
         f: Action,
+    },
+    /// The sync thread finished the job of round `round`.
+    Synced {
+        round: u64,
+        waiting: Synced,
+        flushes: Synced,
     },
     Stop,
 }
@@ -136,9 +146,10 @@ impl Host {
         let shared = Shared::default();
         let thread = {
             let shared = shared.clone();
+            let back = inputs.clone();
             std::thread::Builder::new()
                 .name("raft-host".into())
-                .spawn(move || drive(replicas, appliers, sender, rx, tick, shared))
+                .spawn(move || drive(replicas, appliers, sender, rx, back, tick, shared))
                 .expect("spawn the raft thread")
         };
         Self {
@@ -217,8 +228,9 @@ impl Host {
             .unwrap_or(Err(ReplicaError::NotLeader { leader: None }))
     }
 
-    /// Waits until every proposal sent before this call has been stored
-    /// (or refused): one round of the host.
+    /// Waits until every proposal sent before this call has been written
+    /// (or refused), and no sync of a group removed before it is still
+    /// running.
     pub fn barrier(&self) {
         let (tx, rx) = mpsc::channel();
         if self.inputs.send(Input::Barrier(tx)).is_ok() {
@@ -346,6 +358,13 @@ struct Group {
     quiet: bool,
     /// Ticks in a row this leader could have gone quiet.
     calm: usize,
+    /// The ready waiting for the sync job of that round.
+    syncing: Option<(u64, Unsynced)>,
+    /// The first round that touched the group while it waited for a sync
+    /// (its ready is not begun yet).
+    pending_since: Option<u64>,
+    /// The round whose sync job flushes the group in the background.
+    flushing: Option<u64>,
 }
 
 impl Group {
@@ -357,6 +376,47 @@ impl Group {
             watcher,
             quiet: false,
             calm: 0,
+            syncing: None,
+            pending_since: None,
+            flushing: None,
+        }
+    }
+
+    /// The ready that waited for the sync job of round `of`, if it is this
+    /// group's (not a group since replaced under the same name).
+    fn take_syncing(&mut self, of: u64) -> Option<Unsynced> {
+        match &self.syncing {
+            Some((round, _)) if *round == of => self.syncing.take().map(|(_, u)| u),
+            _ => None,
+        }
+    }
+
+    /// Notes the group's status in `changed` (and tells its watcher) when
+    /// it moved.
+    fn report(&mut self, changed: &mut Vec<(String, GroupStatus)>) {
+        let r = &self.replica;
+        let now = GroupStatus {
+            leader: r.leader().map(super::broker_of),
+            is_leader: r.is_leader(),
+            term: r.term(),
+            high_watermark: r.high_watermark(),
+            commit_index: r.commit_index(),
+            reachable: r.reachable_replicas(),
+            fully_replicated: r.fully_replicated(),
+            leader_ready: r.leader_ready(),
+            in_sync_changes: r.in_sync_changes(),
+        };
+        if now != self.last {
+            if now.is_leader != self.last.is_leader {
+                let m = r.membership();
+                tracing::debug!(group = %self.name, id = r.id, term = now.term, leads = now.is_leader,
+                    voters = ?m.voters, outgoing = ?m.outgoing, "leadership changed");
+            }
+            self.last = now;
+            if let Some(w) = &mut self.watcher {
+                w(&now);
+            }
+            changed.push((self.name.clone(), now));
         }
     }
 
@@ -467,11 +527,48 @@ fn wake_for(peer: u64, down: bool, groups: &mut [Group], touched: &mut [bool]) -
     woken
 }
 
+/// A round's fsyncs, for the sync thread.
+struct SyncJob {
+    round: u64,
+    /// Groups whose ready waits for the sync.
+    waiting: Vec<(String, sluice_storage::SyncPoint)>,
+    /// Groups flushed in the background (Kafka's flush policy).
+    flushes: Vec<(String, sluice_storage::SyncPoint)>,
+}
+
+type Synced = Vec<(String, sluice_storage::Result<i64>)>;
+
+/// The sync thread: one job at a time, in the order the rounds sent them,
+/// each one group commit (one syncfs for many files; see [`GroupSync`]).
+/// The outcome goes back to the host thread as an input.
+///
+/// [`GroupSync`]: sluice_storage::GroupSync
+fn sync_jobs(jobs: mpsc::Receiver<SyncJob>, back: mpsc::Sender<Input>) {
+    let mut group_sync = sluice_storage::GroupSync::new(sluice_storage::SyncMethod::Auto);
+    let mut sync = |points: Vec<(String, sluice_storage::SyncPoint)>| -> Synced {
+        let (names, points): (Vec<String>, Vec<_>) = points.into_iter().unzip();
+        names.into_iter().zip(group_sync.sync(points)).collect()
+    };
+    while let Ok(job) = jobs.recv() {
+        let waiting = sync(job.waiting);
+        let flushes = sync(job.flushes);
+        let done = Input::Synced {
+            round: job.round,
+            waiting,
+            flushes,
+        };
+        if back.send(done).is_err() {
+            return;
+        }
+    }
+}
+
 fn drive(
     replicas: HashMap<String, Replica>,
     mut appliers: HashMap<String, Applier>,
     sender: Sender,
     inputs: mpsc::Receiver<Input>,
+    back: mpsc::Sender<Input>,
     tick: Duration,
     shared: Shared,
 ) {
@@ -492,25 +589,101 @@ fn drive(
     );
     // Only groups that got input (or a tick) need a `ready` this round.
     let mut touched = vec![true; groups.len()];
-    let mut group_sync = sluice_storage::GroupSync::new(sluice_storage::SyncMethod::Auto);
+    let (jobs, job_inputs) = mpsc::channel();
+    let syncer = match std::thread::Builder::new()
+        .name("raft-sync".into())
+        .spawn(move || sync_jobs(job_inputs, back))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start the raft sync thread");
+            return;
+        }
+    };
+    // The rounds whose sync job is not back yet, oldest first.
+    let mut syncing: VecDeque<u64> = VecDeque::new();
+    let mut round: u64 = 0;
     let mut next_tick = Instant::now() + tick;
-    let mut barriers = Vec::new();
+    // Barriers with the round that took them.
+    let mut barriers: Vec<(u64, mpsc::Sender<()>)> = Vec::new();
     let mut failed: Vec<String> = Vec::new();
+    let mut changed = Vec::new();
     loop {
+        round += 1;
         let wait = next_tick.saturating_duration_since(Instant::now());
         let first = match inputs.recv_timeout(wait) {
             Ok(i) => Some(i),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
         };
         let now = Instant::now();
         let mut back = Vec::new();
+        let mut stop = false;
         // Take everything already waiting, so one ready (one fsync) serves
         // many messages and proposals.
         for input in first.into_iter().chain(inputs.try_iter()) {
             match input {
-                Input::Stop => return,
-                Input::Barrier(tx) => barriers.push(tx),
+                Input::Stop => {
+                    stop = true;
+                    break;
+                }
+                Input::Barrier(tx) => barriers.push((round, tx)),
+                Input::Synced {
+                    round: of,
+                    waiting,
+                    flushes,
+                } => {
+                    if syncing.front() == Some(&of) {
+                        syncing.pop_front();
+                    }
+                    for (name, outcome) in flushes {
+                        match (index.get(&name), outcome) {
+                            (Some(&i), Ok(durable)) if groups[i].flushing == Some(of) => {
+                                groups[i].flushing = None;
+                                groups[i].replica.flushed(durable);
+                            }
+                            (Some(&i), Err(e)) if groups[i].flushing == Some(of) => {
+                                groups[i].flushing = None;
+                                tracing::error!(group = %name, error = %e, "fsync failed; retrying at the next tick");
+                            }
+                            _ => {}
+                        }
+                    }
+                    for (name, outcome) in waiting {
+                        let Some(&i) = index.get(&name) else {
+                            continue;
+                        };
+                        let g = &mut groups[i];
+                        let Some(unsynced) = g.take_syncing(of) else {
+                            continue; // replaced since
+                        };
+                        touched[i] = true;
+                        let durable = match outcome {
+                            Ok(d) => d,
+                            Err(e) => {
+                                // Whether the entries reached the disk is
+                                // unknown: Raft must not count them.
+                                tracing::error!(group = %name, error = %e, "raft group failed to persist");
+                                failed.push(name);
+                                continue;
+                            }
+                        };
+                        let r = &mut g.replica;
+                        match catch_unwind(AssertUnwindSafe(|| {
+                            r.ready_persisted(unsynced, Some(durable))
+                        })) {
+                            Ok(Ok(out)) => {
+                                for m in out.messages {
+                                    sender.send(&name, m);
+                                }
+                            }
+                            Ok(Err(e)) => {
+                                tracing::error!(group = %name, error = %e, "raft group failed to persist")
+                            }
+                            Err(_) => failed.push(name),
+                        }
+                    }
+                }
                 Input::Inspect { group, f } => {
                     f(index.get(&group).map(|&i| &groups[i].replica));
                 }
@@ -626,16 +799,32 @@ fn drive(
                 }
             }
         }
+        if stop {
+            break;
+        }
         for peer in back {
             let woken = wake_for(peer, false, &mut groups, &mut touched);
             tracing::info!(peer, woken, "raft peer answers again");
         }
         let ticked = now >= next_tick;
+        let mut flushes = Vec::new();
         if ticked {
             for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
                 if !g.quiet {
                     g.replica.tick();
                     *t = true;
+                }
+                // Kafka's flush policy: flush.ms (or flush.messages) asks
+                // for an fsync that nothing waits for.
+                if g.flushing.is_none() && g.syncing.is_none() {
+                    match g.replica.flush_point() {
+                        Ok(Some(point)) => {
+                            g.flushing = Some(round);
+                            flushes.push((g.name.clone(), point));
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::error!(group = %g.name, error = %e, "flush failed"),
+                    }
                 }
             }
             let now_peers = sender.peers();
@@ -668,67 +857,53 @@ fn drive(
             }
         }
         let live = |id| liveness.is_live(super::broker_of(id));
-        let mut changed = Vec::new();
-        // Every touched group writes its new entries; one sync round makes
-        // all of them durable (group commit across Raft groups); then each
-        // sends what waited for the disk and advances.
-        let mut begun = Vec::new();
-        for (i, (t, g)) in touched.iter_mut().zip(groups.iter_mut()).enumerate() {
-            if !std::mem::take(t) || failed.contains(&g.name) {
+        // Every touched group writes its new entries and sends what may
+        // leave before they are durable (a leader's appends); the sync
+        // thread then makes all of them durable in one round (group commit
+        // across Raft groups) while this thread goes on, and each group
+        // sends what waited for the disk when the round comes back. A group
+        // waiting for its sync takes messages and proposals meanwhile; its
+        // next ready waits for the sync.
+        let mut waiting = Vec::new();
+        for (t, g) in touched.iter_mut().zip(groups.iter_mut()) {
+            if !*t || failed.contains(&g.name) {
                 continue;
             }
-            let r = &mut g.replica;
-            match catch_unwind(AssertUnwindSafe(|| r.ready_begin())) {
-                Ok(b) => begun.push((i, b)),
-                Err(_) => failed.push(g.name.clone()),
+            if g.syncing.is_some() {
+                g.pending_since.get_or_insert(round);
+                continue;
             }
-        }
-        let mut points = Vec::new();
-        for (i, b) in &mut begun {
-            if let Ok(Some(u)) = b
-                && let Some(point) = u.take_sync_point()
-            {
-                points.push((*i, point));
-            }
-        }
-        let (synced_groups, points): (Vec<usize>, Vec<_>) = points.into_iter().unzip();
-        let mut synced: HashMap<usize, _> = synced_groups
-            .into_iter()
-            .zip(group_sync.sync(points))
-            .collect();
-        for (i, b) in begun {
-            let g = &mut groups[i];
+            *t = false;
+            g.pending_since = None;
             let name = &g.name;
             let r = &mut g.replica;
-            let ready = match (b, synced.remove(&i)) {
-                (Err(e), _) => Err(e),
-                (Ok(None), _) => Ok(Default::default()),
-                (Ok(Some(_)), Some(Err(e))) => Err(ReplicaError::from(StoreError::from(e))),
-                (Ok(Some(u)), durable) => {
-                    let durable = durable.map(|d| d.expect("errors matched above"));
-                    match catch_unwind(AssertUnwindSafe(|| r.ready_finish(u, durable))) {
-                        Ok(out) => out,
-                        Err(_) => {
-                            failed.push(name.clone());
-                            continue;
-                        }
-                    }
+            let begun = match catch_unwind(AssertUnwindSafe(|| r.ready_begin())) {
+                Ok(b) => b,
+                Err(_) => {
+                    failed.push(name.clone());
+                    continue;
                 }
             };
-            match ready {
-                Ok(out) => {
+            match begun {
+                Ok((out, unsynced)) => {
                     for m in out.messages {
                         sender.send(name, m);
                     }
                     if let Some(apply) = appliers.get_mut(name.as_str()) {
                         out.committed.iter().for_each(apply);
                     }
+                    if let Some(mut u) = unsynced {
+                        if let Some(point) = u.take_sync_point() {
+                            waiting.push((name.clone(), point));
+                        }
+                        g.syncing = Some((round, u));
+                    }
                 }
                 Err(e) => {
                     tracing::error!(group = %name, error = %e, "raft group failed to persist")
                 }
             }
-            if ticked && !g.quiet && r.may_quiesce() && r.is_leader() {
+            if g.syncing.is_none() && ticked && !g.quiet && r.may_quiesce() && r.is_leader() {
                 if r.can_quiesce(&live) {
                     g.calm += 1;
                 } else {
@@ -742,34 +917,24 @@ fn drive(
                     g.calm = 0;
                 }
             }
-            let now = GroupStatus {
-                leader: r.leader().map(super::broker_of),
-                is_leader: r.is_leader(),
-                term: r.term(),
-                high_watermark: r.high_watermark(),
-                commit_index: r.commit_index(),
-                reachable: r.reachable_replicas(),
-                fully_replicated: r.fully_replicated(),
-                leader_ready: r.leader_ready(),
-                in_sync_changes: r.in_sync_changes(),
+            g.report(&mut changed);
+        }
+        if !waiting.is_empty() || !flushes.is_empty() {
+            let job = SyncJob {
+                round,
+                waiting,
+                flushes,
             };
-            if now != g.last {
-                if now.is_leader != g.last.is_leader {
-                    let m = r.membership();
-                    tracing::debug!(group = %name, id = r.id, term = now.term, leads = now.is_leader,
-                        voters = ?m.voters, outgoing = ?m.outgoing, "leadership changed");
-                }
-                g.last = now;
-                if let Some(w) = &mut g.watcher {
-                    w(&now);
-                }
-                changed.push((name.clone(), now));
+            if jobs.send(job).is_err() {
+                tracing::error!("the raft sync thread stopped");
+                break;
             }
+            syncing.push_back(round);
         }
         if !changed.is_empty()
             && let Ok(mut s) = status.lock()
         {
-            s.extend(changed);
+            s.extend(changed.drain(..));
         }
         if ticked {
             let quiet = groups.iter().filter(|g| g.quiet).count();
@@ -777,9 +942,18 @@ fn drive(
                 .quiet
                 .store(quiet, std::sync::atomic::Ordering::Relaxed);
         }
-        for b in barriers.drain(..) {
-            let _ = b.send(());
-        }
+        // A barrier is answered once everything taken up to its round is
+        // written and what was begun up to then is synced.
+        let oldest_pending = groups.iter().filter_map(|g| g.pending_since).min();
+        let oldest_syncing = syncing.front().copied();
+        barriers.retain(|(at, tx)| {
+            let done =
+                oldest_pending.is_none_or(|p| p > *at) && oldest_syncing.is_none_or(|s| s > *at);
+            if done {
+                let _ = tx.send(());
+            }
+            !done
+        });
         // A group whose Raft code panicked is in no state to go on: it
         // stops here (its partition reports no leader), the others go on.
         for group in failed.drain(..) {
@@ -792,6 +966,8 @@ fn drive(
             drop_group(&group, &mut groups, &mut index, &mut touched, status);
         }
     }
+    drop(jobs);
+    let _ = syncer.join();
 }
 
 /// Stops driving `group` on this host (its replica is dropped).

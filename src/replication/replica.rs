@@ -60,16 +60,31 @@ pub struct Output {
     pub committed: Vec<Entry>,
 }
 
+impl Output {
+    /// Adds what a later call produced.
+    fn absorb(&mut self, later: Output) {
+        self.messages.extend(later.messages);
+        self.committed.extend(later.committed);
+        if later.high_watermark.is_some() {
+            self.high_watermark = later.high_watermark;
+        }
+    }
+}
+
 /// A ready whose entries are written but not yet synced (see
-/// [`Replica::ready_begin`]).
+/// [`Replica::ready_begin`]): Raft has taken it back (the replica goes on
+/// taking messages) and counts it as persisted at
+/// [`Replica::ready_persisted`].
 pub struct Unsynced {
-    rd: raft::Ready,
-    out: Output,
+    /// Raft's number for the ready.
+    number: u64,
+    /// Messages that may leave only once the entries are durable.
+    persisted: Vec<Message>,
     sync: Option<sluice_storage::SyncPoint>,
 }
 
 impl Unsynced {
-    /// What must be synced before [`Replica::ready_finish`], if anything.
+    /// What must be synced before [`Replica::ready_persisted`].
     pub fn take_sync_point(&mut self) -> Option<sluice_storage::SyncPoint> {
         self.sync.take()
     }
@@ -959,26 +974,37 @@ impl Replica {
     }
 
     /// Persists what Raft decided (entries, hard state; one fsync for all),
-    /// and returns the messages to send and the high watermark.
+    /// and returns the messages to send and the high watermark: the
+    /// begin-sync-persisted cycle of the host in one call, repeated while
+    /// what the sync allowed (a leader's commit) makes more work.
     pub fn ready(&mut self) -> Result<Output, ReplicaError> {
-        let Some(mut unsynced) = self.ready_begin()? else {
-            return Ok(Output::default());
-        };
-        let durable = match unsynced.take_sync_point() {
-            Some(point) => Some(point.sync().map_err(StoreError::from)?),
-            None => None,
-        };
-        self.ready_finish(unsynced, durable)
+        let mut out = Output::default();
+        loop {
+            let (more, pending) = self.ready_begin()?;
+            out.absorb(more);
+            let Some(mut unsynced) = pending else {
+                return Ok(out);
+            };
+            let durable = match unsynced.take_sync_point() {
+                Some(point) => Some(point.sync().map_err(StoreError::from)?),
+                None => None,
+            };
+            out.absorb(self.ready_persisted(unsynced, durable)?);
+        }
     }
 
     /// The first half of [`Self::ready`]: writes Raft's new entries and
-    /// hard state, without syncing them. The host syncs the entries of
-    /// every group together ([`Unsynced::take_sync_point`]), then calls
-    /// [`Self::ready_finish`]. None when Raft has nothing ready.
-    pub fn ready_begin(&mut self) -> Result<Option<Unsynced>, ReplicaError> {
+    /// hard state without syncing them, carries out what was committed, and
+    /// returns what may leave now (a leader's appends go out while its own
+    /// disk syncs: Raft counts the leader's copy only once it is durable).
+    /// When entries wait for the disk, the [`Unsynced`] says what to sync
+    /// ([`Unsynced::take_sync_point`]); the host syncs every group's
+    /// together and then calls [`Self::ready_persisted`]. Until then the
+    /// replica takes messages, proposals and ticks, but no other `ready`.
+    pub fn ready_begin(&mut self) -> Result<(Output, Option<Unsynced>), ReplicaError> {
         let mut out = Output::default();
         if !self.node.has_ready() {
-            return Ok(None);
+            return Ok((out, None));
         }
         let mut rd = self.node.ready();
         out.messages.extend(rd.take_messages());
@@ -1007,46 +1033,114 @@ impl Replica {
         let sync = if rd.entries().is_empty() {
             None
         } else {
-            Some(self.store.sync_point()?)
+            // Kafka's flush policy (flush.messages above 1): the entries
+            // count as held once written, and are fsynced when
+            // flush.messages or flush.ms says so (see `flush_point`).
+            let (lazy, due) = self.store.flush_policy();
+            if lazy && !due {
+                None
+            } else {
+                Some(self.store.sync_point()?)
+            }
         };
-        Ok(Some(Unsynced { rd, out, sync }))
+        match sync {
+            None => {
+                // Nothing waits for the disk: done at once, with what that
+                // allows (a leader's commit) in the same output.
+                out.messages.extend(rd.take_persisted_messages());
+                let mut light = self.node.advance(rd);
+                let committed = light.take_committed_entries();
+                self.apply_commands(&committed)?;
+                if let Some(c) = light.commit_index() {
+                    self.store.set_commit(c);
+                }
+                out.messages.extend(light.take_messages());
+                out.committed.extend(committed);
+                self.node.advance_apply();
+                self.answer_lost_log(&mut out.messages);
+                self.finish_output(&mut out)?;
+                Ok((out, None))
+            }
+            Some(point) => {
+                let number = rd.number();
+                let persisted = rd.take_persisted_messages();
+                self.node.advance_append_async(rd);
+                self.node.advance_apply();
+                self.finish_output(&mut out)?;
+                Ok((
+                    out,
+                    Some(Unsynced {
+                        number,
+                        persisted,
+                        sync: Some(point),
+                    }),
+                ))
+            }
+        }
     }
 
-    /// The second half of [`Self::ready`], once the entries are durable
-    /// (`durable`: the offset the sync reached, if there was one): sends
-    /// what waited for the disk and advances Raft.
-    pub fn ready_finish(
+    /// The second half of [`Self::ready_begin`], once its entries are
+    /// durable (`durable`: the offset the sync reached): returns the
+    /// messages that waited for the disk (a follower's answers, votes).
+    /// What the sync allows next (a leader's commit) comes from the next
+    /// `ready_begin`.
+    pub fn ready_persisted(
         &mut self,
         unsynced: Unsynced,
         durable: Option<i64>,
     ) -> Result<Output, ReplicaError> {
-        let Unsynced {
-            mut rd, mut out, ..
-        } = unsynced;
         if let Some(durable) = durable {
             self.store.mark_durable(durable);
         }
-        out.messages.extend(rd.take_persisted_messages());
-        let mut light = self.node.advance(rd);
-        let committed = light.take_committed_entries();
-        self.apply_commands(&committed)?;
-        if let Some(c) = light.commit_index() {
-            self.store.set_commit(c);
-        }
-        out.messages.extend(light.take_messages());
-        out.committed.extend(committed);
-        self.node.advance_apply();
-        if std::mem::take(&mut self.lost_log) {
-            // Heartbeat answers carry no log position; a rejected one with
-            // a hint does here (see `step`).
+        self.node.on_persist_ready(unsynced.number);
+        let mut out = Output {
+            messages: unsynced.persisted,
+            ..Output::default()
+        };
+        self.answer_lost_log(&mut out.messages);
+        self.finish_output(&mut out)?;
+        Ok(out)
+    }
+
+    /// Under Kafka's flush policy, what to fsync now that flush.ms (or
+    /// flush.messages) asks for it; the caller syncs it off the Raft
+    /// thread and reports with [`Self::flushed`].
+    pub fn flush_point(&self) -> Result<Option<sluice_storage::SyncPoint>, ReplicaError> {
+        let (lazy, due) = self.store.flush_policy();
+        Ok(if lazy && due {
+            Some(self.store.sync_point()?)
+        } else {
+            None
+        })
+    }
+
+    /// A flush of [`Self::flush_point`] made everything below `durable`
+    /// durable.
+    pub fn flushed(&self, durable: i64) {
+        self.store.mark_durable(durable);
+    }
+
+    /// Heartbeat answers carry no log position; a rejected one with a hint
+    /// does here when this replica lost its log (see `step`).
+    fn answer_lost_log(&mut self, messages: &mut [Message]) {
+        let answers = messages
+            .iter()
+            .any(|m| m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse);
+        if answers && std::mem::take(&mut self.lost_log) {
             let last = self.node.raft.raft_log.last_index();
-            for m in &mut out.messages {
+            for m in messages {
                 if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse {
                     m.reject = true;
                     m.reject_hint = last;
                 }
             }
         }
+    }
+
+    /// What every output gets before it leaves: the high watermark of what
+    /// it committed, the fully replicated point in a leader's appends, and
+    /// the snapshots it sends reported.
+    fn finish_output(&mut self, out: &mut Output) -> Result<(), ReplicaError> {
         if let Some(index) = out.committed.last().map(|e| e.index) {
             let hw = self.store.offset_after(index)?;
             if hw > self.high_watermark {
@@ -1056,7 +1150,7 @@ impl Replica {
         }
         self.update_fully_replicated(&mut out.messages)?;
         self.report_snapshots_sent(&out.messages);
-        Ok(out)
+        Ok(())
     }
 
     /// Appends Raft's new entries. A membership change goes in only once

@@ -74,6 +74,17 @@ impl SimCluster {
         Ok(sim)
     }
 
+    /// Every replica's log uses `config` from now on (they restart with it
+    /// now, as after kill -9).
+    pub fn set_log_config(&mut self, config: LogConfig) -> Result<(), ReplicaError> {
+        self.config = config;
+        for id in self.replicas.keys().copied().collect::<Vec<_>>() {
+            self.crash(id);
+            self.restart(id)?;
+        }
+        Ok(())
+    }
+
     /// (Re)opens replica `id` from its folder.
     pub fn restart(&mut self, id: u64) -> Result<(), ReplicaError> {
         let fs = Arc::new(FaultyFs::default());

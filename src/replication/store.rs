@@ -470,6 +470,20 @@ impl ReplicaStore {
         Ok(self.lock().log.sync_point()?)
     }
 
+    /// Whether the topic asks for Kafka's flush policy (flush.messages
+    /// above 1: an entry counts as held once written, as Kafka's replicas
+    /// acknowledge from memory), and whether flush.messages or flush.ms
+    /// asks for an fsync now.
+    pub fn flush_policy(&self) -> (bool, bool) {
+        let inner = self.lock();
+        let lazy = inner
+            .log
+            .config()
+            .flush_interval_messages
+            .is_some_and(|n| n > 1);
+        (lazy, lazy && inner.log.flush_due())
+    }
+
     /// Records that the entries up to `offset` are on disk.
     pub fn mark_durable(&self, offset: i64) {
         self.lock().log.mark_durable(offset);

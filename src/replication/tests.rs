@@ -778,3 +778,46 @@ fn a_replica_back_on_a_node_starts_from_the_votes_it_left() {
     assert_eq!(remembered_votes(data.path(), "t-x-3"), Some((1, 1)));
     assert_eq!(remembered_votes(data.path(), "tt-1"), Some((1, 1)));
 }
+
+/// Kafka's flush policy (flush.messages above 1): a replica counts an entry
+/// as held once written, so writes commit on a majority's memory and no
+/// fsync is waited for; with flush.messages 10 a ready that reaches ten
+/// unflushed records fsyncs.
+#[test]
+fn kafkas_flush_policy_commits_from_memory_and_flushes_by_count() {
+    let durable_and_end = |sim: &SimCluster, id: u64| {
+        sim.replicas[&id]
+            .store()
+            .with_log(|l| (l.durable_offset(), l.log_end_offset()))
+    };
+    for (flush_messages, synced) in [(u64::MAX >> 1, false), (10, true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sim = SimCluster::new(dir.path(), 3).unwrap();
+        sim.set_log_config(sluice_storage::LogConfig {
+            flush_interval_messages: Some(flush_messages),
+            ..sluice_storage::LogConfig::default()
+        })
+        .unwrap();
+        let leader = sim.elect(200).unwrap();
+        for i in 0..20 {
+            propose_all(&mut sim, leader, &format!("b{i}"), 1).unwrap();
+            sim.round().unwrap();
+        }
+        let done = sim
+            .run_until(100, |s| {
+                s.replicas.values().all(|r| r.high_watermark() == 20) && all_agree(s)
+            })
+            .unwrap();
+        assert!(done, "every replica commits all 20 batches");
+        for id in sim.replicas.keys().copied().collect::<Vec<_>>() {
+            let (durable, end) = durable_and_end(&sim, id);
+            assert_eq!(end, 20, "replica {id}");
+            if synced {
+                assert!(durable >= 10, "replica {id} flushed by count: {durable}");
+            } else {
+                assert_eq!(durable, 0, "replica {id} synced nothing");
+                assert!(sim.replicas[&id].flush_point().unwrap().is_none());
+            }
+        }
+    }
+}

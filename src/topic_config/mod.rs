@@ -926,8 +926,9 @@ impl TopicConfig {
             segment_ms,
             index_interval_bytes: self.index_interval_bytes,
             max_index_bytes: self.segment_index_bytes,
-            flush_interval_messages: (self.flush_messages < i64::MAX)
-                .then_some(self.flush_messages as u64),
+            // Kafka's default (i64::MAX) too, so that a log can tell it
+            // from none given (every write durable).
+            flush_interval_messages: Some(self.flush_messages as u64),
             flush_interval_ms: (self.flush_ms < i64::MAX).then_some(self.flush_ms),
         }
     }
